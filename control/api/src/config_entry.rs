@@ -1,0 +1,295 @@
+//! Config entries: the two kinds isthmus supports, `exported-services` and
+//! `service-intentions`, in Consul's JSON shape, with Consul's validation and
+//! error texts.
+//!
+//! Input goes through [`parse_document`] (HCL or JSON text, as `consul config
+//! write` takes it) and [`ConfigEntry::from_json`] (key normalization, typed
+//! decoding, validation). Output is [`ConfigEntry::to_json`].
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+mod exported_services;
+mod keys;
+mod service_intentions;
+#[cfg(test)]
+mod tests;
+
+pub use exported_services::{ExportedService, ExportedServices, ServiceConsumer};
+pub use service_intentions::{
+    IntentionAction, IntentionHttpHeaderPermission, IntentionHttpPermission, IntentionPermission,
+    IntentionSourceType, ServiceIntentions, SourceIntention,
+};
+
+pub const KIND_EXPORTED_SERVICES: &str = "exported-services";
+pub const KIND_SERVICE_INTENTIONS: &str = "service-intentions";
+
+/// Longest name accepted, as for a DNS name.
+const MAX_NAME_LENGTH: usize = 253;
+
+/// Why a config entry was refused. `Display` is the exact text the HTTP API
+/// returns with status 400 and the CLI prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigEntryError {
+    #[error("Payload does not contain a kind/Kind key at the top level")]
+    MissingKind,
+    /// The text is neither valid JSON nor valid HCL.
+    #[error("failed to decode config entry input: {0}")]
+    Decode(String),
+    #[error("unsupported config entry kind {0:?}: isthmus supports exported-services and service-intentions")]
+    UnsupportedKind(String),
+    /// `path` locates the object holding the key; empty at the top level.
+    #[error("{}unknown field {:?}", location_prefix(.path), .key)]
+    UnknownField { path: String, key: String },
+    /// Two spellings of one field in the same object, such as `Peer` and `PeerName`.
+    #[error("{}duplicate field {:?} (already given as {:?})", location_prefix(.path), .key, .first)]
+    DuplicateField {
+        path: String,
+        key: String,
+        first: String,
+    },
+    #[error("{path} must be {expected}")]
+    WrongType {
+        path: String,
+        expected: &'static str,
+    },
+    #[error("invalid name {name:?}: {problem}")]
+    InvalidName { name: String, problem: &'static str },
+    /// A semantic problem; the text follows Consul's wording.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn location_prefix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}
+
+/// Checks a config entry kind and returns its canonical spelling.
+pub fn validate_kind(kind: &str) -> Result<&'static str, ConfigEntryError> {
+    match kind {
+        KIND_EXPORTED_SERVICES => Ok(KIND_EXPORTED_SERVICES),
+        KIND_SERVICE_INTENTIONS => Ok(KIND_SERVICE_INTENTIONS),
+        _ => Err(ConfigEntryError::UnsupportedKind(kind.to_owned())),
+    }
+}
+
+/// Checks a service or entry name, such as one taken from a URL: non-empty, at
+/// most 253 characters of `[A-Za-z0-9._-]`, or exactly `*`.
+pub fn validate_name(name: &str) -> Result<(), ConfigEntryError> {
+    let problem = if name.is_empty() {
+        "must not be empty"
+    } else if name.len() > MAX_NAME_LENGTH {
+        "is longer than 253 characters"
+    } else if name == "*" {
+        return Ok(());
+    } else if name.contains('*') {
+        "the wildcard '*' must be the whole name"
+    } else if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+    {
+        "only letters, digits, '.', '_' and '-' are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigEntryError::InvalidName {
+        name: name.to_owned(),
+        problem,
+    })
+}
+
+/// [`validate_name`] for a field inside an entry: the message starts with the field's path.
+fn validate_field_name(path: &str, name: &str) -> Result<(), ConfigEntryError> {
+    validate_name(name).map_err(|error| ConfigEntryError::Invalid(format!("{path}: {error}")))
+}
+
+/// Parses a user's document, HCL or JSON (JSON when the first non-space
+/// character is `{`), into a JSON value that has a top-level `Kind` or `kind` key.
+pub fn parse_document(text: &str) -> Result<Value, ConfigEntryError> {
+    let value: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|error| ConfigEntryError::Decode(error.to_string()))?
+    } else {
+        // hcl-rs starts its messages with a space before the location arrow.
+        hcl::from_str(text)
+            .map_err(|error| ConfigEntryError::Decode(error.to_string().trim_start().to_owned()))?
+    };
+    // Consul looks for exactly these two spellings here; from_json is more lenient.
+    let has_kind = value
+        .as_object()
+        .is_some_and(|object| object.contains_key("Kind") || object.contains_key("kind"));
+    if has_kind {
+        Ok(value)
+    } else {
+        Err(ConfigEntryError::MissingKind)
+    }
+}
+
+/// A config entry of one of the supported kinds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigEntry {
+    ExportedServices(ExportedServices),
+    ServiceIntentions(ServiceIntentions),
+}
+
+impl ConfigEntry {
+    /// Decodes a JSON document (as sent to `PUT /v1/config` or converted from
+    /// HCL): normalizes keys, checks types, validates, and computes derived
+    /// fields such as intention precedence.
+    pub fn from_json(value: Value) -> Result<ConfigEntry, ConfigEntryError> {
+        let Value::Object(object) = value else {
+            return Err(ConfigEntryError::MissingKind);
+        };
+        let kind = object
+            .iter()
+            .find(|(key, _)| keys::comparable_key(key) == "kind")
+            .map(|(_, kind)| kind)
+            .ok_or(ConfigEntryError::MissingKind)?;
+        let kind = kind.as_str().ok_or(ConfigEntryError::WrongType {
+            path: "Kind".to_owned(),
+            expected: "a string",
+        })?;
+        let kind = validate_kind(kind)?;
+
+        let entry = if kind == KIND_EXPORTED_SERVICES {
+            let mut fields = keys::normalize_object(object, keys::EXPORTED_SERVICES_FIELDS, "")?;
+            fields.remove("Kind");
+            let entry: ExportedServices = decode_typed(fields)?;
+            entry.validate()?;
+            ConfigEntry::ExportedServices(entry)
+        } else {
+            let mut fields = keys::normalize_object(object, keys::SERVICE_INTENTIONS_FIELDS, "")?;
+            fields.remove("Kind");
+            let mut entry: ServiceIntentions = decode_typed(fields)?;
+            entry.validate()?;
+            entry.update_precedence();
+            ConfigEntry::ServiceIntentions(entry)
+        };
+        Ok(entry)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigEntry::ExportedServices(_) => KIND_EXPORTED_SERVICES,
+            ConfigEntry::ServiceIntentions(_) => KIND_SERVICE_INTENTIONS,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            ConfigEntry::ExportedServices(entry) => &entry.name,
+            ConfigEntry::ServiceIntentions(entry) => &entry.name,
+        }
+    }
+
+    /// Checks the entry as [`ConfigEntry::from_json`] does, for entries built in code.
+    pub fn validate(&self) -> Result<(), ConfigEntryError> {
+        match self {
+            ConfigEntry::ExportedServices(entry) => entry.validate(),
+            ConfigEntry::ServiceIntentions(entry) => entry.validate(),
+        }
+    }
+
+    /// Consul's JSON shape: `Kind`, `Name`, the kind's fields, `CreateIndex`, `ModifyIndex`.
+    pub fn to_json(&self) -> Value {
+        let (kind, fields) = match self {
+            ConfigEntry::ExportedServices(entry) => {
+                (KIND_EXPORTED_SERVICES, serde_json::to_value(entry))
+            }
+            ConfigEntry::ServiceIntentions(entry) => {
+                (KIND_SERVICE_INTENTIONS, serde_json::to_value(entry))
+            }
+        };
+        // These types hold only strings, numbers, lists and string-keyed maps,
+        // which always serialize to a JSON object.
+        let Ok(Value::Object(fields)) = fields else {
+            unreachable!("config entry types always serialize to a JSON object");
+        };
+        let mut object = serde_json::Map::with_capacity(fields.len() + 1);
+        object.insert("Kind".to_owned(), Value::String(kind.to_owned()));
+        object.extend(fields);
+        Value::Object(object)
+    }
+
+    pub fn set_indexes(&mut self, create_index: u64, modify_index: u64) {
+        let (create, modify) = match self {
+            ConfigEntry::ExportedServices(entry) => {
+                (&mut entry.create_index, &mut entry.modify_index)
+            }
+            ConfigEntry::ServiceIntentions(entry) => {
+                (&mut entry.create_index, &mut entry.modify_index)
+            }
+        };
+        *create = create_index;
+        *modify = modify_index;
+    }
+
+    pub fn create_index(&self) -> u64 {
+        match self {
+            ConfigEntry::ExportedServices(entry) => entry.create_index,
+            ConfigEntry::ServiceIntentions(entry) => entry.create_index,
+        }
+    }
+
+    pub fn modify_index(&self) -> u64 {
+        match self {
+            ConfigEntry::ExportedServices(entry) => entry.modify_index,
+            ConfigEntry::ServiceIntentions(entry) => entry.modify_index,
+        }
+    }
+}
+
+/// Serializes as [`ConfigEntry::to_json`].
+impl Serialize for ConfigEntry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+/// Deserializes through [`ConfigEntry::from_json`], so stored or received
+/// entries get the same normalization and validation as user input.
+impl<'de> Deserialize<'de> for ConfigEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        ConfigEntry::from_json(value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The typed decode after normalization; type mismatches were already reported
+/// with their paths, so a failure here is unexpected but still reported.
+fn decode_typed<T: serde::de::DeserializeOwned>(
+    fields: serde_json::Map<String, Value>,
+) -> Result<T, ConfigEntryError> {
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|error| ConfigEntryError::Decode(error.to_string()))
+}
+
+/// Consul's limits on `Meta`, shared by both kinds.
+fn validate_meta(
+    meta: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ConfigEntryError> {
+    const MAX_PAIRS: usize = 64;
+    const MAX_KEY_LENGTH: usize = 128;
+    const MAX_VALUE_LENGTH: usize = 512;
+    if meta.len() > MAX_PAIRS {
+        return Err(ConfigEntryError::Invalid(format!(
+            "Meta exceeds maximum element count {MAX_PAIRS}"
+        )));
+    }
+    for (key, value) in meta {
+        if key.len() > MAX_KEY_LENGTH {
+            return Err(ConfigEntryError::Invalid(format!(
+                "Meta key {key:?} exceeds maximum length {MAX_KEY_LENGTH}"
+            )));
+        }
+        if value.len() > MAX_VALUE_LENGTH {
+            return Err(ConfigEntryError::Invalid(format!(
+                "Meta value for key {key:?} exceeds maximum length {MAX_VALUE_LENGTH}"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Key normalization: Consul accepts `PeerName`, `peer_name` and `peername`
+//! alike. Before typed decoding, every object key is mapped onto its canonical
+//! CamelCase name from the schema below, values are type-checked, and unknown
+//! keys are refused with the path where they appear. `Meta` keys are user data
+//! and are kept verbatim.
+
+use serde_json::{Map, Value};
+
+use super::ConfigEntryError;
+
+/// What a field's value must look like.
+#[derive(Clone, Copy)]
+pub(super) enum Shape {
+    Text,
+    Flag,
+    Count,
+    TextList,
+    /// Free-form string map; its keys are never normalized.
+    Meta,
+    /// `"allow"` or `"deny"`, checked here because the typed enum cannot hold a bad value.
+    Action,
+    /// `"consul"`, the only source type; accepted so `config read` output can be written back.
+    SourceType,
+    Object(&'static [Field]),
+    ListOf(&'static [Field]),
+}
+
+pub(super) struct Field {
+    name: &'static str,
+    /// Other spellings meaning the same field (compared after normalization).
+    aliases: &'static [&'static str],
+    shape: Shape,
+    /// Absence is an error, for fields the typed structs cannot default.
+    required: bool,
+}
+
+const fn field(name: &'static str, shape: Shape) -> Field {
+    Field {
+        name,
+        aliases: &[],
+        shape,
+        required: false,
+    }
+}
+
+const fn field_with_aliases(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    shape: Shape,
+) -> Field {
+    Field {
+        name,
+        aliases,
+        shape,
+        required: false,
+    }
+}
+
+const fn required(field: Field) -> Field {
+    Field {
+        required: true,
+        ..field
+    }
+}
+
+const HEADER_FIELDS: &[Field] = &[
+    field("Name", Shape::Text),
+    field("Present", Shape::Flag),
+    field("Exact", Shape::Text),
+    field("Prefix", Shape::Text),
+    field("Suffix", Shape::Text),
+    field("Regex", Shape::Text),
+    field("Invert", Shape::Flag),
+];
+
+const HTTP_FIELDS: &[Field] = &[
+    field("PathExact", Shape::Text),
+    field("PathPrefix", Shape::Text),
+    field("PathRegex", Shape::Text),
+    field("Methods", Shape::TextList),
+    field("Header", Shape::ListOf(HEADER_FIELDS)),
+];
+
+const PERMISSION_FIELDS: &[Field] = &[
+    required(field("Action", Shape::Action)),
+    field("HTTP", Shape::Object(HTTP_FIELDS)),
+];
+
+const SOURCE_FIELDS: &[Field] = &[
+    field("Name", Shape::Text),
+    // PeerName is how exported-services consumers spell it; accepting it here too
+    // spares users a confusing "unknown field" for the same concept.
+    field_with_aliases("Peer", &["peername"], Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field("Action", Shape::Action),
+    field("Permissions", Shape::ListOf(PERMISSION_FIELDS)),
+    field("Description", Shape::Text),
+    field("Precedence", Shape::Count),
+    field("Type", Shape::SourceType),
+];
+
+pub(super) const SERVICE_INTENTIONS_FIELDS: &[Field] = &[
+    field("Kind", Shape::Text),
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Sources", Shape::ListOf(SOURCE_FIELDS)),
+    field("Meta", Shape::Meta),
+    field("CreateIndex", Shape::Count),
+    field("ModifyIndex", Shape::Count),
+];
+
+const CONSUMER_FIELDS: &[Field] = &[
+    field_with_aliases("Peer", &["peername"], Shape::Text),
+    field("Partition", Shape::Text),
+    field("SamenessGroup", Shape::Text),
+];
+
+const EXPORTED_SERVICE_FIELDS: &[Field] = &[
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Consumers", Shape::ListOf(CONSUMER_FIELDS)),
+];
+
+pub(super) const EXPORTED_SERVICES_FIELDS: &[Field] = &[
+    field("Kind", Shape::Text),
+    field("Name", Shape::Text),
+    field("Partition", Shape::Text),
+    field("Services", Shape::ListOf(EXPORTED_SERVICE_FIELDS)),
+    field("Meta", Shape::Meta),
+    field("CreateIndex", Shape::Count),
+    field("ModifyIndex", Shape::Count),
+];
+
+/// `peer_name`, `PeerName` and `PEERNAME` all become `peername`.
+pub(super) fn comparable_key(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Rewrites `object`'s keys to their canonical names and checks every value's
+/// type. `path` locates the object in messages (`""` at the top level).
+///
+/// `null` values and empty strings are dropped: like Consul (Go zero values),
+/// an empty string means "not set".
+pub(super) fn normalize_object(
+    object: Map<String, Value>,
+    fields: &'static [Field],
+    path: &str,
+) -> Result<Map<String, Value>, ConfigEntryError> {
+    let mut normalized = Map::new();
+    // Which spelling each canonical name came from, to report duplicates.
+    let mut spellings: Vec<(&'static str, String)> = Vec::new();
+    for (key, value) in object {
+        let comparable = comparable_key(&key);
+        let Some(field) = fields.iter().find(|field| {
+            field.name.eq_ignore_ascii_case(&comparable)
+                || field.aliases.contains(&comparable.as_str())
+        }) else {
+            return Err(ConfigEntryError::UnknownField {
+                path: path.to_owned(),
+                key,
+            });
+        };
+        if let Some((_, first)) = spellings.iter().find(|(name, _)| *name == field.name) {
+            return Err(ConfigEntryError::DuplicateField {
+                path: path.to_owned(),
+                key,
+                first: first.clone(),
+            });
+        }
+        spellings.push((field.name, key));
+        if is_unset(&value) {
+            continue;
+        }
+        let field_path = child_path(path, field.name);
+        normalized.insert(
+            field.name.to_owned(),
+            normalize_value(value, field.shape, &field_path)?,
+        );
+    }
+    if let Some(missing) = fields
+        .iter()
+        .find(|field| field.required && !normalized.contains_key(field.name))
+    {
+        return Err(missing_field_error(
+            &child_path(path, missing.name),
+            missing.shape,
+        ));
+    }
+    Ok(normalized)
+}
+
+fn missing_field_error(path: &str, shape: Shape) -> ConfigEntryError {
+    match shape {
+        Shape::Action => action_error(path),
+        _ => ConfigEntryError::Invalid(format!("{path} is required")),
+    }
+}
+
+fn action_error(path: &str) -> ConfigEntryError {
+    ConfigEntryError::Invalid(format!("{path} must be set to 'allow' or 'deny'"))
+}
+
+fn is_unset(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(text) => text.is_empty(),
+        _ => false,
+    }
+}
+
+fn normalize_value(value: Value, shape: Shape, path: &str) -> Result<Value, ConfigEntryError> {
+    let wrong_type = |expected: &'static str| ConfigEntryError::WrongType {
+        path: path.to_owned(),
+        expected,
+    };
+    match shape {
+        Shape::Text => match value {
+            Value::String(_) => Ok(value),
+            _ => Err(wrong_type("a string")),
+        },
+        Shape::Flag => match value {
+            Value::Bool(_) => Ok(value),
+            _ => Err(wrong_type("true or false")),
+        },
+        Shape::Count => match value.as_u64() {
+            Some(_) => Ok(value),
+            None => Err(wrong_type("a non-negative integer")),
+        },
+        Shape::TextList => match &value {
+            Value::Array(items) if items.iter().all(Value::is_string) => Ok(value),
+            _ => Err(wrong_type("a list of strings")),
+        },
+        Shape::Meta => normalize_meta(value, path),
+        Shape::Action => match value.as_str() {
+            Some("allow" | "deny") => Ok(value),
+            _ => Err(action_error(path)),
+        },
+        Shape::SourceType => match value.as_str() {
+            Some("consul") => Ok(value),
+            _ => Err(ConfigEntryError::Invalid(format!(
+                "{path} must be set to 'consul'"
+            ))),
+        },
+        Shape::Object(fields) => match single_object(value) {
+            Some(object) => Ok(Value::Object(normalize_object(object, fields, path)?)),
+            None => Err(wrong_type("an object")),
+        },
+        Shape::ListOf(fields) => {
+            let items = match value {
+                Value::Array(items) => items,
+                // A single HCL block arrives as an object; it stands for a one-element list.
+                Value::Object(object) => vec![Value::Object(object)],
+                _ => return Err(wrong_type("a list of objects")),
+            };
+            let mut normalized = Vec::with_capacity(items.len());
+            for (index, item) in items.into_iter().enumerate() {
+                let item_path = format!("{path}[{index}]");
+                let Value::Object(object) = item else {
+                    return Err(ConfigEntryError::WrongType {
+                        path: item_path,
+                        expected: "an object",
+                    });
+                };
+                normalized.push(Value::Object(normalize_object(object, fields, &item_path)?));
+            }
+            Ok(Value::Array(normalized))
+        }
+    }
+}
+
+/// An object, or a one-element list holding one (how some HCL writers render a block).
+fn single_object(value: Value) -> Option<Map<String, Value>> {
+    match value {
+        Value::Object(object) => Some(object),
+        Value::Array(mut items) if items.len() == 1 => match items.pop() {
+            Some(Value::Object(object)) => Some(object),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn normalize_meta(value: Value, path: &str) -> Result<Value, ConfigEntryError> {
+    let Value::Object(entries) = value else {
+        return Err(ConfigEntryError::WrongType {
+            path: path.to_owned(),
+            expected: "a map of strings",
+        });
+    };
+    if let Some((key, _)) = entries.iter().find(|(_, value)| !value.is_string()) {
+        return Err(ConfigEntryError::WrongType {
+            path: format!("{path}[{key:?}]"),
+            expected: "a string",
+        });
+    }
+    Ok(Value::Object(entries))
+}
+
+pub(super) fn child_path(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}

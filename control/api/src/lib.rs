@@ -1,0 +1,16 @@
+//! The mesh's shared vocabulary.
+//!
+//! Everything the control plane, the sidecar proxy and the mesh gateway must
+//! agree on lives here: the JSON shapes of the Consul-compatible HTTP API,
+//! config entries and their validation, intention evaluation, SPIFFE and SNI
+//! naming, and a small client for the HTTP API. The proxy and the gateway
+//! depend on this crate, never on the control plane's internals.
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod catalog;
+pub mod client;
+pub mod config_entry;
+pub mod duration;
+pub mod intentions;
+pub mod naming;
