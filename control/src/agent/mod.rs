@@ -1,0 +1,232 @@
+//! `isthmus agent`: opens the store, loads the cluster identity and CA,
+//! restarts the health checks and serves the HTTP API until told to stop.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use isthmus_api::config_entry::ServiceIntentions;
+use isthmus_api::intentions::IntentionSet;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::ca::{self, CertificateAuthority};
+use crate::catalog::{self, LocalNode};
+use crate::checks::CheckRunner;
+use crate::config_entries;
+use crate::store::{Reads, Snapshot, Store, StoreError, Table};
+pub use config::{AgentConfig, IntentionPolicy};
+
+const CLUSTER_KEY: &str = "cluster";
+const NODE_KEY: &str = "node";
+const STORE_FILE: &str = "state.redb";
+
+/// Who this cluster is; fixed at first start and kept in the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    pub id: String,
+    pub name: String,
+    pub trust_domain: String,
+}
+
+/// Everything request handlers need.
+pub struct AgentState {
+    pub config: AgentConfig,
+    pub store: Store,
+    pub cluster: ClusterIdentity,
+    pub node: LocalNode,
+    pub ca: CertificateAuthority,
+    pub checks: Arc<CheckRunner>,
+    /// Becomes true when the agent stops; blocking queries end early on it.
+    pub shutting_down: watch::Receiver<bool>,
+    /// The intention set compiled at a config-entries index.
+    intentions: Mutex<Option<(u64, Arc<IntentionSet>)>>,
+}
+
+impl AgentState {
+    /// The intentions in force in `snapshot`, compiled once per change.
+    pub fn intentions(&self, snapshot: &Snapshot) -> Result<Arc<IntentionSet>, StoreError> {
+        let index = snapshot.table_index(Table::ConfigEntries)?;
+        if let Some((cached_at, set)) = &*self.intentions.lock().expect("intentions lock poisoned")
+        {
+            if *cached_at == index {
+                return Ok(set.clone());
+            }
+        }
+        let entries: Vec<ServiceIntentions> = config_entries::service_intentions(snapshot)?;
+        let set = Arc::new(IntentionSet::compile(&entries, self.config.default_allow()));
+        *self.intentions.lock().expect("intentions lock poisoned") = Some((index, set.clone()));
+        Ok(set)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("loading the CA: {0}")]
+    Ca(#[from] ca::CaError),
+    #[error("binding the HTTP API to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started agent. Dropping it does not stop it; call [`RunningAgent::shutdown`].
+pub struct RunningAgent {
+    pub state: Arc<AgentState>,
+    http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningAgent {
+    /// Where the HTTP API actually listens (resolves port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops the checks.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        let result = self
+            .server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.state.checks.stop_all();
+        result
+    }
+
+    /// Runs until the server ends (it only ends on shutdown or a fatal error).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        (&mut self.server)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+fn open_store(config: &AgentConfig) -> Result<Store, StartError> {
+    match &config.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StartError::Config(format!("creating data dir {}: {e}", dir.display()))
+            })?;
+            Ok(Store::open(&dir.join(STORE_FILE))?)
+        }
+        None => Ok(Store::in_memory()?),
+    }
+}
+
+/// Loads or creates the cluster identity and node record. A data dir
+/// belongs to one cluster: starting it under another name is refused rather
+/// than silently re-keying the cluster.
+fn load_identity(
+    store: &Store,
+    config: &AgentConfig,
+) -> Result<(ClusterIdentity, LocalNode), StartError> {
+    store.write_blocking(|txn| {
+        let cluster = match txn.get::<ClusterIdentity>(Table::Meta, CLUSTER_KEY)? {
+            Some(existing) if existing.name != config.cluster_name => {
+                return Err(StartError::Config(format!(
+                    "the data dir belongs to cluster {:?}; refusing to start it as {:?}",
+                    existing.name, config.cluster_name
+                )))
+            }
+            Some(existing) => existing,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                let cluster = ClusterIdentity {
+                    trust_domain: isthmus_api::naming::trust_domain(&id),
+                    id,
+                    name: config.cluster_name.clone(),
+                };
+                txn.put(Table::Meta, CLUSTER_KEY, &cluster)?;
+                cluster
+            }
+        };
+        let node_id = match txn.get::<LocalNode>(Table::Meta, NODE_KEY)? {
+            Some(node) => node.id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let node = LocalNode {
+            id: node_id,
+            name: config.node_name.clone(),
+            address: config.advertise_addr.to_string(),
+            datacenter: cluster.name.clone(),
+        };
+        let stored: Option<LocalNode> = txn.get(Table::Meta, NODE_KEY)?;
+        if stored.as_ref().map(|n| (&n.name, &n.address)) != Some((&node.name, &node.address)) {
+            txn.put(Table::Meta, NODE_KEY, &node)?;
+        }
+        Ok((cluster, node))
+    })
+}
+
+/// Opens state, binds the API and starts serving.
+pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let store = open_store(&config)?;
+    let (cluster, node) = load_identity(&store, &config)?;
+    let ca = ca::open(
+        &store,
+        &cluster.trust_domain,
+        &cluster.name,
+        config.leaf_cert_ttl,
+    )?;
+
+    let checks = CheckRunner::new(store.clone());
+    for check in catalog::all_checks(&store.snapshot()?)? {
+        checks.start(&check);
+    }
+
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.http_addr,
+        source,
+    })?;
+
+    let (stop, mut stopped) = watch::channel(false);
+    let state = Arc::new(AgentState {
+        config,
+        store,
+        cluster,
+        node,
+        ca,
+        checks,
+        shutting_down: stopped.clone(),
+        intentions: Mutex::new(None),
+    });
+    let router = crate::http::router(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(
+        cluster = %state.cluster.name,
+        trust_domain = %state.cluster.trust_domain,
+        http = %http_addr,
+        data_dir = ?state.config.data_dir,
+        index = state.store.index(),
+        "agent started"
+    );
+    Ok(RunningAgent {
+        state,
+        http_addr,
+        stop,
+        server,
+    })
+}

@@ -1,0 +1,271 @@
+//! The cluster's certificate authority.
+//!
+//! One ECDSA P-256 root per cluster, generated on first start and kept in the
+//! store, signs short-lived service leaf certificates whose URI SAN is the
+//! service's SPIFFE ID. Leaves are cached per service and reissued once two
+//! thirds of their life has passed, so a watcher blocked on a leaf is woken
+//! with a fresh one in time to swap it in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use isthmus_api::ca::{colon_hex, CaRoot, CaRoots, LeafCert};
+use isthmus_api::naming::SpiffeId;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::store::{Reads, Store, StoreError, Table, Txn};
+
+const ROOT_KEY: &str = "ca/root";
+const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Tolerates small clock differences between the issuer and verifiers.
+const BACKDATE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("generating certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("stored CA root is unusable: {0}")]
+    BadRoot(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The root as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredRoot {
+    cert_pem: String,
+    key_pem: String,
+    serial: u64,
+    not_before: String,
+    not_after: String,
+    create_index: u64,
+}
+
+pub struct CertificateAuthority {
+    trust_domain: String,
+    datacenter: String,
+    leaf_ttl: Duration,
+    root: CaRoot,
+    issuer: Issuer<'static, KeyPair>,
+    leaves: Mutex<HashMap<String, Arc<IssuedLeaf>>>,
+}
+
+/// A leaf and when it should be replaced.
+pub struct IssuedLeaf {
+    pub cert: LeafCert,
+    pub renew_at: tokio::time::Instant,
+}
+
+fn random_serial() -> [u8; 16] {
+    let mut bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[0] &= 0x7f; // keep the DER integer positive
+    bytes
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).expect("UTC timestamps always format")
+}
+
+impl CertificateAuthority {
+    /// Loads the root from the store, or generates and stores one inside `txn`.
+    pub fn load_or_create(
+        txn: &mut Txn,
+        trust_domain: &str,
+        datacenter: &str,
+        leaf_ttl: Duration,
+    ) -> Result<CertificateAuthority, CaError> {
+        let stored = match txn.get::<StoredRoot>(Table::Meta, ROOT_KEY)? {
+            Some(stored) => stored,
+            None => {
+                let stored = generate_root(trust_domain, datacenter, txn.index())?;
+                txn.put(Table::Meta, ROOT_KEY, &stored)?;
+                stored
+            }
+        };
+        let key =
+            KeyPair::from_pem(&stored.key_pem).map_err(|e| CaError::BadRoot(e.to_string()))?;
+        let signing_key_id = {
+            let params = CertificateParams::default();
+            colon_hex(&params.key_identifier(&key))
+        };
+        let issuer = Issuer::from_ca_cert_pem(&stored.cert_pem, key)
+            .map_err(|e| CaError::BadRoot(e.to_string()))?;
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(stored.cert_pem.as_bytes())
+            .map(|d: rustls_pki_types::CertificateDer<'static>| d)
+            .map_err(|e| CaError::BadRoot(e.to_string()))?;
+        let root = CaRoot {
+            id: colon_hex(&Sha256::digest(der.as_ref())),
+            name: format!("isthmus CA {datacenter}"),
+            serial_number: stored.serial,
+            signing_key_id,
+            external_trust_domain: trust_domain.to_owned(),
+            not_before: stored.not_before.clone(),
+            not_after: stored.not_after.clone(),
+            root_cert: stored.cert_pem.clone(),
+            intermediate_certs: Vec::new(),
+            active: true,
+            private_key_type: "ec".into(),
+            private_key_bits: 256,
+            create_index: stored.create_index,
+            modify_index: stored.create_index,
+        };
+        Ok(CertificateAuthority {
+            trust_domain: trust_domain.to_owned(),
+            datacenter: datacenter.to_owned(),
+            leaf_ttl,
+            root,
+            issuer,
+            leaves: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    pub fn roots(&self) -> CaRoots {
+        CaRoots {
+            active_root_id: self.root.id.clone(),
+            trust_domain: self.trust_domain.clone(),
+            roots: vec![self.root.clone()],
+        }
+    }
+
+    /// The roots' modify index, for blocking queries on them.
+    pub fn roots_index(&self) -> u64 {
+        self.root.modify_index.max(1)
+    }
+
+    /// The current leaf for `service`, issuing a new one if there is none or
+    /// the cached one is due for renewal. `index` is the store index to stamp
+    /// on a newly issued leaf.
+    pub fn leaf(&self, service: &str, index: u64) -> Result<Arc<IssuedLeaf>, CaError> {
+        let now = tokio::time::Instant::now();
+        if let Some(existing) = self.cached_leaf(service) {
+            if existing.renew_at > now {
+                return Ok(existing);
+            }
+        }
+        // Issue outside the lock; if two callers race, both leaves are valid
+        // and the later one wins the cache.
+        let previous_index = self
+            .cached_leaf(service)
+            .map(|l| l.cert.modify_index)
+            .unwrap_or(0);
+        let issued = Arc::new(self.issue_leaf(service, index.max(previous_index + 1))?);
+        self.leaves
+            .lock()
+            .expect("leaf cache lock poisoned")
+            .insert(service.to_owned(), issued.clone());
+        Ok(issued)
+    }
+
+    pub fn cached_leaf(&self, service: &str) -> Option<Arc<IssuedLeaf>> {
+        self.leaves
+            .lock()
+            .expect("leaf cache lock poisoned")
+            .get(service)
+            .cloned()
+    }
+
+    fn issue_leaf(&self, service: &str, index: u64) -> Result<IssuedLeaf, CaError> {
+        let spiffe = SpiffeId::service(&self.trust_domain, &self.datacenter, service).to_string();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let serial = random_serial();
+        let now = OffsetDateTime::now_utc();
+        let not_before = now - BACKDATE;
+        let not_after = now + self.leaf_ttl;
+
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, service);
+        params.subject_alt_names = vec![SanType::URI(spiffe.clone().try_into()?)];
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyAgreement,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer)?;
+
+        let renew_after = self.leaf_ttl.mul_f64(2.0 / 3.0);
+        Ok(IssuedLeaf {
+            cert: LeafCert {
+                serial_number: colon_hex(&serial),
+                cert_pem: cert.pem(),
+                private_key_pem: key.serialize_pem(),
+                service: service.to_owned(),
+                service_uri: spiffe,
+                valid_after: rfc3339(not_before),
+                valid_before: rfc3339(not_after),
+                create_index: index,
+                modify_index: index,
+            },
+            renew_at: tokio::time::Instant::now() + renew_after,
+        })
+    }
+}
+
+fn generate_root(trust_domain: &str, datacenter: &str, index: u64) -> Result<StoredRoot, CaError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let serial_bytes = random_serial();
+    let serial = u64::from_be_bytes(serial_bytes[..8].try_into().expect("8 bytes"));
+    let now = OffsetDateTime::now_utc();
+    let not_before = now - BACKDATE;
+    let not_after = now + ROOT_LIFETIME;
+
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("isthmus CA {datacenter}"));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "isthmus");
+    params.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
+    params.serial_number = Some(SerialNumber::from_slice(&serial.to_be_bytes()));
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key)?;
+    Ok(StoredRoot {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        serial,
+        not_before: rfc3339(not_before),
+        not_after: rfc3339(not_after),
+        create_index: index,
+    })
+}
+
+/// Loads the CA in its own write transaction (used at start-up).
+pub fn open(
+    store: &Store,
+    trust_domain: &str,
+    datacenter: &str,
+    leaf_ttl: Duration,
+) -> Result<CertificateAuthority, CaError> {
+    store.write_blocking(|txn| {
+        CertificateAuthority::load_or_create(txn, trust_domain, datacenter, leaf_ttl)
+    })
+}

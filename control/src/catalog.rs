@@ -1,0 +1,527 @@
+//! The catalog: registered service instances and their health checks on
+//! this node, stored in the `services` and `checks` tables.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use isthmus_api::catalog::{
+    AgentService, CatalogService, CheckDefinition, HealthCheck, Node, ServiceEntry,
+    ServiceRegistration, KIND_CONNECT_PROXY, KIND_MESH_GATEWAY, STATUS_CRITICAL, STATUS_PASSING,
+    STATUS_WARNING,
+};
+use isthmus_api::duration;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::store::{Reads, StoreError, Table, Txn};
+
+/// The node this agent represents in the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalNode {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub datacenter: String,
+}
+
+impl LocalNode {
+    pub fn to_api(&self) -> Node {
+        Node {
+            id: self.id.clone(),
+            node: self.name.clone(),
+            address: self.address.clone(),
+            datacenter: self.datacenter.clone(),
+            tagged_addresses: BTreeMap::from([
+                ("lan".to_owned(), self.address.clone()),
+                ("wan".to_owned(), self.address.clone()),
+            ]),
+            ..Node::default()
+        }
+    }
+}
+
+/// A check's state together with the definition the agent runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredCheck {
+    pub state: HealthCheck,
+    pub definition: CheckDefinition,
+}
+
+/// What the agent does to decide a check's status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    Ttl {
+        ttl: Duration,
+    },
+    Http {
+        url: http::Uri,
+        method: http::Method,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        interval: Duration,
+        timeout: Duration,
+    },
+    Tcp {
+        address: String,
+        interval: Duration,
+        timeout: Duration,
+    },
+}
+
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+impl StoredCheck {
+    /// How to run this check; definitions are validated at registration so
+    /// this only fails on a corrupt store.
+    pub fn kind(&self) -> Result<CheckKind, String> {
+        check_kind(&self.definition, "Check")
+    }
+
+    /// Remove the service once the check has been critical this long.
+    pub fn deregister_after(&self) -> Option<Duration> {
+        self.definition
+            .deregister_critical_service_after
+            .as_deref()
+            .and_then(|d| duration::parse(d).ok())
+    }
+}
+
+fn parse_duration_field(field: &str, value: &str) -> Result<Duration, String> {
+    duration::parse(value).map_err(|e| format!("{field}: {e}"))
+}
+
+fn check_kind(def: &CheckDefinition, field: &str) -> Result<CheckKind, String> {
+    let defined = [def.ttl.is_some(), def.http.is_some(), def.tcp.is_some()]
+        .iter()
+        .filter(|d| **d)
+        .count();
+    if defined != 1 {
+        return Err(format!(
+            "{field}: must define exactly one of TTL, HTTP or TCP"
+        ));
+    }
+    let timeout = match &def.timeout {
+        Some(t) => parse_duration_field(&format!("{field}.Timeout"), t)?,
+        None => DEFAULT_CHECK_TIMEOUT,
+    };
+    let interval = |kind: &str| -> Result<Duration, String> {
+        let raw = def
+            .interval
+            .as_deref()
+            .ok_or_else(|| format!("{field}: Interval is required for {kind} checks"))?;
+        let interval = parse_duration_field(&format!("{field}.Interval"), raw)?;
+        if interval < MIN_CHECK_INTERVAL {
+            return Err(format!(
+                "{field}.Interval: {raw} is shorter than the minimum of 100ms"
+            ));
+        }
+        Ok(interval)
+    };
+    if let Some(ttl) = &def.ttl {
+        let ttl = parse_duration_field(&format!("{field}.TTL"), ttl)?;
+        if ttl.is_zero() {
+            return Err(format!("{field}.TTL must be greater than zero"));
+        }
+        return Ok(CheckKind::Ttl { ttl });
+    }
+    if let Some(raw) = &def.http {
+        let url: http::Uri = raw
+            .parse()
+            .map_err(|e| format!("{field}.HTTP: {raw:?} is not a valid URL: {e}"))?;
+        if url.scheme_str() != Some("http") || url.authority().is_none() {
+            return Err(format!(
+                "{field}.HTTP: {raw:?} must be an absolute http:// URL (https checks are not supported yet)"
+            ));
+        }
+        let method = match &def.method {
+            Some(m) => http::Method::from_bytes(m.as_bytes())
+                .map_err(|_| format!("{field}.Method: {m:?} is not a valid HTTP method"))?,
+            None => http::Method::GET,
+        };
+        let mut headers = Vec::new();
+        for (name, values) in &def.header {
+            let header = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{field}.Header: {name:?} is not a valid header name"))?;
+            for value in values {
+                let value = http::HeaderValue::from_str(value)
+                    .map_err(|_| format!("{field}.Header[{name}]: invalid value {value:?}"))?;
+                headers.push((header.clone(), value));
+            }
+        }
+        return Ok(CheckKind::Http {
+            url,
+            method,
+            headers,
+            interval: interval("HTTP")?,
+            timeout,
+        });
+    }
+    let address = def.tcp.clone().unwrap_or_default();
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid {
+        return Err(format!("{field}.TCP: {address:?} must be host:port"));
+    }
+    Ok(CheckKind::Tcp {
+        address,
+        interval: interval("TCP")?,
+        timeout,
+    })
+}
+
+fn check_type(kind: &CheckKind) -> &'static str {
+    match kind {
+        CheckKind::Ttl { .. } => "ttl",
+        CheckKind::Http { .. } => "http",
+        CheckKind::Tcp { .. } => "tcp",
+    }
+}
+
+/// A validated registration, ready to write.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub service: AgentService,
+    pub checks: Vec<StoredCheck>,
+}
+
+fn validate_service_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 256 || id.contains('/') || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "ID: {id:?} is not a valid service ID: it must be 1 to 256 characters without '/'"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates a `PUT /v1/agent/service/register` body.
+pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registration, ApiError> {
+    if reg.name.is_empty() {
+        return Err(ApiError::bad_request("Missing service name"));
+    }
+    isthmus_api::naming::validate_dns_label("Name: service name", &reg.name)
+        .map_err(ApiError::bad_request)?;
+    let id = reg.id.clone().unwrap_or_else(|| reg.name.clone());
+    validate_service_id(&id)?;
+    for (field, value) in [("Namespace", &reg.namespace), ("Partition", &reg.partition)] {
+        if let Some(v) = value {
+            if !v.is_empty() && v != "default" {
+                return Err(ApiError::bad_request(format!(
+                    "{field}: {v:?} is not supported: isthmus has only the \"default\" {}",
+                    field.to_lowercase()
+                )));
+            }
+        }
+    }
+    let kind = reg.kind.clone().filter(|k| !k.is_empty());
+    match kind.as_deref() {
+        None => {
+            if reg.proxy.is_some() {
+                return Err(ApiError::bad_request("Proxy: only valid for services of Kind \"connect-proxy\" or \"mesh-gateway\""));
+            }
+        }
+        Some(KIND_CONNECT_PROXY) => {
+            let dest = reg.proxy.as_ref().map(|p| p.destination_service_name.as_str());
+            if dest.is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request("Proxy.DestinationServiceName must be set for Connect proxy"));
+            }
+            if reg.port.unwrap_or(0) == 0 {
+                return Err(ApiError::bad_request("Port must be set for a Connect proxy"));
+            }
+        }
+        Some(KIND_MESH_GATEWAY) => {
+            if reg.port.unwrap_or(0) == 0 {
+                return Err(ApiError::bad_request("Port must be set for a mesh-gateway"));
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Kind: invalid service kind {other:?}: expected \"connect-proxy\" or \"mesh-gateway\" (or none)"
+            )))
+        }
+    }
+
+    let mut definitions: Vec<(String, CheckDefinition)> = Vec::new();
+    if let Some(check) = reg.check.clone() {
+        definitions.push(("Check".to_owned(), check));
+    }
+    for (i, check) in reg.checks.iter().enumerate() {
+        definitions.push((format!("Checks[{i}]"), check.clone()));
+    }
+    let numbered = definitions.len() > 1;
+    let mut seen = HashSet::new();
+    let mut checks = Vec::with_capacity(definitions.len());
+    for (n, (field, mut def)) in definitions.into_iter().enumerate() {
+        let kind = check_kind(&def, &field).map_err(ApiError::bad_request)?;
+        if let Some(d) = &def.deregister_critical_service_after {
+            parse_duration_field(&format!("{field}.DeregisterCriticalServiceAfter"), d)
+                .map_err(ApiError::bad_request)?;
+        }
+        let status = def
+            .status
+            .clone()
+            .unwrap_or_else(|| STATUS_CRITICAL.to_owned());
+        if ![STATUS_PASSING, STATUS_WARNING, STATUS_CRITICAL].contains(&status.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "{field}.Status: {status:?} is not one of passing, warning or critical"
+            )));
+        }
+        let check_id = def
+            .check_id
+            .clone()
+            .or_else(|| def.id.clone())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| {
+                if numbered {
+                    format!("service:{id}:{}", n + 1)
+                } else {
+                    format!("service:{id}")
+                }
+            });
+        if check_id.contains('/') {
+            return Err(ApiError::bad_request(format!(
+                "{field}.CheckID: {check_id:?} must not contain '/'"
+            )));
+        }
+        if !seen.insert(check_id.clone()) {
+            return Err(ApiError::bad_request(format!(
+                "{field}.CheckID: {check_id:?} is used more than once"
+            )));
+        }
+        def.check_id = Some(check_id.clone());
+        def.id = None;
+        def.service_id = Some(id.clone());
+        checks.push(StoredCheck {
+            state: HealthCheck {
+                node: node.name.clone(),
+                check_id,
+                name: def
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("Service '{}' check", reg.name)),
+                status,
+                notes: def.notes.clone().unwrap_or_default(),
+                output: String::new(),
+                service_id: id.clone(),
+                service_name: reg.name.clone(),
+                service_tags: reg.tags.clone(),
+                r#type: check_type(&kind).to_owned(),
+                interval: def.interval.clone().unwrap_or_default(),
+                timeout: def.timeout.clone().unwrap_or_default(),
+                ..HealthCheck::default()
+            },
+            definition: def,
+        });
+    }
+
+    let service = AgentService {
+        kind,
+        id,
+        service: reg.name,
+        tags: reg.tags,
+        meta: reg.meta,
+        port: reg.port.unwrap_or(0),
+        address: reg.address.unwrap_or_default(),
+        tagged_addresses: reg.tagged_addresses,
+        weights: reg.weights.unwrap_or_default(),
+        enable_tag_override: reg.enable_tag_override,
+        proxy: reg.proxy,
+        datacenter: node.datacenter.clone(),
+        ..AgentService::default()
+    };
+    Ok(Registration { service, checks })
+}
+
+/// Writes a registration, replacing the service's previous checks. A check
+/// that already existed keeps its status, so re-registering does not flap.
+pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registration, ApiError> {
+    let index = txn.index();
+    let previous: Option<AgentService> = txn.get(Table::Services, &reg.service.id)?;
+    reg.service.create_index = previous.map_or(index, |p| p.create_index);
+    reg.service.modify_index = index;
+
+    let old_checks = service_checks(txn, &reg.service.id)?;
+    for check in &mut reg.checks {
+        if let Some(existing) = txn.get::<StoredCheck>(Table::Checks, &check.state.check_id)? {
+            if existing.state.service_id != reg.service.id {
+                return Err(ApiError::bad_request(format!(
+                    "CheckID {:?} already belongs to service {:?}",
+                    check.state.check_id, existing.state.service_id
+                )));
+            }
+            check.state.create_index = existing.state.create_index;
+            if existing.state.r#type == check.state.r#type {
+                check.state.status = existing.state.status;
+                check.state.output = existing.state.output;
+            }
+        } else {
+            check.state.create_index = index;
+        }
+        check.state.modify_index = index;
+    }
+    let keep: HashSet<&str> = reg
+        .checks
+        .iter()
+        .map(|c| c.state.check_id.as_str())
+        .collect();
+    for old in old_checks {
+        if !keep.contains(old.state.check_id.as_str()) {
+            txn.delete(Table::Checks, &old.state.check_id)?;
+        }
+    }
+    txn.put(Table::Services, &reg.service.id, &reg.service)?;
+    for check in &reg.checks {
+        txn.put(Table::Checks, &check.state.check_id, check)?;
+    }
+    Ok(reg)
+}
+
+/// Removes a service and its checks; returns the removed check IDs.
+pub fn deregister(txn: &mut Txn, service_id: &str) -> Result<Vec<String>, ApiError> {
+    if !txn.delete(Table::Services, service_id)? {
+        return Err(ApiError::not_found(format!(
+            "Unknown service ID {service_id:?}. Ensure that the service ID is passed, not the service name."
+        )));
+    }
+    let mut removed = Vec::new();
+    for check in service_checks(txn, service_id)? {
+        txn.delete(Table::Checks, &check.state.check_id)?;
+        removed.push(check.state.check_id);
+    }
+    Ok(removed)
+}
+
+/// Records a check result; writes only when status or output changed.
+pub fn set_check_status(
+    txn: &mut Txn,
+    check_id: &str,
+    status: &str,
+    output: &str,
+) -> Result<StoredCheck, ApiError> {
+    let mut check: StoredCheck = txn.get(Table::Checks, check_id)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
+        ))
+    })?;
+    if check.state.status != status || check.state.output != output {
+        check.state.status = status.to_owned();
+        check.state.output = output.to_owned();
+        check.state.modify_index = txn.index();
+        txn.put(Table::Checks, check_id, &check)?;
+    }
+    Ok(check)
+}
+
+pub fn all_services(r: &impl Reads) -> Result<Vec<AgentService>, StoreError> {
+    r.scan(Table::Services, "")
+}
+
+pub fn all_checks(r: &impl Reads) -> Result<Vec<StoredCheck>, StoreError> {
+    r.scan(Table::Checks, "")
+}
+
+pub fn get_check(r: &impl Reads, check_id: &str) -> Result<Option<StoredCheck>, StoreError> {
+    r.get(Table::Checks, check_id)
+}
+
+fn service_checks(r: &impl Reads, service_id: &str) -> Result<Vec<StoredCheck>, StoreError> {
+    Ok(all_checks(r)?
+        .into_iter()
+        .filter(|c| c.state.service_id == service_id)
+        .collect())
+}
+
+/// Which instances a health query returns.
+#[derive(Debug, Clone, Copy)]
+pub enum Select<'a> {
+    /// Instances of the named service.
+    Named(&'a str),
+    /// Sidecar proxies fronting the named service (`/v1/health/connect`).
+    ConnectFor(&'a str),
+}
+
+/// Instances with their checks, sorted by service ID.
+pub fn service_entries(
+    r: &impl Reads,
+    node: &LocalNode,
+    select: Select<'_>,
+    passing_only: bool,
+) -> Result<Vec<ServiceEntry>, StoreError> {
+    let services = all_services(r)?.into_iter().filter(|s| match select {
+        Select::Named(name) => s.service == name,
+        Select::ConnectFor(name) => {
+            s.kind.as_deref() == Some(KIND_CONNECT_PROXY)
+                && s.proxy
+                    .as_ref()
+                    .is_some_and(|p| p.destination_service_name == name)
+        }
+    });
+    let checks = all_checks(r)?;
+    let api_node = node.to_api();
+    let mut entries: Vec<ServiceEntry> = services
+        .map(|service| ServiceEntry {
+            node: api_node.clone(),
+            checks: checks
+                .iter()
+                .filter(|c| c.state.service_id == service.id)
+                .map(|c| c.state.clone())
+                .collect(),
+            service,
+        })
+        .filter(|e| !passing_only || e.checks.iter().all(|c| c.status == STATUS_PASSING))
+        .collect();
+    entries.sort_by(|a, b| a.service.id.cmp(&b.service.id));
+    Ok(entries)
+}
+
+/// `/v1/catalog/service/<name>` rows.
+pub fn catalog_service(
+    r: &impl Reads,
+    node: &LocalNode,
+    name: &str,
+) -> Result<Vec<CatalogService>, StoreError> {
+    let api_node = node.to_api();
+    let mut rows: Vec<CatalogService> = all_services(r)?
+        .into_iter()
+        .filter(|s| s.service == name)
+        .map(|s| CatalogService {
+            id: api_node.id.clone(),
+            node: api_node.node.clone(),
+            address: api_node.address.clone(),
+            datacenter: api_node.datacenter.clone(),
+            tagged_addresses: api_node.tagged_addresses.clone(),
+            node_meta: api_node.meta.clone(),
+            service_kind: s.kind.clone().unwrap_or_default(),
+            service_id: s.id,
+            service_name: s.service,
+            service_tags: s.tags,
+            service_address: s.address,
+            service_meta: s.meta,
+            service_port: s.port,
+            service_weights: s.weights,
+            service_enable_tag_override: s.enable_tag_override,
+            service_proxy: s.proxy,
+            create_index: s.create_index,
+            modify_index: s.modify_index,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+    Ok(rows)
+}
+
+/// `/v1/catalog/services`: every service name with the union of its tags.
+pub fn service_names(r: &impl Reads) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in all_services(r)? {
+        let tags = names.entry(s.service).or_default();
+        for tag in s.tags {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+    }
+    for tags in names.values_mut() {
+        tags.sort();
+    }
+    Ok(names)
+}

@@ -1,0 +1,169 @@
+//! `isthmus agent`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::agent::config::{AgentConfig, FileConfig, IntentionPolicy};
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Development mode: state in memory (unless --data-dir is given), sensible defaults.
+    #[arg(long)]
+    dev: bool,
+    /// HCL or JSON file with agent settings; flags given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Directory for the agent's durable state (required without --dev).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// This cluster's name, used in SPIFFE IDs and peerings [default: dc1].
+    #[arg(long, alias = "datacenter", value_name = "NAME")]
+    cluster_name: Option<String>,
+    /// Name of this node in the catalog [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// Address other nodes reach this one at, shown in the catalog [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    advertise_addr: Option<IpAddr>,
+    /// Where the HTTP API listens [default: 127.0.0.1:8500].
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// What intentions decide for callers that match no intention [default: deny].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    default_intention_policy: Option<IntentionPolicy>,
+    /// Lifetime of service leaf certificates, as a Go duration [default: 72h].
+    #[arg(long, value_name = "DURATION")]
+    leaf_cert_ttl: Option<String>,
+    /// Log as JSON lines instead of text (level from RUST_LOG, default info).
+    #[arg(long)]
+    log_json: bool,
+}
+
+impl AgentArgs {
+    fn into_config(self) -> Result<AgentConfig, String> {
+        let mut config = AgentConfig::dev();
+        if let Some(path) = &self.config_file {
+            FileConfig::load(path)?.apply(&mut config)?;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = Some(v);
+        }
+        if let Some(v) = self.cluster_name {
+            config.cluster_name = v;
+        }
+        if let Some(v) = self.node_name {
+            config.node_name = v;
+        }
+        if let Some(v) = self.advertise_addr {
+            config.advertise_addr = v;
+        }
+        if let Some(v) = self.http_addr {
+            config.http_addr = v;
+        }
+        if let Some(v) = self.default_intention_policy {
+            config.default_intention_policy = v;
+        }
+        if let Some(v) = self.leaf_cert_ttl {
+            config.leaf_cert_ttl =
+                isthmus_api::duration::parse(&v).map_err(|e| format!("--leaf-cert-ttl: {e}"))?;
+        }
+        if !self.dev && config.data_dir.is_none() {
+            return Err(
+                "--data-dir (or data_dir in the config file) is required unless --dev is given"
+                    .into(),
+            );
+        }
+        Ok(config)
+    }
+}
+
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn run(args: AgentArgs) -> ExitCode {
+    let json = args.log_json;
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("Error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let mut agent = match crate::agent::start(config).await {
+            Ok(agent) => agent,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Printed for people and scripts alike: the line says where to talk to us.
+        println!(
+            "isthmus agent running: cluster={} trust_domain={} http=http://{}",
+            agent.state.cluster.name,
+            agent.state.cluster.trust_domain,
+            agent.http_addr()
+        );
+        tokio::select! {
+            result = agent.wait() => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "HTTP server failed");
+                    return ExitCode::FAILURE;
+                }
+                ExitCode::SUCCESS
+            }
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "shutting down");
+                match agent.shutdown().await {
+                    Ok(()) => {
+                        tracing::info!("agent stopped");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "shutdown failed");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}

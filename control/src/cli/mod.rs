@@ -1,0 +1,197 @@
+//! The `isthmus` command line.
+//!
+//! Commands copied from Consul's documentation work unchanged: single-dash
+//! long flags (`-name x`, `-kind=y`) are accepted alongside `--name`.
+
+mod agent;
+mod config;
+mod keys;
+mod query;
+mod services;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use isthmus_api::client::{Client, DEFAULT_ADDR};
+
+#[derive(Parser)]
+#[command(
+    name = "isthmus",
+    version,
+    about = "isthmus: a service mesh for services that live in more than one cluster",
+    long_about = "isthmus: a service mesh for services that live in more than one cluster.\n\n\
+        `isthmus agent` runs a cluster's control plane; the other commands talk to an agent's \
+        HTTP API (-http-addr, ISTHMUS_HTTP_ADDR, default http://127.0.0.1:8500). \
+        Flags may be written Consul-style (-name x) or GNU-style (--name x)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane: catalog, health checks, CA, config entries, HTTP API.
+    Agent(agent::AgentArgs),
+    /// Write, read, list and delete config entries (exported-services, service-intentions).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Register and deregister services on the agent.
+    #[command(subcommand)]
+    Services(services::ServicesCommand),
+    /// Query the catalog.
+    #[command(subcommand)]
+    Catalog(query::CatalogCommand),
+    /// Check what intentions allow.
+    #[command(subcommand)]
+    Intention(query::IntentionCommand),
+    /// List the members of the cluster.
+    Members(query::MembersArgs),
+    /// Show the agent's cluster name, trust domain, index and settings.
+    Info(query::InfoArgs),
+}
+
+/// How client commands reach the agent.
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// Address of the agent's HTTP API.
+    #[arg(long, env = "ISTHMUS_HTTP_ADDR", default_value = DEFAULT_ADDR, value_name = "ADDR")]
+    http_addr: String,
+}
+
+impl ApiArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.http_addr)?)
+    }
+}
+
+/// Every long flag name anywhere in the command tree.
+fn long_flags(command: &clap::Command, out: &mut HashSet<String>) {
+    for arg in command.get_arguments() {
+        if let Some(long) = arg.get_long() {
+            out.insert(long.to_owned());
+        }
+        if let Some(aliases) = arg.get_all_aliases() {
+            out.extend(aliases.into_iter().map(str::to_owned));
+        }
+    }
+    for sub in command.get_subcommands() {
+        long_flags(sub, out);
+    }
+    out.insert("help".into());
+    out.insert("version".into());
+}
+
+/// Rewrites Go-style `-name` / `-name=value` into `--name` forms, only for
+/// names that really are long flags, so values such as `-` (stdin) or a
+/// negative number are left alone.
+pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut known = HashSet::new();
+    long_flags(&Cli::command(), &mut known);
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        if i == 0 || passthrough {
+            out.push(arg);
+            continue;
+        }
+        let Some(text) = arg.to_str() else {
+            out.push(arg);
+            continue;
+        };
+        if text == "--" {
+            passthrough = true;
+            out.push(arg);
+            continue;
+        }
+        let single_dash = text.starts_with('-') && !text.starts_with("--") && text.len() > 2;
+        let name = text
+            .trim_start_matches('-')
+            .split('=')
+            .next()
+            .unwrap_or_default();
+        if single_dash && known.contains(name) {
+            out.push(OsString::from(format!("-{text}")));
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_go_flags(std::env::args_os()));
+    match cli.command {
+        Command::Agent(args) => agent::run(args),
+        other => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("Error: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(async move {
+                match other {
+                    Command::Config(c) => config::run(c).await,
+                    Command::Services(c) => services::run(c).await,
+                    Command::Catalog(c) => query::catalog(c).await,
+                    Command::Intention(c) => query::intention(c).await,
+                    Command::Members(a) => query::members(a).await,
+                    Command::Info(a) => query::info(a).await,
+                    Command::Agent(_) => unreachable!("handled above"),
+                }
+            });
+            match result {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_go_flags(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn go_style_flags_become_long_flags() {
+        assert_eq!(
+            norm(&["isthmus", "config", "read", "-kind", "x", "-name=y"]),
+            ["isthmus", "config", "read", "--kind", "x", "--name=y"]
+        );
+    }
+
+    #[test]
+    fn values_and_unknown_dashes_are_left_alone() {
+        assert_eq!(
+            norm(&["isthmus", "config", "write", "-"]),
+            ["isthmus", "config", "write", "-"]
+        );
+        assert_eq!(norm(&["isthmus", "x", "-zzz"]), ["isthmus", "x", "-zzz"]);
+        assert_eq!(
+            norm(&["isthmus", "--", "-kind"]),
+            ["isthmus", "--", "-kind"]
+        );
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

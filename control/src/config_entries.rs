@@ -1,0 +1,58 @@
+//! Config entries in the store, keyed `<kind>/<name>`.
+
+use isthmus_api::config_entry::{ConfigEntry, ServiceIntentions, KIND_SERVICE_INTENTIONS};
+
+use crate::error::ApiError;
+use crate::store::{Reads, StoreError, Table, Txn};
+
+fn key(kind: &str, name: &str) -> String {
+    format!("{kind}/{name}")
+}
+
+pub fn get(r: &impl Reads, kind: &str, name: &str) -> Result<Option<ConfigEntry>, StoreError> {
+    r.get(Table::ConfigEntries, &key(kind, name))
+}
+
+pub fn list(r: &impl Reads, kind: &str) -> Result<Vec<ConfigEntry>, StoreError> {
+    r.scan(Table::ConfigEntries, &format!("{kind}/"))
+}
+
+pub fn service_intentions(r: &impl Reads) -> Result<Vec<ServiceIntentions>, StoreError> {
+    Ok(list(r, KIND_SERVICE_INTENTIONS)?
+        .into_iter()
+        .filter_map(|e| match e {
+            ConfigEntry::ServiceIntentions(i) => Some(i),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Writes `entry`. With `cas`, only if the stored entry's ModifyIndex equals
+/// it (0: only if absent); returns whether it was written.
+pub fn set(txn: &mut Txn, mut entry: ConfigEntry, cas: Option<u64>) -> Result<bool, ApiError> {
+    let key = key(entry.kind(), entry.name());
+    let existing: Option<ConfigEntry> = txn.get(Table::ConfigEntries, &key)?;
+    let current = existing.as_ref().map_or(0, ConfigEntry::modify_index);
+    if cas.is_some_and(|cas| cas != current) {
+        return Ok(false);
+    }
+    let index = txn.index();
+    let create_index = existing.map_or(index, |e| e.create_index());
+    entry.set_indexes(create_index, index);
+    txn.put(Table::ConfigEntries, &key, &entry)?;
+    Ok(true)
+}
+
+/// Deletes an entry; deleting a missing one succeeds (Consul does the same).
+/// With `cas`, only if the stored ModifyIndex equals it.
+pub fn delete(txn: &mut Txn, kind: &str, name: &str, cas: Option<u64>) -> Result<bool, ApiError> {
+    let key = key(kind, name);
+    if let Some(cas) = cas {
+        let existing: Option<ConfigEntry> = txn.get(Table::ConfigEntries, &key)?;
+        if existing.map_or(0, |e| e.modify_index()) != cas {
+            return Ok(false);
+        }
+    }
+    txn.delete(Table::ConfigEntries, &key)?;
+    Ok(true)
+}

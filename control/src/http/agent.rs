@@ -1,0 +1,234 @@
+//! `/v1/agent/*`: this node's services and checks, and who the agent is.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State as Extract};
+use axum::response::Response;
+use isthmus_api::catalog::{
+    HealthCheck, ServiceRegistration, STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{blocking_json, json_response, read_json, Params, State};
+use crate::catalog;
+use crate::error::ApiError;
+use crate::store::{Reads, Table};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub async fn agent_self(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
+    let body = json!({
+        "Config": {
+            "Datacenter": state.cluster.name,
+            "NodeName": state.node.name,
+            "NodeID": state.node.id,
+            "Server": true,
+            "Version": VERSION,
+            "Revision": "",
+        },
+        "Member": member(&state),
+        "Meta": {},
+        "Isthmus": {
+            "ClusterName": state.cluster.name,
+            "ClusterID": state.cluster.id,
+            "TrustDomain": state.cluster.trust_domain,
+            "Index": state.store.index(),
+            "DefaultIntentionPolicy": if state.config.default_allow() { "allow" } else { "deny" },
+            "DataDir": state.config.data_dir.as_ref().map(|d| d.display().to_string()),
+            "HTTPAddr": state.config.http_addr.to_string(),
+        },
+    });
+    json_response(&params, &body, None)
+}
+
+fn member(state: &State) -> serde_json::Value {
+    json!({
+        "Name": state.node.name,
+        "Addr": state.node.address,
+        "Port": state.config.http_addr.port(),
+        "Tags": {
+            "dc": state.cluster.name,
+            "id": state.node.id,
+            "role": "server",
+            "build": VERSION,
+        },
+        "Status": 1,
+    })
+}
+
+pub async fn members(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
+    json_response(&params, &[member(&state)], None)
+}
+
+pub async fn leader(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
+    json_response(&params, &state.config.http_addr.to_string(), None)
+}
+
+pub async fn services(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    blocking_json(&state, &params, |snap| {
+        let services: BTreeMap<String, _> = catalog::all_services(snap)?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        Ok((services, snap.table_index(Table::Services)?))
+    })
+    .await
+}
+
+pub async fn service(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    blocking_json(&state, &params, |snap| {
+        let service = catalog::all_services(snap)?
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
+        let index = service.modify_index;
+        Ok((service, index))
+    })
+    .await
+}
+
+pub async fn checks(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    blocking_json(&state, &params, |snap| {
+        let checks: BTreeMap<String, HealthCheck> = catalog::all_checks(snap)?
+            .into_iter()
+            .map(|c| (c.state.check_id.clone(), c.state))
+            .collect();
+        Ok((checks, snap.table_index(Table::Checks)?))
+    })
+    .await
+}
+
+pub async fn register(Extract(state): Extract<State>, body: Body) -> Result<Response, ApiError> {
+    let registration: ServiceRegistration = read_json(body).await?;
+    let prepared = catalog::prepare(registration, &state.node)?;
+    let written = state
+        .store
+        .write(move |txn| catalog::register(txn, prepared))
+        .await?;
+    // Restart the service's check tasks: stop ones that were dropped, (re)start the rest.
+    let keep: Vec<&str> = written
+        .checks
+        .iter()
+        .map(|c| c.state.check_id.as_str())
+        .collect();
+    for check in catalog::all_checks(&state.store.snapshot()?)? {
+        if check.state.service_id == written.service.id
+            && !keep.contains(&check.state.check_id.as_str())
+        {
+            state.checks.stop(&check.state.check_id);
+        }
+    }
+    for check in &written.checks {
+        state.checks.start(check);
+    }
+    tracing::info!(service = %written.service.service, id = %written.service.id, checks = written.checks.len(), "service registered");
+    Ok(Response::new(Body::empty()))
+}
+
+pub async fn deregister(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let service_id = id.clone();
+    let removed = state
+        .store
+        .write(move |txn| catalog::deregister(txn, &service_id))
+        .await?;
+    for check in &removed {
+        state.checks.stop(check);
+    }
+    tracing::info!(id = %id, "service deregistered");
+    Ok(Response::new(Body::empty()))
+}
+
+async fn update_ttl(
+    state: &State,
+    check_id: String,
+    status: &'static str,
+    output: String,
+) -> Result<Response, ApiError> {
+    let known = catalog::get_check(&state.store.snapshot()?, &check_id)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
+        ))
+    })?;
+    if known.state.r#type != "ttl" {
+        return Err(ApiError::bad_request(format!(
+            "CheckID {check_id:?} does not have associated TTL"
+        )));
+    }
+    let id = check_id.clone();
+    state
+        .store
+        .write(move |txn| catalog::set_check_status(txn, &id, status, &output))
+        .await?;
+    state.checks.refresh_ttl(&check_id);
+    Ok(Response::new(Body::empty()))
+}
+
+fn note(params: &Params) -> String {
+    params.get("note").cloned().unwrap_or_default()
+}
+
+pub async fn check_pass(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    update_ttl(&state, id, STATUS_PASSING, note(&params)).await
+}
+
+pub async fn check_warn(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    update_ttl(&state, id, STATUS_WARNING, note(&params)).await
+}
+
+pub async fn check_fail(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    update_ttl(&state, id, STATUS_CRITICAL, note(&params)).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CheckUpdate {
+    status: String,
+    #[serde(default)]
+    output: String,
+}
+
+pub async fn check_update(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let update: CheckUpdate = read_json(body).await?;
+    let status = match update.status.as_str() {
+        STATUS_PASSING => STATUS_PASSING,
+        STATUS_WARNING => STATUS_WARNING,
+        STATUS_CRITICAL => STATUS_CRITICAL,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Status: {other:?} is not one of passing, warning or critical"
+            )))
+        }
+    };
+    update_ttl(&state, id, status, update.output).await
+}

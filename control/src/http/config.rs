@@ -1,0 +1,94 @@
+//! `/v1/config`: config entries (exported-services, service-intentions).
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State as Extract};
+use axum::response::Response;
+use isthmus_api::config_entry::{self, ConfigEntry};
+
+use super::{blocking_json, json_response, read_json, Params, State};
+use crate::config_entries;
+use crate::error::ApiError;
+use crate::store::{Reads, Table};
+
+fn cas(params: &Params) -> Result<Option<u64>, ApiError> {
+    params
+        .get("cas")
+        .map(|raw| {
+            raw.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("cas: {raw:?} is not a valid index")))
+        })
+        .transpose()
+}
+
+fn kind(raw: &str) -> Result<&'static str, ApiError> {
+    config_entry::validate_kind(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+pub async fn apply(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let cas = cas(&params)?;
+    let document: serde_json::Value = read_json(body).await?;
+    let entry =
+        ConfigEntry::from_json(document).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (kind, name) = (entry.kind(), entry.name().to_owned());
+    let written = state
+        .store
+        .write(move |txn| config_entries::set(txn, entry, cas))
+        .await?;
+    if written {
+        tracing::info!(kind, name = %name, "config entry written");
+    }
+    Ok(json_response(&params, &written, None))
+}
+
+pub async fn list(
+    Extract(state): Extract<State>,
+    Path(raw_kind): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let kind = kind(&raw_kind)?;
+    blocking_json(&state, &params, |snap| {
+        let entries: Vec<serde_json::Value> = config_entries::list(snap, kind)?
+            .iter()
+            .map(ConfigEntry::to_json)
+            .collect();
+        Ok((entries, snap.table_index(Table::ConfigEntries)?))
+    })
+    .await
+}
+
+pub async fn read(
+    Extract(state): Extract<State>,
+    Path((raw_kind, name)): Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let kind = kind(&raw_kind)?;
+    blocking_json(&state, &params, |snap| {
+        let entry = config_entries::get(snap, kind, &name)?.ok_or_else(|| {
+            ApiError::not_found(format!("Config entry not found for {kind:?} / {name:?}"))
+        })?;
+        Ok((entry.to_json(), snap.table_index(Table::ConfigEntries)?))
+    })
+    .await
+}
+
+pub async fn delete(
+    Extract(state): Extract<State>,
+    Path((raw_kind, name)): Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let kind = kind(&raw_kind)?;
+    let cas = cas(&params)?;
+    let entry_name = name.clone();
+    let deleted = state
+        .store
+        .write(move |txn| config_entries::delete(txn, kind, &entry_name, cas))
+        .await?;
+    if deleted {
+        tracing::info!(kind, name = %name, "config entry deleted");
+    }
+    Ok(json_response(&params, &deleted, None))
+}

@@ -1,0 +1,157 @@
+//! `/v1/connect/*` and `/v1/agent/connect/*`: CA roots, leaf certificates,
+//! and authorization against intentions.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State as Extract};
+use axum::response::{IntoResponse, Response};
+use isthmus_api::catalog::{AuthorizeRequest, AuthorizeResponse};
+use isthmus_api::intentions::Source;
+use isthmus_api::naming::{self, SpiffeId};
+use serde_json::json;
+
+use super::{blocking_json, flag, json_response, read_json, Blocking, Params, State};
+use crate::error::ApiError;
+
+pub async fn roots(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    if flag(&params, "pem") {
+        let pem: String = state
+            .ca
+            .roots()
+            .roots
+            .iter()
+            .map(|r| r.root_cert.as_str())
+            .collect();
+        return Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/pem-certificate-chain",
+            )],
+            pem,
+        )
+            .into_response());
+    }
+    blocking_json(&state, &params, |_| {
+        Ok((state.ca.roots(), state.ca.roots_index()))
+    })
+    .await
+}
+
+/// Issues (or returns the cached) leaf for a service. A blocking query on a
+/// leaf returns when it is renewed, at two thirds of its life.
+pub async fn leaf(
+    Extract(state): Extract<State>,
+    Path(service): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    naming::validate_dns_label("service name", &service).map_err(ApiError::bad_request)?;
+    let blocking = Blocking::from_params(&params)?;
+    let deadline = tokio::time::Instant::now() + blocking.wait;
+    let mut shutting_down = state.shutting_down.clone();
+    loop {
+        let leaf = state.ca.leaf(&service, state.store.index())?;
+        let index = leaf.cert.modify_index;
+        let fresh = blocking.min_index.is_none_or(|min| index > min);
+        if fresh || *shutting_down.borrow() || tokio::time::Instant::now() >= deadline {
+            return Ok(json_response(&params, &leaf.cert, Some(index)));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(leaf.renew_at.min(deadline)) => {}
+            _ = shutting_down.changed() => {}
+        }
+    }
+}
+
+/// Maps a caller's certificate URI to an intention source, or says why it
+/// cannot be one.
+fn source_from_uri<'a>(state: &State, id: &'a SpiffeId) -> Result<Source<'a>, String> {
+    match id {
+        SpiffeId::Service {
+            trust_domain,
+            namespace,
+            service,
+            ..
+        } => {
+            if *trust_domain != state.cluster.trust_domain {
+                return Err(format!(
+                    "Identity from an external trust domain {trust_domain:?} that no active peering vouches for"
+                ));
+            }
+            Ok(Source {
+                peer: None,
+                namespace,
+                name: service,
+            })
+        }
+        SpiffeId::MeshGateway { .. } => {
+            Err("ClientCertURI is a mesh gateway, not a service identity".into())
+        }
+    }
+}
+
+pub async fn authorize(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let request: AuthorizeRequest = read_json(body).await?;
+    if request.target.is_empty() {
+        return Err(ApiError::bad_request("Target service must be specified"));
+    }
+    if request.client_cert_uri.is_empty() {
+        return Err(ApiError::bad_request("ClientCertURI must be specified"));
+    }
+    let answer = |authorized: bool, reason: String| {
+        json_response(&params, &AuthorizeResponse { authorized, reason }, None)
+    };
+    let id = match SpiffeId::parse(&request.client_cert_uri) {
+        Ok(id) => id,
+        Err(e) => {
+            return Ok(answer(
+                false,
+                format!("ClientCertURI not a valid Connect identifier: {e}"),
+            ))
+        }
+    };
+    let source = match source_from_uri(&state, &id) {
+        Ok(source) => source,
+        Err(reason) => return Ok(answer(false, reason)),
+    };
+    let intentions = state.intentions(&state.store.snapshot()?)?;
+    let decision = intentions.decide(&source, &request.target);
+    Ok(answer(
+        decision.allows_connection_without_http(),
+        decision.reason(),
+    ))
+}
+
+/// `GET /v1/connect/intentions/check?source=S&destination=D[&source-peer=P]`.
+pub async fn intention_check(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let required = |name: &str| {
+        params.get(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+            ApiError::bad_request(format!("required query parameter '{name}' not set"))
+        })
+    };
+    let source = required("source")?;
+    let destination = required("destination")?;
+    let peer = params.get("source-peer").filter(|p| !p.is_empty());
+    let intentions = state.intentions(&state.store.snapshot()?)?;
+    let decision = intentions.decide(
+        &Source {
+            peer: peer.map(String::as_str),
+            namespace: naming::DEFAULT_NAMESPACE,
+            name: source,
+        },
+        destination,
+    );
+    Ok(json_response(
+        &params,
+        &json!({ "Allowed": decision.allows_connection_without_http(), "Reason": decision.reason() }),
+        None,
+    ))
+}

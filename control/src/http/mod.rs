@@ -1,0 +1,216 @@
+//! The Consul-compatible HTTP API.
+//!
+//! Every read endpoint supports blocking queries (`?index=N&wait=D`) and
+//! answers with `X-Consul-Index`; errors are plain text with a 4xx/5xx status.
+
+mod agent;
+mod catalog;
+mod config;
+mod connect;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::agent::AgentState;
+use crate::error::ApiError;
+use crate::store::Snapshot;
+
+type State = Arc<AgentState>;
+/// Query-string parameters as given (`?passing` arrives as `passing=""`).
+pub type Params = HashMap<String, String>;
+
+/// Bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/v1/agent/self", get(agent::agent_self))
+        .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/services", get(agent::services))
+        .route("/v1/agent/service/{id}", get(agent::service))
+        .route("/v1/agent/service/register", put(agent::register))
+        .route("/v1/agent/service/deregister/{id}", put(agent::deregister))
+        .route("/v1/agent/checks", get(agent::checks))
+        .route("/v1/agent/check/pass/{id}", put(agent::check_pass))
+        .route("/v1/agent/check/warn/{id}", put(agent::check_warn))
+        .route("/v1/agent/check/fail/{id}", put(agent::check_fail))
+        .route("/v1/agent/check/update/{id}", put(agent::check_update))
+        .route("/v1/agent/connect/ca/roots", get(connect::roots))
+        .route("/v1/agent/connect/ca/leaf/{service}", get(connect::leaf))
+        .route("/v1/agent/connect/authorize", post(connect::authorize))
+        .route("/v1/connect/ca/roots", get(connect::roots))
+        .route(
+            "/v1/connect/intentions/check",
+            get(connect::intention_check),
+        )
+        .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/health/service/{name}", get(catalog::health_service))
+        .route("/v1/health/connect/{name}", get(catalog::health_connect))
+        .route("/v1/health/checks/{name}", get(catalog::health_checks))
+        .route("/v1/status/leader", get(agent::leader))
+        .route("/v1/config", put(config::apply))
+        .route("/v1/config/{kind}", get(config::list))
+        .route(
+            "/v1/config/{kind}/{name}",
+            get(config::read).delete(config::delete),
+        )
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", request.uri().path()))
+}
+
+/// Reads a JSON body, refusing oversize or malformed ones with a message
+/// that says what was wrong.
+pub async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = read_body(body).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("Body decoding failed: {e}")))
+}
+
+pub async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("reading request body: {e}"))
+            }
+        })
+}
+
+/// A JSON response, pretty-printed when the query has `?pretty`.
+pub fn json_response<T: Serialize>(params: &Params, value: &T, index: Option<u64>) -> Response {
+    let body = if params.contains_key("pretty") {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return ApiError::internal(format!("encoding response: {e}")).into_response(),
+    };
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if let Some(index) = index {
+        let headers = response.headers_mut();
+        headers.insert("x-consul-index", HeaderValue::from(index));
+        headers.insert("x-consul-knownleader", HeaderValue::from_static("true"));
+        headers.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
+    }
+    response
+}
+
+/// `?index=` and `?wait=` of a blocking query.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocking {
+    pub min_index: Option<u64>,
+    pub wait: Duration,
+}
+
+impl Blocking {
+    pub fn from_params(params: &Params) -> Result<Blocking, ApiError> {
+        let min_index = match params.get("index").map(String::as_str) {
+            None | Some("") => None,
+            Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "Invalid index {raw:?}: must be a non-negative integer"
+                ))
+            })?),
+        };
+        let wait = match params.get("wait").map(String::as_str) {
+            None | Some("") => DEFAULT_WAIT,
+            Some(raw) => isthmus_api::duration::parse(raw)
+                .map_err(|e| ApiError::bad_request(format!("Invalid wait time: {e}")))?
+                .min(MAX_WAIT),
+        };
+        Ok(Blocking { min_index, wait })
+    }
+}
+
+/// Runs `query` against a fresh snapshot until the index it reports moves
+/// past `?index=`, the wait elapses or the agent shuts down, then answers
+/// with the latest result. Idle waits cost a parked task and nothing else.
+pub async fn blocking_json<T, F>(
+    state: &AgentState,
+    params: &Params,
+    query: F,
+) -> Result<Response, ApiError>
+where
+    T: Serialize,
+    F: Fn(&Snapshot) -> Result<(T, u64), ApiError>,
+{
+    let blocking = Blocking::from_params(params)?;
+    let deadline = tokio::time::Instant::now() + blocking.wait;
+    let mut changes = state.store.subscribe();
+    let mut shutting_down = state.shutting_down.clone();
+    loop {
+        changes.borrow_and_update();
+        let (value, index) = query(&state.store.snapshot()?)?;
+        let index = index.max(1);
+        let done = match blocking.min_index {
+            None => true,
+            // An index from the future means the state was reset (a dev
+            // agent restarted): answer at once so the client resyncs.
+            Some(min) => index > min || min > state.store.index(),
+        };
+        if done || *shutting_down.borrow() {
+            return Ok(json_response(params, &value, Some(index)));
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return Ok(json_response(params, &value, Some(index)));
+                }
+            }
+            _ = shutting_down.changed() => return Ok(json_response(params, &value, Some(index))),
+            _ = tokio::time::sleep_until(deadline) => return Ok(json_response(params, &value, Some(index))),
+        }
+    }
+}
+
+/// Whether a flag-like query parameter is set (`?passing`, `?passing=true`).
+pub fn flag(params: &Params, name: &str) -> bool {
+    params
+        .get(name)
+        .is_some_and(|v| v.is_empty() || v == "true" || v == "1")
+}

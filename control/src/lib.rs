@@ -1,0 +1,12 @@
+//! The isthmus control plane: agent, HTTP API, store, CA and the CLI.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod ca;
+pub mod catalog;
+pub mod checks;
+pub mod cli;
+pub mod config_entries;
+pub mod error;
+pub mod http;
+pub mod store;
