@@ -1,0 +1,170 @@
+//! Test harness: start agents in-process or as real `isthmus` processes on
+//! ephemeral loopback ports, run the CLI, and wait for conditions with a
+//! bound instead of sleeping.
+#![forbid(unsafe_code)]
+
+pub mod process;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use isthmus_api::client::Client;
+use isthmus_control::agent::{self, AgentConfig, RunningAgent};
+
+/// Every wait in the tests is bounded by this unless it says otherwise.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// An agent running inside the test process.
+pub struct TestAgent {
+    pub agent: RunningAgent,
+    pub client: Client,
+}
+
+impl TestAgent {
+    /// A dev agent (in memory) on an ephemeral port.
+    pub async fn start() -> TestAgent {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(customize: impl FnOnce(&mut AgentConfig)) -> TestAgent {
+        let mut config = AgentConfig::dev();
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.node_name = "test-node".into();
+        customize(&mut config);
+        let agent = agent::start(config).await.expect("agent starts");
+        let client = Client::new(&agent.http_addr().to_string()).unwrap();
+        TestAgent { agent, client }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.agent.http_addr()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+}
+
+/// Polls `condition` until it returns `Some`, failing the test after `WAIT`.
+pub async fn eventually<T, F, Fut>(what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The directory holding the workspace's built binaries. The README's test
+/// command builds them first; `ISTHMUS_BIN_DIR` overrides.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ISTHMUS_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test-binary> → target/<profile>
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn isthmus_bin() -> PathBuf {
+    let path = bin_dir().join("isthmus");
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A tiny HTTP server answering 200 on every path, for HTTP health checks.
+pub struct TestHttpServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestHttpServer {
+    pub async fn start() -> TestHttpServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = axum::Router::new().fallback(|| async { "ok" });
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestHttpServer {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops the server and waits until its port is closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// JSON helpers over the real HTTP client.
+pub mod api {
+    use bytes::Bytes;
+    use http::Method;
+    use isthmus_api::client::{ApiResponse, Client};
+    use serde_json::Value;
+
+    pub async fn send(
+        client: &Client,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> ApiResponse {
+        let body = body.map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()));
+        client
+            .send(method, path, body)
+            .await
+            .expect("agent reachable")
+    }
+
+    /// GET expecting 200; returns the JSON and X-Consul-Index.
+    pub async fn get(client: &Client, path: &str) -> (Value, u64) {
+        let response = send(client, Method::GET, path, None).await;
+        assert_eq!(response.status, 200, "GET {path}: {}", text(&response));
+        let index = response
+            .index
+            .unwrap_or_else(|| panic!("GET {path} has no X-Consul-Index"));
+        (serde_json::from_slice(&response.body).unwrap(), index)
+    }
+
+    /// PUT expecting 200.
+    pub async fn put(client: &Client, path: &str, body: Value) -> ApiResponse {
+        let response = send(client, Method::PUT, path, Some(body)).await;
+        assert_eq!(response.status, 200, "PUT {path}: {}", text(&response));
+        response
+    }
+
+    pub fn text(response: &ApiResponse) -> String {
+        String::from_utf8_lossy(&response.body).into_owned()
+    }
+}
