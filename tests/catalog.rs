@@ -338,3 +338,37 @@ async fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
     assert_eq!(not_ttl.status, 400);
     assert!(text(&not_ttl).contains("does not have associated TTL"));
 }
+
+#[tokio::test]
+async fn re_registering_keeps_check_status_and_drops_removed_checks() {
+    let agent = TestAgent::start().await;
+    let two_checks = json!({"Name": "web", "Checks": [
+        {"CheckID": "alive", "TTL": "30s"},
+        {"CheckID": "ready", "TTL": "30s"}
+    ]});
+    put(&agent.client, "/v1/agent/service/register", two_checks).await;
+    put(&agent.client, "/v1/agent/check/pass/alive", json!(null)).await;
+
+    put(
+        &agent.client,
+        "/v1/agent/service/register",
+        json!({"Name": "web", "Port": 81, "Checks": [{"CheckID": "alive", "TTL": "30s"}]}),
+    )
+    .await;
+    let (checks, _) = get(&agent.client, "/v1/agent/checks").await;
+    assert_eq!(checks.as_object().unwrap().len(), 1, "{checks}");
+    assert_eq!(
+        checks["alive"]["Status"], "passing",
+        "status survives re-registration"
+    );
+    let dropped = send(
+        &agent.client,
+        Method::PUT,
+        "/v1/agent/check/pass/ready",
+        None,
+    )
+    .await;
+    assert_eq!(dropped.status, 404);
+    let (services, _) = get(&agent.client, "/v1/agent/services").await;
+    assert_eq!(services["web"]["Port"], 81);
+}

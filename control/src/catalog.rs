@@ -332,9 +332,16 @@ pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registratio
     Ok(Registration { service, checks })
 }
 
+/// What a registration changed, for the check runner.
+pub struct Registered {
+    pub registration: Registration,
+    /// Checks the service had before and no longer has.
+    pub dropped_checks: Vec<String>,
+}
+
 /// Writes a registration, replacing the service's previous checks. A check
 /// that already existed keeps its status, so re-registering does not flap.
-pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registration, ApiError> {
+pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, ApiError> {
     let index = txn.index();
     let previous: Option<AgentService> = txn.get(Table::Services, &reg.service.id)?;
     reg.service.create_index = previous.map_or(index, |p| p.create_index);
@@ -364,16 +371,21 @@ pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registration, Ap
         .iter()
         .map(|c| c.state.check_id.as_str())
         .collect();
+    let mut dropped_checks = Vec::new();
     for old in old_checks {
         if !keep.contains(old.state.check_id.as_str()) {
             txn.delete(Table::Checks, &old.state.check_id)?;
+            dropped_checks.push(old.state.check_id);
         }
     }
     txn.put(Table::Services, &reg.service.id, &reg.service)?;
     for check in &reg.checks {
         txn.put(Table::Checks, &check.state.check_id, check)?;
     }
-    Ok(reg)
+    Ok(Registered {
+        registration: reg,
+        dropped_checks,
+    })
 }
 
 /// Removes a service and its checks; returns the removed check IDs.

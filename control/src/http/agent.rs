@@ -113,23 +113,14 @@ pub async fn checks(
 pub async fn register(Extract(state): Extract<State>, body: Body) -> Result<Response, ApiError> {
     let registration: ServiceRegistration = read_json(body).await?;
     let prepared = catalog::prepare(registration, &state.node)?;
-    let written = state
+    let registered = state
         .store
         .write(move |txn| catalog::register(txn, prepared))
         .await?;
-    // Restart the service's check tasks: stop ones that were dropped, (re)start the rest.
-    let keep: Vec<&str> = written
-        .checks
-        .iter()
-        .map(|c| c.state.check_id.as_str())
-        .collect();
-    for check in catalog::all_checks(&state.store.snapshot()?)? {
-        if check.state.service_id == written.service.id
-            && !keep.contains(&check.state.check_id.as_str())
-        {
-            state.checks.stop(&check.state.check_id);
-        }
+    for check in &registered.dropped_checks {
+        state.checks.stop(check);
     }
+    let written = registered.registration;
     for check in &written.checks {
         state.checks.start(check);
     }
