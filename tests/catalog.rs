@@ -372,3 +372,53 @@ async fn re_registering_keeps_check_status_and_drops_removed_checks() {
     let (services, _) = get(&agent.client, "/v1/agent/services").await;
     assert_eq!(services["web"]["Port"], 81);
 }
+
+#[tokio::test]
+async fn a_check_failed_through_the_api_also_deregisters_its_service() {
+    let agent = TestAgent::start().await;
+    put(
+        &agent.client,
+        "/v1/agent/service/register",
+        json!({"Name": "batch", "Check": {"TTL": "1h", "Status": "passing", "DeregisterCriticalServiceAfter": "200ms"}}),
+    )
+    .await;
+    put(
+        &agent.client,
+        "/v1/agent/check/fail/service:batch",
+        json!(null),
+    )
+    .await;
+    eventually("service failed via the API deregistered", || async {
+        health(&agent, "batch").await.is_empty().then_some(())
+    })
+    .await;
+
+    // Recovering before the deadline cancels the deregistration.
+    put(
+        &agent.client,
+        "/v1/agent/service/register",
+        json!({"Name": "steady", "Check": {"TTL": "1h", "Status": "passing", "DeregisterCriticalServiceAfter": "300ms"}}),
+    )
+    .await;
+    put(
+        &agent.client,
+        "/v1/agent/check/fail/service:steady",
+        json!(null),
+    )
+    .await;
+    put(
+        &agent.client,
+        "/v1/agent/check/pass/service:steady",
+        json!(null),
+    )
+    .await;
+    // Outlast the deadline, observed through a blocking query that times out.
+    let (_, index) = get(&agent.client, "/v1/health/service/steady").await;
+    let (entries, _) = get(
+        &agent.client,
+        &format!("/v1/health/service/steady?index={index}&wait=600ms"),
+    )
+    .await;
+    assert_eq!(entries[0]["Checks"][0]["Status"], "passing");
+    assert_eq!(health(&agent, "steady").await.len(), 1);
+}

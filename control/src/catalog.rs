@@ -432,6 +432,17 @@ pub fn all_checks(r: &impl Reads) -> Result<Vec<StoredCheck>, StoreError> {
     r.scan(Table::Checks, "")
 }
 
+/// Every check's state as the API shows it: on this node as it is named now.
+pub fn check_states(r: &impl Reads, node: &LocalNode) -> Result<Vec<HealthCheck>, StoreError> {
+    Ok(all_checks(r)?
+        .into_iter()
+        .map(|c| HealthCheck {
+            node: node.name.clone(),
+            ..c.state
+        })
+        .collect())
+}
+
 pub fn get_check(r: &impl Reads, check_id: &str) -> Result<Option<StoredCheck>, StoreError> {
     r.get(Table::Checks, check_id)
 }
@@ -468,15 +479,15 @@ pub fn service_entries(
                     .is_some_and(|p| p.destination_service_name == name)
         }
     });
-    let checks = all_checks(r)?;
+    let checks = check_states(r, node)?;
     let api_node = node.to_api();
     let mut entries: Vec<ServiceEntry> = services
         .map(|service| ServiceEntry {
             node: api_node.clone(),
             checks: checks
                 .iter()
-                .filter(|c| c.state.service_id == service.id)
-                .map(|c| c.state.clone())
+                .filter(|c| c.service_id == service.id)
+                .cloned()
                 .collect(),
             service,
         })

@@ -4,6 +4,8 @@
 //!
 //! One task per check; results are written to the store only when status or
 //! output changes, so blocked health queries wake on real changes only.
+//! A check that turns critical with a deregistration deadline gets a timer
+//! (a "reaper"), whoever reported the status; turning healthy cancels it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,6 @@ use hyper_util::rt::TokioExecutor;
 use isthmus_api::catalog::{STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
 use crate::catalog::{self, CheckKind, StoredCheck};
 use crate::error::ApiError;
@@ -29,6 +30,8 @@ pub struct CheckRunner {
     store: Store,
     http: Client<HttpConnector, Empty<Bytes>>,
     running: Mutex<HashMap<String, Running>>,
+    /// Deregistration timers of critical checks, by check ID.
+    reapers: Mutex<HashMap<String, AbortHandle>>,
 }
 
 struct Running {
@@ -51,6 +54,7 @@ impl CheckRunner {
             store,
             http: Client::builder(TokioExecutor::new()).build(connector),
             running: Mutex::new(HashMap::new()),
+            reapers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -67,10 +71,8 @@ impl CheckRunner {
         let probe = Probe {
             runner: self.clone(),
             check_id: check.state.check_id.clone(),
-            service_id: check.state.service_id.clone(),
-            deregister_after: check.deregister_after(),
-            critical_since: None,
         };
+        self.observe(check);
         let task = tokio::spawn(probe.run(kind, ttl_refresh.clone())).abort_handle();
         let previous = self
             .running
@@ -87,20 +89,86 @@ impl CheckRunner {
             .expect("check runner lock poisoned")
             .remove(check_id);
         drop(removed);
+        self.cancel_reaper(check_id);
     }
 
     pub fn stop_all(&self) {
         let all = std::mem::take(&mut *self.running.lock().expect("check runner lock poisoned"));
         drop(all);
+        let reapers = std::mem::take(&mut *self.reapers.lock().expect("reaper lock poisoned"));
+        for reaper in reapers.into_values() {
+            reaper.abort();
+        }
     }
 
-    /// Whether `check_id` is a TTL check this runner knows.
-    pub fn is_ttl(&self, check_id: &str) -> bool {
-        self.running
+    fn cancel_reaper(&self, check_id: &str) {
+        if let Some(reaper) = self
+            .reapers
             .lock()
-            .expect("check runner lock poisoned")
-            .get(check_id)
-            .is_some_and(|r| r.ttl_refresh.is_some())
+            .expect("reaper lock poisoned")
+            .remove(check_id)
+        {
+            reaper.abort();
+        }
+    }
+
+    /// Called with a check's state after every status change, from probes
+    /// and from the API alike: arms or cancels its deregistration timer.
+    pub fn observe(self: &Arc<Self>, check: &StoredCheck) {
+        let check_id = &check.state.check_id;
+        let deadline = check
+            .deregister_after()
+            .filter(|_| check.state.status == STATUS_CRITICAL);
+        let Some(after) = deadline else {
+            self.cancel_reaper(check_id);
+            return;
+        };
+        let mut reapers = self.reapers.lock().expect("reaper lock poisoned");
+        if reapers.contains_key(check_id) {
+            return; // already counting down since it turned critical
+        }
+        let runner = self.clone();
+        let id = check_id.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            runner.reap(id).await;
+        });
+        reapers.insert(check_id.clone(), task.abort_handle());
+    }
+
+    /// Deregisters the service of a check that is still critical.
+    async fn reap(&self, check_id: String) {
+        // Forget (without aborting) our own timer before doing the work.
+        self.reapers
+            .lock()
+            .expect("reaper lock poisoned")
+            .remove(&check_id);
+        let id = check_id.clone();
+        let result: Result<Option<(String, Vec<String>)>, ApiError> = self
+            .store
+            .write(move |txn| {
+                let Some(check) = catalog::get_check(txn, &id)? else {
+                    return Ok(None);
+                };
+                if check.state.status != STATUS_CRITICAL {
+                    return Ok(None);
+                }
+                let removed = catalog::deregister(txn, &check.state.service_id)?;
+                Ok(Some((check.state.service_id, removed)))
+            })
+            .await;
+        match result {
+            Ok(Some((service_id, removed))) => {
+                tracing::info!(service = %service_id, check = %check_id, "deregistered service: check stayed critical past DeregisterCriticalServiceAfter");
+                for id in &removed {
+                    self.stop(id);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(check = %check_id, error = %e, "deregistering critical service failed")
+            }
+        }
     }
 
     /// Restarts a TTL check's countdown after its owner reported in.
@@ -115,13 +183,10 @@ impl CheckRunner {
 struct Probe {
     runner: Arc<CheckRunner>,
     check_id: String,
-    service_id: String,
-    deregister_after: Option<Duration>,
-    critical_since: Option<Instant>,
 }
 
 impl Probe {
-    async fn run(mut self, kind: CheckKind, ttl_refresh: Option<Arc<Notify>>) {
+    async fn run(self, kind: CheckKind, ttl_refresh: Option<Arc<Notify>>) {
         match kind {
             CheckKind::Ttl { ttl } => {
                 let refresh = ttl_refresh.expect("TTL checks carry a refresh handle");
@@ -131,9 +196,7 @@ impl Probe {
                 );
                 loop {
                     tokio::select! {
-                        _ = refresh.notified() => self.critical_since = None,
-                        // Expired: mark critical, then keep re-reporting every
-                        // TTL so deregistration is re-evaluated.
+                        _ = refresh.notified() => {}
                         _ = tokio::time::sleep(ttl) => {
                             if !self.report(STATUS_CRITICAL, &output).await {
                                 return;
@@ -244,59 +307,23 @@ impl Probe {
 
     /// Records a result. Returns false once the check no longer exists, so
     /// the task ends.
-    async fn report(&mut self, status: &'static str, output: &str) -> bool {
+    async fn report(&self, status: &'static str, output: &str) -> bool {
         let check_id = self.check_id.clone();
-        let output_owned = output.to_owned();
+        let output = output.to_owned();
         let result = self
             .runner
             .store
-            .write(move |txn| catalog::set_check_status(txn, &check_id, status, &output_owned))
+            .write(move |txn| catalog::set_check_status(txn, &check_id, status, &output))
             .await;
         match result {
             Ok(check) => {
-                if check.state.status != status {
-                    return true;
-                }
+                self.runner.observe(&check);
+                true
             }
-            Err(e) if e.status == http::StatusCode::NOT_FOUND => return false,
+            Err(e) if e.status == http::StatusCode::NOT_FOUND => false,
             Err(e) => {
                 tracing::warn!(check = %self.check_id, error = %e, "recording check result failed");
-                return true;
-            }
-        }
-        if status != STATUS_CRITICAL {
-            self.critical_since = None;
-            return true;
-        }
-        let since = *self.critical_since.get_or_insert_with(Instant::now);
-        match self.deregister_after {
-            Some(after) if since.elapsed() >= after => {
-                self.deregister().await;
-                false
-            }
-            _ => true,
-        }
-    }
-
-    async fn deregister(&self) {
-        let service_id = self.service_id.clone();
-        let result: Result<Vec<String>, ApiError> = self
-            .runner
-            .store
-            .write(move |txn| catalog::deregister(txn, &service_id))
-            .await;
-        match result {
-            Ok(removed) => {
-                tracing::info!(service = %self.service_id, check = %self.check_id, "deregistered service: check stayed critical past DeregisterCriticalServiceAfter");
-                for id in removed.iter().filter(|id| **id != self.check_id) {
-                    self.runner.stop(id);
-                }
-                // This task's own entry is removed last; the caller returns
-                // right after, so aborting itself is harmless.
-                self.runner.stop(&self.check_id);
-            }
-            Err(e) => {
-                tracing::warn!(service = %self.service_id, error = %e, "deregistering critical service failed")
+                true
             }
         }
     }

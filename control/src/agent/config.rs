@@ -33,7 +33,7 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Settings for tests and `--dev`: in memory, an ephemeral port.
+    /// The defaults: in memory, the API on 127.0.0.1:8500, default deny.
     pub fn dev() -> AgentConfig {
         AgentConfig {
             data_dir: None,

@@ -101,9 +101,9 @@ pub async fn checks(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
-        let checks: BTreeMap<String, HealthCheck> = catalog::all_checks(snap)?
+        let checks: BTreeMap<String, HealthCheck> = catalog::check_states(snap, &state.node)?
             .into_iter()
-            .map(|c| (c.state.check_id.clone(), c.state))
+            .map(|c| (c.check_id.clone(), c))
             .collect();
         Ok((checks, snap.table_index(Table::Checks)?))
     })
@@ -161,11 +161,12 @@ async fn update_ttl(
         )));
     }
     let id = check_id.clone();
-    state
+    let check = state
         .store
         .write(move |txn| catalog::set_check_status(txn, &id, status, &output))
         .await?;
     state.checks.refresh_ttl(&check_id);
+    state.checks.observe(&check);
     Ok(Response::new(Body::empty()))
 }
 

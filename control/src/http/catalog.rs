@@ -101,10 +101,9 @@ pub async fn health_checks(
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     blocking_json(&state, &params, |snap| {
-        let checks: Vec<HealthCheck> = catalog::all_checks(snap)?
+        let checks: Vec<HealthCheck> = catalog::check_states(snap, &state.node)?
             .into_iter()
-            .filter(|c| c.state.service_name == name)
-            .map(|c| c.state)
+            .filter(|c| c.service_name == name)
             .collect();
         Ok((checks, snap.table_index(Table::Checks)?))
     })

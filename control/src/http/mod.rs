@@ -1,7 +1,8 @@
 //! The Consul-compatible HTTP API.
 //!
-//! Every read endpoint supports blocking queries (`?index=N&wait=D`) and
-//! answers with `X-Consul-Index`; errors are plain text with a 4xx/5xx status.
+//! Every read endpoint over stored state (catalog, health, config entries,
+//! CA) supports blocking queries (`?index=N&wait=D`) and answers with
+//! `X-Consul-Index`; errors are plain text with a 4xx/5xx status.
 
 mod agent;
 mod catalog;
@@ -116,13 +117,20 @@ pub async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
 
 /// A JSON response, pretty-printed when the query has `?pretty`.
 pub fn json_response<T: Serialize>(params: &Params, value: &T, index: Option<u64>) -> Response {
-    let body = if params.contains_key("pretty") {
+    let pretty = params.contains_key("pretty");
+    let body = if pretty {
         serde_json::to_vec_pretty(value)
     } else {
         serde_json::to_vec(value)
     };
     let body = match body {
-        Ok(body) => body,
+        Ok(mut body) => {
+            // Like Consul: a trailing newline only for people reading ?pretty.
+            if pretty {
+                body.push(b'\n');
+            }
+            body
+        }
         Err(e) => return ApiError::internal(format!("encoding response: {e}")).into_response(),
     };
     let mut response = (

@@ -1,0 +1,31 @@
+# Example settings for `isthmus agent --config-file configs/agent.hcl`.
+#
+# Every key is optional; a key not listed here is refused, so a typo fails
+# the start instead of being ignored. Flags given on the command line win
+# over this file. A file ending in .json is read as JSON with the same keys.
+
+# Where the agent keeps its state (the file state.redb). Required unless the
+# agent runs with --dev. A data dir belongs to one cluster: starting it later
+# under another cluster_name is refused.
+data_dir = "/var/lib/isthmus"
+
+# This cluster's name: letters, digits, '-' and '_'. It appears in SPIFFE IDs
+# and as the catalog's datacenter. `datacenter` is accepted as an alias.
+cluster_name = "cluster-01"
+
+# This node's name in the catalog (default: the host name).
+node_name = "node-1"
+
+# The IP address shown for this node in the catalog (default: 127.0.0.1).
+advertise_addr = "127.0.0.1"
+
+# Where the HTTP API listens, as IP:port (default: 127.0.0.1:8500).
+http_addr = "127.0.0.1:8500"
+
+# What intentions decide for callers that no intention matches: "allow" or
+# "deny" (default: deny).
+default_intention_policy = "deny"
+
+# Lifetime of service leaf certificates, as a Go duration (default: 72h, at
+# least 1s). Leaves are renewed at two thirds of it.
+leaf_cert_ttl = "72h"
