@@ -7,10 +7,14 @@
 //! depend on this crate, never on the control plane's internals.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod ca;
 pub mod catalog;
 pub mod client;
 pub mod config_entry;
 pub mod duration;
+pub mod gateway;
 pub mod intentions;
 pub mod naming;
+pub mod peering;
+pub mod tls;
