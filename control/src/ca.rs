@@ -24,6 +24,11 @@ use time::OffsetDateTime;
 use crate::store::{Reads, Store, StoreError, Table, Txn};
 
 const ROOT_KEY: &str = "ca/root";
+const GATEWAY_KEY: &str = "ca/gateway";
+/// The mesh gateways' shared certificate: long-lived because peering
+/// tokens pin its fingerprint; reissued when within this of expiry.
+const GATEWAY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+const GATEWAY_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Tolerates small clock differences between the issuer and verifiers.
 const BACKDATE: Duration = Duration::from_secs(60);
@@ -49,7 +54,20 @@ struct StoredRoot {
     create_index: u64,
 }
 
+/// The certificate every mesh gateway of the cluster presents, as server to
+/// peers dialing in and as client when this cluster dials a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// SHA-256 of the DER, lower-case hex.
+    pub fingerprint: String,
+    /// RFC 3339.
+    pub not_after: String,
+}
+
 pub struct CertificateAuthority {
+    gateway: GatewayCert,
     trust_domain: String,
     datacenter: String,
     leaf_ttl: Duration,
@@ -117,7 +135,16 @@ impl CertificateAuthority {
             create_index: stored.create_index,
             modify_index: stored.create_index,
         };
+        let gateway = match txn.get::<GatewayCert>(Table::Meta, GATEWAY_KEY)? {
+            Some(existing) if !due_for_renewal(&existing.not_after) => existing,
+            _ => {
+                let fresh = issue_gateway(&issuer, trust_domain, datacenter)?;
+                txn.put(Table::Meta, GATEWAY_KEY, &fresh)?;
+                fresh
+            }
+        };
         Ok(CertificateAuthority {
+            gateway,
             trust_domain: trust_domain.to_owned(),
             datacenter: datacenter.to_owned(),
             leaf_ttl,
@@ -127,8 +154,13 @@ impl CertificateAuthority {
         })
     }
 
-    pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
+    pub fn gateway_cert(&self) -> &GatewayCert {
+        &self.gateway
+    }
+
+    /// This cluster's root certificates (PEM).
+    pub fn root_pems(&self) -> Vec<String> {
+        vec![self.root.root_cert.clone()]
     }
 
     pub fn roots(&self) -> CaRoots {
@@ -219,6 +251,57 @@ impl CertificateAuthority {
             renew_at: tokio::time::Instant::now() + renew_after,
         })
     }
+}
+
+fn due_for_renewal(not_after: &str) -> bool {
+    OffsetDateTime::parse(not_after, &Rfc3339)
+        .map(|t| t - GATEWAY_RENEW_BEFORE < OffsetDateTime::now_utc())
+        .unwrap_or(true)
+}
+
+fn issue_gateway(
+    issuer: &Issuer<'static, KeyPair>,
+    trust_domain: &str,
+    datacenter: &str,
+) -> Result<GatewayCert, CaError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let now = OffsetDateTime::now_utc();
+    let not_after = now + GATEWAY_LIFETIME;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("isthmus mesh gateway {datacenter}"),
+    );
+    let server_name = isthmus_api::peering::server_name(datacenter, trust_domain);
+    let spiffe = SpiffeId::MeshGateway {
+        trust_domain: trust_domain.to_owned(),
+        datacenter: datacenter.to_owned(),
+    };
+    params.subject_alt_names = vec![
+        SanType::DnsName(server_name.try_into()?),
+        SanType::URI(spiffe.to_string().try_into()?),
+    ];
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+    params.not_before = now - BACKDATE;
+    params.not_after = not_after;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyAgreement,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(GatewayCert {
+        fingerprint: isthmus_api::tls::fingerprint(cert.der()),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        not_after: rfc3339(not_after),
+    })
 }
 
 fn generate_root(trust_domain: &str, datacenter: &str, index: u64) -> Result<StoredRoot, CaError> {

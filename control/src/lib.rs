@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod auth;
 pub mod ca;
 pub mod catalog;
 pub mod checks;
@@ -9,4 +10,5 @@ pub mod cli;
 pub mod config_entries;
 pub mod error;
 pub mod http;
+pub mod peering;
 pub mod store;

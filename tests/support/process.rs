@@ -14,6 +14,86 @@ pub struct AgentProcess {
     pub http_addr: String,
 }
 
+/// Starts `program args`, and waits (bounded) for a stdout line containing
+/// `marker`; returns the child and that line, or the child's stderr if it
+/// exits or stays silent.
+pub fn spawn_announcing(
+    program: &Path,
+    args: &[&str],
+    marker: &str,
+) -> Result<(Child, String), String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let marker = marker.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(&marker) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    // Keep stderr flowing (a full pipe would block the child); echo it so
+    // a failing test shows the logs of the processes it ran.
+    let (err_tx, err_rx) = mpsc::channel::<String>();
+    let name = program
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[{name}] {line}");
+            let _ = err_tx.send(line);
+        }
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(line) => Ok((child, line)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(err_rx.try_iter().collect::<Vec<_>>().join("\n"))
+        }
+    }
+}
+
+/// The value after `key=` in an announcement line.
+pub fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key}= missing from {line:?}"))
+        .to_owned()
+}
+
+/// Sends SIGTERM and waits (bounded) for the child to exit.
+pub fn terminate_child(mut child: Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl AgentProcess {
     /// Starts `isthmus agent <args> --http-addr 127.0.0.1:0` and waits for
     /// the line announcing where it listens.
@@ -23,35 +103,17 @@ impl AgentProcess {
 
     /// Like `spawn`, but returns the agent's stderr if it exits instead.
     pub fn try_spawn(args: &[&str]) -> Result<AgentProcess, String> {
-        let mut child = Command::new(isthmus_bin())
-            .arg("agent")
-            .args(args)
-            .args(["--http-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn isthmus agent");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("http=http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(WAIT) {
-            Ok(http_addr) => Ok(AgentProcess {
-                child: Some(child),
-                http_addr,
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let output = child.wait_with_output().expect("collect agent output");
-                Err(String::from_utf8_lossy(&output.stderr).into_owned())
-            }
-        }
+        let mut all = vec!["agent"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--http-addr", "127.0.0.1:0"]);
+        let (child, line) = spawn_announcing(&isthmus_bin(), &all, "isthmus agent running:")?;
+        let http_addr = field(&line, "http")
+            .trim_start_matches("http://")
+            .to_owned();
+        Ok(AgentProcess {
+            child: Some(child),
+            http_addr,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -60,21 +122,14 @@ impl AgentProcess {
 
     /// Sends SIGTERM and waits (bounded) for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "agent did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        terminate_child(self.child.take().unwrap())
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

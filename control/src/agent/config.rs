@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8500);
 pub const DEFAULT_CLUSTER_NAME: &str = "dc1";
 pub const DEFAULT_LEAF_CERT_TTL: Duration = Duration::from_secs(72 * 3600);
+pub const DEFAULT_PEERING_HEARTBEAT: Duration = Duration::from_secs(5);
+pub const DEFAULT_PEERING_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -30,6 +32,11 @@ pub struct AgentConfig {
     pub http_addr: SocketAddr,
     pub default_intention_policy: IntentionPolicy,
     pub leaf_cert_ttl: Duration,
+    /// Heartbeat interval on peering streams; three missed ones mark a
+    /// peering `FAILING`.
+    pub peering_heartbeat: Duration,
+    /// How long a generated peering token's secret stays valid.
+    pub peering_token_ttl: Duration,
 }
 
 impl AgentConfig {
@@ -43,6 +50,8 @@ impl AgentConfig {
             http_addr: DEFAULT_HTTP_ADDR,
             default_intention_policy: IntentionPolicy::Deny,
             leaf_cert_ttl: DEFAULT_LEAF_CERT_TTL,
+            peering_heartbeat: DEFAULT_PEERING_HEARTBEAT,
+            peering_token_ttl: DEFAULT_PEERING_TOKEN_TTL,
         }
     }
 
@@ -61,6 +70,12 @@ impl AgentConfig {
                 "leaf_cert_ttl {} is too short: it must be at least 1s",
                 isthmus_api::duration::format(self.leaf_cert_ttl)
             ));
+        }
+        if self.peering_heartbeat < Duration::from_millis(50) {
+            return Err("peering_heartbeat must be at least 50ms".into());
+        }
+        if self.peering_token_ttl < Duration::from_secs(1) {
+            return Err("peering_token_ttl must be at least 1s".into());
         }
         Ok(())
     }
@@ -87,6 +102,8 @@ pub struct FileConfig {
     pub default_intention_policy: Option<IntentionPolicy>,
     /// Go duration, e.g. `"72h"`.
     pub leaf_cert_ttl: Option<String>,
+    pub peering_heartbeat: Option<String>,
+    pub peering_token_ttl: Option<String>,
 }
 
 impl FileConfig {
@@ -127,6 +144,14 @@ impl FileConfig {
         if let Some(v) = self.leaf_cert_ttl {
             config.leaf_cert_ttl =
                 isthmus_api::duration::parse(&v).map_err(|e| format!("leaf_cert_ttl: {e}"))?;
+        }
+        if let Some(v) = self.peering_heartbeat {
+            config.peering_heartbeat =
+                isthmus_api::duration::parse(&v).map_err(|e| format!("peering_heartbeat: {e}"))?;
+        }
+        if let Some(v) = self.peering_token_ttl {
+            config.peering_token_ttl =
+                isthmus_api::duration::parse(&v).map_err(|e| format!("peering_token_ttl: {e}"))?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use crate::ca::{self, CertificateAuthority};
 use crate::catalog::{self, LocalNode};
 use crate::checks::CheckRunner;
 use crate::config_entries;
+use crate::peering::{self, PeeringManager};
 use crate::store::{Reads, Snapshot, Store, StoreError, Table};
 pub use config::{AgentConfig, IntentionPolicy};
 
@@ -40,6 +41,7 @@ pub struct AgentState {
     pub node: LocalNode,
     pub ca: CertificateAuthority,
     pub checks: Arc<CheckRunner>,
+    pub peering: PeeringManager,
     /// Becomes true when the agent stops; blocking queries end early on it.
     pub shutting_down: watch::Receiver<bool>,
     /// The intention set compiled at a config-entries index.
@@ -168,6 +170,35 @@ fn load_identity(
     })
 }
 
+/// After a restart no stream is up yet: active peerings are `FAILING` until
+/// their stream returns, and this cluster redials the peers it dialed.
+async fn resume_peerings(state: &Arc<AgentState>) -> Result<(), StartError> {
+    let records = state
+        .store
+        .write(|txn| -> Result<_, StoreError> {
+            let mut records = Vec::new();
+            for record in peering::list(txn)? {
+                if record.state == isthmus_api::peering::STATE_ACTIVE {
+                    peering::set_state(txn, &record.name, isthmus_api::peering::STATE_FAILING)?;
+                }
+                records.push(record);
+            }
+            Ok(records)
+        })
+        .await?;
+    for record in records {
+        let redial = record.role == peering::Role::Dialer
+            && !matches!(
+                record.state.as_str(),
+                isthmus_api::peering::STATE_TERMINATED | isthmus_api::peering::STATE_DELETING
+            );
+        if redial {
+            peering::dial::start_dialer(state.clone(), record.name);
+        }
+    }
+    Ok(())
+}
+
 /// Opens state, binds the API and starts serving.
 pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     config.validate().map_err(StartError::Config)?;
@@ -197,6 +228,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     })?;
 
     let (stop, mut stopped) = watch::channel(false);
+    let (config_heartbeat, config_token_ttl) = (config.peering_heartbeat, config.peering_token_ttl);
     let state = Arc::new(AgentState {
         config,
         store,
@@ -204,6 +236,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         node,
         ca,
         checks,
+        peering: PeeringManager::new(config_heartbeat, config_token_ttl),
         shutting_down: stopped.clone(),
         intentions: Mutex::new(None),
     });
@@ -215,6 +248,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
             })
             .await
     });
+    resume_peerings(&state).await?;
     tracing::info!(
         cluster = %state.cluster.name,
         trust_domain = %state.cluster.trust_domain,

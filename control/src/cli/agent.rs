@@ -37,6 +37,12 @@ pub struct AgentArgs {
     /// Lifetime of service leaf certificates, as a Go duration [default: 72h].
     #[arg(long, value_name = "DURATION")]
     leaf_cert_ttl: Option<String>,
+    /// Heartbeat interval on peering streams; a peer silent for three is FAILING [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    peering_heartbeat: Option<String>,
+    /// How long a generated peering token can be used [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    peering_token_ttl: Option<String>,
     /// Log as JSON lines instead of text (level from RUST_LOG, default info).
     #[arg(long)]
     log_json: bool,
@@ -69,6 +75,14 @@ impl AgentArgs {
         if let Some(v) = self.leaf_cert_ttl {
             config.leaf_cert_ttl =
                 isthmus_api::duration::parse(&v).map_err(|e| format!("--leaf-cert-ttl: {e}"))?;
+        }
+        if let Some(v) = self.peering_heartbeat {
+            config.peering_heartbeat = isthmus_api::duration::parse(&v)
+                .map_err(|e| format!("--peering-heartbeat: {e}"))?;
+        }
+        if let Some(v) = self.peering_token_ttl {
+            config.peering_token_ttl = isthmus_api::duration::parse(&v)
+                .map_err(|e| format!("--peering-token-ttl: {e}"))?;
         }
         if !self.dev && config.data_dir.is_none() {
             return Err(

@@ -4,8 +4,13 @@
 //! long flags (`-name x`, `-kind=y`) are accepted alongside `--name`.
 
 mod agent;
+mod auth;
 mod config;
+mod identity;
 mod keys;
+mod link;
+mod output;
+mod peering;
 mod query;
 mod services;
 
@@ -51,6 +56,15 @@ enum Command {
     Members(query::MembersArgs),
     /// Show the agent's cluster name, trust domain, index and settings.
     Info(query::InfoArgs),
+    /// Peer with other clusters, Consul-style: generate-token, establish, list, read, delete.
+    #[command(subcommand, alias = "peerings")]
+    Peering(peering::PeeringCommand),
+    /// Link with other clusters, LXD-style (`cluster link create|list|show|delete`).
+    #[command(subcommand)]
+    Cluster(link::ClusterCommand),
+    /// Manage who linked clusters are and what they may do: auth groups and identities.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
 }
 
 /// How client commands reach the agent.
@@ -144,6 +158,9 @@ pub fn main() -> ExitCode {
                     Command::Intention(c) => query::intention(c).await,
                     Command::Members(a) => query::members(a).await,
                     Command::Info(a) => query::info(a).await,
+                    Command::Peering(c) => peering::run(c).await,
+                    Command::Cluster(c) => link::run(c).await,
+                    Command::Auth(c) => auth::run(c).await,
                     Command::Agent(_) => unreachable!("handled above"),
                 }
             });
@@ -191,7 +208,94 @@ mod tests {
     }
 
     #[test]
+    fn go_style_peering_flags_become_long_flags() {
+        assert_eq!(
+            norm(&[
+                "isthmus",
+                "peering",
+                "generate-token",
+                "-name",
+                "cluster-02"
+            ]),
+            [
+                "isthmus",
+                "peering",
+                "generate-token",
+                "--name",
+                "cluster-02"
+            ]
+        );
+        assert_eq!(
+            norm(&[
+                "isthmus",
+                "peering",
+                "establish",
+                "-name",
+                "cluster-01",
+                "-peering-token",
+                "token-from-generate",
+                "-meta=env=prod",
+            ]),
+            [
+                "isthmus",
+                "peering",
+                "establish",
+                "--name",
+                "cluster-01",
+                "--peering-token",
+                "token-from-generate",
+                "--meta=env=prod",
+            ]
+        );
+        assert_eq!(
+            norm(&[
+                "isthmus",
+                "cluster",
+                "link",
+                "create",
+                "b",
+                "-auth-group",
+                "g",
+                "-q"
+            ]),
+            [
+                "isthmus",
+                "cluster",
+                "link",
+                "create",
+                "b",
+                "--auth-group",
+                "g",
+                "-q"
+            ]
+        );
+    }
+
+    #[test]
     fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
+        let command = Cli::command();
+        command.clone().debug_assert();
+        // Every command and every argument explains itself in --help.
+        fn check(command: &clap::Command, path: &str) {
+            let path = format!("{path} {}", command.get_name());
+            assert!(command.get_about().is_some(), "{path} has no help text");
+            for arg in command.get_arguments() {
+                assert!(
+                    arg.get_help().is_some() || arg.is_hide_set(),
+                    "{path} --{} has no help text",
+                    arg.get_id()
+                );
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "help" {
+                    check(sub, &path);
+                }
+            }
+        }
+        for sub in command.get_subcommands() {
+            if ["peering", "cluster", "auth"].contains(&sub.get_name()) {
+                check(sub, "isthmus");
+            }
+        }
     }
 }

@@ -82,7 +82,55 @@ pub async fn health_service(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
+    if let Some(peer) = peer_param(&params) {
+        return imported(state, params.clone(), peer, Some(name)).await;
+    }
     health(state, params, Select::Named(&name)).await
+}
+
+/// `/v1/health/service/?peer=X` (the seed's connectivity check): every
+/// instance imported from the peer. Without `peer` a name is required.
+pub async fn health_service_all(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    match peer_param(&params) {
+        Some(peer) => imported(state, params.clone(), peer, None).await,
+        None => Err(ApiError::bad_request("Missing service name")),
+    }
+}
+
+fn peer_param(params: &Params) -> Option<String> {
+    params.get("peer").filter(|p| !p.is_empty()).cloned()
+}
+
+async fn imported(
+    state: State,
+    params: Params,
+    peer: String,
+    service: Option<String>,
+) -> Result<Response, ApiError> {
+    let passing = flag(&params, "passing");
+    blocking_json(&state, &params, |snap| {
+        if crate::peering::get(snap, &peer)?.is_none() {
+            return Err(ApiError::not_found(format!(
+                "Peering not found for {peer:?}"
+            )));
+        }
+        match &service {
+            Some(name) => Ok(super::internal::imported_entries(
+                snap, &peer, name, passing,
+            )?),
+            None => {
+                let mut all = Vec::new();
+                for name in crate::peering::imported_names(snap, &peer)? {
+                    all.extend(super::internal::imported_entries(snap, &peer, &name, passing)?.0);
+                }
+                Ok((all, snap.table_index(Table::Imported)?))
+            }
+        }
+    })
+    .await
 }
 
 pub async fn health_connect(

@@ -5,9 +5,12 @@
 //! `X-Consul-Index`; errors are plain text with a 4xx/5xx status.
 
 mod agent;
+mod auth;
 mod catalog;
 mod config;
 mod connect;
+mod internal;
+mod peering;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -60,6 +63,7 @@ pub fn router(state: State) -> Router {
         .route("/v1/catalog/nodes", get(catalog::nodes))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/health/service/", get(catalog::health_service_all))
         .route("/v1/health/service/{name}", get(catalog::health_service))
         .route("/v1/health/connect/{name}", get(catalog::health_connect))
         .route("/v1/health/checks/{name}", get(catalog::health_checks))
@@ -69,6 +73,48 @@ pub fn router(state: State) -> Router {
         .route(
             "/v1/config/{kind}/{name}",
             get(config::read).delete(config::delete),
+        )
+        .route("/v1/peering/token", post(peering::token))
+        .route("/v1/peering/establish", post(peering::establish))
+        .route("/v1/peerings", get(peering::list))
+        .route(
+            "/v1/peering/{name}",
+            get(peering::read).delete(peering::delete),
+        )
+        .route("/v1/exported-services", get(peering::exported_services))
+        .route(
+            "/v1/auth/groups",
+            get(auth::list_groups).post(auth::create_group),
+        )
+        .route(
+            "/v1/auth/groups/{name}",
+            get(auth::read_group).delete(auth::delete_group),
+        )
+        .route(
+            "/v1/auth/groups/{name}/permissions",
+            post(auth::add_permission).delete(auth::remove_permission),
+        )
+        .route("/v1/auth/identities", get(auth::list_identities))
+        .route("/v1/auth/identities/tls/{name}", get(auth::read_identity))
+        .route(
+            "/v1/auth/identities/tls/{name}/groups",
+            post(auth::add_identity_group),
+        )
+        .route(
+            "/v1/auth/identities/tls/{name}/groups/{group}",
+            delete(auth::remove_identity_group),
+        )
+        .route(
+            isthmus_api::gateway::AGENT_PATH_VIEW,
+            get(internal::gateway_view),
+        )
+        .route(
+            isthmus_api::peering::AGENT_PATH_EXCHANGE,
+            post(internal::exchange),
+        )
+        .route(
+            isthmus_api::peering::AGENT_PATH_STREAM,
+            post(internal::stream),
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -29,14 +29,23 @@ pub enum Table {
     Services,
     Checks,
     ConfigEntries,
+    /// Peerings (cluster links), keyed by name.
+    Peerings,
+    /// Services imported from peers, keyed `<peer>/<service>`.
+    Imported,
+    /// Auth groups, keyed by name.
+    AuthGroups,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 7] = [
         Table::Meta,
         Table::Services,
         Table::Checks,
         Table::ConfigEntries,
+        Table::Peerings,
+        Table::Imported,
+        Table::AuthGroups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +54,9 @@ impl Table {
             Table::Services => "services",
             Table::Checks => "checks",
             Table::ConfigEntries => "config_entries",
+            Table::Peerings => "peerings",
+            Table::Imported => "imported",
+            Table::AuthGroups => "auth_groups",
         }
     }
 

@@ -1,0 +1,482 @@
+//! Dialer side: connect to a peer's mesh gateway (mutual TLS, HTTP/2),
+//! establish a peering with a token, and keep the replication stream up
+//! with capped exponential backoff and jitter.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use isthmus_api::peering::{
+    self as api, EstablishRequest, ExchangeRequest, ExchangeResponse, PeeringToken, StreamMessage,
+};
+use rustls_pki_types::ServerName;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::stream::{self, LineReader, SessionEnd};
+use super::token::{check_groups, groups_or_default, own_info, validate_partition};
+use super::{PeeringRecord, Role};
+use crate::agent::AgentState;
+use crate::error::ApiError;
+use crate::store::Reads;
+
+/// Per address: TCP connect plus TLS handshake.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Whole establishment, across addresses.
+const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(5);
+const EXCHANGE_BODY_LIMIT: usize = 1024 * 1024;
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+type RequestBody = BoxBody<Bytes, Infallible>;
+
+/// Why dialing failed, kept per address for the error message.
+#[derive(Debug)]
+pub struct DialError(pub String);
+
+/// Connects to the first reachable address and returns an HTTP/2 sender.
+async fn connect(
+    addresses: &[String],
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<SendRequest<RequestBody>, DialError> {
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| DialError(format!("invalid peering server name {server_name:?}: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let mut failures = Vec::new();
+    for address in addresses {
+        let attempt = async {
+            let tcp = TcpStream::connect(address)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = tcp.set_nodelay(true);
+            let tls = connector
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            let (sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "peering connection closed");
+                }
+            });
+            Ok::<_, String>(sender)
+        };
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+            Ok(Ok(sender)) => return Ok(sender),
+            Ok(Err(e)) => failures.push(format!("{address}: {e}")),
+            Err(_) => failures.push(format!("{address}: timed out after {ATTEMPT_TIMEOUT:?}")),
+        }
+    }
+    Err(DialError(failures.join("; ")))
+}
+
+fn gateway_identity(state: &AgentState) -> Result<Arc<rustls::sign::CertifiedKey>, ApiError> {
+    let cert = state.ca.gateway_cert();
+    isthmus_api::tls::certified_key(&cert.cert_pem, &cert.key_pem)
+        .map_err(|e| ApiError::internal(format!("gateway certificate unusable: {e}")))
+}
+
+/// Reads a response body fully (bounded).
+async fn read_body(
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<(http::StatusCode, Bytes), String> {
+    let status = response.status();
+    let body = http_body_util::Limited::new(response.into_body(), EXCHANGE_BODY_LIMIT)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// The peer trust domain named by a token's server name.
+fn token_trust_domain(token: &PeeringToken) -> &str {
+    token
+        .server_name
+        .split_once(".peering.")
+        .map(|(_, td)| td)
+        .unwrap_or_default()
+}
+
+/// `POST /v1/peering/establish`.
+pub async fn establish(state: Arc<AgentState>, request: EstablishRequest) -> Result<(), ApiError> {
+    if request.peer_name.is_empty() {
+        return Err(ApiError::bad_request(
+            "PeerName is required in the payload when establishing a peering.",
+        ));
+    }
+    if request.peering_token.is_empty() {
+        return Err(ApiError::bad_request(
+            "PeeringToken is required in the payload when establishing a peering.",
+        ));
+    }
+    api::validate_peer_name(&request.peer_name).map_err(ApiError::bad_request)?;
+    validate_partition(&request.partition)?;
+    let token =
+        PeeringToken::decode(&request.peering_token).map_err(|e| ApiError::bad_request(e.0))?;
+    let expired = OffsetDateTime::parse(&token.expires_at, &Rfc3339)
+        .map_or(true, |t| t <= OffsetDateTime::now_utc());
+    if expired {
+        return Err(ApiError::bad_request("peering token has expired"));
+    }
+    let peer_trust_domain = token_trust_domain(&token).to_owned();
+    if peer_trust_domain == state.cluster.trust_domain || token.ca == state.ca.root_pems() {
+        return Err(ApiError::bad_request("cannot create a peering within the same cluster: the token was generated by this cluster"));
+    }
+    let groups = groups_or_default(request.auth_groups.clone());
+    let name = request.peer_name.clone();
+    {
+        let snapshot = state.store.snapshot()?;
+        check_groups(&snapshot, &groups)?;
+        check_no_conflict(&snapshot, &name, &peer_trust_domain)?;
+    }
+
+    // Verify the gateway against the token's CA *and* fingerprint before
+    // anything is sent; our gateway certificate is the client certificate.
+    let tls = isthmus_api::tls::peering_client_config(
+        &token.ca,
+        &token.gateway_fingerprint,
+        gateway_identity(&state)?,
+    )
+    .map_err(|e| ApiError::bad_request(format!("peering token invalid CA: {e}")))?;
+    let local_id = uuid::Uuid::new_v4().to_string();
+    let exchange = ExchangeRequest {
+        peer_id: token.peer_id.clone(),
+        establishment_secret: token.establishment_secret.clone(),
+        dialer: own_info(&state, &state.store.snapshot()?, &local_id)?,
+    };
+    let response = tokio::time::timeout(ESTABLISH_TIMEOUT, call_exchange(&token, Arc::new(tls), &exchange))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                http::StatusCode::BAD_GATEWAY,
+                format!("establishing peering {name:?}: no peering server answered within {ESTABLISH_TIMEOUT:?}"),
+            )
+        })??;
+    let acceptor = response.acceptor;
+    if acceptor.trust_domain != peer_trust_domain {
+        return Err(ApiError::bad_request(
+            "the peer's trust domain does not match its token",
+        ));
+    }
+
+    let record = PeeringRecord {
+        id: local_id,
+        name: name.clone(),
+        role: Role::Dialer,
+        state: api::STATE_ESTABLISHING.into(),
+        meta: request.meta,
+        deleted_at: None,
+        peer_id: token.peer_id.clone(),
+        peer_server_name: token.server_name.clone(),
+        peer_server_addresses: if acceptor.gateway_addresses.is_empty() {
+            token.server_addresses.clone()
+        } else {
+            acceptor.gateway_addresses.clone()
+        },
+        peer_ca_pems: acceptor.ca_pems.clone(),
+        peer_trust_domain,
+        peer_gateway_fingerprint: token.gateway_fingerprint.clone(),
+        remote: token.remote.clone(),
+        groups,
+        establishment: None,
+        stream_secret: Some(response.stream_secret),
+        create_index: 0,
+        modify_index: 0,
+    };
+    let trust_domain = record.peer_trust_domain.clone();
+    state
+        .store
+        .write(move |txn| -> Result<(), ApiError> {
+            check_no_conflict(txn, &record.name, &trust_domain)?;
+            super::put(txn, record)?;
+            Ok(())
+        })
+        .await?;
+    tracing::info!(peer = %name, remote = %token.remote.datacenter, "peering established; opening the stream");
+    start_dialer(state, name);
+    Ok(())
+}
+
+fn check_no_conflict(r: &impl Reads, name: &str, peer_trust_domain: &str) -> Result<(), ApiError> {
+    if let Some(existing) = super::get(r, name)? {
+        let replaceable = existing.role == Role::Dialer && existing.state == api::STATE_TERMINATED;
+        if !replaceable {
+            return Err(ApiError::new(
+                http::StatusCode::CONFLICT,
+                format!(
+                    "cannot establish peering {name:?}: a peering with that name already exists ({}); delete it first",
+                    existing.state
+                ),
+            ));
+        }
+    }
+    let duplicate = super::list(r)?.into_iter().any(|other| {
+        other.name != name
+            && other.peer_trust_domain == peer_trust_domain
+            && other.state != api::STATE_TERMINATED
+    });
+    if duplicate {
+        return Err(ApiError::new(
+            http::StatusCode::CONFLICT,
+            "A cluster link already exists between these clusters",
+        ));
+    }
+    Ok(())
+}
+
+async fn call_exchange(
+    token: &PeeringToken,
+    tls: Arc<rustls::ClientConfig>,
+    exchange: &ExchangeRequest,
+) -> Result<ExchangeResponse, ApiError> {
+    let mut sender = connect(&token.server_addresses, &token.server_name, tls)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                http::StatusCode::BAD_GATEWAY,
+                format!(
+                    "could not reach a peering server address in the token: {}",
+                    e.0
+                ),
+            )
+        })?;
+    let body = Full::new(Bytes::from(
+        serde_json::to_vec(exchange).expect("exchange serializes"),
+    ))
+    .boxed();
+    let request = http::Request::post(format!(
+        "https://{}{}",
+        token.server_name,
+        api::PATH_EXCHANGE
+    ))
+    .header(http::header::CONTENT_TYPE, "application/json")
+    .body(body)
+    .expect("valid request");
+    let response = sender.send_request(request).await.map_err(|e| {
+        ApiError::new(
+            http::StatusCode::BAD_GATEWAY,
+            format!("peering exchange failed: {e}"),
+        )
+    })?;
+    let (status, body) = read_body(response).await.map_err(|e| {
+        ApiError::new(
+            http::StatusCode::BAD_GATEWAY,
+            format!("peering exchange failed: {e}"),
+        )
+    })?;
+    if !status.is_success() {
+        let message = String::from_utf8_lossy(&body).trim().to_owned();
+        let status = if status.is_server_error() {
+            http::StatusCode::BAD_GATEWAY
+        } else {
+            http::StatusCode::BAD_REQUEST
+        };
+        return Err(ApiError::new(status, message));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            http::StatusCode::BAD_GATEWAY,
+            format!("peer's exchange answer is malformed: {e}"),
+        )
+    })
+}
+
+/// Starts (or restarts) the task keeping `peer`'s stream up.
+pub fn start_dialer(state: Arc<AgentState>, peer: String) {
+    let manager_state = state.clone();
+    let name = peer.clone();
+    let task = tokio::spawn(async move { dial_loop(state, name).await });
+    manager_state.peering.set_dialer(&peer, task.abort_handle());
+}
+
+/// The client TLS config for an established peering: the peer's pinned
+/// roots and server name (the fingerprint pin only guards establishment,
+/// so the peer can renew its gateway certificate).
+fn stream_tls(
+    state: &AgentState,
+    record: &PeeringRecord,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let identity = gateway_identity(state).map_err(|e| e.message)?;
+    isthmus_api::tls::peer_client_config(&record.peer_ca_pems, identity)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// What one connection attempt came to.
+enum Attempt {
+    Ended(SessionEnd),
+    Failed(String),
+    /// The peer no longer knows us: it deleted the peering while we were away.
+    Rejected(String),
+}
+
+async fn dial_loop(state: Arc<AgentState>, peer: String) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let record = match state.store.snapshot().and_then(|s| super::get(&s, &peer)) {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(peer = %peer, error = %e, "reading peering");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        if record.role != Role::Dialer
+            || matches!(
+                record.state.as_str(),
+                api::STATE_TERMINATED | api::STATE_DELETING
+            )
+        {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        match open_stream(&state, &record).await {
+            Attempt::Ended(
+                SessionEnd::PeerTerminated | SessionEnd::WeTerminated | SessionEnd::Replaced,
+            ) => return,
+            Attempt::Ended(_) => {}
+            Attempt::Rejected(reason) => {
+                tracing::warn!(peer = %peer, reason = %reason, "peer refused our stream; marking the peering TERMINATED");
+                let name = peer.clone();
+                let _ = state
+                    .store
+                    .write(move |txn| super::mark_terminated(txn, &name))
+                    .await;
+                return;
+            }
+            Attempt::Failed(reason) => {
+                tracing::debug!(peer = %peer, reason = %reason, "peering stream attempt failed");
+                let name = peer.clone();
+                let _ = state
+                    .store
+                    .write(move |txn| -> Result<(), crate::store::StoreError> {
+                        if super::get(txn, &name)?.is_some_and(|r| {
+                            r.state == api::STATE_ACTIVE || r.state == api::STATE_ESTABLISHING
+                        }) {
+                            super::set_state(txn, &name, api::STATE_FAILING)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+            }
+        }
+        // A session that lived a while resets the backoff.
+        if started.elapsed() > state.peering.heartbeat * 3 {
+            backoff = BACKOFF_START;
+        }
+        let jitter = backoff.mul_f64(rand::random::<f64>() * 0.5);
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(BACKOFF_CAP);
+    }
+}
+
+fn body_from(receiver: mpsc::Receiver<Bytes>) -> RequestBody {
+    let frames = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), receiver))
+    });
+    BodyExt::boxed(StreamBody::new(frames))
+}
+
+/// Opens the stream and runs a session on it.
+async fn open_stream(state: &Arc<AgentState>, record: &PeeringRecord) -> Attempt {
+    let tls = match stream_tls(state, record) {
+        Ok(tls) => tls,
+        Err(e) => return Attempt::Failed(e),
+    };
+    let mut sender =
+        match connect(&record.peer_server_addresses, &record.peer_server_name, tls).await {
+            Ok(sender) => sender,
+            Err(e) => return Attempt::Failed(e.0),
+        };
+    let (outgoing, receiver) = mpsc::channel::<Bytes>(64);
+    let open = StreamMessage::Open {
+        peer_id: record.peer_id.clone(),
+        stream_secret: record.stream_secret.clone().unwrap_or_default(),
+    };
+    if outgoing.send(stream::encode(&open)).await.is_err() {
+        return Attempt::Failed("stream closed".into());
+    }
+    let request = http::Request::post(format!(
+        "https://{}{}",
+        record.peer_server_name,
+        api::PATH_STREAM
+    ))
+    .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+    .body(body_from(receiver))
+    .expect("valid request");
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(e) => return Attempt::Failed(format!("opening stream: {e}")),
+    };
+    if !response.status().is_success() {
+        let (status, body) = read_body(response).await.unwrap_or_default();
+        let message = String::from_utf8_lossy(&body).trim().to_owned();
+        // 403 from the peer's agent means it no longer knows this peering.
+        if status == http::StatusCode::FORBIDDEN && message.contains("peering stream") {
+            return Attempt::Rejected(message);
+        }
+        return Attempt::Failed(format!("{status}: {message}"));
+    }
+    let incoming = response
+        .into_body()
+        .into_data_stream()
+        .map(|chunk| chunk.map_err(|e| e.to_string()));
+    let reader = LineReader::new(Box::pin(incoming));
+    Attempt::Ended(stream::run_session(state.clone(), record.name.clone(), reader, outgoing).await)
+}
+
+/// Tells the acceptor we deleted the peering when no stream is up: a short
+/// stream carrying only `Open` and `Terminate`.
+pub async fn send_terminate(state: &Arc<AgentState>, record: &PeeringRecord) -> Result<(), String> {
+    let tls = stream_tls(state, record)?;
+    let attempt = async {
+        let mut sender = connect(&record.peer_server_addresses, &record.peer_server_name, tls)
+            .await
+            .map_err(|e| e.0)?;
+        let (outgoing, receiver) = mpsc::channel::<Bytes>(4);
+        let open = StreamMessage::Open {
+            peer_id: record.peer_id.clone(),
+            stream_secret: record.stream_secret.clone().unwrap_or_default(),
+        };
+        let _ = outgoing.send(stream::encode(&open)).await;
+        let _ = outgoing
+            .send(stream::encode(&StreamMessage::Terminate))
+            .await;
+        drop(outgoing);
+        let request = http::Request::post(format!(
+            "https://{}{}",
+            record.peer_server_name,
+            api::PATH_STREAM
+        ))
+        .body(body_from(receiver))
+        .expect("valid request");
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Drain the answer so the peer has processed our messages.
+        let _ = read_body(response).await;
+        Ok(())
+    };
+    tokio::time::timeout(ESTABLISH_TIMEOUT, attempt)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}

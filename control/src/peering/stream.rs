@@ -1,0 +1,413 @@
+//! The replication stream: one JSON message per line in each direction.
+//!
+//! Both ends run the same session: send our trust bundle, gateway addresses
+//! and exported services, then push changes as the store changes, send
+//! heartbeats, and apply what the peer sends. A session that hears nothing
+//! for three heartbeat intervals ends, and the peering turns `FAILING`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use isthmus_api::catalog::ServiceEntry;
+use isthmus_api::peering::{self as api, StreamMessage};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::manager::Control;
+use crate::agent::AgentState;
+use crate::store::{Reads, StoreError, Table};
+
+/// Longest line accepted: a service with very many instances is one line.
+const MAX_LINE_BYTES: usize = 256 * 1024 * 1024;
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// Splits a byte stream into lines.
+pub struct LineReader {
+    stream: ByteStream,
+    buffer: BytesMut,
+}
+
+impl LineReader {
+    pub fn new(stream: ByteStream) -> LineReader {
+        LineReader {
+            stream,
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// The next line without its newline; `None` at a clean end of stream.
+    pub async fn next_line(&mut self) -> Result<Option<Bytes>, String> {
+        loop {
+            if let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line = self.buffer.split_to(pos + 1).freeze();
+                return Ok(Some(line.slice(..pos)));
+            }
+            if self.buffer.len() > MAX_LINE_BYTES {
+                return Err(format!("stream message longer than {MAX_LINE_BYTES} bytes"));
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Some(Err(e)) => return Err(e),
+                None if self.buffer.is_empty() => return Ok(None),
+                None => return Err("stream ended in the middle of a message".into()),
+            }
+        }
+    }
+
+    pub async fn next_message(&mut self) -> Result<Option<StreamMessage>, String> {
+        match self.next_line().await? {
+            Some(line) => serde_json::from_slice(&line)
+                .map(Some)
+                .map_err(|e| format!("malformed stream message: {e}")),
+            None => Ok(None),
+        }
+    }
+}
+
+pub fn encode(message: &StreamMessage) -> Bytes {
+    let mut line = serde_json::to_vec(message).expect("stream messages serialize");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The transport closed or failed; the peering is `FAILING` until a new session.
+    Disconnected(String),
+    /// Nothing heard for three heartbeat intervals.
+    Silent,
+    /// The peer deleted the peering: it is `TERMINATED` here.
+    PeerTerminated,
+    /// We deleted the peering and told the peer.
+    WeTerminated,
+    /// A newer session for the same peer took over, or the peering is gone.
+    Replaced,
+    /// The peer broke the protocol.
+    ProtocolError(String),
+}
+
+/// What we last sent, so only changes are pushed.
+#[derive(Default)]
+struct Exported {
+    /// Table indexes the last computation saw; unchanged means nothing to do.
+    seen: Option<[u64; 5]>,
+    names: Option<Vec<String>>,
+    services: HashMap<String, u64>,
+    gateways: Vec<String>,
+}
+
+fn content_hash(instances: &[ServiceEntry]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    serde_json::to_vec(instances)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Runs a session with `peer` over `incoming` / `outgoing` until it ends.
+pub async fn run_session(
+    state: Arc<AgentState>,
+    peer: String,
+    mut incoming: LineReader,
+    outgoing: mpsc::Sender<Bytes>,
+) -> SessionEnd {
+    let (session_id, mut control) = state.peering.open_session(&peer);
+    tracing::info!(peer = %peer, "peering stream opened");
+    let end = session_loop(&state, &peer, &mut incoming, &outgoing, &mut control).await;
+    let current = state.peering.close_session(&peer, session_id);
+    match &end {
+        SessionEnd::Disconnected(_) | SessionEnd::Silent | SessionEnd::ProtocolError(_)
+            if current =>
+        {
+            let name = peer.clone();
+            let result = state
+                .store
+                .write(move |txn| -> Result<(), StoreError> {
+                    if let Some(record) = super::get(txn, &name)? {
+                        if matches!(
+                            record.state.as_str(),
+                            api::STATE_ACTIVE | api::STATE_ESTABLISHING
+                        ) {
+                            super::set_state(txn, &name, api::STATE_FAILING)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(peer = %peer, error = %e, "recording peering failure");
+            }
+            tracing::warn!(peer = %peer, reason = ?end, "peering stream lost");
+        }
+        _ => tracing::info!(peer = %peer, reason = ?end, "peering stream closed"),
+    }
+    end
+}
+
+async fn session_loop(
+    state: &Arc<AgentState>,
+    peer: &str,
+    incoming: &mut LineReader,
+    outgoing: &mpsc::Sender<Bytes>,
+    control: &mut mpsc::Receiver<Control>,
+) -> SessionEnd {
+    let heartbeat = state.peering.heartbeat;
+    let mut changes = state.store.subscribe();
+    let mut exported = Exported::default();
+    let send = |message: StreamMessage| async move {
+        let ok = outgoing.send(encode(&message)).await.is_ok();
+        if ok {
+            state.peering.sent(peer);
+        }
+        ok
+    };
+
+    let bundle = StreamMessage::TrustBundle {
+        trust_domain: state.cluster.trust_domain.clone(),
+        root_pems: state.ca.root_pems(),
+    };
+    if !send(bundle).await {
+        return SessionEnd::Disconnected("peer closed the stream".into());
+    }
+    let mut ticker = tokio::time::interval(heartbeat);
+    let mut last_heard = Instant::now();
+    let mut activated = false;
+    loop {
+        changes.borrow_and_update();
+        match push_changes(state, peer, &mut exported).await {
+            Ok(messages) => {
+                for message in messages {
+                    if !send(message).await {
+                        return SessionEnd::Disconnected("peer closed the stream".into());
+                    }
+                }
+            }
+            Err(SessionEnd::Replaced) => return SessionEnd::Replaced,
+            Err(e) => tracing::warn!(peer = %peer, error = ?e, "computing exports failed"),
+        }
+        tokio::select! {
+            line = incoming.next_message() => {
+                let message = match line {
+                    Ok(Some(message)) => message,
+                    Ok(None) => return SessionEnd::Disconnected("peer ended the stream".into()),
+                    Err(e) if e.starts_with("malformed") => return SessionEnd::ProtocolError(e),
+                    Err(e) => return SessionEnd::Disconnected(e),
+                };
+                last_heard = Instant::now();
+                state.peering.received(peer, matches!(message, StreamMessage::Heartbeat));
+                if !activated {
+                    activated = true;
+                    if let Err(e) = mark_active(state, peer).await {
+                        tracing::warn!(peer = %peer, error = %e, "recording peering activation");
+                    }
+                }
+                if let Some(end) = apply(state, peer, message).await {
+                    return end;
+                }
+            }
+            _ = changes.changed() => {}
+            _ = ticker.tick() => {
+                if !send(StreamMessage::Heartbeat).await {
+                    return SessionEnd::Disconnected("peer closed the stream".into());
+                }
+            }
+            _ = tokio::time::sleep_until(last_heard + heartbeat * 3) => return SessionEnd::Silent,
+            command = control.recv() => match command {
+                Some(Control::Terminate(ack)) => {
+                    let _ = send(StreamMessage::Terminate).await;
+                    let _ = ack.send(());
+                    return SessionEnd::WeTerminated;
+                }
+                Some(Control::Replaced) | None => return SessionEnd::Replaced,
+            },
+        }
+    }
+}
+
+async fn mark_active(state: &Arc<AgentState>, peer: &str) -> Result<(), StoreError> {
+    let name = peer.to_owned();
+    state
+        .store
+        .write(move |txn| {
+            if let Some(record) = super::get(txn, &name)? {
+                if matches!(
+                    record.state.as_str(),
+                    api::STATE_ESTABLISHING | api::STATE_FAILING | api::STATE_ACTIVE
+                ) {
+                    super::set_state(txn, &name, api::STATE_ACTIVE)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// The messages that bring the peer up to date with our exports.
+async fn push_changes(
+    state: &Arc<AgentState>,
+    peer: &str,
+    exported: &mut Exported,
+) -> Result<Vec<StreamMessage>, SessionEnd> {
+    let snapshot = state
+        .store
+        .snapshot()
+        .map_err(|e| SessionEnd::Disconnected(e.to_string()))?;
+    let err = |e: StoreError| SessionEnd::Disconnected(e.to_string());
+    let seen = [
+        snapshot.table_index(Table::Services).map_err(err)?,
+        snapshot.table_index(Table::Checks).map_err(err)?,
+        snapshot.table_index(Table::ConfigEntries).map_err(err)?,
+        snapshot.table_index(Table::AuthGroups).map_err(err)?,
+        snapshot.table_index(Table::Peerings).map_err(err)?,
+    ];
+    if exported.seen == Some(seen) {
+        return Ok(Vec::new());
+    }
+    exported.seen = Some(seen);
+    let Some(record) = super::get(&snapshot, peer).map_err(err)? else {
+        return Err(SessionEnd::Replaced);
+    };
+    let mut messages = Vec::new();
+    let gateways = super::gateway_addresses(&snapshot).map_err(err)?;
+    if gateways != exported.gateways {
+        exported.gateways = gateways.clone();
+        messages.push(StreamMessage::Gateways {
+            addresses: gateways,
+        });
+    }
+    let names = super::exported_names(&snapshot, &record).map_err(err)?;
+    if exported.names.as_ref() != Some(&names) {
+        exported.services.retain(|name, _| names.contains(name));
+        exported.names = Some(names.clone());
+        messages.push(StreamMessage::ExportedServices {
+            services: names.clone(),
+        });
+    }
+    for name in names {
+        let instances = super::flattened_instances(&snapshot, &state.node, &name).map_err(err)?;
+        let hash = content_hash(&instances);
+        if exported.services.get(&name) != Some(&hash) {
+            exported.services.insert(name.clone(), hash);
+            messages.push(StreamMessage::Service { name, instances });
+        }
+    }
+    Ok(messages)
+}
+
+/// Applies one message from the peer; `Some` ends the session.
+async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> Option<SessionEnd> {
+    let name = peer.to_owned();
+    let result: Result<Option<SessionEnd>, StoreError> = match message {
+        StreamMessage::Heartbeat => Ok(None),
+        StreamMessage::Open { .. } => Ok(Some(SessionEnd::ProtocolError("unexpected Open".into()))),
+        StreamMessage::ExportedServices { services } => {
+            state
+                .store
+                .write(move |txn| {
+                    for imported in super::imported_names(txn, &name)? {
+                        if !services.contains(&imported) {
+                            txn.delete(Table::Imported, &format!("{name}/{imported}"))?;
+                        }
+                    }
+                    Ok(None)
+                })
+                .await
+        }
+        StreamMessage::Service {
+            name: service,
+            mut instances,
+        } => {
+            for entry in &mut instances {
+                entry.node.peer_name = Some(name.clone());
+                entry.service.peer_name = Some(name.clone());
+                for check in &mut entry.checks {
+                    check.peer_name = Some(name.clone());
+                }
+            }
+            state
+                .store
+                .write(move |txn| {
+                    if super::get(txn, &name)?.is_none_or(|r| !r.established()) {
+                        return Ok(Some(SessionEnd::Replaced));
+                    }
+                    let key = format!("{name}/{service}");
+                    if txn
+                        .get::<Vec<ServiceEntry>>(Table::Imported, &key)?
+                        .as_ref()
+                        != Some(&instances)
+                    {
+                        txn.put(Table::Imported, &key, &instances)?;
+                    }
+                    Ok(None)
+                })
+                .await
+        }
+        StreamMessage::TrustBundle {
+            trust_domain,
+            root_pems,
+        } => {
+            if root_pems.is_empty() || isthmus_api::tls::root_store(&root_pems).is_err() {
+                return Some(SessionEnd::ProtocolError(
+                    "trust bundle has no usable roots".into(),
+                ));
+            }
+            state
+                .store
+                .write(move |txn| {
+                    let Some(mut record) = super::get(txn, &name)? else {
+                        return Ok(Some(SessionEnd::Replaced));
+                    };
+                    if record.peer_trust_domain != trust_domain {
+                        return Ok(Some(SessionEnd::ProtocolError(format!(
+                            "peer sent a trust bundle for {trust_domain}, but it is {}",
+                            record.peer_trust_domain
+                        ))));
+                    }
+                    if record.peer_ca_pems != root_pems {
+                        record.peer_ca_pems = root_pems;
+                        super::put(txn, record)?;
+                    }
+                    Ok(None)
+                })
+                .await
+        }
+        StreamMessage::Gateways { addresses } => {
+            if addresses.iter().any(|a| !api::valid_server_address(a)) {
+                return Some(SessionEnd::ProtocolError("invalid gateway address".into()));
+            }
+            state
+                .store
+                .write(move |txn| {
+                    let Some(mut record) = super::get(txn, &name)? else {
+                        return Ok(Some(SessionEnd::Replaced));
+                    };
+                    if record.peer_server_addresses != addresses && !addresses.is_empty() {
+                        record.peer_server_addresses = addresses;
+                        super::put(txn, record)?;
+                    }
+                    Ok(None)
+                })
+                .await
+        }
+        StreamMessage::Terminate => {
+            state
+                .store
+                .write(move |txn| {
+                    super::mark_terminated(txn, &name)?;
+                    Ok(Some(SessionEnd::PeerTerminated))
+                })
+                .await
+        }
+    };
+    match result {
+        Ok(end) => end,
+        Err(e) => Some(SessionEnd::Disconnected(format!("store: {e}"))),
+    }
+}

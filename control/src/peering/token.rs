@@ -1,0 +1,300 @@
+//! Acceptor side: generate a peering token, and trade its single-use
+//! establishment secret for a stream secret when the dialer calls in.
+
+use std::sync::Arc;
+
+use isthmus_api::auth;
+use isthmus_api::peering::{
+    self as api, ExchangeRequest, ExchangeResponse, PeerInfo, PeeringToken, Remote, TokenRequest,
+};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{hash_secret, new_secret, PeeringRecord, PendingSecret, Role};
+use crate::agent::AgentState;
+use crate::error::ApiError;
+use crate::store::{Reads, StoreError, Table};
+
+const INVALID_SECRET: &str =
+    "a new peering token must be generated: invalid peering establishment secret";
+
+/// Fails unless every group exists (the built-in one always does).
+pub fn check_groups(r: &impl Reads, groups: &[String]) -> Result<(), ApiError> {
+    for group in groups {
+        if group != auth::BUILTIN_PEERING_GROUP
+            && r.get::<auth::Group>(Table::AuthGroups, group)?.is_none()
+        {
+            return Err(ApiError::bad_request("One or more groups were not found"));
+        }
+    }
+    Ok(())
+}
+
+/// Groups for a new identity: as given, or the built-in peering group.
+pub fn groups_or_default(groups: Vec<String>) -> Vec<String> {
+    if groups.is_empty() {
+        vec![auth::BUILTIN_PEERING_GROUP.to_owned()]
+    } else {
+        groups
+    }
+}
+
+pub fn validate_partition(partition: &Option<String>) -> Result<(), ApiError> {
+    match partition.as_deref() {
+        None | Some("") | Some("default") => Ok(()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Partition {other:?} is not supported: isthmus peers default partitions only"
+        ))),
+    }
+}
+
+/// This cluster as it describes itself to a peer.
+pub fn own_info(
+    state: &AgentState,
+    r: &impl Reads,
+    peering_id: &str,
+) -> Result<PeerInfo, StoreError> {
+    Ok(PeerInfo {
+        cluster_name: state.cluster.name.clone(),
+        trust_domain: state.cluster.trust_domain.clone(),
+        peering_id: peering_id.to_owned(),
+        ca_pems: state.ca.root_pems(),
+        gateway_addresses: super::gateway_addresses(r)?,
+        gateway_fingerprint: state.ca.gateway_cert().fingerprint.clone(),
+    })
+}
+
+/// `POST /v1/peering/token`.
+pub async fn generate(state: Arc<AgentState>, request: TokenRequest) -> Result<String, ApiError> {
+    if request.peer_name.is_empty() {
+        return Err(ApiError::bad_request(
+            "PeerName is required in the payload when generating a new peering token.",
+        ));
+    }
+    api::validate_peer_name(&request.peer_name).map_err(ApiError::bad_request)?;
+    validate_partition(&request.partition)?;
+    for addr in &request.server_external_addresses {
+        if !api::valid_server_address(addr) {
+            return Err(ApiError::bad_request(format!(
+                "{addr} is not a valid peering server address"
+            )));
+        }
+    }
+    let addresses = if request.server_external_addresses.is_empty() {
+        super::gateway_addresses(&state.store.snapshot()?)?
+    } else {
+        request.server_external_addresses.clone()
+    };
+    if addresses.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "cannot generate a peering token: cluster {} has no healthy mesh gateway registered; start isthmus-gateway (or pass ServerExternalAddresses)",
+            state.cluster.name
+        )));
+    }
+
+    let secret = new_secret();
+    let expires_at = (OffsetDateTime::now_utc() + state.peering.token_ttl)
+        .format(&Rfc3339)
+        .expect("timestamps format");
+    let pending = PendingSecret {
+        hash: hash_secret(&secret),
+        expires_at: expires_at.clone(),
+    };
+    let explicit_groups = !request.auth_groups.is_empty();
+    let groups = groups_or_default(request.auth_groups.clone());
+    let name = request.peer_name.clone();
+    let meta = request.meta.clone();
+    let record = state
+        .store
+        .write(move |txn| -> Result<PeeringRecord, ApiError> {
+            check_groups(txn, &groups)?;
+            let record = match super::get(txn, &name)? {
+                Some(existing) if existing.state == api::STATE_DELETING => {
+                    return Err(ApiError::new(
+                        http::StatusCode::CONFLICT,
+                        format!("peering {name:?} is being deleted"),
+                    ))
+                }
+                Some(existing) if existing.role == Role::Dialer && existing.state != api::STATE_TERMINATED => {
+                    return Err(ApiError::bad_request(format!(
+                        "cannot create peering with name: {name:?}; there is already an established peering"
+                    )))
+                }
+                Some(existing) if existing.role == Role::Acceptor => {
+                    renew_acceptor(existing, pending, explicit_groups.then_some(groups), meta)
+                }
+                _ => new_acceptor(&name, pending, groups, meta),
+            };
+            Ok(super::put(txn, record)?)
+        })
+        .await?;
+    tracing::info!(peer = %record.name, expires_at = %expires_at, "peering token generated");
+
+    let token = PeeringToken {
+        ca: state.ca.root_pems(),
+        manual_server_addresses: !request.server_external_addresses.is_empty(),
+        server_addresses: addresses,
+        server_name: api::server_name(&state.cluster.name, &state.cluster.trust_domain),
+        peer_id: record.id,
+        establishment_secret: secret,
+        remote: Remote {
+            partition: "default".into(),
+            datacenter: state.cluster.name.clone(),
+        },
+        gateway_fingerprint: state.ca.gateway_cert().fingerprint.clone(),
+        expires_at,
+    };
+    Ok(token.encode())
+}
+
+fn new_acceptor(
+    name: &str,
+    pending: PendingSecret,
+    groups: Vec<String>,
+    meta: std::collections::BTreeMap<String, String>,
+) -> PeeringRecord {
+    PeeringRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        role: Role::Acceptor,
+        state: api::STATE_PENDING.into(),
+        meta,
+        deleted_at: None,
+        peer_id: String::new(),
+        peer_server_name: String::new(),
+        peer_server_addresses: Vec::new(),
+        peer_ca_pems: Vec::new(),
+        peer_trust_domain: String::new(),
+        peer_gateway_fingerprint: String::new(),
+        remote: Remote::default(),
+        groups,
+        establishment: Some(pending),
+        stream_secret: None,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// A new token for an existing acceptor peering: the older secret stops
+/// working; an active stream carries on. A terminated one starts over.
+fn renew_acceptor(
+    mut record: PeeringRecord,
+    pending: PendingSecret,
+    groups: Option<Vec<String>>,
+    meta: std::collections::BTreeMap<String, String>,
+) -> PeeringRecord {
+    record.establishment = Some(pending);
+    if let Some(groups) = groups {
+        record.groups = groups;
+    }
+    record.meta.extend(meta);
+    if record.state == api::STATE_TERMINATED {
+        record.state = api::STATE_PENDING.into();
+        record.peer_trust_domain.clear();
+        record.peer_gateway_fingerprint.clear();
+        record.peer_ca_pems.clear();
+        record.peer_id.clear();
+        record.stream_secret = None;
+    }
+    record
+}
+
+fn expired(expires_at: &str) -> bool {
+    OffsetDateTime::parse(expires_at, &Rfc3339).map_or(true, |t| t <= OffsetDateTime::now_utc())
+}
+
+/// `POST /v1/internal/peering/exchange`, forwarded by our gateway with the
+/// SHA-256 of the caller's client certificate.
+pub async fn exchange(
+    state: Arc<AgentState>,
+    client_fingerprint: String,
+    request: ExchangeRequest,
+) -> Result<ExchangeResponse, ApiError> {
+    let forbidden = |m: &str| ApiError::new(http::StatusCode::FORBIDDEN, m);
+    let dialer = request.dialer.clone();
+    if dialer.trust_domain.is_empty()
+        || dialer.cluster_name.is_empty()
+        || dialer.peering_id.is_empty()
+    {
+        return Err(ApiError::bad_request(
+            "exchange request is missing the dialer's identity",
+        ));
+    }
+    if dialer.trust_domain == state.cluster.trust_domain {
+        return Err(ApiError::bad_request(
+            "cannot create a peering within the same cluster",
+        ));
+    }
+    isthmus_api::tls::root_store(&dialer.ca_pems)
+        .map_err(|e| ApiError::bad_request(format!("dialer CA is unusable: {e}")))?;
+    if dialer.ca_pems.is_empty() {
+        return Err(ApiError::bad_request(
+            "dialer CA is unusable: no certificates",
+        ));
+    }
+    if dialer.gateway_fingerprint != client_fingerprint {
+        return Err(forbidden(
+            "the client certificate is not the dialer's gateway certificate",
+        ));
+    }
+    let stream_secret = new_secret();
+    let stream_hash = hash_secret(&stream_secret);
+    let (record, acceptor) = state
+        .store
+        .write({
+            let state = state.clone();
+            move |txn| -> Result<(PeeringRecord, PeerInfo), ApiError> {
+                let Some(mut record) =
+                    super::find_by_id(txn, &request.peer_id)?.filter(|r| r.role == Role::Acceptor)
+                else {
+                    return Err(forbidden(INVALID_SECRET));
+                };
+                let pending = record
+                    .establishment
+                    .clone()
+                    .filter(|_| record.state != api::STATE_DELETING);
+                let Some(pending) = pending else {
+                    return Err(forbidden(INVALID_SECRET));
+                };
+                if hash_secret(&request.establishment_secret) != pending.hash {
+                    return Err(forbidden(INVALID_SECRET));
+                }
+                if expired(&pending.expires_at) {
+                    return Err(forbidden("peering token has expired"));
+                }
+                let duplicate = super::list(txn)?.into_iter().any(|other| {
+                    other.name != record.name
+                        && other.peer_trust_domain == dialer.trust_domain
+                        && other.state != api::STATE_TERMINATED
+                });
+                if duplicate {
+                    return Err(ApiError::new(
+                        http::StatusCode::CONFLICT,
+                        "A cluster link already exists between these clusters",
+                    ));
+                }
+                record.state = api::STATE_ESTABLISHING.into();
+                record.establishment = None;
+                record.stream_secret = Some(stream_hash);
+                record.peer_id = dialer.peering_id.clone();
+                record.peer_trust_domain = dialer.trust_domain.clone();
+                record.peer_ca_pems = dialer.ca_pems.clone();
+                record.peer_gateway_fingerprint = dialer.gateway_fingerprint.clone();
+                record.peer_server_addresses = dialer.gateway_addresses.clone();
+                record.peer_server_name =
+                    api::server_name(&dialer.cluster_name, &dialer.trust_domain);
+                record.remote = Remote {
+                    partition: "default".into(),
+                    datacenter: dialer.cluster_name.clone(),
+                };
+                let info = own_info(&state, txn, &record.id)?;
+                Ok((super::put(txn, record)?, info))
+            }
+        })
+        .await?;
+    tracing::info!(peer = %record.name, remote = %record.remote.datacenter, "peering established by the peer; waiting for its stream");
+    Ok(ExchangeResponse {
+        stream_secret,
+        acceptor,
+    })
+}
