@@ -1,0 +1,183 @@
+//! The `isthmus-gateway` command line. Go-style single-dash long flags
+//! (`-bind x`, `-bind=x`) are accepted alongside `--bind x`, as in the
+//! `isthmus` CLI.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser};
+
+use crate::config::{ConfigError, FileConfig, GatewayConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "isthmus-gateway",
+    version,
+    about = "isthmus mesh gateway: terminates peering connections from other clusters",
+    long_about = "isthmus mesh gateway: terminates peering connections from other clusters, \
+        authenticates them by client certificate and forwards what the peering allows to the \
+        local isthmus agent. Flags may be written Consul-style (-bind x) or GNU-style (--bind x); \
+        flags win over the config file."
+)]
+pub struct Cli {
+    /// The isthmus agent's HTTP API. [default: http://127.0.0.1:8500]
+    #[arg(long, value_name = "URL")]
+    pub control: Option<String>,
+    /// Address of the peering (TLS) listener; port 0 picks one. [default: 0.0.0.0:8443]
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// host:port peers dial, put into peering tokens. Defaults to the bound
+    /// address; required when --bind is a wildcard.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Address of the admin listener (/metrics, /ready, /live). [default: 127.0.0.1:19100]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_bind: Option<SocketAddr>,
+    /// An HCL or JSON file with the keys control, bind, advertise, admin_bind, drain_timeout.
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// How long in-flight requests may finish after SIGTERM (Go duration). [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<std::time::Duration>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    isthmus_api::duration::parse(text).map_err(|e| e.to_string())
+}
+
+impl Cli {
+    /// Parses the process arguments, Go-style flags included.
+    pub fn parse_args() -> Cli {
+        Cli::parse_from(normalize_go_flags(std::env::args_os()))
+    }
+
+    /// Defaults, then the config file, then the flags.
+    pub fn into_config(self) -> Result<GatewayConfig, ConfigError> {
+        let mut config = GatewayConfig::default();
+        if let Some(path) = &self.config_file {
+            FileConfig::load(path)?.apply(&mut config)?;
+        }
+        if let Some(v) = self.control {
+            config.control = v;
+        }
+        if let Some(v) = self.bind {
+            config.bind = v;
+        }
+        if let Some(v) = self.advertise {
+            config.advertise = Some(v);
+        }
+        if let Some(v) = self.admin_bind {
+            config.admin_bind = v;
+        }
+        if let Some(v) = self.drain_timeout {
+            config.drain_timeout = v;
+        }
+        Ok(config)
+    }
+}
+
+/// Rewrites `-name` / `-name=value` into `--name` forms, only for names
+/// that really are long flags of this command, so values such as `-` or a
+/// negative number are left alone.
+pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let command = Cli::command();
+    let mut known: HashSet<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    known.insert("help".into());
+    known.insert("version".into());
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        let Some(text) = arg.to_str().filter(|_| i > 0 && !passthrough) else {
+            out.push(arg);
+            continue;
+        };
+        if text == "--" {
+            passthrough = true;
+            out.push(arg);
+            continue;
+        }
+        let single_dash = text.starts_with('-') && !text.starts_with("--") && text.len() > 2;
+        let name = text[1..].split('=').next().unwrap_or_default();
+        if single_dash && known.contains(name) {
+            out.push(OsString::from(format!("-{text}")));
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let args = std::iter::once("isthmus-gateway")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        Cli::try_parse_from(normalize_go_flags(args)).unwrap()
+    }
+
+    #[test]
+    fn go_style_and_gnu_style_flags() {
+        let cli = parse(&[
+            "-control",
+            "http://127.0.0.1:9500",
+            "-bind=127.0.0.1:0",
+            "--advertise",
+            "gw:8443",
+            "-admin-bind",
+            "127.0.0.1:0",
+            "-drain-timeout",
+            "2s",
+            "-log-json",
+        ]);
+        assert_eq!(cli.control.as_deref(), Some("http://127.0.0.1:9500"));
+        assert_eq!(cli.bind, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(cli.drain_timeout, Some(Duration::from_secs(2)));
+        assert!(cli.log_json);
+        let config = cli.into_config().unwrap();
+        assert_eq!(config.advertise.as_deref(), Some("gw:8443"));
+        assert_eq!(config.drain_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.json");
+        std::fs::write(
+            &path,
+            r#"{"bind": "127.0.0.1:1111", "admin_bind": "127.0.0.1:2222", "drain_timeout": "7s"}"#,
+        )
+        .unwrap();
+        let config = parse(&[
+            "-config-file",
+            path.to_str().unwrap(),
+            "-bind",
+            "127.0.0.1:3333",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.bind.port(), 3333);
+        assert_eq!(config.admin_bind.port(), 2222);
+        assert_eq!(config.drain_timeout, Duration::from_secs(7));
+        assert_eq!(config.control, crate::config::DEFAULT_CONTROL);
+    }
+
+    #[test]
+    fn unknown_single_dash_words_are_left_alone() {
+        let args = ["isthmus-gateway", "-x", "-bindx", "--", "-bind"].map(OsString::from);
+        let out = normalize_go_flags(args.clone());
+        assert_eq!(out, args.to_vec());
+    }
+}

@@ -1,0 +1,281 @@
+//! Gateway settings: defaults, then an optional HCL or JSON file, then
+//! command-line flags (later sources win), and the advertise address rule.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_CONTROL: &str = isthmus_api::client::DEFAULT_ADDR;
+pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8443);
+pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 19100);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`crate::start`] waits for the agent's first gateway view.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a gateway needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The agent's HTTP API, `http://host:port`.
+    pub control: String,
+    /// The peering listener (TLS). Port 0 picks an ephemeral port.
+    pub bind: SocketAddr,
+    /// `host:port` (or just `host`, meaning the bound port) put into peering
+    /// tokens. `None` means the bound address, which must not be a wildcard.
+    pub advertise: Option<String>,
+    /// The plain-HTTP admin listener (`/metrics`, `/ready`, `/live`).
+    pub admin_bind: SocketAddr,
+    /// How long in-flight requests may run on after shutdown begins.
+    pub drain_timeout: Duration,
+    /// How long `start` waits for the agent's first gateway view.
+    pub startup_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            control: DEFAULT_CONTROL.to_owned(),
+            bind: DEFAULT_BIND,
+            advertise: None,
+            admin_bind: DEFAULT_ADMIN_BIND,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Both listeners on ephemeral loopback ports, talking to `control`:
+    /// what an in-process (`isthmus agent --dev`) or test gateway wants.
+    pub fn loopback(control: impl Into<String>) -> GatewayConfig {
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        GatewayConfig {
+            control: control.into(),
+            bind: SocketAddr::new(localhost, 0),
+            admin_bind: SocketAddr::new(localhost, 0),
+            ..GatewayConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The address peers dial, as it goes into peering tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertise {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Advertise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Works out the advertise address from the configured value and the
+/// address the listener actually bound. Tokens must never carry an
+/// unroutable address, so a wildcard is refused rather than guessed at.
+pub fn resolve_advertise(
+    configured: Option<&str>,
+    bound: SocketAddr,
+) -> Result<Advertise, ConfigError> {
+    let Some(text) = configured.map(str::trim).filter(|t| !t.is_empty()) else {
+        if bound.ip().is_unspecified() {
+            return Err(ConfigError(format!(
+                "--bind {bound} is a wildcard address, which peers cannot dial: set --advertise <host:port> \
+                 to the address peering tokens should carry"
+            )));
+        }
+        return Ok(Advertise {
+            host: bound.ip().to_string(),
+            port: bound.port(),
+        });
+    };
+    let (host, port) = split_host_port(text)?;
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '@')
+    {
+        return Err(ConfigError(format!(
+            "--advertise {text:?}: expected host:port"
+        )));
+    }
+    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        return Err(ConfigError(format!(
+            "--advertise {text}: {host} is a wildcard address, which peers cannot dial"
+        )));
+    }
+    Ok(Advertise {
+        host: host.to_owned(),
+        port: match port {
+            Some(0) | None => bound.port(),
+            Some(p) => p,
+        },
+    })
+}
+
+/// `host:port`, `[v6]:port`, `host`, `[v6]` or a bare IPv6 address.
+fn split_host_port(text: &str) -> Result<(&str, Option<u16>), ConfigError> {
+    let bad_port = |p: &str| ConfigError(format!("--advertise {text:?}: invalid port {p:?}"));
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| ConfigError(format!("--advertise {text:?}: missing ']'")))?;
+        return match after {
+            "" => Ok((host, None)),
+            _ => {
+                let port = after.strip_prefix(':').ok_or_else(|| {
+                    ConfigError(format!("--advertise {text:?}: expected [host]:port"))
+                })?;
+                Ok((host, Some(port.parse().map_err(|_| bad_port(port))?)))
+            }
+        };
+    }
+    match text.matches(':').count() {
+        0 => Ok((text, None)),
+        1 => {
+            let (host, port) = text.rsplit_once(':').expect("one colon");
+            Ok((host, Some(port.parse().map_err(|_| bad_port(port))?)))
+        }
+        _ => Ok((text, None)),
+    }
+}
+
+/// The keys a config file may set; they mirror the flags.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub control: Option<String>,
+    pub bind: Option<SocketAddr>,
+    pub advertise: Option<String>,
+    pub admin_bind: Option<SocketAddr>,
+    /// Go duration, e.g. `"10s"`.
+    pub drain_timeout: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads an `.hcl` or `.json` file (by extension; anything else is read as HCL).
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("reading config file {}: {e}", path.display())))?;
+        let is_json = path.extension().is_some_and(|e| e == "json");
+        let parsed = if is_json {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            hcl::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Applies the file's values over `config`.
+    pub fn apply(self, config: &mut GatewayConfig) -> Result<(), ConfigError> {
+        if let Some(v) = self.control {
+            config.control = v;
+        }
+        if let Some(v) = self.bind {
+            config.bind = v;
+        }
+        if let Some(v) = self.advertise {
+            config.advertise = Some(v);
+        }
+        if let Some(v) = self.admin_bind {
+            config.admin_bind = v;
+        }
+        if let Some(v) = self.drain_timeout {
+            config.drain_timeout = isthmus_api::duration::parse(&v)
+                .map_err(|e| ConfigError(format!("drain_timeout: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn advertise_defaults_to_the_bound_address() {
+        let a = resolve_advertise(None, addr("127.0.0.1:4321")).unwrap();
+        assert_eq!(a.to_string(), "127.0.0.1:4321");
+        let a = resolve_advertise(None, addr("[::1]:4321")).unwrap();
+        assert_eq!(a.to_string(), "[::1]:4321");
+    }
+
+    #[test]
+    fn a_wildcard_bind_needs_an_advertise_address() {
+        for bound in ["0.0.0.0:8443", "[::]:8443"] {
+            let err = resolve_advertise(None, addr(bound)).unwrap_err();
+            assert!(
+                err.0.contains("wildcard") && err.0.contains("--advertise"),
+                "{err}"
+            );
+        }
+        let a = resolve_advertise(Some("gw.example.com:443"), addr("0.0.0.0:8443")).unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("gw.example.com", 443));
+    }
+
+    #[test]
+    fn advertise_forms() {
+        let bound = addr("0.0.0.0:9000");
+        let cases = [
+            ("10.0.0.1:8443", "10.0.0.1:8443"),
+            ("10.0.0.1", "10.0.0.1:9000"),
+            ("10.0.0.1:0", "10.0.0.1:9000"),
+            ("[fd00::1]:8443", "[fd00::1]:8443"),
+            ("[fd00::1]", "[fd00::1]:9000"),
+            ("fd00::1", "[fd00::1]:9000"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(
+                resolve_advertise(Some(given), bound).unwrap().to_string(),
+                want,
+                "{given}"
+            );
+        }
+        for bad in ["0.0.0.0:1", "[::]:1", "host:x", ":8443", "a b:1", "[::1:5"] {
+            assert!(resolve_advertise(Some(bad), bound).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_values_apply_and_unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let hcl_path = dir.path().join("gw.hcl");
+        std::fs::write(
+            &hcl_path,
+            "control = \"http://127.0.0.1:9500\"\nbind = \"127.0.0.1:0\"\nadvertise = \"gw:1\"\nadmin_bind = \"127.0.0.1:0\"\ndrain_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let mut config = GatewayConfig::default();
+        FileConfig::load(&hcl_path)
+            .unwrap()
+            .apply(&mut config)
+            .unwrap();
+        assert_eq!(config.control, "http://127.0.0.1:9500");
+        assert_eq!(config.bind, addr("127.0.0.1:0"));
+        assert_eq!(config.advertise.as_deref(), Some("gw:1"));
+        assert_eq!(config.drain_timeout, Duration::from_secs(3));
+
+        let json_path = dir.path().join("gw.json");
+        std::fs::write(&json_path, r#"{"bind": "127.0.0.1:1", "bnid": "x"}"#).unwrap();
+        let err = FileConfig::load(&json_path).unwrap_err();
+        assert!(err.0.contains("bnid"), "{err}");
+        std::fs::write(&hcl_path, "admin_bnd = \"127.0.0.1:1\"\n").unwrap();
+        let err = FileConfig::load(&hcl_path).unwrap_err();
+        assert!(err.0.contains("admin_bnd"), "{err}");
+    }
+}

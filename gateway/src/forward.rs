@@ -1,0 +1,168 @@
+//! Proxying authorized peering requests to the local agent over HTTP/2 with
+//! prior knowledge (h2c). Bodies stream in both directions at once: the
+//! request body is handed to the client as it arrives and the agent's
+//! response body is handed back the same way, nothing is buffered.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// The body type of every response the gateway sends.
+pub(crate) type ResponseBody = BoxBody<Bytes, hyper::Error>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pings keep long-lived replication streams' connection known alive.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ForwardError {
+    #[error("invalid forwarding target {0:?}")]
+    Target(String),
+    #[error("cannot reach the isthmus agent at {base}: {source}")]
+    Unreachable {
+        base: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+impl ForwardError {
+    /// The message for the 502 answer, with the underlying causes.
+    pub(crate) fn detail(&self) -> String {
+        crate::retry::error_chain(self)
+    }
+}
+
+/// Sends requests to the agent; cheap to clone (one shared connection pool).
+#[derive(Clone, Debug)]
+pub(crate) struct Forwarder {
+    client: Client<HttpConnector, Incoming>,
+    /// `http://host:port`
+    base: String,
+}
+
+impl Forwarder {
+    pub(crate) fn new(base: &str) -> Forwarder {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .build(connector);
+        Forwarder {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// Forwards `request` to `path_and_query` on the agent, adding `header`.
+    /// Hop-by-hop headers are dropped in both directions.
+    pub(crate) async fn forward(
+        &self,
+        request: Request<Incoming>,
+        path_and_query: &str,
+        header: (HeaderName, HeaderValue),
+    ) -> Result<Response<ResponseBody>, ForwardError> {
+        let (mut parts, body) = request.into_parts();
+        let target = format!("{}{}", self.base, path_and_query);
+        parts.uri = target
+            .parse::<Uri>()
+            .map_err(|_| ForwardError::Target(target))?;
+        parts.version = Version::HTTP_2;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        parts.headers.insert(header.0, header.1);
+        let response = self
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|source| ForwardError::Unreachable {
+                base: self.base.clone(),
+                source,
+            })?;
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+/// Removes connection-specific headers (RFC 9110 §7.6.1), including any
+/// the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// A plain-text response (the gateway's own answers: 403, 502, ...),
+/// without a trailing newline, like the agent's and Consul's.
+pub(crate) fn text(status: http::StatusCode, message: impl Into<String>) -> Response<ResponseBody> {
+    let body = message.into();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+}

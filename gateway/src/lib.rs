@@ -1,0 +1,336 @@
+//! The isthmus mesh gateway.
+//!
+//! It terminates peering connections from other clusters on the peering
+//! server name `server.<cluster>.peering.<trust-domain>`, identifies the
+//! calling peer by its client certificate, and forwards to the local agent
+//! only what that peering allows (see [`peering`](crate::peering)).
+//! Everything it knows comes from the agent's gateway view, watched with
+//! blocking queries and swapped in without a restart.
+//!
+//! [`start`] assembles one gateway: bind the listeners, load the first
+//! view, start accepting, register in the catalog. The binary
+//! (`isthmus-gateway`) is a thin wrapper; `isthmus agent --dev` runs the
+//! same thing in-process.
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod cli;
+pub mod config;
+mod forward;
+mod listener;
+mod metrics;
+mod peering;
+pub mod registration;
+mod retry;
+pub mod sni;
+mod tls;
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use isthmus_api::client::Client;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+pub use crate::config::{Advertise, GatewayConfig};
+
+/// How long deregistration may take during shutdown.
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long admin connections get to finish once the gateway has drained.
+const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("binding the {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no usable gateway view from the isthmus agent at {control} within {timeout:?}: {last_error}")]
+    NoView {
+        control: String,
+        timeout: Duration,
+        last_error: String,
+    },
+    #[error("setting up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Why a running gateway stopped other than by [`RunningGateway::shutdown`].
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the gateway's {task} task failed: {reason}")]
+    TaskFailed { task: &'static str, reason: String },
+}
+
+/// A started gateway. Dropping it without [`RunningGateway::shutdown`]
+/// stops it abruptly (no deregistration, no drain).
+pub struct RunningGateway {
+    bind_addr: SocketAddr,
+    advertise: Advertise,
+    admin_addr: SocketAddr,
+    service_id: String,
+    shutdown: Arc<watch::Sender<bool>>,
+    supervisor: Option<JoinHandle<Result<(), GatewayError>>>,
+}
+
+impl RunningGateway {
+    /// The address the peering listener is bound to.
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind_addr
+    }
+
+    /// `host:port` as registered in the catalog and put into peering tokens.
+    pub fn advertise_addr(&self) -> String {
+        self.advertise.to_string()
+    }
+
+    /// The address of the admin listener (plain HTTP).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The catalog service ID the gateway registered under.
+    pub fn service_id(&self) -> &str {
+        &self.service_id
+    }
+
+    /// Graceful shutdown: stop accepting, deregister, let in-flight
+    /// requests finish for up to the drain timeout, then stop.
+    pub async fn shutdown(mut self) -> Result<(), GatewayError> {
+        self.shutdown.send_replace(true);
+        self.wait().await
+    }
+
+    /// Resolves once the gateway has stopped: after a shutdown was asked
+    /// for (`POST /shutdown` on the admin listener), or if it failed.
+    pub async fn wait(&mut self) -> Result<(), GatewayError> {
+        let Some(supervisor) = self.supervisor.as_mut() else {
+            return Ok(());
+        };
+        let result = supervisor.await;
+        self.supervisor = None;
+        result.unwrap_or_else(|e| {
+            Err(GatewayError::TaskFailed {
+                task: "supervisor",
+                reason: e.to_string(),
+            })
+        })
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        if let Some(supervisor) = self.supervisor.take() {
+            self.shutdown.send_replace(true);
+            supervisor.abort();
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(
+    what: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// Starts a gateway: binds both listeners, waits (up to
+/// `config.startup_timeout`) for the agent's first gateway view, starts
+/// serving, and registers in the catalog (retrying in the background if
+/// that first attempt fails; `/ready` says 503 until it succeeds).
+pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
+    let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
+    let listener = bind("peering listener", config.bind).await?;
+    let bind_addr = local_addr("peering listener", &listener, config.bind)?;
+    let advertise = config::resolve_advertise(config.advertise.as_deref(), bind_addr)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let admin_listener = bind("admin listener", config.admin_bind).await?;
+    let admin_addr = local_addr("admin listener", &admin_listener, config.admin_bind)?;
+
+    let metrics = Arc::new(metrics::Metrics::new()?);
+    let readiness = Arc::new(admin::Readiness::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+
+    // Admin first, so /live answers (and /ready says why not) while we wait.
+    let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
+    let admin_state = admin::AdminState {
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        shutdown: shutdown_tx.clone(),
+    };
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, async move {
+        let _ = admin_stop_rx.await;
+    }));
+
+    let (first, index) = match view::first_view(&client, config.startup_timeout).await {
+        Ok(first) => first,
+        Err(last_error) => {
+            admin_task.abort();
+            return Err(StartError::NoView {
+                control: client.base().to_owned(),
+                timeout: config.startup_timeout,
+                last_error,
+            });
+        }
+    };
+    tracing::info!(
+        cluster = %first.view.cluster,
+        server_name = %first.view.server_name,
+        peers = first.view.peers.len(),
+        "gateway view loaded"
+    );
+    let shared: view::SharedView = Arc::new(ArcSwap::from_pointee(first));
+    readiness.set_view_loaded();
+
+    let agent_restarted = Arc::new(Notify::new());
+    let watcher = view::Watcher {
+        client: client.clone(),
+        shared: shared.clone(),
+        index: index.max(1),
+        readiness: readiness.clone(),
+        agent_restarted: agent_restarted.clone(),
+    };
+    let watcher_task = tokio::spawn(watcher.run(shutdown_rx.clone()));
+
+    let peering = Arc::new(peering::PeeringService {
+        shared: shared.clone(),
+        forwarder: forward::Forwarder::new(client.base()),
+        metrics: metrics.clone(),
+    });
+    let data_path = Arc::new(listener::Listener::new(shared, metrics, peering));
+    let listener_task =
+        tokio::spawn(data_path.run(listener, shutdown_rx.clone(), config.drain_timeout));
+    readiness.set_listening();
+
+    let registrar = Arc::new(registration::Registrar::new(client, &advertise));
+    let registered = match registrar.register().await {
+        Ok(()) => true,
+        Err(e) => {
+            let error = retry::error_chain(&e);
+            tracing::warn!(error = %error, "catalog registration failed; retrying in the background");
+            false
+        }
+    };
+    readiness.set_registered(registered);
+    let registration_task = tokio::spawn(registrar.clone().keep_registered(
+        registered,
+        readiness.clone(),
+        agent_restarted,
+        shutdown_rx.clone(),
+    ));
+
+    let supervisor = tokio::spawn(supervise(Tasks {
+        shutdown: shutdown_rx,
+        readiness,
+        registrar: registrar.clone(),
+        listener: listener_task,
+        watcher: watcher_task,
+        registration: registration_task,
+        admin: admin_task,
+        admin_stop: admin_stop_tx,
+        drain_timeout: config.drain_timeout,
+    }));
+
+    tracing::info!(bind = %bind_addr, advertise = %advertise, admin = %admin_addr, "mesh gateway running");
+    Ok(RunningGateway {
+        bind_addr,
+        advertise,
+        admin_addr,
+        service_id: registrar.id().to_owned(),
+        shutdown: shutdown_tx,
+        supervisor: Some(supervisor),
+    })
+}
+
+struct Tasks {
+    shutdown: watch::Receiver<bool>,
+    readiness: Arc<admin::Readiness>,
+    registrar: Arc<registration::Registrar>,
+    listener: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+    registration: JoinHandle<()>,
+    admin: JoinHandle<()>,
+    admin_stop: oneshot::Sender<()>,
+    drain_timeout: Duration,
+}
+
+/// Waits for the shutdown signal (or a data-path failure), then runs the
+/// shutdown sequence: not ready, stop accepting and drain while
+/// deregistering, stop the rest.
+async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
+    let mut failure = None;
+    tokio::select! {
+        _ = crate::stopped(&mut tasks.shutdown) => {}
+        result = &mut tasks.listener => {
+            failure = Some(GatewayError::TaskFailed {
+                task: "peering listener",
+                reason: result.err().map_or_else(|| "stopped unexpectedly".to_owned(), |e| e.to_string()),
+            });
+        }
+    }
+    tracing::info!("mesh gateway shutting down");
+    tasks.readiness.set_draining();
+    // No re-registration may race the deregistration below.
+    tasks.registration.abort();
+    tasks.watcher.abort();
+    let deregister = async {
+        match tokio::time::timeout(DEREGISTER_TIMEOUT, tasks.registrar.deregister()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %retry::error_chain(&e), "deregistration failed"),
+            Err(_) => tracing::warn!("deregistration timed out"),
+        }
+    };
+    if failure.is_none() {
+        // The listener drains for at most the drain timeout; allow it a
+        // little more before giving up on it.
+        let drained = tokio::time::timeout(
+            tasks.drain_timeout + Duration::from_secs(1),
+            &mut tasks.listener,
+        );
+        let (_, drained) = tokio::join!(deregister, drained);
+        if let Ok(Err(e)) = drained {
+            failure = Some(GatewayError::TaskFailed {
+                task: "peering listener",
+                reason: e.to_string(),
+            });
+        }
+    } else {
+        deregister.await;
+    }
+    tasks.listener.abort();
+    let _ = tasks.admin_stop.send(());
+    if tokio::time::timeout(ADMIN_STOP_TIMEOUT, &mut tasks.admin)
+        .await
+        .is_err()
+    {
+        tasks.admin.abort();
+    }
+    tracing::info!("mesh gateway stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+/// Resolves once shutdown was asked for (or the sender is gone). Holds no
+/// borrow of the channel's value after it resolves.
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

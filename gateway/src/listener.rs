@@ -1,0 +1,187 @@
+//! The peering listener: accept, peek the SNI, and either terminate TLS and
+//! serve peering requests (SNI = this gateway's peering server name) or
+//! refuse the connection. On shutdown it stops accepting, asks every HTTP
+//! connection to finish (HTTP/2 GOAWAY, HTTP/1 close after the current
+//! request) and aborts what is left when the drain timeout passes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::metrics::Metrics;
+use crate::peering::{Connection, PeeringService};
+use crate::sni;
+use crate::tls::ClientChain;
+use crate::view::SharedView;
+
+/// How long a client may take to send its ClientHello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the TLS handshake may take once the hello is in.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// Everything a connection task needs; shared by all of them.
+pub(crate) struct Listener {
+    pub(crate) shared: SharedView,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) peering: Arc<PeeringService>,
+    http: auto::Builder<TokioExecutor>,
+}
+
+impl Listener {
+    pub(crate) fn new(
+        shared: SharedView,
+        metrics: Arc<Metrics>,
+        peering: Arc<PeeringService>,
+    ) -> Listener {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1().timer(TokioTimer::new());
+        http.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_KEEP_ALIVE);
+        Listener {
+            shared,
+            metrics,
+            peering,
+            http,
+        }
+    }
+
+    /// Accepts until shutdown, then drains for at most `drain`.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        drain: Duration,
+    ) {
+        let mut connections = JoinSet::new();
+        let per_connection = shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = crate::stopped(&mut shutdown) => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, remote)) => {
+                        let _ = tcp.set_nodelay(true);
+                        connections.spawn(self.clone().connection(tcp, remote, per_connection.clone()));
+                    }
+                    Err(e) => {
+                        // Typically out of file descriptors: pause instead of spinning.
+                        tracing::warn!(error = %e, "accepting a peering connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(done) = connections.join_next() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!(error = %e, "a peering connection task panicked");
+                        }
+                    }
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!(open = connections.len(), drain = ?drain, "peering listener closed; draining connections");
+        let deadline = tokio::time::sleep(drain);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => {
+                    tracing::info!(aborted = connections.len(), "drain timeout reached; closing the remaining connections");
+                    connections.shutdown().await;
+                    break;
+                }
+                next = connections.join_next() => if next.is_none() { break },
+            }
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        remote: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let _open = self.metrics.connection_opened();
+        let sni = tokio::select! {
+            _ = crate::stopped(&mut shutdown) => return,
+            sni = sni::peek_server_name(&tcp, HELLO_TIMEOUT) => sni,
+        };
+        let config = {
+            let snapshot = self.shared.load();
+            match &sni {
+                Ok(Some(name)) if name.eq_ignore_ascii_case(&snapshot.view.server_name) => {
+                    snapshot.server_config.clone()
+                }
+                Ok(name) => {
+                    tracing::info!(
+                        remote = %remote,
+                        "refusing connection: SNI {} is not this gateway's peering name; service traffic is not routed through the gateway yet",
+                        name.as_deref().unwrap_or("<none>")
+                    );
+                    self.metrics.refused_connection();
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(remote = %remote, error = %e, "refusing connection: no usable TLS ClientHello");
+                    self.metrics.refused_connection();
+                    return;
+                }
+            }
+        };
+        self.metrics.peering_connection();
+        let handshake =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(tcp));
+        let tls = tokio::select! {
+            _ = crate::stopped(&mut shutdown) => return,
+            r = handshake => match r {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(remote = %remote, error = %e, "peering TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(remote = %remote, "peering TLS handshake timed out");
+                    return;
+                }
+            },
+        };
+        let Some(chain) = ClientChain::from_connection(tls.get_ref().1) else {
+            tracing::warn!(remote = %remote, "peering connection without a client certificate");
+            return;
+        };
+        tracing::debug!(remote = %remote, fingerprint = %chain.fingerprint, "peering connection established");
+        let conn = Arc::new(Connection::new(chain, remote));
+        let peering = self.peering.clone();
+        let service = service_fn(move |request| {
+            let peering = peering.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(peering.handle(&conn, request).await) }
+        });
+        let http = self.http.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(http);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                result = http.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(remote = %remote, error = %e, "peering connection ended with an error");
+                    }
+                    return;
+                }
+                _ = crate::stopped(&mut shutdown), if !draining => {
+                    draining = true;
+                    http.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

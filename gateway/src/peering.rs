@@ -1,0 +1,381 @@
+//! Requests on peering connections: who is calling (the peer whose pinned
+//! roots the client chain verifies against, with a matching trust domain),
+//! what they may call, and forwarding what is allowed to the agent.
+//!
+//! | request | check | forwarded to |
+//! |---|---|---|
+//! | `POST /v1/peering/exchange` | none here (the agent checks the single-use secret) | `/v1/internal/peering/exchange` + client fingerprint |
+//! | `POST /v1/peering/stream` | peer identity, peering state | `/v1/internal/peering/stream` + peer name |
+//! | `GET /v1/health/service/<name>` | identity, state, `can_view` on the service, service exported to the peer | same path and query + peer name |
+//! | anything else | refused | |
+
+use std::sync::{Arc, Mutex};
+
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use isthmus_api::auth::can_view_service;
+use isthmus_api::gateway::GatewayPeer;
+use isthmus_api::peering::{
+    AGENT_PATH_EXCHANGE, AGENT_PATH_STREAM, HEADER_CLIENT_FINGERPRINT, HEADER_PEER, PATH_EXCHANGE,
+    PATH_STREAM, STATE_DELETING, STATE_PENDING, STATE_TERMINATED,
+};
+use isthmus_api::tls::verify_client_chain;
+
+use crate::forward::{text, Forwarder, ResponseBody};
+use crate::metrics::{Endpoint, Metrics, Outcome, UNKNOWN_PEER};
+use crate::tls::ClientChain;
+use crate::view::{SharedView, Snapshot};
+
+const HEALTH_PREFIX: &str = "/v1/health/service/";
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    Exchange,
+    Stream,
+    Health(&'a str),
+    Other,
+}
+
+impl<'a> Route<'a> {
+    pub(crate) fn classify(method: &Method, path: &'a str) -> Route<'a> {
+        match (method, path) {
+            (&Method::POST, PATH_EXCHANGE) => Route::Exchange,
+            (&Method::POST, PATH_STREAM) => Route::Stream,
+            (&Method::GET, _) => match path.strip_prefix(HEALTH_PREFIX) {
+                Some(name) if !name.is_empty() && !name.contains('/') => Route::Health(name),
+                _ => Route::Other,
+            },
+            _ => Route::Other,
+        }
+    }
+
+    fn endpoint(self) -> Endpoint {
+        match self {
+            Route::Exchange => Endpoint::Exchange,
+            Route::Stream => Endpoint::Stream,
+            Route::Health(_) => Endpoint::Health,
+            Route::Other => Endpoint::Other,
+        }
+    }
+}
+
+pub(crate) const NOT_PEERED: &str = "client certificate is not from a peered cluster";
+
+/// Whether `peer` may make this request; the error is the 403 text.
+pub(crate) fn authorize(
+    peer: &GatewayPeer,
+    route: Route<'_>,
+    method: &Method,
+    path: &str,
+) -> Result<(), String> {
+    if matches!(
+        peer.state.as_str(),
+        STATE_PENDING | STATE_DELETING | STATE_TERMINATED
+    ) {
+        return Err(format!("peering {} is {}", peer.name, peer.state));
+    }
+    match route {
+        Route::Exchange | Route::Stream => Ok(()),
+        Route::Health(service) => {
+            if !can_view_service(&peer.permissions, service) {
+                let groups = if peer.groups.is_empty() {
+                    "none".to_owned()
+                } else {
+                    peer.groups.join(",")
+                };
+                return Err(format!(
+                    "identity {} (groups: {groups}) may not view service {service}",
+                    peer.identity
+                ));
+            }
+            if !peer.exported_services.iter().any(|s| s == service) {
+                return Err(format!("service {service} is not exported to peer {}", peer.name));
+            }
+            Ok(())
+        }
+        Route::Other => Err(format!(
+            "peer {} may not call {method} {path}: peering connections serve only {PATH_EXCHANGE}, {PATH_STREAM} and {HEALTH_PREFIX}<name>",
+            peer.name
+        )),
+    }
+}
+
+/// Per-connection state: the client's chain and which peer it is, cached
+/// per view generation (a new view may add or remove the peer).
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) chain: ClientChain,
+    pub(crate) remote: std::net::SocketAddr,
+    identity: Mutex<Option<(u64, Option<usize>)>>,
+}
+
+impl Connection {
+    pub(crate) fn new(chain: ClientChain, remote: std::net::SocketAddr) -> Connection {
+        Connection {
+            chain,
+            remote,
+            identity: Mutex::new(None),
+        }
+    }
+
+    /// The index in `snapshot.view.peers` of the peer this client is.
+    fn peer_index(&self, snapshot: &Snapshot) -> Option<usize> {
+        if let Some((generation, index)) = *self.identity.lock().expect("identity lock") {
+            if generation == snapshot.generation {
+                return index;
+            }
+        }
+        let index = identify(&self.chain, snapshot);
+        *self.identity.lock().expect("identity lock") = Some((snapshot.generation, index));
+        index
+    }
+}
+
+/// The peer whose trust domain matches the certificate's SPIFFE ID and whose
+/// roots the chain verifies against.
+fn identify(chain: &ClientChain, snapshot: &Snapshot) -> Option<usize> {
+    let trust_domain = chain.trust_domain()?;
+    let mut peers = snapshot.view.peers.iter().zip(&snapshot.peer_roots);
+    peers.position(|(peer, roots)| {
+        if peer.trust_domain.is_empty() || !peer.trust_domain.eq_ignore_ascii_case(trust_domain) {
+            return false;
+        }
+        let Some(roots) = roots else {
+            return false;
+        };
+        match verify_client_chain(roots.clone(), &chain.end_entity, &chain.intermediates) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(peer = %peer.name, error = %e, "client chain does not verify against the peer's roots");
+                false
+            }
+        }
+    })
+}
+
+/// The decision for one request, made against one snapshot.
+enum Decision {
+    Forward {
+        peer: String,
+        path_and_query: String,
+        header: (HeaderName, HeaderValue),
+    },
+    Deny {
+        peer: String,
+        message: String,
+    },
+}
+
+/// Serves the requests of every peering connection.
+#[derive(Debug)]
+pub(crate) struct PeeringService {
+    pub(crate) shared: SharedView,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl PeeringService {
+    pub(crate) async fn handle(
+        &self,
+        conn: &Connection,
+        mut request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let headers = request.headers_mut();
+        headers.remove(HEADER_PEER);
+        headers.remove(HEADER_CLIENT_FINGERPRINT);
+
+        let path = request.uri().path();
+        let route = Route::classify(request.method(), path);
+        let endpoint = route.endpoint();
+        let decision = self.decide(conn, &request, route);
+        let (peer, path_and_query, header) = match decision {
+            Decision::Forward {
+                peer,
+                path_and_query,
+                header,
+            } => (peer, path_and_query, header),
+            Decision::Deny { peer, message } => {
+                tracing::info!(
+                    peer = %peer,
+                    remote = %conn.remote,
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    reason = %message,
+                    "refused peering request"
+                );
+                self.metrics.request(&peer, endpoint, Outcome::Denied);
+                return text(StatusCode::FORBIDDEN, message);
+            }
+        };
+        tracing::debug!(peer = %peer, remote = %conn.remote, method = %request.method(), path = %request.uri().path(), "forwarding peering request");
+        match self
+            .forwarder
+            .forward(request, &path_and_query, header)
+            .await
+        {
+            Ok(response) => {
+                self.metrics.request(&peer, endpoint, Outcome::Allowed);
+                response
+            }
+            Err(e) => {
+                let detail = e.detail();
+                tracing::warn!(peer = %peer, path = %path_and_query, error = %detail, "forwarding a peering request failed");
+                self.metrics.request(&peer, endpoint, Outcome::Error);
+                text(StatusCode::BAD_GATEWAY, detail)
+            }
+        }
+    }
+
+    /// Decides against the current snapshot; no await, so the snapshot
+    /// guard is never held across one.
+    fn decide(&self, conn: &Connection, request: &Request<Incoming>, route: Route<'_>) -> Decision {
+        if route == Route::Exchange {
+            let fingerprint = HeaderValue::from_str(&conn.chain.fingerprint)
+                .expect("hex is a valid header value");
+            return Decision::Forward {
+                peer: UNKNOWN_PEER.to_owned(),
+                path_and_query: AGENT_PATH_EXCHANGE.to_owned(),
+                header: (
+                    HeaderName::from_static(HEADER_CLIENT_FINGERPRINT),
+                    fingerprint,
+                ),
+            };
+        }
+        let snapshot = self.shared.load();
+        let Some(index) = conn.peer_index(&snapshot) else {
+            return Decision::Deny {
+                peer: UNKNOWN_PEER.to_owned(),
+                message: NOT_PEERED.to_owned(),
+            };
+        };
+        let peer = &snapshot.view.peers[index];
+        let path = request.uri().path();
+        if let Err(message) = authorize(peer, route, request.method(), path) {
+            return Decision::Deny {
+                peer: peer.name.clone(),
+                message,
+            };
+        }
+        let Ok(peer_header) = HeaderValue::from_str(&peer.name) else {
+            return Decision::Deny {
+                peer: peer.name.clone(),
+                message: format!("peer name {:?} cannot be sent in a header", peer.name),
+            };
+        };
+        let path_and_query = match route {
+            Route::Stream => AGENT_PATH_STREAM.to_owned(),
+            _ => request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
+        };
+        Decision::Forward {
+            peer: peer.name.clone(),
+            path_and_query,
+            header: (HeaderName::from_static(HEADER_PEER), peer_header),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use isthmus_api::auth::{builtin_peering_permissions, Permission};
+
+    use super::*;
+
+    fn peer(state: &str) -> GatewayPeer {
+        GatewayPeer {
+            name: "cluster-02".into(),
+            state: state.into(),
+            trust_domain: "td2.isthmus".into(),
+            identity: "tls/cluster-02".into(),
+            groups: vec!["peering".into()],
+            permissions: builtin_peering_permissions(),
+            exported_services: vec!["backend".into()],
+            ..GatewayPeer::default()
+        }
+    }
+
+    fn check(peer: &GatewayPeer, method: Method, path: &str) -> Result<(), String> {
+        authorize(peer, Route::classify(&method, path), &method, path)
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            Route::classify(&Method::POST, "/v1/peering/exchange"),
+            Route::Exchange
+        );
+        assert_eq!(
+            Route::classify(&Method::GET, "/v1/peering/exchange"),
+            Route::Other
+        );
+        assert_eq!(
+            Route::classify(&Method::POST, "/v1/peering/stream"),
+            Route::Stream
+        );
+        assert_eq!(
+            Route::classify(&Method::GET, "/v1/health/service/web"),
+            Route::Health("web")
+        );
+        assert_eq!(
+            Route::classify(&Method::GET, "/v1/health/service/"),
+            Route::Other
+        );
+        assert_eq!(
+            Route::classify(&Method::GET, "/v1/health/service/a/b"),
+            Route::Other
+        );
+        assert_eq!(
+            Route::classify(&Method::POST, "/v1/health/service/web"),
+            Route::Other
+        );
+    }
+
+    #[test]
+    fn exported_and_permitted_services_are_allowed() {
+        assert!(check(&peer("ACTIVE"), Method::GET, "/v1/health/service/backend").is_ok());
+        assert!(check(&peer("FAILING"), Method::POST, "/v1/peering/stream").is_ok());
+        assert!(check(&peer("ESTABLISHING"), Method::POST, "/v1/peering/stream").is_ok());
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let err = check(&peer("ACTIVE"), Method::GET, "/v1/health/service/db").unwrap_err();
+        assert_eq!(err, "service db is not exported to peer cluster-02");
+
+        let mut viewer_of_web = peer("ACTIVE");
+        viewer_of_web.groups = vec!["ops".into(), "web-viewers".into()];
+        viewer_of_web.permissions = vec![Permission {
+            entity_type: "service".into(),
+            entity_name: Some("web".into()),
+            entitlement: "can_view".into(),
+        }];
+        let err = check(&viewer_of_web, Method::GET, "/v1/health/service/backend").unwrap_err();
+        assert_eq!(
+            err,
+            "identity tls/cluster-02 (groups: ops,web-viewers) may not view service backend"
+        );
+        let mut nobody = peer("ACTIVE");
+        nobody.groups.clear();
+        nobody.permissions.clear();
+        let err = check(&nobody, Method::GET, "/v1/health/service/backend").unwrap_err();
+        assert_eq!(
+            err,
+            "identity tls/cluster-02 (groups: none) may not view service backend"
+        );
+
+        for state in ["PENDING", "DELETING", "TERMINATED"] {
+            let err = check(&peer(state), Method::POST, "/v1/peering/stream").unwrap_err();
+            assert_eq!(err, format!("peering cluster-02 is {state}"));
+        }
+
+        let err = check(&peer("ACTIVE"), Method::DELETE, "/v1/peering/cluster-01").unwrap_err();
+        assert_eq!(
+            err,
+            "peer cluster-02 may not call DELETE /v1/peering/cluster-01: peering connections serve only \
+             /v1/peering/exchange, /v1/peering/stream and /v1/health/service/<name>"
+        );
+    }
+}
