@@ -3,6 +3,8 @@
 //! bound instead of sleeping.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
+pub mod peer_client;
 pub mod process;
 
 use std::future::Future;

@@ -1,0 +1,160 @@
+//! A whole cluster on loopback: an `isthmus agent` process and an
+//! `isthmus-gateway` process, on ephemeral ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+
+use isthmus_api::client::Client;
+
+use super::process::{cli, field, spawn_announcing, terminate_child, AgentProcess};
+use super::{bin_dir, eventually};
+
+/// The heartbeat the tests run peering streams with, so failures show fast.
+pub const TEST_HEARTBEAT: &str = "200ms";
+
+pub struct GatewayProcess {
+    child: Option<Child>,
+    pub bind: String,
+    pub advertise: String,
+    pub admin: String,
+}
+
+impl GatewayProcess {
+    pub fn spawn(control: &str) -> GatewayProcess {
+        let program = bin_dir().join("isthmus-gateway");
+        assert!(program.exists(), "{} not built", program.display());
+        let (child, line) = spawn_announcing(
+            &program,
+            &[
+                "--control",
+                control,
+                "--bind",
+                "127.0.0.1:0",
+                "--admin-bind",
+                "127.0.0.1:0",
+                "--drain-timeout",
+                "2s",
+            ],
+            "isthmus-gateway running:",
+        )
+        .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        GatewayProcess {
+            bind: field(&line, "bind"),
+            advertise: field(&line, "advertise"),
+            admin: field(&line, "admin"),
+            child: Some(child),
+        }
+    }
+
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        terminate_child(self.child.take().unwrap())
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub agent: AgentProcess,
+    pub gateway: GatewayProcess,
+    pub client: Client,
+}
+
+impl Cluster {
+    /// Starts the agent (data in `dir/<name>`) and a gateway, and waits
+    /// until the gateway is registered and passing in the catalog.
+    pub async fn start(name: &str, dir: &Path) -> Cluster {
+        let data_dir = dir.join(name);
+        let agent = Self::start_agent(name, &data_dir);
+        let gateway = GatewayProcess::spawn(&agent.url());
+        let client = Client::new(&agent.http_addr).unwrap();
+        let cluster = Cluster {
+            name: name.to_owned(),
+            data_dir,
+            agent,
+            gateway,
+            client,
+        };
+        cluster.wait_for_gateway().await;
+        cluster
+    }
+
+    pub fn start_agent(name: &str, data_dir: &Path) -> AgentProcess {
+        AgentProcess::spawn(&[
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--cluster-name",
+            name,
+            "--node-name",
+            &format!("{name}-node"),
+            "--peering-heartbeat",
+            TEST_HEARTBEAT,
+        ])
+    }
+
+    async fn wait_for_gateway(&self) {
+        let advertise = self.gateway.advertise.clone();
+        eventually("gateway registered and passing", || async {
+            let (entries, _): (serde_json::Value, _) = self
+                .client
+                .get_json("/v1/health/service/mesh-gateway?passing")
+                .await
+                .ok()?;
+            entries
+                .as_array()?
+                .iter()
+                .any(|e| {
+                    format!(
+                        "{}:{}",
+                        e["Service"]["Address"].as_str().unwrap_or(""),
+                        e["Service"]["Port"]
+                    ) == advertise
+                })
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Runs the CLI against this cluster's agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.agent.http_addr, args, None)
+    }
+
+    pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        cli(&self.agent.http_addr, args, Some(stdin))
+    }
+
+    /// A peering's JSON as the API shows it.
+    pub async fn peering(&self, name: &str) -> Option<serde_json::Value> {
+        self.client
+            .get_json::<serde_json::Value>(&format!("/v1/peering/{name}"))
+            .await
+            .ok()
+            .map(|(v, _)| v)
+    }
+
+    /// Waits until the peering `name` is in `state`.
+    pub async fn wait_for_state(&self, name: &str, state: &str) -> serde_json::Value {
+        eventually(
+            &format!("{}: peering {name} {state}", self.name),
+            || async { self.peering(name).await.filter(|p| p["State"] == state) },
+        )
+        .await
+    }
+
+    /// Restarts the agent on the same data dir (new ephemeral port); the
+    /// gateway is not restarted.
+    pub fn restart_agent_process(&mut self) {
+        let agent = Self::start_agent(&self.name, &self.data_dir);
+        self.client = Client::new(&agent.http_addr).unwrap();
+        self.agent = agent;
+    }
+}

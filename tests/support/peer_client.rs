@@ -1,0 +1,66 @@
+//! Calls a cluster's mesh gateway the way a peer does: mutual TLS with a
+//! gateway certificate, HTTP/2, SNI = the peering server name.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use isthmus_api::gateway::GatewayView;
+use isthmus_api::tls;
+use rustls_pki_types::ServerName;
+
+use super::cluster::Cluster;
+
+/// The gateway view (certificate and key included) a cluster's gateways use.
+pub async fn gateway_view(cluster: &Cluster) -> GatewayView {
+    cluster
+        .client
+        .get_json::<GatewayView>(isthmus_api::gateway::AGENT_PATH_VIEW)
+        .await
+        .expect("gateway view")
+        .0
+}
+
+/// `GET path` on `target`'s gateway, presenting `cert_pem`/`key_pem`.
+/// Returns the status and body, or the connection error.
+pub async fn get_via_gateway(
+    target: &Cluster,
+    cert_pem: &str,
+    key_pem: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
+    let target_view = gateway_view(target).await;
+    let identity = tls::certified_key(cert_pem, key_pem).map_err(|e| e.to_string())?;
+    let config = tls::peer_client_config(&target_view.local_root_pems, identity)
+        .map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&target.gateway.bind)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(target_view.server_name.clone()).map_err(|e| e.to_string())?;
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("https://{}{}", target_view.server_name, path))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
