@@ -5,7 +5,8 @@ use isthmus_tests::process::{cli, cli_in, stderr, stdout, AgentProcess};
 
 #[test]
 fn services_register_deregister_and_catalog() {
-    let agent = AgentProcess::spawn(&["--dev"]);
+    // No in-process gateway, so the catalog holds only what the test registers.
+    let agent = AgentProcess::spawn(&["--dev", "--no-gateway"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("web.hcl"),

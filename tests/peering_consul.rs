@@ -371,3 +371,60 @@ async fn empty_peering_list_and_missing_names() {
         .unwrap();
     assert!(text(&garbage).starts_with("Body decoding failed"));
 }
+
+#[tokio::test]
+async fn two_dev_agents_peer_through_their_in_process_gateways() {
+    use isthmus_tests::process::{cli, AgentProcess};
+    let c1 = AgentProcess::spawn(&[
+        "--dev",
+        "--cluster-name",
+        "cluster-01",
+        "--peering-heartbeat",
+        "200ms",
+    ]);
+    let c2 = AgentProcess::spawn(&[
+        "--dev",
+        "--cluster-name",
+        "cluster-02",
+        "--peering-heartbeat",
+        "200ms",
+    ]);
+    let client1 = isthmus_api::client::Client::new(&c1.http_addr).unwrap();
+    let client2 = isthmus_api::client::Client::new(&c2.http_addr).unwrap();
+    // The in-process gateway registers itself; a token needs it.
+    let token = eventually("dev gateway registered", || async {
+        let output = cli(
+            &c1.http_addr,
+            &["peering", "generate-token", "-name", "cluster-02"],
+            None,
+        );
+        output
+            .status
+            .success()
+            .then(|| stdout(&output).trim().to_owned())
+    })
+    .await;
+    let established = cli(
+        &c2.http_addr,
+        &[
+            "peering",
+            "establish",
+            "-name",
+            "cluster-01",
+            "-peering-token",
+            &token,
+        ],
+        None,
+    );
+    assert!(established.status.success(), "{}", stderr(&established));
+    for (client, peer) in [(&client1, "cluster-02"), (&client2, "cluster-01")] {
+        eventually("dev peering ACTIVE", || async {
+            let (peering, _) = client
+                .get_json::<Value>(&format!("/v1/peering/{peer}"))
+                .await
+                .ok()?;
+            (peering["State"] == "ACTIVE").then_some(())
+        })
+        .await;
+    }
+}

@@ -106,6 +106,15 @@ impl AgentProcess {
         let mut all = vec!["agent"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--http-addr", "127.0.0.1:0"]);
+        if args.contains(&"--dev") {
+            // The in-process gateway must not collide with other tests' either.
+            all.extend_from_slice(&[
+                "--gateway-bind",
+                "127.0.0.1:0",
+                "--gateway-admin-bind",
+                "127.0.0.1:0",
+            ]);
+        }
         let (child, line) = spawn_announcing(&isthmus_bin(), &all, "isthmus agent running:")?;
         let http_addr = field(&line, "http")
             .trim_start_matches("http://")

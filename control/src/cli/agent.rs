@@ -43,6 +43,15 @@ pub struct AgentArgs {
     /// How long a generated peering token can be used [default: 24h].
     #[arg(long, value_name = "DURATION")]
     peering_token_ttl: Option<String>,
+    /// With --dev: where the in-process mesh gateway listens for peers (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    gateway_bind: SocketAddr,
+    /// With --dev: the in-process gateway's admin listener (/metrics, /ready).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:19100")]
+    gateway_admin_bind: SocketAddr,
+    /// With --dev: do not run a mesh gateway in-process.
+    #[arg(long)]
+    no_gateway: bool,
     /// Log as JSON lines instead of text (level from RUST_LOG, default info).
     #[arg(long)]
     log_json: bool,
@@ -109,6 +118,10 @@ pub fn init_logging(json: bool) {
 
 pub fn run(args: AgentArgs) -> ExitCode {
     let json = args.log_json;
+    // Under --dev the agent also runs a mesh gateway, so one command gives
+    // a cluster that can peer.
+    let dev_gateway =
+        (args.dev && !args.no_gateway).then(|| (args.gateway_bind, args.gateway_admin_bind));
     let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -135,36 +148,71 @@ pub fn run(args: AgentArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let gateway = match dev_gateway {
+            Some((bind, admin_bind)) => {
+                let config = isthmus_gateway::GatewayConfig {
+                    bind,
+                    admin_bind,
+                    ..isthmus_gateway::GatewayConfig::loopback(format!("http://{}", agent.http_addr()))
+                };
+                match isthmus_gateway::start(config).await {
+                    Ok(gateway) => Some(gateway),
+                    Err(e) => {
+                        eprintln!("Error: starting the in-process mesh gateway: {e} (use --gateway-bind, or --no-gateway)");
+                        let _ = agent.shutdown().await;
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            None => None,
+        };
         // Printed for people and scripts alike: the line says where to talk to us.
         println!(
-            "isthmus agent running: cluster={} trust_domain={} http=http://{}",
+            "isthmus agent running: cluster={} trust_domain={} http=http://{}{}",
             agent.state.cluster.name,
             agent.state.cluster.trust_domain,
-            agent.http_addr()
+            agent.http_addr(),
+            gateway
+                .as_ref()
+                .map(|g| format!(" gateway={} gateway_admin=http://{}", g.advertise_addr(), g.admin_addr()))
+                .unwrap_or_default()
         );
-        tokio::select! {
-            result = agent.wait() => {
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "HTTP server failed");
-                    return ExitCode::FAILURE;
-                }
-                ExitCode::SUCCESS
+        let code = run_until_stopped(&mut agent).await;
+        if let Some(gateway) = gateway {
+            if let Err(e) = gateway.shutdown().await {
+                tracing::warn!(error = %e, "gateway shutdown");
             }
-            signal = shutdown_signal() => {
-                tracing::info!(signal, "shutting down");
-                match agent.shutdown().await {
-                    Ok(()) => {
-                        tracing::info!("agent stopped");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "shutdown failed");
-                        ExitCode::FAILURE
-                    }
+        }
+        if code == ExitCode::SUCCESS {
+            match agent.shutdown().await {
+                Ok(()) => tracing::info!("agent stopped"),
+                Err(e) => {
+                    tracing::error!(error = %e, "shutdown failed");
+                    return ExitCode::FAILURE;
                 }
             }
         }
+        code
     })
+}
+
+/// Waits for a signal (then the caller shuts down) or a fatal server error.
+async fn run_until_stopped(agent: &mut crate::agent::RunningAgent) -> ExitCode {
+    tokio::select! {
+        // The server only ends by itself on a fatal error; there is
+        // nothing left to shut down gracefully then.
+        result = agent.wait() => {
+            match result {
+                Err(e) => tracing::error!(error = %e, "HTTP server failed"),
+                Ok(()) => tracing::error!("HTTP server stopped unexpectedly"),
+            }
+            ExitCode::FAILURE
+        }
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

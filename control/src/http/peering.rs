@@ -106,7 +106,10 @@ pub async fn delete(
     // runs inside the dial task, so that task is stopped only afterwards.
     let told = state
         .peering
-        .terminate_session(&name, Duration::from_secs(2))
+        .terminate_session(
+            &name,
+            peering::stream::TERMINATE_DRAIN + Duration::from_secs(1),
+        )
         .await;
     state.peering.stop_dialer(&name);
     if !told && record.role == Role::Dialer && !record.peer_trust_domain.is_empty() {

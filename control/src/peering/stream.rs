@@ -22,6 +22,9 @@ use super::manager::Control;
 use crate::agent::AgentState;
 use crate::store::{Reads, StoreError, Table};
 
+/// How long a terminating session waits for the peer to close its side.
+pub const TERMINATE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Longest line accepted: a service with very many instances is one line.
 const MAX_LINE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -222,6 +225,11 @@ async fn session_loop(
             command = control.recv() => match command {
                 Some(Control::Terminate(ack)) => {
                     let _ = send(StreamMessage::Terminate).await;
+                    // Wait for the peer to act on it and close its side:
+                    // ending first could reset the stream before the
+                    // message is flushed.
+                    let drain = async { while let Ok(Some(_)) = incoming.next_message().await {} };
+                    let _ = tokio::time::timeout(TERMINATE_DRAIN, drain).await;
                     let _ = ack.send(());
                     return SessionEnd::WeTerminated;
                 }
