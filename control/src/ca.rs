@@ -216,23 +216,13 @@ impl CertificateAuthority {
         let not_before = now - BACKDATE;
         let not_after = now + self.leaf_ttl;
 
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, service);
-        params.subject_alt_names = vec![SanType::URI(spiffe.clone().try_into()?)];
-        params.serial_number = Some(SerialNumber::from_slice(&serial));
-        params.not_before = not_before;
-        params.not_after = not_after;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyAgreement,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
+        let params = end_entity_params(
+            service,
+            vec![SanType::URI(spiffe.clone().try_into()?)],
+            &serial,
+            not_before,
+            not_after,
+        );
         let cert = params.signed_by(&key, &self.issuer)?;
 
         let renew_after = self.leaf_ttl.mul_f64(2.0 / 3.0);
@@ -253,6 +243,37 @@ impl CertificateAuthority {
     }
 }
 
+/// A certificate for mutual TLS between mesh components: not a CA, usable
+/// as both server and client, tied to its issuer by key identifier.
+fn end_entity_params(
+    common_name: &str,
+    subject_alt_names: Vec<SanType>,
+    serial: &[u8],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.subject_alt_names = subject_alt_names;
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyAgreement,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params
+}
+
 fn due_for_renewal(not_after: &str) -> bool {
     OffsetDateTime::parse(not_after, &Rfc3339)
         .map(|t| t - GATEWAY_RENEW_BEFORE < OffsetDateTime::now_utc())
@@ -267,34 +288,21 @@ fn issue_gateway(
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let now = OffsetDateTime::now_utc();
     let not_after = now + GATEWAY_LIFETIME;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(
-        DnType::CommonName,
-        format!("isthmus mesh gateway {datacenter}"),
-    );
-    let server_name = isthmus_api::peering::server_name(datacenter, trust_domain);
     let spiffe = SpiffeId::MeshGateway {
         trust_domain: trust_domain.to_owned(),
         datacenter: datacenter.to_owned(),
     };
-    params.subject_alt_names = vec![
-        SanType::DnsName(server_name.try_into()?),
+    let sans = vec![
+        SanType::DnsName(isthmus_api::peering::server_name(datacenter, trust_domain).try_into()?),
         SanType::URI(spiffe.to_string().try_into()?),
     ];
-    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
-    params.not_before = now - BACKDATE;
-    params.not_after = not_after;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyAgreement,
-    ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
+    let params = end_entity_params(
+        &format!("isthmus mesh gateway {datacenter}"),
+        sans,
+        &random_serial(),
+        now - BACKDATE,
+        not_after,
+    );
     let cert = params.signed_by(&key, issuer)?;
     Ok(GatewayCert {
         fingerprint: isthmus_api::tls::fingerprint(cert.der()),

@@ -2,7 +2,6 @@
 //! (`-bind x`, `-bind=x`) are accepted alongside `--bind x`, as in the
 //! `isthmus` CLI.
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,34 +84,7 @@ impl Cli {
 /// that really are long flags of this command, so values such as `-` or a
 /// negative number are left alone.
 pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let command = Cli::command();
-    let mut known: HashSet<String> = command
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_owned))
-        .collect();
-    known.insert("help".into());
-    known.insert("version".into());
-    let mut out = Vec::new();
-    let mut passthrough = false;
-    for (i, arg) in args.into_iter().enumerate() {
-        let Some(text) = arg.to_str().filter(|_| i > 0 && !passthrough) else {
-            out.push(arg);
-            continue;
-        };
-        if text == "--" {
-            passthrough = true;
-            out.push(arg);
-            continue;
-        }
-        let single_dash = text.starts_with('-') && !text.starts_with("--") && text.len() > 2;
-        let name = text[1..].split('=').next().unwrap_or_default();
-        if single_dash && known.contains(name) {
-            out.push(OsString::from(format!("-{text}")));
-        } else {
-            out.push(arg);
-        }
-    }
-    out
+    isthmus_api::process::normalize_go_flags(&Cli::command(), args)
 }
 
 #[cfg(test)]

@@ -6,46 +6,15 @@ use std::process::ExitCode;
 
 use isthmus_gateway::cli::Cli;
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop the gateway");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    let signal = isthmus_api::process::shutdown_signal().await;
+    tracing::info!(signal, "shutting down");
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    init_logging(cli.log_json);
+    isthmus_api::process::init_logging(cli.log_json);
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(e) => {

@@ -17,4 +17,5 @@ pub mod gateway;
 pub mod intentions;
 pub mod naming;
 pub mod peering;
+pub mod process;
 pub mod tls;

@@ -103,25 +103,12 @@ impl AgentArgs {
     }
 }
 
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 pub fn run(args: AgentArgs) -> ExitCode {
     let json = args.log_json;
     // Under --dev the agent also runs a mesh gateway, so one command gives
     // a cluster that can peer.
     let dev_gateway =
-        (args.dev && !args.no_gateway).then(|| (args.gateway_bind, args.gateway_admin_bind));
+        (args.dev && !args.no_gateway).then_some((args.gateway_bind, args.gateway_admin_bind));
     let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -129,7 +116,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(json);
+    isthmus_api::process::init_logging(json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -208,24 +195,9 @@ async fn run_until_stopped(agent: &mut crate::agent::RunningAgent) -> ExitCode {
             }
             ExitCode::FAILURE
         }
-        signal = shutdown_signal() => {
+        signal = isthmus_api::process::shutdown_signal() => {
             tracing::info!(signal, "shutting down");
             ExitCode::SUCCESS
         }
-    }
-}
-
-async fn shutdown_signal() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the agent");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
     }
 }

@@ -14,7 +14,6 @@ mod peering;
 mod query;
 mod services;
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
@@ -81,58 +80,9 @@ impl ApiArgs {
     }
 }
 
-/// Every long flag name anywhere in the command tree.
-fn long_flags(command: &clap::Command, out: &mut HashSet<String>) {
-    for arg in command.get_arguments() {
-        if let Some(long) = arg.get_long() {
-            out.insert(long.to_owned());
-        }
-        if let Some(aliases) = arg.get_all_aliases() {
-            out.extend(aliases.into_iter().map(str::to_owned));
-        }
-    }
-    for sub in command.get_subcommands() {
-        long_flags(sub, out);
-    }
-    out.insert("help".into());
-    out.insert("version".into());
-}
-
-/// Rewrites Go-style `-name` / `-name=value` into `--name` forms, only for
-/// names that really are long flags, so values such as `-` (stdin) or a
-/// negative number are left alone.
+/// Rewrites Consul-style `-name` flags of this CLI into `--name`.
 pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let mut known = HashSet::new();
-    long_flags(&Cli::command(), &mut known);
-    let mut out = Vec::new();
-    let mut passthrough = false;
-    for (i, arg) in args.into_iter().enumerate() {
-        if i == 0 || passthrough {
-            out.push(arg);
-            continue;
-        }
-        let Some(text) = arg.to_str() else {
-            out.push(arg);
-            continue;
-        };
-        if text == "--" {
-            passthrough = true;
-            out.push(arg);
-            continue;
-        }
-        let single_dash = text.starts_with('-') && !text.starts_with("--") && text.len() > 2;
-        let name = text
-            .trim_start_matches('-')
-            .split('=')
-            .next()
-            .unwrap_or_default();
-        if single_dash && known.contains(name) {
-            out.push(OsString::from(format!("-{text}")));
-        } else {
-            out.push(arg);
-        }
-    }
-    out
+    isthmus_api::process::normalize_go_flags(&Cli::command(), args)
 }
 
 pub fn main() -> ExitCode {
