@@ -29,3 +29,14 @@ default_intention_policy = "deny"
 # Lifetime of service leaf certificates, as a Go duration (default: 72h, at
 # least 1s). Leaves are renewed at two thirds of it.
 leaf_cert_ttl = "72h"
+
+# How often each side of a peering stream sends a heartbeat (default: 5s, at
+# least 50ms). A peer silent for three of these turns the peering FAILING.
+peering_heartbeat = "5s"
+
+# How long a generated peering token can be used (default: 24h, at least 1s).
+peering_token_ttl = "24h"
+
+# The in-process mesh gateway of `--dev` (--gateway-bind, --gateway-admin-bind,
+# --no-gateway) is set with flags only; outside --dev, run isthmus-gateway
+# (see configs/gateway.hcl).

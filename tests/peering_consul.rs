@@ -131,6 +131,20 @@ async fn seed_flow_from_token_to_terminated() {
         "cluster-02",
     ]);
     assert_eq!(stdout(&check), "Allowed\n");
+    // A caller from cluster-02's trust domain is frontend-service of peer cluster-02.
+    let c2_td = trust_domain(&c2).await;
+    for (caller, allowed) in [("frontend-service", true), ("intruder", false)] {
+        let uri = format!("spiffe://{c2_td}/ns/default/dc/cluster-02/svc/{caller}");
+        let response = send(
+            &c1.client,
+            Method::POST,
+            "/v1/agent/connect/authorize",
+            Some(json!({"Target": "backend-service", "ClientCertURI": uri})),
+        )
+        .await;
+        let answer: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(answer["Authorized"], allowed, "{caller}: {answer}");
+    }
 
     // cluster-02 sees the export, pushed over the stream.
     let entries = eventually("backend-service imported on cluster-02", || async {

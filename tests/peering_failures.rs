@@ -208,6 +208,14 @@ async fn a_dead_peer_turns_failing_and_recovers_on_its_own() {
     c2.restart_agent_process();
     c1.wait_for_state("cluster-02", "ACTIVE").await;
     c2.wait_for_state("cluster-01", "ACTIVE").await;
+
+    // The acceptor deletes the peering while the dialer is down: when the
+    // dialer comes back, it learns so and turns TERMINATED (no endless retry).
+    c2.agent.kill();
+    let deleted = c1.cli(&["peering", "delete", "-name", "cluster-02"]);
+    assert!(stdout(&deleted).contains("for deletion"));
+    c2.restart_agent_process();
+    c2.wait_for_state("cluster-01", "TERMINATED").await;
 }
 
 #[tokio::test]
@@ -266,6 +274,17 @@ async fn the_gateway_refuses_certificates_from_unpeered_clusters() {
     .await
     .unwrap();
     assert_eq!(status, 403);
+    // Nor can it read, through the exported name, what cluster-01 imported
+    // from someone else.
+    let (status, body) = get_via_gateway(
+        &c1,
+        &peer.certificate_pem,
+        &peer.private_key_pem,
+        "/v1/health/service/web?peer=cluster-03",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 403, "{body}");
 
     // A cluster nobody peered with is refused.
     let stranger = gateway_view(&c3).await;

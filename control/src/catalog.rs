@@ -548,3 +548,26 @@ pub fn service_names(r: &impl Reads) -> Result<BTreeMap<String, Vec<String>>, St
     }
     Ok(names)
 }
+
+/// `host:port` of every healthy sidecar fronting `service` on this node.
+pub fn sidecar_endpoints(
+    r: &impl Reads,
+    node: &LocalNode,
+    service: &str,
+) -> Result<Vec<String>, StoreError> {
+    Ok(service_entries(r, node, Select::ConnectFor(service), true)?
+        .into_iter()
+        .map(|entry| {
+            let host = if entry.service.address.is_empty() {
+                entry.node.address.clone()
+            } else {
+                entry.service.address.clone()
+            };
+            if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{}", entry.service.port)
+            } else {
+                format!("{host}:{}", entry.service.port)
+            }
+        })
+        .collect())
+}

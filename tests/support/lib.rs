@@ -3,9 +3,11 @@
 //! bound instead of sleeping.
 #![forbid(unsafe_code)]
 
+pub mod apps;
 pub mod cluster;
 pub mod peer_client;
 pub mod process;
+pub mod proxy_process;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -26,6 +26,10 @@ pub struct GatewayView {
     /// This cluster's own CA roots.
     pub local_root_pems: Vec<String>,
     pub peers: Vec<GatewayPeer>,
+    /// Exported services' healthy sidecar endpoints (`host:port`), for
+    /// passing peers' service traffic through by SNI.
+    #[serde(default)]
+    pub endpoints: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -134,6 +134,52 @@ pub fn validate_dns_label(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// SNI for a service exported to a peer, as the importer dials it:
+/// `<svc>.<ns>.<partition>.<peer>.external.<trust-domain>`, where `peer` is
+/// the exporter's name for the importer and the trust domain the exporter's.
+pub fn peered_sni(service: &str, peer: &str, exporter_trust_domain: &str) -> String {
+    format!(
+        "{service}.{DEFAULT_NAMESPACE}.{DEFAULT_PARTITION}.{peer}.external.{exporter_trust_domain}"
+    )
+}
+
+/// SNI for a service inside one cluster: `<svc>.<ns>.<dc>.internal.<td>`.
+pub fn local_sni(service: &str, datacenter: &str, trust_domain: &str) -> String {
+    format!("{service}.{DEFAULT_NAMESPACE}.{datacenter}.internal.{trust_domain}")
+}
+
+/// The parts of a peered SNI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeeredSni<'a> {
+    pub service: &'a str,
+    pub namespace: &'a str,
+    pub partition: &'a str,
+    pub peer: &'a str,
+    pub trust_domain: &'a str,
+}
+
+/// Parses `<svc>.<ns>.<partition>.<peer>.external.<trust-domain>`.
+pub fn parse_peered_sni(sni: &str) -> Option<PeeredSni<'_>> {
+    let (head, trust_domain) = sni.split_once(".external.")?;
+    let mut parts = head.split('.');
+    let (service, namespace, partition, peer) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || [service, namespace, partition, peer, trust_domain]
+            .iter()
+            .any(|p| p.is_empty())
+    {
+        return None;
+    }
+    Some(PeeredSni {
+        service,
+        namespace,
+        partition,
+        peer,
+        trust_domain,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +216,23 @@ mod tests {
         ] {
             assert!(SpiffeId::parse(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn peered_sni_round_trips() {
+        let sni = peered_sni("backend", "cluster-02", "abc.isthmus");
+        assert_eq!(
+            sni,
+            "backend.default.default.cluster-02.external.abc.isthmus"
+        );
+        let parsed = parse_peered_sni(&sni).unwrap();
+        assert_eq!(
+            (parsed.service, parsed.peer, parsed.trust_domain),
+            ("backend", "cluster-02", "abc.isthmus")
+        );
+        assert!(parse_peered_sni("server.c1.peering.abc.isthmus").is_none());
+        assert!(parse_peered_sni("a.b.c.external.td").is_none());
+        assert!(parse_peered_sni("a.b.c.d.e.external.td").is_none());
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub const HEADER_PEER: &str = "x-isthmus-peer";
 /// Header with the SHA-256 fingerprint of the caller's client certificate.
 pub const HEADER_CLIENT_FINGERPRINT: &str = "x-isthmus-client-fingerprint";
 
+/// The gateway's answer to a client certificate that belongs to no
+/// peering; a dialer seeing it knows the peer deleted the peering.
+pub const REFUSAL_NOT_PEERED: &str = "client certificate is not from a peered cluster";
+
 /// Peer-facing paths the gateway serves on the peering server name.
 pub const PATH_EXCHANGE: &str = "/v1/peering/exchange";
 pub const PATH_STREAM: &str = "/v1/peering/stream";
@@ -268,6 +272,10 @@ pub struct PeerInfo {
     pub ca_pems: Vec<String>,
     pub gateway_addresses: Vec<String>,
     pub gateway_fingerprint: String,
+    /// The sender's name for the receiver: part of the SNI the receiver
+    /// dials the sender's exported services with.
+    #[serde(default)]
+    pub peer_name: String,
 }
 
 /// Dialer → acceptor, over the acceptor's gateway: trade the single-use

@@ -96,6 +96,9 @@ impl RunningAgent {
 
     /// Stops accepting, lets in-flight requests finish, stops the checks.
     pub async fn shutdown(self) -> std::io::Result<()> {
+        // End peering sessions first: their open streams would otherwise
+        // hold the HTTP server's graceful shutdown (and a gateway's drain).
+        self.state.peering.stop_all();
         let _ = self.stop.send(true);
         let result = self
             .server

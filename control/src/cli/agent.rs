@@ -165,6 +165,9 @@ pub fn run(args: AgentArgs) -> ExitCode {
                 .unwrap_or_default()
         );
         let code = run_until_stopped(&mut agent).await;
+        // Peering streams pass through the in-process gateway: end them
+        // first so its drain does not wait them out.
+        agent.state.peering.stop_all();
         if let Some(gateway) = gateway {
             if let Err(e) = gateway.shutdown().await {
                 tracing::warn!(error = %e, "gateway shutdown");

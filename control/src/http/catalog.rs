@@ -80,8 +80,10 @@ pub async fn health_service(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
+    refuse_relayed_peer_query(&headers, &params)?;
     if let Some(peer) = peer_param(&params) {
         return imported(state, params.clone(), peer, Some(name)).await;
     }
@@ -93,11 +95,30 @@ pub async fn health_service(
 pub async fn health_service_all(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
+    refuse_relayed_peer_query(&headers, &params)?;
     match peer_param(&params) {
         Some(peer) => imported(state, params.clone(), peer, None).await,
         None => Err(ApiError::bad_request("Missing service name")),
     }
+}
+
+/// A peer's query relayed by our gateway may read our own services only,
+/// never what we imported from another peer.
+fn refuse_relayed_peer_query(headers: &axum::http::HeaderMap, params: &Params) -> Result<(), ApiError> {
+    if let Some(caller) = headers.get(isthmus_api::peering::HEADER_PEER) {
+        if params.contains_key("peer") {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!(
+                    "peer {} may query only services this cluster exports, not imported ones",
+                    caller.to_str().unwrap_or("?")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn peer_param(params: &Params) -> Option<String> {

@@ -64,31 +64,29 @@ pub async fn leaf(
     }
 }
 
-/// Maps a caller's certificate URI to an intention source, or says why it
-/// cannot be one.
-fn source_from_uri<'a>(state: &State, id: &'a SpiffeId) -> Result<Source<'a>, String> {
-    match id {
-        SpiffeId::Service {
-            trust_domain,
-            namespace,
-            service,
-            ..
-        } => {
-            if *trust_domain != state.cluster.trust_domain {
-                return Err(format!(
-                    "Identity from an external trust domain {trust_domain:?} that no active peering vouches for"
-                ));
-            }
-            Ok(Source {
-                peer: None,
-                namespace,
-                name: service,
-            })
-        }
-        SpiffeId::MeshGateway { .. } => {
-            Err("ClientCertURI is a mesh gateway, not a service identity".into())
-        }
+/// Who a caller is for intentions: its peer (`None` for our own trust
+/// domain), namespace and service. Identities from a trust domain that no
+/// established peering vouches for cannot be a source.
+fn caller_of<'a>(
+    state: &State,
+    snapshot: &crate::store::Snapshot,
+    id: &'a SpiffeId,
+) -> Result<(Option<String>, &'a str, &'a str), String> {
+    let SpiffeId::Service { trust_domain, namespace, service, .. } = id else {
+        return Err("ClientCertURI is a mesh gateway, not a service identity".into());
+    };
+    if *trust_domain == state.cluster.trust_domain {
+        return Ok((None, namespace, service));
     }
+    let peer = crate::peering::list(snapshot)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|p| p.established() && p.peer_trust_domain == *trust_domain)
+        .map(|p| p.name)
+        .ok_or_else(|| {
+            format!("Identity from an external trust domain {trust_domain:?} that no active peering vouches for")
+        })?;
+    Ok((Some(peer), namespace, service))
 }
 
 pub async fn authorize(
@@ -115,11 +113,13 @@ pub async fn authorize(
             ))
         }
     };
-    let source = match source_from_uri(&state, &id) {
-        Ok(source) => source,
+    let snapshot = state.store.snapshot()?;
+    let (peer, namespace, name) = match caller_of(&state, &snapshot, &id) {
+        Ok(caller) => caller,
         Err(reason) => return Ok(answer(false, reason)),
     };
-    let intentions = state.intentions(&state.store.snapshot()?)?;
+    let intentions = state.intentions(&snapshot)?;
+    let source = Source { peer: peer.as_deref(), namespace, name };
     let decision = intentions.decide(&source, &request.target);
     Ok(answer(
         decision.allows_connection_without_http(),

@@ -23,6 +23,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 fn view(state: &crate::agent::AgentState, snap: &Snapshot) -> Result<GatewayView, StoreError> {
     let gateway = state.ca.gateway_cert();
     let mut peers = Vec::new();
+    let mut endpoints = std::collections::BTreeMap::new();
     for record in peering::list(snap)? {
         let established = record.established();
         peers.push(GatewayPeer {
@@ -40,6 +41,14 @@ fn view(state: &crate::agent::AgentState, snap: &Snapshot) -> Result<GatewayView
             },
         });
     }
+    for peer in &peers {
+        for service in &peer.exported_services {
+            if !endpoints.contains_key(service) {
+                let addresses = crate::catalog::sidecar_endpoints(snap, &state.node, service)?;
+                endpoints.insert(service.clone(), addresses);
+            }
+        }
+    }
     Ok(GatewayView {
         cluster: state.cluster.name.clone(),
         trust_domain: state.cluster.trust_domain.clone(),
@@ -49,6 +58,7 @@ fn view(state: &crate::agent::AgentState, snap: &Snapshot) -> Result<GatewayView
         fingerprint: gateway.fingerprint.clone(),
         local_root_pems: state.ca.root_pems(),
         peers,
+        endpoints,
     })
 }
 

@@ -11,6 +11,7 @@ mod config;
 mod connect;
 mod internal;
 mod peering;
+mod proxy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,6 +116,11 @@ pub fn router(state: State) -> Router {
         .route(
             isthmus_api::peering::AGENT_PATH_STREAM,
             post(internal::stream),
+        )
+        .route(isthmus_api::proxy::AGENT_PATH_VIEW, get(proxy::view))
+        .route(
+            "/v1/internal/proxy/upstream/{service}",
+            get(proxy::upstream),
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

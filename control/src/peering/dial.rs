@@ -156,7 +156,7 @@ pub async fn establish(state: Arc<AgentState>, request: EstablishRequest) -> Res
     let exchange = ExchangeRequest {
         peer_id: token.peer_id.clone(),
         establishment_secret: token.establishment_secret.clone(),
-        dialer: own_info(&state, &state.store.snapshot()?, &local_id)?,
+        dialer: own_info(&state, &state.store.snapshot()?, &local_id, &name)?,
     };
     let response = tokio::time::timeout(ESTABLISH_TIMEOUT, call_exchange(&token, Arc::new(tls), &exchange))
         .await
@@ -192,6 +192,7 @@ pub async fn establish(state: Arc<AgentState>, request: EstablishRequest) -> Res
         peer_gateway_fingerprint: token.gateway_fingerprint.clone(),
         remote: token.remote.clone(),
         groups,
+        name_at_peer: acceptor.peer_name.clone(),
         establishment: None,
         stream_secret: Some(response.stream_secret),
         create_index: 0,
@@ -429,8 +430,12 @@ async fn open_stream(state: &Arc<AgentState>, record: &PeeringRecord) -> Attempt
     if !response.status().is_success() {
         let (status, body) = read_body(response).await.unwrap_or_default();
         let message = String::from_utf8_lossy(&body).trim().to_owned();
-        // 403 from the peer's agent means it no longer knows this peering.
-        if status == http::StatusCode::FORBIDDEN && message.contains("peering stream") {
+        // A 403 from the peer's agent (stream secret unknown) or gateway
+        // (our certificate no longer belongs to a peering) means the peer
+        // deleted the peering while we were away.
+        let forgotten = message.contains("invalid peering stream secret")
+            || message.contains(api::REFUSAL_NOT_PEERED);
+        if status == http::StatusCode::FORBIDDEN && forgotten {
             return Attempt::Rejected(message);
         }
         return Attempt::Failed(format!("{status}: {message}"));

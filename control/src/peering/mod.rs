@@ -84,6 +84,10 @@ pub struct PeeringRecord {
     /// Auth groups of the peer's identity `tls/<name>`.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The peer's name for this cluster: the `<peer>` part of the SNI our
+    /// workloads dial the peer's exported services with.
+    #[serde(default)]
+    pub name_at_peer: String,
     /// Acceptor: the current establishment secret.
     #[serde(default)]
     pub establishment: Option<PendingSecret>,

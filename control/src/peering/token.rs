@@ -48,11 +48,13 @@ pub fn validate_partition(partition: &Option<String>) -> Result<(), ApiError> {
     }
 }
 
-/// This cluster as it describes itself to a peer.
+/// This cluster as it describes itself to a peer; `peer_name` is our name
+/// for that peer.
 pub fn own_info(
     state: &AgentState,
     r: &impl Reads,
     peering_id: &str,
+    peer_name: &str,
 ) -> Result<PeerInfo, StoreError> {
     Ok(PeerInfo {
         cluster_name: state.cluster.name.clone(),
@@ -61,6 +63,7 @@ pub fn own_info(
         ca_pems: state.ca.root_pems(),
         gateway_addresses: super::gateway_addresses(r)?,
         gateway_fingerprint: state.ca.gateway_cert().fingerprint.clone(),
+        peer_name: peer_name.to_owned(),
     })
 }
 
@@ -168,6 +171,7 @@ fn new_acceptor(
         peer_gateway_fingerprint: String::new(),
         remote: Remote::default(),
         groups,
+        name_at_peer: String::new(),
         establishment: Some(pending),
         stream_secret: None,
         create_index: 0,
@@ -287,7 +291,7 @@ pub async fn exchange(
                     partition: "default".into(),
                     datacenter: dialer.cluster_name.clone(),
                 };
-                let info = own_info(&state, txn, &record.id)?;
+                let info = own_info(&state, txn, &record.id, &record.name)?;
                 Ok((super::put(txn, record)?, info))
             }
         })

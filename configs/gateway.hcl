@@ -1,0 +1,30 @@
+# Example settings for `isthmus-gateway --config-file configs/gateway.hcl`.
+#
+# Every key is optional; a key not listed here is refused, so a typo fails
+# the start instead of being ignored. Flags given on the command line win
+# over this file. A file ending in .json is read as JSON with the same keys.
+
+# The isthmus agent's HTTP API (default: http://127.0.0.1:8500). The gateway
+# loads its certificate and the peerings from it, registers itself in its
+# catalog, and forwards to it the peering requests it allows.
+control = "http://127.0.0.1:8500"
+
+# The peering listener (TLS), as IP:port (default: 0.0.0.0:8443). Port 0
+# picks a free port.
+bind = "0.0.0.0:8443"
+
+# The host:port peers dial. It goes into the catalog and from there into
+# peering tokens. Without it the bound address is used, and a wildcard bind
+# (0.0.0.0 or [::]) is refused because peers cannot dial it: with such a
+# bind this key is required. A host without a port means the bound port.
+advertise = "10.0.0.5:8443"
+
+# The admin listener, plain HTTP (default: 127.0.0.1:19100): GET /metrics,
+# /ready and /live, POST /shutdown. Anyone who reaches it can stop the
+# gateway, so keep it on loopback.
+admin_bind = "127.0.0.1:19100"
+
+# After SIGTERM (or POST /shutdown): how long open requests, replication
+# streams included, may carry on before they are cut. A Go duration
+# (default: 10s).
+drain_timeout = "10s"

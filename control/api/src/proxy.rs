@@ -1,0 +1,61 @@
+//! What a sidecar proxy needs from its agent, besides its leaf certificate
+//! (`/v1/agent/connect/ca/leaf/<service>`): served as blocking queries.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config_entry::ServiceIntentions;
+
+/// Trust and policy: `GET /v1/internal/proxy/view`.
+pub const AGENT_PATH_VIEW: &str = "/v1/internal/proxy/view";
+
+/// Where an upstream is: `GET /v1/internal/proxy/upstream/<service>[?peer=<peer>]`.
+pub fn agent_path_upstream(service: &str, peer: Option<&str>) -> String {
+    match peer {
+        Some(peer) => format!("/v1/internal/proxy/upstream/{service}?peer={peer}"),
+        None => format!("/v1/internal/proxy/upstream/{service}"),
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProxyView {
+    pub cluster: String,
+    pub trust_domain: String,
+    /// The agent's default intention policy.
+    pub default_allow: bool,
+    pub local_root_pems: Vec<String>,
+    /// Established peers: callers from their trust domain are that peer's.
+    pub peers: Vec<PeerTrust>,
+    /// Every service-intentions entry; the proxy compiles the ones for its service.
+    pub intentions: Vec<ServiceIntentions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PeerTrust {
+    /// Our name for the peering.
+    pub name: String,
+    pub trust_domain: String,
+    /// The peer's cluster (datacenter) name, part of its SPIFFE IDs.
+    pub datacenter: String,
+    pub root_pems: Vec<String>,
+}
+
+/// How to reach an upstream: dial any endpoint, present `sni`, and accept
+/// only a server whose SPIFFE ID is `spiffe_id` under `trust_domain`'s roots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpstreamView {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    pub trust_domain: String,
+    pub sni: String,
+    #[serde(rename = "SpiffeID")]
+    pub spiffe_id: String,
+    /// `host:port`: healthy sidecars (local) or the peer's mesh gateways.
+    pub endpoints: Vec<String>,
+    /// Why there are no endpoints, when there are none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}

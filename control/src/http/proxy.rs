@@ -1,0 +1,142 @@
+//! Endpoints sidecar proxies watch: trust and policy, and where upstreams are.
+
+use axum::extract::{Path, Query, State as Extract};
+use axum::response::Response;
+use isthmus_api::naming::{self, SpiffeId};
+use isthmus_api::peering as api;
+use isthmus_api::proxy::{PeerTrust, ProxyView, UpstreamView};
+
+use super::{blocking_json, Params, State};
+use crate::agent::AgentState;
+use crate::error::ApiError;
+use crate::peering;
+use crate::store::{Reads, Snapshot, StoreError, Table};
+
+fn max_index(snap: &Snapshot, tables: &[Table]) -> Result<u64, StoreError> {
+    let mut index = 0;
+    for table in tables {
+        index = index.max(snap.table_index(*table)?);
+    }
+    Ok(index)
+}
+
+pub async fn view(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    blocking_json(&state, &params, |snap| {
+        let peers = peering::list(snap)?
+            .into_iter()
+            .filter(|r| r.established() && !r.peer_ca_pems.is_empty())
+            .map(|r| PeerTrust {
+                name: r.name,
+                trust_domain: r.peer_trust_domain,
+                datacenter: r.remote.datacenter,
+                root_pems: r.peer_ca_pems,
+            })
+            .collect();
+        let view = ProxyView {
+            cluster: state.cluster.name.clone(),
+            trust_domain: state.cluster.trust_domain.clone(),
+            default_allow: state.config.default_allow(),
+            local_root_pems: state.ca.root_pems(),
+            peers,
+            intentions: crate::config_entries::service_intentions(snap)?,
+        };
+        let index =
+            max_index(snap, &[Table::Peerings, Table::ConfigEntries])?.max(state.ca.roots_index());
+        Ok((view, index))
+    })
+    .await
+}
+
+pub async fn upstream(
+    Extract(state): Extract<State>,
+    Path(service): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    naming::validate_dns_label("service name", &service).map_err(ApiError::bad_request)?;
+    let peer = params.get("peer").filter(|p| !p.is_empty()).cloned();
+    blocking_json(&state, &params, |snap| {
+        let view = match &peer {
+            None => local_upstream(&state, snap, &service)?,
+            Some(peer) => peer_upstream(snap, &service, peer)?,
+        };
+        let index = max_index(
+            snap,
+            &[
+                Table::Services,
+                Table::Checks,
+                Table::Peerings,
+                Table::Imported,
+            ],
+        )?;
+        Ok((view, index))
+    })
+    .await
+}
+
+fn local_upstream(
+    state: &AgentState,
+    snap: &Snapshot,
+    service: &str,
+) -> Result<UpstreamView, ApiError> {
+    let endpoints = crate::catalog::sidecar_endpoints(snap, &state.node, service)?;
+    let reason = if endpoints.is_empty() {
+        format!(
+            "no healthy sidecar proxy for service {service} in cluster {}",
+            state.cluster.name
+        )
+    } else {
+        String::new()
+    };
+    Ok(UpstreamView {
+        service: service.to_owned(),
+        peer: None,
+        trust_domain: state.cluster.trust_domain.clone(),
+        sni: naming::local_sni(service, &state.cluster.name, &state.cluster.trust_domain),
+        spiffe_id: SpiffeId::service(&state.cluster.trust_domain, &state.cluster.name, service)
+            .to_string(),
+        endpoints,
+        reason,
+    })
+}
+
+/// A peer's service is reached through the peer's mesh gateways, with the
+/// SNI the peer routes on and the identity its sidecar must present.
+fn peer_upstream(snap: &Snapshot, service: &str, peer: &str) -> Result<UpstreamView, ApiError> {
+    let record = peering::get(snap, peer)?
+        .ok_or_else(|| ApiError::not_found(format!("Peering not found for {peer:?}")))?;
+    let healthy = peering::imported_service(snap, peer, service)?
+        .iter()
+        .any(|e| e.aggregate_status() == isthmus_api::catalog::STATUS_PASSING);
+    let reason = if !record.established()
+        || record.state == api::STATE_FAILING && record.peer_server_addresses.is_empty()
+    {
+        format!("peering {peer} is {}", record.state)
+    } else if record.name_at_peer.is_empty() {
+        format!("peering {peer} was established by an agent too old to route service traffic; re-establish it")
+    } else if !healthy {
+        format!("no healthy instance of {service} is imported from peer {peer}")
+    } else {
+        String::new()
+    };
+    Ok(UpstreamView {
+        service: service.to_owned(),
+        peer: Some(peer.to_owned()),
+        trust_domain: record.peer_trust_domain.clone(),
+        sni: naming::peered_sni(service, &record.name_at_peer, &record.peer_trust_domain),
+        spiffe_id: SpiffeId::service(
+            &record.peer_trust_domain,
+            &record.remote.datacenter,
+            service,
+        )
+        .to_string(),
+        endpoints: if reason.is_empty() {
+            record.peer_server_addresses.clone()
+        } else {
+            Vec::new()
+        },
+        reason,
+    })
+}
