@@ -14,17 +14,19 @@ use crate::config::{ConfigError, FileConfig, GatewayConfig};
 #[command(
     name = "isthmus-gateway",
     version,
-    about = "isthmus mesh gateway: terminates peering connections from other clusters",
+    about = "isthmus mesh gateway: terminates peering connections from other clusters and passes \
+        their service traffic through by SNI",
     long_about = "isthmus mesh gateway: terminates peering connections from other clusters, \
         authenticates them by client certificate and forwards what the peering allows to the \
-        local isthmus agent. Flags may be written Consul-style (-bind x) or GNU-style (--bind x); \
+        local isthmus agent; passes peers' service traffic for exported services through to the \
+        services' sidecars by SNI, without terminating its TLS. Flags may be written Consul-style (-bind x) or GNU-style (--bind x); \
         flags win over the config file."
 )]
 pub struct Cli {
     /// The isthmus agent's HTTP API. [default: http://127.0.0.1:8500]
     #[arg(long, value_name = "URL")]
     pub control: Option<String>,
-    /// Address of the peering (TLS) listener; port 0 picks one. [default: 0.0.0.0:8443]
+    /// Address of the TLS listener (peering and service traffic); port 0 picks one. [default: 0.0.0.0:8443]
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
     /// host:port peers dial, put into peering tokens. Defaults to the bound

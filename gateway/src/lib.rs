@@ -3,8 +3,12 @@
 //! It terminates peering connections from other clusters on the peering
 //! server name `server.<cluster>.peering.<trust-domain>`, identifies the
 //! calling peer by its client certificate, and forwards to the local agent
-//! only what that peering allows (see [`peering`](crate::peering)).
-//! Everything it knows comes from the agent's gateway view, watched with
+//! only what that peering allows (see [`peering`](crate::peering)). Peers'
+//! service traffic, addressed by the SNI
+//! `<svc>.<ns>.<partition>.<peer>.external.<trust-domain>`, is passed
+//! through to the exported service's sidecars without terminating TLS, so
+//! the caller's sidecar and the service's sidecar do mTLS end to end (see
+//! [`passthrough`](crate::passthrough)). Everything it knows comes from the agent's gateway view, watched with
 //! blocking queries and swapped in without a restart.
 //!
 //! [`start`] assembles one gateway: bind the listeners, load the first
@@ -19,6 +23,7 @@ pub mod config;
 mod forward;
 mod listener;
 mod metrics;
+mod passthrough;
 mod peering;
 pub mod registration;
 mod retry;
@@ -84,7 +89,7 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    /// The address the peering listener is bound to.
+    /// The address the TLS listener (peering and service traffic) is bound to.
     pub fn bind_addr(&self) -> SocketAddr {
         self.bind_addr
     }
@@ -282,10 +287,20 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     tokio::select! {
         _ = crate::stopped(&mut tasks.shutdown) => {}
         result = &mut tasks.listener => {
-            failure = Some(GatewayError::TaskFailed {
-                task: "peering listener",
-                reason: result.err().map_or_else(|| "stopped unexpectedly".to_owned(), |e| e.to_string()),
-            });
+            // The listener also ends when asked to stop; winning this race
+            // then is not a failure.
+            let asked_to_stop = *tasks.shutdown.borrow();
+            match result {
+                Ok(()) if asked_to_stop => {}
+                Ok(()) => failure = Some(GatewayError::TaskFailed {
+                    task: "peering listener",
+                    reason: "stopped unexpectedly".to_owned(),
+                }),
+                Err(e) => failure = Some(GatewayError::TaskFailed {
+                    task: "peering listener",
+                    reason: e.to_string(),
+                }),
+            }
         }
     }
     tracing::info!("mesh gateway shutting down");

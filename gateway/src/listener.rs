@@ -1,8 +1,17 @@
-//! The peering listener: accept, peek the SNI, and either terminate TLS and
-//! serve peering requests (SNI = this gateway's peering server name) or
-//! refuse the connection. On shutdown it stops accepting, asks every HTTP
-//! connection to finish (HTTP/2 GOAWAY, HTTP/1 close after the current
-//! request) and aborts what is left when the drain timeout passes.
+//! The gateway's TLS listener: accept, peek the SNI (without consuming the
+//! ClientHello), then
+//! - SNI = this gateway's peering server name: terminate TLS and serve
+//!   peering requests (see [`peering`](crate::peering));
+//! - SNI = a peered service name
+//!   (`<svc>.<ns>.<partition>.<peer>.external.<trust-domain>`): pass the
+//!   connection through, TLS untouched, to one of the service's sidecars
+//!   if the view allows it (see [`passthrough`](crate::passthrough));
+//! - any other SNI, none, or not TLS: close the connection.
+//!
+//! On shutdown it stops accepting, asks every HTTP connection to finish
+//! (HTTP/2 GOAWAY, HTTP/1 close after the current request), lets
+//! passed-through connections run on, and aborts whatever is left when the
+//! drain timeout passes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,12 +21,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use isthmus_api::naming::parse_peered_sni;
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::Metrics;
+use crate::passthrough::{self, Passthrough, Target};
 use crate::peering::{Connection, PeeringService};
 use crate::sni;
 use crate::tls::ClientChain;
@@ -34,7 +46,18 @@ pub(crate) struct Listener {
     pub(crate) shared: SharedView,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) peering: Arc<PeeringService>,
+    passthrough: Passthrough,
     http: auto::Builder<TokioExecutor>,
+}
+
+/// What to do with an accepted connection, decided from its SNI.
+enum Route {
+    /// Terminate TLS with this config and serve peering requests.
+    Peering(Arc<ServerConfig>),
+    /// Pass it through to a sidecar of an exported service.
+    Passthrough(String, Target),
+    /// Already counted and logged; close it.
+    Refused,
 }
 
 impl Listener {
@@ -50,6 +73,7 @@ impl Listener {
             .keep_alive_interval(HTTP2_KEEP_ALIVE);
         Listener {
             shared,
+            passthrough: Passthrough::new(metrics.clone()),
             metrics,
             peering,
             http,
@@ -115,27 +139,15 @@ impl Listener {
             _ = crate::stopped(&mut shutdown) => return,
             sni = sni::peek_server_name(&tcp, HELLO_TIMEOUT) => sni,
         };
-        let config = {
-            let snapshot = self.shared.load();
-            match &sni {
-                Ok(Some(name)) if name.eq_ignore_ascii_case(&snapshot.view.server_name) => {
-                    snapshot.server_config.clone()
-                }
-                Ok(name) => {
-                    tracing::info!(
-                        remote = %remote,
-                        "refusing connection: SNI {} is not this gateway's peering name; service traffic is not routed through the gateway yet",
-                        name.as_deref().unwrap_or("<none>")
-                    );
-                    self.metrics.refused_connection();
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(remote = %remote, error = %e, "refusing connection: no usable TLS ClientHello");
-                    self.metrics.refused_connection();
-                    return;
-                }
+        let config = match self.route(sni, remote) {
+            Route::Peering(config) => config,
+            Route::Passthrough(sni, target) => {
+                self.passthrough
+                    .serve(tcp, remote, &sni, target, shutdown)
+                    .await;
+                return;
             }
+            Route::Refused => return,
         };
         self.metrics.peering_connection();
         let handshake =
@@ -181,6 +193,51 @@ impl Listener {
                     draining = true;
                     http.as_mut().graceful_shutdown();
                 }
+            }
+        }
+    }
+
+    /// Decides against the current snapshot (no await, so the snapshot
+    /// guard is never held across one); counts and logs refusals.
+    fn route(&self, sni: Result<Option<String>, sni::SniError>, remote: SocketAddr) -> Route {
+        let name = match sni {
+            Ok(Some(name)) => name,
+            Ok(None) => {
+                tracing::info!(remote = %remote, "refusing connection: no SNI");
+                self.metrics.refused_connection();
+                return Route::Refused;
+            }
+            Err(e) => {
+                tracing::debug!(remote = %remote, error = %e, "refusing connection: no usable TLS ClientHello");
+                self.metrics.refused_connection();
+                return Route::Refused;
+            }
+        };
+        let snapshot = self.shared.load();
+        if name.eq_ignore_ascii_case(&snapshot.view.server_name) {
+            return Route::Peering(snapshot.server_config.clone());
+        }
+        let Some(peered) = parse_peered_sni(&name) else {
+            tracing::info!(
+                remote = %remote,
+                sni = %name,
+                "refusing connection: the SNI is neither this gateway's peering name nor a peered service name"
+            );
+            self.metrics.refused_connection();
+            return Route::Refused;
+        };
+        match passthrough::decide(&snapshot.view, &peered) {
+            Ok(target) => Route::Passthrough(name, target),
+            Err(refused) => {
+                tracing::info!(
+                    remote = %remote,
+                    sni = %name,
+                    reason = refused.reason.label(),
+                    detail = %refused.detail,
+                    "refusing service connection"
+                );
+                self.metrics.passthrough_refused(refused.reason);
+                Route::Refused
             }
         }
     }

@@ -265,10 +265,7 @@ impl PeeringService {
         };
         let path_and_query = match route {
             Route::Stream => AGENT_PATH_STREAM.to_owned(),
-            _ => request
-                .uri()
-                .path_and_query()
-                .map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
+            _ => relayed(path, request.uri().query()),
         };
         Decision::Forward {
             peer: peer.name.clone(),
@@ -278,11 +275,42 @@ impl PeeringService {
     }
 }
 
+/// Query parameters a peer may pass along with a health query; anything
+/// else (above all `peer`, which would read what we imported from another
+/// cluster) is dropped.
+const RELAYED_PARAMS: &[&str] = &["passing", "index", "wait", "pretty"];
+
+fn relayed(path: &str, query: Option<&str>) -> String {
+    let kept: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            RELAYED_PARAMS.contains(&key)
+        })
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use isthmus_api::auth::{builtin_peering_permissions, Permission};
 
     use super::*;
+
+    #[test]
+    fn only_harmless_query_parameters_are_relayed() {
+        assert_eq!(relayed("/v1/health/service/web", None), "/v1/health/service/web");
+        assert_eq!(
+            relayed("/v1/health/service/web", Some("passing&peer=cluster-03&index=7&wait=1s&filter=x")),
+            "/v1/health/service/web?passing&index=7&wait=1s"
+        );
+        assert_eq!(relayed("/v1/health/service/web", Some("peer=cluster-03")), "/v1/health/service/web");
+    }
 
     fn peer(state: &str) -> GatewayPeer {
         GatewayPeer {

@@ -1,7 +1,7 @@
 //! Reads the server name (SNI) from a TLS ClientHello *without consuming
 //! it*: the bytes stay in the socket so the connection can afterwards be
-//! terminated here (peering) or, later, passed through untouched (service
-//! traffic routed by SNI).
+//! terminated here (peering) or passed through untouched (service traffic
+//! routed by SNI).
 //!
 //! Only the first TLS record is examined (at most 5 + 16 KiB bytes); a
 //! ClientHello that does not fit in one record is refused.

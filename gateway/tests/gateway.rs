@@ -177,7 +177,11 @@ async fn health_queries_need_permission_and_an_export() {
         "the forged header must be replaced"
     );
     assert_eq!(body["query"]["index"], "3");
-    assert_eq!(body["query"]["peer"], "cluster-01");
+    assert_eq!(
+        body["query"]["peer"],
+        serde_json::Value::Null,
+        "?peer= is never relayed: it would read another peer's imports"
+    );
 
     assert_eq!(
         conn.call("GET", "/v1/health/service/db").await,
@@ -324,13 +328,18 @@ async fn tls12_peers_are_authenticated_too() {
 async fn other_server_names_are_refused_without_a_handshake() {
     let f = Fixture::start().await;
     let addr = f.gateway.bind_addr();
-    // Service traffic SNI: not routed yet.
-    let sni = "backend.default.default.cluster-02.external.aaaa.isthmus";
-    let err = tls_connect(addr, sni, &f.c.local, &f.c.peer.gateway, b"h2")
-        .await
-        .unwrap_err();
-    // Closed before any ServerHello, so not a certificate problem.
-    assert_ne!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    // Neither the peering name nor a peered service (an in-cluster service
+    // name, say); peered service names are covered in tests/passthrough.rs.
+    for sni in [
+        "backend.default.cluster-01.internal.aaaa.isthmus",
+        "example.com",
+    ] {
+        let err = tls_connect(addr, sni, &f.c.local, &f.c.peer.gateway, b"h2")
+            .await
+            .unwrap_err();
+        // Closed before any ServerHello, so not a certificate problem.
+        assert_ne!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    }
     // No SNI at all (rustls sends none for an IP address).
     let err = tls_connect(addr, "127.0.0.1", &f.c.local, &f.c.peer.gateway, b"h2")
         .await
@@ -351,8 +360,17 @@ async fn other_server_names_are_refused_without_a_handshake() {
     assert!(read.is_err() || buf.is_empty(), "got an answer: {buf:?}");
 
     let metrics = f.metrics().await;
-    assert_eq!(metrics["gateway_tcp_open_total{sni_kind=\"refused\"}"], 3.0);
+    assert_eq!(metrics["gateway_tcp_open_total{sni_kind=\"refused\"}"], 4.0);
     assert_eq!(metrics["gateway_tcp_open_total{sni_kind=\"peering\"}"], 0.0);
+    assert_eq!(
+        metrics["gateway_tcp_open_total{sni_kind=\"passthrough\"}"],
+        0.0
+    );
+    for (series, value) in &metrics {
+        if series.starts_with("gateway_passthrough_refused_total") {
+            assert_eq!(*value, 0.0, "{series}");
+        }
+    }
 }
 
 #[tokio::test]

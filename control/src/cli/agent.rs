@@ -46,6 +46,10 @@ pub struct AgentArgs {
     /// With --dev: where the in-process mesh gateway listens for peers (port 0: any free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
     gateway_bind: SocketAddr,
+    /// With --dev: the address peers reach the in-process gateway at (put into
+    /// peering tokens); required when --gateway-bind is a wildcard address.
+    #[arg(long, value_name = "HOST:PORT")]
+    gateway_advertise: Option<String>,
     /// With --dev: the in-process gateway's admin listener (/metrics, /ready).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:19100")]
     gateway_admin_bind: SocketAddr,
@@ -108,7 +112,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
     // Under --dev the agent also runs a mesh gateway, so one command gives
     // a cluster that can peer.
     let dev_gateway =
-        (args.dev && !args.no_gateway).then_some((args.gateway_bind, args.gateway_admin_bind));
+        (args.dev && !args.no_gateway).then(|| (args.gateway_bind, args.gateway_admin_bind, args.gateway_advertise.clone()));
     let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -136,16 +140,17 @@ pub fn run(args: AgentArgs) -> ExitCode {
             }
         };
         let gateway = match dev_gateway {
-            Some((bind, admin_bind)) => {
+            Some((bind, admin_bind, advertise)) => {
                 let config = isthmus_gateway::GatewayConfig {
                     bind,
                     admin_bind,
+                    advertise,
                     ..isthmus_gateway::GatewayConfig::loopback(format!("http://{}", agent.http_addr()))
                 };
                 match isthmus_gateway::start(config).await {
                     Ok(gateway) => Some(gateway),
                     Err(e) => {
-                        eprintln!("Error: starting the in-process mesh gateway: {e} (use --gateway-bind, or --no-gateway)");
+                        eprintln!("Error: starting the in-process mesh gateway: {e} (see --gateway-bind, --gateway-advertise, or --no-gateway)");
                         let _ = agent.shutdown().await;
                         return ExitCode::FAILURE;
                     }

@@ -1,12 +1,14 @@
 //! Test support: a throwaway PKI (rcgen), a stub agent (axum) serving the
 //! gateway view as a blocking query plus the internal endpoints the gateway
-//! forwards to, and a TLS + HTTP client that dials the gateway as a peer.
+//! forwards to, a TLS + HTTP client that dials the gateway as a peer, and
+//! a stub sidecar (TLS echo server) for service traffic passed through.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -79,23 +81,48 @@ impl Ca {
     /// A mesh gateway certificate: DNS SAN = the peering server name, URI
     /// SAN = the gateway's SPIFFE ID, server and client auth.
     pub fn gateway(&self, cluster: &str, trust_domain: &str) -> Leaf {
+        self.leaf(
+            &format!("gateway {cluster}"),
+            vec![
+                SanType::DnsName(
+                    isthmus_api::peering::server_name(cluster, trust_domain)
+                        .try_into()
+                        .unwrap(),
+                ),
+                SanType::URI(
+                    format!("spiffe://{trust_domain}/gateway/mesh/dc/{cluster}")
+                        .try_into()
+                        .unwrap(),
+                ),
+            ],
+        )
+    }
+
+    /// A sidecar certificate: URI SAN = the service's SPIFFE ID, plus the
+    /// given DNS SANs (so a plain webpki client can check a server name),
+    /// server and client auth.
+    pub fn service(
+        &self,
+        cluster: &str,
+        trust_domain: &str,
+        service: &str,
+        dns_names: &[&str],
+    ) -> Leaf {
+        let id = isthmus_api::naming::SpiffeId::service(trust_domain, cluster, service);
+        let mut sans = vec![SanType::URI(id.to_string().try_into().unwrap())];
+        for name in dns_names {
+            sans.push(SanType::DnsName((*name).to_owned().try_into().unwrap()));
+        }
+        self.leaf(&format!("service {service} in {cluster}"), sans)
+    }
+
+    fn leaf(&self, common_name: &str, subject_alt_names: Vec<SanType>) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         params
             .distinguished_name
-            .push(DnType::CommonName, format!("gateway {cluster}"));
-        params.subject_alt_names = vec![
-            SanType::DnsName(
-                isthmus_api::peering::server_name(cluster, trust_domain)
-                    .try_into()
-                    .unwrap(),
-            ),
-            SanType::URI(
-                format!("spiffe://{trust_domain}/gateway/mesh/dc/{cluster}")
-                    .try_into()
-                    .unwrap(),
-            ),
-        ];
+            .push(DnType::CommonName, common_name);
+        params.subject_alt_names = subject_alt_names;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
@@ -177,6 +204,7 @@ impl LocalCluster {
             fingerprint: self.gateway.fingerprint.clone(),
             local_root_pems: vec![self.ca.pem.clone()],
             peers,
+            endpoints: BTreeMap::new(),
         }
     }
 }
@@ -551,6 +579,140 @@ impl Lines {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------- service traffic
+
+/// A stand-in for a service's sidecar: terminates mTLS (client
+/// certificates must chain to `client_root`), reports each handshake's
+/// client certificate, then echoes.
+pub struct StubSidecar {
+    pub addr: SocketAddr,
+    /// Fingerprints of the client certificates of completed handshakes.
+    handshakes: Mutex<mpsc::UnboundedReceiver<String>>,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StubSidecar {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StubSidecar {
+    pub async fn start(cert: &Leaf, client_root: &str) -> StubSidecar {
+        let provider = isthmus_api::tls::provider();
+        let roots = Arc::new(isthmus_api::tls::root_store([&client_root.to_owned()]).unwrap());
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                isthmus_api::tls::certs_from_pem(&cert.cert_pem).unwrap(),
+                isthmus_api::tls::key_from_pem(&cert.key_pem).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, handshakes) = mpsc::unbounded_channel();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            // Dropped (aborting every connection) when the task is aborted.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                connections.spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let client = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+                    let _ = tx.send(isthmus_api::tls::fingerprint(&client));
+                    let (mut read, mut write) = tokio::io::split(tls);
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        StubSidecar {
+            addr,
+            handshakes: Mutex::new(handshakes),
+            accepted,
+            task,
+        }
+    }
+
+    /// The fingerprint of the next client certificate a handshake completed with.
+    pub async fn next_handshake(&self) -> String {
+        let mut rx = self.handshakes.lock().await;
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("no handshake at the sidecar")
+            .unwrap()
+    }
+
+    /// How many TCP connections reached the sidecar.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// An address nothing listens on (any more).
+pub async fn closed_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// mTLS through the gateway as a service of a peer cluster, as its sidecar
+/// would dial: SNI `sni`, server certificate checked against `roots`, no ALPN.
+pub async fn service_connect(
+    gateway: SocketAddr,
+    sni: &str,
+    roots: &str,
+    client: &Leaf,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let config = rustls::ClientConfig::builder_with_provider(isthmus_api::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(isthmus_api::tls::root_store([&roots.to_owned()]).unwrap())
+        .with_client_auth_cert(
+            isthmus_api::tls::certs_from_pem(&client.cert_pem).unwrap(),
+            isthmus_api::tls::key_from_pem(&client.key_pem).unwrap(),
+        )
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(gateway).await?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .expect("TLS handshake hung")
+}
+
+/// Writes `data` and reads the same number of bytes back.
+pub async fn echo<S>(stream: &mut S, data: &[u8]) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(WAIT, async {
+        stream.write_all(data).await?;
+        stream.flush().await?;
+        let mut back = vec![0u8; data.len()];
+        stream.read_exact(&mut back).await?;
+        Ok::<_, std::io::Error>(back)
+    })
+    .await
+    .expect("echo hung")
+    .unwrap()
 }
 
 // ---------------------------------------------------------------- admin
