@@ -1,0 +1,251 @@
+//! The admin listener (plain HTTP, off the data path): `/metrics`,
+//! `/ready`, `/live`, `/config` and `POST /shutdown`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Protocol;
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+
+/// What `/ready` looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReadyState {
+    leaf: bool,
+    view: bool,
+    registered: bool,
+    draining: bool,
+    /// The proxy has stopped (for [`crate::RunningProxy::ready`]).
+    pub(crate) stopped: bool,
+}
+
+impl ReadyState {
+    /// `Ok` when ready, else what is missing.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        if self.draining || self.stopped {
+            return Err("draining: the proxy is shutting down");
+        }
+        if !self.leaf {
+            return Err("waiting for the leaf certificate from the agent");
+        }
+        if !self.view {
+            return Err("waiting for the proxy view (trust bundle and intentions) from the agent");
+        }
+        if !self.registered {
+            return Err("not registered in the catalog yet");
+        }
+        Ok(())
+    }
+}
+
+/// Ready once the first leaf and view are in (so the inbound listener
+/// serves) and the registration succeeded, until draining starts.
+#[derive(Debug)]
+pub(crate) struct Readiness(watch::Sender<ReadyState>);
+
+impl Readiness {
+    pub(crate) fn new() -> Readiness {
+        Readiness(watch::channel(ReadyState::default()).0)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ReadyState)) {
+        self.0.send_if_modified(|state| {
+            let before = *state;
+            change(state);
+            *state != before
+        });
+    }
+
+    pub(crate) fn set_leaf_loaded(&self) {
+        self.update(|s| s.leaf = true);
+    }
+
+    pub(crate) fn set_view_loaded(&self) {
+        self.update(|s| s.view = true);
+    }
+
+    pub(crate) fn set_registered(&self, registered: bool) {
+        self.update(|s| s.registered = registered);
+    }
+
+    pub(crate) fn set_draining(&self) {
+        self.update(|s| s.draining = true);
+    }
+
+    pub(crate) fn set_stopped(&self) {
+        self.update(|s| s.stopped = true);
+    }
+
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        self.0.borrow().check()
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<ReadyState> {
+        self.0.subscribe()
+    }
+}
+
+/// Fixed facts about this proxy, for `/config`.
+#[derive(Debug)]
+pub(crate) struct Facts {
+    pub(crate) service: String,
+    pub(crate) service_id: String,
+    pub(crate) proxy_id: String,
+    pub(crate) protocol: Protocol,
+    pub(crate) inbound: SocketAddr,
+    pub(crate) advertise: String,
+    pub(crate) local_app: SocketAddr,
+}
+
+#[derive(Clone)]
+pub(crate) struct AdminState {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) readiness: Arc<Readiness>,
+    pub(crate) shutdown: Arc<watch::Sender<bool>>,
+    pub(crate) identity: Identity,
+    pub(crate) upstreams: Arc<[Arc<Upstream>]>,
+    pub(crate) facts: Arc<Facts>,
+}
+
+pub(crate) fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
+        .route("/live", get(live))
+        .route("/config", get(config))
+        .route("/shutdown", post(shutdown))
+        .with_state(state)
+}
+
+/// Serves the admin API until `stop` completes.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::warn!(error = %e, "admin listener failed");
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    // Gathering reads /proc: keep it off the async worker threads.
+    let metrics = state.metrics.clone();
+    let encoded = tokio::task::spawn_blocking(move || metrics.encode())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match encoded {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    match state.readiness.check() {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn live() -> &'static str {
+    "live\n"
+}
+
+async fn config(State(state): State<AdminState>) -> Json<Value> {
+    let facts = &state.facts;
+    let snapshot = state.identity.current();
+    let leaf = snapshot.as_ref().map(|s| {
+        json!({
+            "serial": s.leaf.cert.serial_number,
+            "spiffe_id": s.leaf.uri,
+            "valid_after": s.leaf.cert.valid_after,
+            "valid_before": s.leaf.cert.valid_before,
+        })
+    });
+    let intentions = snapshot.as_ref().map(|s| {
+        json!({
+            "index": s.view_index,
+            "default_allow": s.view.default_allow,
+            "entries": s.view.intentions.len(),
+        })
+    });
+    let trust_domains = snapshot.as_ref().map(|s| {
+        let peers: Vec<Value> = s
+            .view
+            .peers
+            .iter()
+            .map(|p| json!({ "peer": p.name, "trust_domain": p.trust_domain, "trusted": s.bundle.roots(&p.trust_domain).is_some() }))
+            .collect();
+        json!({ "local": s.view.trust_domain, "cluster": s.view.cluster, "peers": peers })
+    });
+    let upstreams: Vec<Value> = state.upstreams.iter().map(|u| u.describe()).collect();
+    Json(json!({
+        "service": facts.service,
+        "service_id": facts.service_id,
+        "proxy_id": facts.proxy_id,
+        "protocol": facts.protocol.as_str(),
+        "inbound": facts.inbound.to_string(),
+        "advertise": facts.advertise,
+        "local_app": facts.local_app.to_string(),
+        "ready": state.readiness.check().is_ok(),
+        "leaf": leaf,
+        "intentions": intentions,
+        "trust_domains": trust_domains,
+        "upstreams": upstreams,
+    }))
+}
+
+async fn shutdown(State(state): State<AdminState>) -> Response {
+    tracing::info!("shutdown requested on the admin listener");
+    state.shutdown.send_replace(true);
+    (StatusCode::ACCEPTED, "shutting down\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_needs_leaf_view_and_registration() {
+        let r = Readiness::new();
+        assert!(r.check().unwrap_err().contains("leaf"));
+        r.set_leaf_loaded();
+        assert!(r.check().unwrap_err().contains("proxy view"));
+        r.set_view_loaded();
+        assert_eq!(r.check(), Err("not registered in the catalog yet"));
+        r.set_registered(true);
+        assert_eq!(r.check(), Ok(()));
+        r.set_draining();
+        assert!(r.check().unwrap_err().starts_with("draining"));
+    }
+}

@@ -1,0 +1,210 @@
+//! The `isthmus-proxy` command line. Go-style single-dash long flags
+//! (`-service web`, `-service=web`) are accepted alongside `--service web`.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+
+use crate::config::{ConfigError, FileConfig, Layer, Protocol, ProxyConfig, UpstreamSpec};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "isthmus-proxy",
+    version,
+    about = "isthmus sidecar proxy: mutual TLS between workloads, intentions enforced at L4 and L7",
+    long_about = "isthmus sidecar proxy. Inbound, it terminates mutual TLS, identifies the caller \
+        by its SPIFFE ID, enforces the service's intentions and forwards to the local application. \
+        Outbound, it listens on 127.0.0.1 for each upstream, balances across the upstream's \
+        endpoints and originates mutual TLS. Flags may be written Consul-style (-service web) or \
+        GNU-style (--service web); flags win over the config file."
+)]
+pub struct Cli {
+    /// The local service this proxy fronts (required, here or in the config file).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// The local service's instance ID. [default: the service name]
+    #[arg(long, value_name = "ID")]
+    pub service_id: Option<String>,
+    /// The isthmus agent's HTTP API. [default: http://127.0.0.1:8500]
+    #[arg(long, value_name = "URL")]
+    pub control: Option<String>,
+    /// Address of the inbound (mTLS) listener; port 0 picks one. [default: 0.0.0.0:21000]
+    #[arg(long, value_name = "ADDR")]
+    pub inbound_bind: Option<SocketAddr>,
+    /// host:port registered in the catalog. Defaults to the bound inbound
+    /// address; required when --inbound-bind is a wildcard.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// The local application's address, e.g. 127.0.0.1:8080 (required).
+    #[arg(long, value_name = "ADDR")]
+    pub local_app: Option<SocketAddr>,
+    /// An upstream: a listener on 127.0.0.1:PORT leading to the
+    /// service (in the peer, if given). Repeatable; replaces the file's list.
+    #[arg(long = "upstream", value_name = "SERVICE[@PEER]:PORT")]
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Address of the admin listener (/metrics, /ready, /live, /config, /shutdown). [default: 127.0.0.1:19000]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_bind: Option<SocketAddr>,
+    /// tcp, http (HTTP/1.1 and h2c from callers, HTTP/1.1 to the app) or
+    /// http2 (HTTP/2 to the app). [default: http]
+    #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
+    pub protocol: Option<Protocol>,
+    /// Worker threads of the async runtime. [default: one per core]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// How long in-flight requests may finish after SIGTERM (Go duration). [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+    /// An HCL or JSON file whose keys mirror the flags (snake_case), with
+    /// `upstreams = [{ service = "x", peer = "p", local_port = 9191 }]`.
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    isthmus_api::duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    text.parse().map_err(|e: ConfigError| e.0)
+}
+
+impl Cli {
+    /// Parses the process arguments, Go-style flags included.
+    pub fn parse_args() -> Cli {
+        Cli::parse_from(normalize_go_flags(std::env::args_os()))
+    }
+
+    /// Defaults, then the config file, then the flags.
+    pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+        let file = match &self.config_file {
+            Some(path) => FileConfig::load(path)?.into_layer()?,
+            None => Layer::default(),
+        };
+        let flags = Layer {
+            service: self.service,
+            service_id: self.service_id,
+            control: self.control,
+            inbound_bind: self.inbound_bind,
+            advertise: self.advertise,
+            local_app: self.local_app,
+            upstreams: (!self.upstreams.is_empty()).then_some(self.upstreams),
+            admin_bind: self.admin_bind,
+            protocol: self.protocol,
+            workers: self.workers,
+            drain_timeout: self.drain_timeout,
+            log_json: self.log_json.then_some(true),
+        };
+        flags.over(file).finish()
+    }
+}
+
+/// Rewrites `-name` / `-name=value` into `--name` forms, only for names
+/// that really are long flags of this command.
+pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    isthmus_api::process::normalize_go_flags(&Cli::command(), args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let args = std::iter::once("isthmus-proxy")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        Cli::try_parse_from(normalize_go_flags(args))
+    }
+
+    #[test]
+    fn go_style_and_gnu_style_flags() {
+        let config = parse(&[
+            "-service",
+            "web",
+            "-service-id=web-1",
+            "--control",
+            "http://127.0.0.1:9500",
+            "-inbound-bind",
+            "127.0.0.1:0",
+            "-local-app",
+            "127.0.0.1:8080",
+            "-upstream",
+            "backend:9191",
+            "--upstream=backend@cluster-02:9192",
+            "-admin-bind",
+            "127.0.0.1:0",
+            "-protocol",
+            "tcp",
+            "-workers",
+            "1",
+            "-drain-timeout",
+            "2s",
+            "-log-json",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(config.service, "web");
+        assert_eq!(config.service_id(), "web-1");
+        assert_eq!(config.control, "http://127.0.0.1:9500");
+        assert_eq!(config.upstreams.len(), 2);
+        assert_eq!(config.upstreams[1].peer.as_deref(), Some("cluster-02"));
+        assert_eq!(config.protocol, Protocol::Tcp);
+        assert_eq!(config.workers, Some(1));
+        assert_eq!(config.drain_timeout, Duration::from_secs(2));
+        assert!(config.log_json);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["-protocol", "udp"]).is_err());
+        assert!(parse(&["-upstream", "backend"]).is_err());
+        assert!(parse(&["-drain-timeout", "soon"]).is_err());
+        let err = parse(&["-service", "web"])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(err.0.contains("--local-app"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.json");
+        std::fs::write(
+            &path,
+            r#"{"service": "web", "local_app": "127.0.0.1:8080", "admin_bind": "127.0.0.1:2222",
+                "upstreams": [{"service": "db", "local_port": 5432}], "drain_timeout": "7s"}"#,
+        )
+        .unwrap();
+        let config = parse(&[
+            "-config-file",
+            path.to_str().unwrap(),
+            "-admin-bind",
+            "127.0.0.1:3333",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(config.admin_bind.port(), 3333);
+        assert_eq!(config.drain_timeout, Duration::from_secs(7));
+        assert_eq!(config.upstreams[0].label(), "db");
+        let config = parse(&[
+            "-config-file",
+            path.to_str().unwrap(),
+            "-upstream",
+            "cache:6379",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(config.upstreams.len(), 1);
+        assert_eq!(config.upstreams[0].label(), "cache");
+    }
+}

@@ -1,0 +1,600 @@
+//! Proxy settings: defaults, then an optional HCL or JSON file, then
+//! command-line flags (later sources win), and the advertise address rule.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use isthmus_api::naming::validate_dns_label;
+use serde::Deserialize;
+
+pub const DEFAULT_CONTROL: &str = isthmus_api::client::DEFAULT_ADDR;
+pub const DEFAULT_INBOUND_BIND: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 21000);
+pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 19000);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the local application speaks, and so what the proxy carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Opaque bytes; intentions decide per connection.
+    Tcp,
+    /// HTTP/1.1 or HTTP/2 from callers (h2c prior knowledge detected),
+    /// HTTP/1.1 towards the local application.
+    #[default]
+    Http,
+    /// Like `Http`, but HTTP/2 (prior knowledge) towards the local application.
+    Http2,
+}
+
+impl Protocol {
+    pub fn is_http(self) -> bool {
+        self != Protocol::Tcp
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Protocol, ConfigError> {
+        match text {
+            "tcp" => Ok(Protocol::Tcp),
+            "http" => Ok(Protocol::Http),
+            "http2" => Ok(Protocol::Http2),
+            other => Err(ConfigError(format!(
+                "protocol {other:?}: expected tcp, http or http2"
+            ))),
+        }
+    }
+}
+
+/// One upstream: a local listener on `127.0.0.1:<local_port>` that leads to
+/// `service` (in the peer `peer`, if set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    pub service: String,
+    pub peer: Option<String>,
+    /// 0 picks an ephemeral port.
+    pub local_port: u16,
+}
+
+impl UpstreamSpec {
+    pub fn new(service: &str, peer: Option<&str>, local_port: u16) -> Result<Self, ConfigError> {
+        let bad = |e: String| ConfigError(format!("upstream: {e}"));
+        validate_dns_label("service name", service).map_err(bad)?;
+        if let Some(peer) = peer {
+            validate_dns_label("peer name", peer).map_err(bad)?;
+        }
+        Ok(UpstreamSpec {
+            service: service.to_owned(),
+            peer: peer.map(str::to_owned),
+            local_port,
+        })
+    }
+
+    /// `service` or `service@peer`: how metrics, logs and the ready line name it.
+    pub fn label(&self) -> String {
+        match &self.peer {
+            Some(peer) => format!("{}@{peer}", self.service),
+            None => self.service.clone(),
+        }
+    }
+}
+
+/// `<service>[@<peer>]:<local-port>`.
+impl FromStr for UpstreamSpec {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<UpstreamSpec, ConfigError> {
+        let (target, port) = text.rsplit_once(':').ok_or_else(|| {
+            ConfigError(format!(
+                "upstream {text:?}: expected <service>[@<peer>]:<local-port>"
+            ))
+        })?;
+        let port = port
+            .parse()
+            .map_err(|_| ConfigError(format!("upstream {text:?}: invalid port {port:?}")))?;
+        let (service, peer) = match target.split_once('@') {
+            Some((service, peer)) => (service, Some(peer)),
+            None => (target, None),
+        };
+        UpstreamSpec::new(service, peer, port)
+    }
+}
+
+/// Everything a proxy needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// The local service this proxy fronts.
+    pub service: String,
+    /// The local service's instance ID; `None` means the service name.
+    pub service_id: Option<String>,
+    /// The agent's HTTP API, `http://host:port`.
+    pub control: String,
+    /// The inbound (mTLS) listener.
+    pub inbound_bind: SocketAddr,
+    /// `host:port` (or `host`) registered in the catalog. `None` means the
+    /// bound inbound address, which must not be a wildcard.
+    pub advertise: Option<String>,
+    /// Where the local application listens (plaintext).
+    pub local_app: SocketAddr,
+    pub upstreams: Vec<UpstreamSpec>,
+    /// The plain-HTTP admin listener.
+    pub admin_bind: SocketAddr,
+    pub protocol: Protocol,
+    /// Async runtime worker threads (used by the binary); `None` means one per core.
+    pub workers: Option<usize>,
+    /// How long in-flight requests may run on after shutdown begins.
+    pub drain_timeout: Duration,
+    /// Log as JSON lines (used by the binary).
+    pub log_json: bool,
+}
+
+impl ProxyConfig {
+    /// Defaults for everything but the service and the local application.
+    pub fn new(service: impl Into<String>, local_app: SocketAddr) -> ProxyConfig {
+        ProxyConfig {
+            service: service.into(),
+            service_id: None,
+            control: DEFAULT_CONTROL.to_owned(),
+            inbound_bind: DEFAULT_INBOUND_BIND,
+            advertise: None,
+            local_app,
+            upstreams: Vec::new(),
+            admin_bind: DEFAULT_ADMIN_BIND,
+            protocol: Protocol::default(),
+            workers: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            log_json: false,
+        }
+    }
+
+    /// Every listener on an ephemeral loopback port, talking to `control`:
+    /// what tests and in-process clusters want.
+    pub fn loopback(
+        control: impl Into<String>,
+        service: impl Into<String>,
+        local_app: SocketAddr,
+    ) -> ProxyConfig {
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        ProxyConfig {
+            control: control.into(),
+            inbound_bind: SocketAddr::new(localhost, 0),
+            admin_bind: SocketAddr::new(localhost, 0),
+            ..ProxyConfig::new(service, local_app)
+        }
+    }
+
+    /// The local service's instance ID.
+    pub fn service_id(&self) -> &str {
+        self.service_id.as_deref().unwrap_or(&self.service)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_dns_label("service name", &self.service)
+            .map_err(|e| ConfigError(format!("--service: {e}")))?;
+        let id = self.service_id();
+        if id.is_empty() || id.chars().any(|c| c == '/' || c.is_whitespace()) {
+            return Err(ConfigError(format!(
+                "--service-id {id:?}: must be non-empty, without '/' or spaces"
+            )));
+        }
+        if self.local_app.port() == 0 {
+            return Err(ConfigError("--local-app needs a port".into()));
+        }
+        if self.workers == Some(0) {
+            return Err(ConfigError("--workers must be at least 1".into()));
+        }
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            for other in &self.upstreams[..i] {
+                if other.service == upstream.service && other.peer == upstream.peer {
+                    return Err(ConfigError(format!(
+                        "upstream {} is listed twice",
+                        upstream.label()
+                    )));
+                }
+                if upstream.local_port != 0 && other.local_port == upstream.local_port {
+                    return Err(ConfigError(format!(
+                        "upstreams {} and {} both want local port {}",
+                        other.label(),
+                        upstream.label(),
+                        upstream.local_port
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The address registered in the catalog, which other sidecars dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertise {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Advertise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Works out the advertise address from the configured value and the
+/// address the inbound listener bound. The catalog must never carry an
+/// unroutable address, so a wildcard is refused rather than guessed at.
+pub fn resolve_advertise(
+    configured: Option<&str>,
+    bound: SocketAddr,
+) -> Result<Advertise, ConfigError> {
+    let Some(text) = configured.map(str::trim).filter(|t| !t.is_empty()) else {
+        if bound.ip().is_unspecified() {
+            return Err(ConfigError(format!(
+                "--inbound-bind {bound} is a wildcard address, which other sidecars cannot dial: \
+                 set --advertise <host:port> to the address to register"
+            )));
+        }
+        return Ok(Advertise {
+            host: bound.ip().to_string(),
+            port: bound.port(),
+        });
+    };
+    let (host, port) = split_host_port(text)?;
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '@')
+    {
+        return Err(ConfigError(format!(
+            "--advertise {text:?}: expected host:port"
+        )));
+    }
+    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        return Err(ConfigError(format!(
+            "--advertise {text}: {host} is a wildcard address, which other sidecars cannot dial"
+        )));
+    }
+    Ok(Advertise {
+        host: host.to_owned(),
+        port: match port {
+            Some(0) | None => bound.port(),
+            Some(p) => p,
+        },
+    })
+}
+
+/// `host:port`, `[v6]:port`, `host`, `[v6]` or a bare IPv6 address.
+fn split_host_port(text: &str) -> Result<(&str, Option<u16>), ConfigError> {
+    let bad_port = |p: &str| ConfigError(format!("--advertise {text:?}: invalid port {p:?}"));
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| ConfigError(format!("--advertise {text:?}: missing ']'")))?;
+        if after.is_empty() {
+            return Ok((host, None));
+        }
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| ConfigError(format!("--advertise {text:?}: expected [host]:port")))?;
+        return Ok((host, Some(port.parse().map_err(|_| bad_port(port))?)));
+    }
+    match text.matches(':').count() {
+        0 => Ok((text, None)),
+        1 => {
+            let (host, port) = text.rsplit_once(':').expect("one colon");
+            Ok((host, Some(port.parse().map_err(|_| bad_port(port))?)))
+        }
+        _ => Ok((text, None)),
+    }
+}
+
+/// The keys a config file may set; they mirror the flags.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub service: Option<String>,
+    pub service_id: Option<String>,
+    pub control: Option<String>,
+    pub inbound_bind: Option<SocketAddr>,
+    pub advertise: Option<String>,
+    pub local_app: Option<SocketAddr>,
+    pub upstreams: Option<Vec<FileUpstream>>,
+    pub admin_bind: Option<SocketAddr>,
+    pub protocol: Option<String>,
+    pub workers: Option<usize>,
+    /// Go duration, e.g. `"10s"`.
+    pub drain_timeout: Option<String>,
+    pub log_json: Option<bool>,
+}
+
+/// `{ service = "x", peer = "p", local_port = 9191 }`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub service: String,
+    pub peer: Option<String>,
+    pub local_port: u16,
+}
+
+/// Settings from one source, each possibly unset.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Layer {
+    pub service: Option<String>,
+    pub service_id: Option<String>,
+    pub control: Option<String>,
+    pub inbound_bind: Option<SocketAddr>,
+    pub advertise: Option<String>,
+    pub local_app: Option<SocketAddr>,
+    /// Replaces (not extends) a lower layer's list.
+    pub upstreams: Option<Vec<UpstreamSpec>>,
+    pub admin_bind: Option<SocketAddr>,
+    pub protocol: Option<Protocol>,
+    pub workers: Option<usize>,
+    pub drain_timeout: Option<Duration>,
+    pub log_json: Option<bool>,
+}
+
+impl Layer {
+    /// This layer's values, falling back to `lower`'s.
+    pub fn over(self, lower: Layer) -> Layer {
+        Layer {
+            service: self.service.or(lower.service),
+            service_id: self.service_id.or(lower.service_id),
+            control: self.control.or(lower.control),
+            inbound_bind: self.inbound_bind.or(lower.inbound_bind),
+            advertise: self.advertise.or(lower.advertise),
+            local_app: self.local_app.or(lower.local_app),
+            upstreams: self.upstreams.or(lower.upstreams),
+            admin_bind: self.admin_bind.or(lower.admin_bind),
+            protocol: self.protocol.or(lower.protocol),
+            workers: self.workers.or(lower.workers),
+            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            log_json: self.log_json.or(lower.log_json),
+        }
+    }
+
+    /// Defaults for the rest; `service` and `local_app` are required.
+    pub fn finish(self) -> Result<ProxyConfig, ConfigError> {
+        let service = self
+            .service
+            .ok_or_else(|| ConfigError("--service is required".into()))?;
+        let local_app = self.local_app.ok_or_else(|| {
+            ConfigError("--local-app is required (the local application's host:port)".into())
+        })?;
+        let defaults = ProxyConfig::new(service, local_app);
+        let config = ProxyConfig {
+            service_id: self.service_id,
+            control: self.control.unwrap_or(defaults.control.clone()),
+            inbound_bind: self.inbound_bind.unwrap_or(defaults.inbound_bind),
+            advertise: self.advertise,
+            upstreams: self.upstreams.unwrap_or_default(),
+            admin_bind: self.admin_bind.unwrap_or(defaults.admin_bind),
+            protocol: self.protocol.unwrap_or(defaults.protocol),
+            workers: self.workers,
+            drain_timeout: self.drain_timeout.unwrap_or(defaults.drain_timeout),
+            log_json: self.log_json.unwrap_or(false),
+            ..defaults
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl FileConfig {
+    /// Reads an `.hcl` or `.json` file (by extension; anything else is read as HCL).
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("reading config file {}: {e}", path.display())))?;
+        let is_json = path.extension().is_some_and(|e| e == "json");
+        let parsed = if is_json {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            hcl::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+    }
+
+    /// The file's values, parsed.
+    pub fn into_layer(self) -> Result<Layer, ConfigError> {
+        let upstreams = self
+            .upstreams
+            .map(|list| {
+                list.iter()
+                    .map(|u| UpstreamSpec::new(&u.service, u.peer.as_deref(), u.local_port))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let drain_timeout = self
+            .drain_timeout
+            .map(|v| isthmus_api::duration::parse(&v))
+            .transpose()
+            .map_err(|e| ConfigError(format!("drain_timeout: {e}")))?;
+        Ok(Layer {
+            service: self.service,
+            service_id: self.service_id,
+            control: self.control,
+            inbound_bind: self.inbound_bind,
+            advertise: self.advertise,
+            local_app: self.local_app,
+            upstreams,
+            admin_bind: self.admin_bind,
+            protocol: self.protocol.as_deref().map(str::parse).transpose()?,
+            workers: self.workers,
+            drain_timeout,
+            log_json: self.log_json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn upstream_specs() {
+        let spec: UpstreamSpec = "backend:9191".parse().unwrap();
+        assert_eq!(spec, UpstreamSpec::new("backend", None, 9191).unwrap());
+        assert_eq!(spec.label(), "backend");
+        let spec: UpstreamSpec = "backend@cluster-02:0".parse().unwrap();
+        assert_eq!(spec.peer.as_deref(), Some("cluster-02"));
+        assert_eq!(spec.label(), "backend@cluster-02");
+        for bad in [
+            "backend",
+            "backend:x",
+            ":1",
+            "a/b:1",
+            "backend@:1",
+            "backend@a.b:1",
+            "backend:70000",
+        ] {
+            assert!(bad.parse::<UpstreamSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let mut config = ProxyConfig::new("web", addr("127.0.0.1:8080"));
+        assert!(config.validate().is_ok());
+        assert_eq!(config.service_id(), "web");
+        config.upstreams = vec![
+            "backend:9191".parse().unwrap(),
+            "backend@peer:9192".parse().unwrap(),
+        ];
+        assert!(config.validate().is_ok());
+        config.upstreams.push("db:9191".parse().unwrap());
+        assert!(config.validate().unwrap_err().0.contains("9191"));
+        config.upstreams.pop();
+        config.upstreams.push("backend:0".parse().unwrap());
+        assert!(config.validate().unwrap_err().0.contains("twice"));
+        config.upstreams.pop();
+        config.workers = Some(0);
+        assert!(config.validate().is_err());
+        config.workers = Some(1);
+        config.service_id = Some("web/1".into());
+        assert!(config.validate().is_err());
+        config.service_id = None;
+        config.local_app = addr("127.0.0.1:0");
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn advertise_rules() {
+        let a = resolve_advertise(None, addr("127.0.0.1:4321")).unwrap();
+        assert_eq!(a.to_string(), "127.0.0.1:4321");
+        let err = resolve_advertise(None, addr("0.0.0.0:21000")).unwrap_err();
+        assert!(
+            err.0.contains("wildcard") && err.0.contains("--advertise"),
+            "{err}"
+        );
+        let bound = addr("0.0.0.0:21000");
+        let cases = [
+            ("10.0.0.1:21001", "10.0.0.1:21001"),
+            ("10.0.0.1", "10.0.0.1:21000"),
+            ("[fd00::1]:1", "[fd00::1]:1"),
+            ("fd00::1", "[fd00::1]:21000"),
+            ("node-1.example:443", "node-1.example:443"),
+        ];
+        for (given, want) in cases {
+            let got = resolve_advertise(Some(given), bound).unwrap();
+            assert_eq!(got.to_string(), want, "{given}");
+        }
+        for bad in ["0.0.0.0:1", "[::]:1", "host:x", ":1", "a b:1", "[::1:5"] {
+            assert!(resolve_advertise(Some(bad), bound).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn files_hcl_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let hcl_path = dir.path().join("proxy.hcl");
+        std::fs::write(
+            &hcl_path,
+            r#"
+service = "web"
+service_id = "web-1"
+control = "http://127.0.0.1:9500"
+inbound_bind = "127.0.0.1:0"
+local_app = "127.0.0.1:8080"
+admin_bind = "127.0.0.1:0"
+protocol = "http2"
+workers = 2
+drain_timeout = "3s"
+upstreams = [
+  { service = "backend", local_port = 9191 },
+  { service = "backend", peer = "cluster-02", local_port = 9192 },
+]
+"#,
+        )
+        .unwrap();
+        let config = FileConfig::load(&hcl_path)
+            .unwrap()
+            .into_layer()
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(config.service_id(), "web-1");
+        assert_eq!(config.protocol, Protocol::Http2);
+        assert_eq!(config.workers, Some(2));
+        assert_eq!(config.drain_timeout, Duration::from_secs(3));
+        assert_eq!(config.upstreams.len(), 2);
+        assert_eq!(config.upstreams[1].label(), "backend@cluster-02");
+
+        let json_path = dir.path().join("proxy.json");
+        std::fs::write(&json_path, r#"{"service": "web", "servcie_id": "x"}"#).unwrap();
+        let err = FileConfig::load(&json_path).unwrap_err();
+        assert!(err.0.contains("servcie_id"), "{err}");
+        std::fs::write(
+            &hcl_path,
+            "upstreams = [{ service = \"b\", local_port = 1, prot = \"tcp\" }]\n",
+        )
+        .unwrap();
+        let err = FileConfig::load(&hcl_path).unwrap_err();
+        assert!(err.0.contains("prot"), "{err}");
+        std::fs::write(&hcl_path, "protocol = \"udp\"\n").unwrap();
+        let err = FileConfig::load(&hcl_path)
+            .unwrap()
+            .into_layer()
+            .unwrap_err();
+        assert!(err.0.contains("udp"), "{err}");
+    }
+
+    #[test]
+    fn required_settings() {
+        let err = Layer::default().finish().unwrap_err();
+        assert!(err.0.contains("--service"), "{err}");
+        let layer = Layer {
+            service: Some("web".into()),
+            ..Layer::default()
+        };
+        assert!(layer.finish().unwrap_err().0.contains("--local-app"));
+    }
+}

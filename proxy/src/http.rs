@@ -1,0 +1,307 @@
+//! HTTP plumbing shared by both directions: the response body type,
+//! proxy-generated responses, hop-by-hop headers, upgrades, and serving
+//! one connection with graceful drain.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE, TE, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::Service;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::balance::InFlight;
+use crate::drain::Drain;
+use crate::io::{splice, Spliced};
+use crate::upstream::Endpoint;
+
+/// Says which proxy-generated error a response is.
+pub(crate) const ERROR_HEADER: &str = "x-isthmus-error";
+/// Envoy's body for a request an L7 intention denies.
+pub(crate) const RBAC_DENIED: &str = "RBAC: access denied";
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("trailer"),
+];
+
+/// A response body: streamed from the other side, or made by the proxy.
+#[derive(Debug)]
+pub(crate) enum ResponseBody {
+    Remote {
+        body: Incoming,
+        /// Keeps the request counted against its endpoint until the body ends.
+        _in_flight: Option<InFlight<Endpoint>>,
+    },
+    Local(Full<Bytes>),
+}
+
+impl ResponseBody {
+    pub(crate) fn remote(body: Incoming, in_flight: Option<InFlight<Endpoint>>) -> ResponseBody {
+        ResponseBody::Remote {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Remote { body, .. } => Pin::new(body).poll_frame(cx),
+            ResponseBody::Local(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(|never: Infallible| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Remote { body, .. } => body.is_end_stream(),
+            ResponseBody::Local(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Remote { body, .. } => body.size_hint(),
+            ResponseBody::Local(full) => full.size_hint(),
+        }
+    }
+}
+
+/// A response the proxy makes itself.
+pub(crate) fn local_response(
+    status: StatusCode,
+    error: Option<&'static str>,
+    body: impl Into<Bytes>,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Local(Full::new(body.into())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(error) = error {
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(error));
+    }
+    response
+}
+
+/// 403 for a request the intentions deny.
+pub(crate) fn forbidden() -> Response<ResponseBody> {
+    local_response(
+        StatusCode::FORBIDDEN,
+        None,
+        Bytes::from_static(RBAC_DENIED.as_bytes()),
+    )
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// An HTTP/1.1 request asking to switch protocols (WebSocket).
+pub(crate) fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(UPGRADE)
+        && has_token(request.headers(), &CONNECTION, "upgrade")
+}
+
+/// Removes hop-by-hop headers, those the `Connection` header names
+/// included. With `keep_upgrade`, `Connection: upgrade` and `Upgrade`
+/// stay, so an upgrade can be passed on.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if headers.get(TE).is_some_and(|te| te != "trailers") {
+        headers.remove(TE);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// The server side of both directions: HTTP/1.1 (with upgrades) or HTTP/2,
+/// detected from the connection preface.
+pub(crate) fn server() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE);
+    builder
+}
+
+/// Serves one connection until it ends; when draining starts, HTTP/2 gets
+/// a GOAWAY and HTTP/1 closes after the current response; at the drain
+/// deadline the connection is dropped.
+pub(crate) async fn serve_connection<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    drain: Drain,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.draining(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = drain.aborted() => return,
+        }
+    }
+}
+
+/// Once both sides of an upgrade are switched, copies bytes between them
+/// until both are done (or the drain deadline).
+pub(crate) fn splice_upgrades(downstream: OnUpgrade, upstream: OnUpgrade, drain: Drain) {
+    tokio::spawn(async move {
+        let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "an upgrade did not complete");
+                return;
+            }
+        };
+        let (mut downstream, mut upstream) = (TokioIo::new(downstream), TokioIo::new(upstream));
+        match splice(&mut downstream, &mut upstream, drain.aborted()).await {
+            Spliced::Done(up, down) => tracing::debug!(up, down, "upgraded connection finished"),
+            Spliced::Failed(e) => tracing::debug!(error = %e, "upgraded connection failed"),
+            Spliced::Stopped => tracing::debug!("upgraded connection cut at the drain deadline"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "secret"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept", "content-length"]);
+
+        let mut h = headers(&[("te", "trailers"), ("connection", "close")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        assert!(h.get("connection").is_none());
+    }
+
+    #[test]
+    fn upgrades_keep_what_they_need() {
+        let mut request = Request::new(());
+        *request.headers_mut() = headers(&[
+            ("connection", "Upgrade, x-hop"),
+            ("upgrade", "websocket"),
+            ("x-hop", "1"),
+            ("sec-websocket-key", "k"),
+        ]);
+        assert!(is_upgrade_request(&request));
+        strip_hop_by_hop(request.headers_mut(), true);
+        let h = request.headers();
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("sec-websocket-key").unwrap(), "k");
+        assert!(h.get("x-hop").is_none());
+
+        let mut h2 = Request::new(());
+        *h2.version_mut() = Version::HTTP_2;
+        *h2.headers_mut() = headers(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        assert!(!is_upgrade_request(&h2));
+    }
+
+    #[test]
+    fn local_responses() {
+        let denied = forbidden();
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+        assert!(denied.headers().get(ERROR_HEADER).is_none());
+        let unavailable = local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("no healthy endpoint"),
+            "why",
+        );
+        assert_eq!(unavailable.headers()[ERROR_HEADER], "no healthy endpoint");
+    }
+}

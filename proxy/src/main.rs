@@ -1,0 +1,79 @@
+//! `isthmus-proxy`: the sidecar proxy as a process.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use isthmus_proxy::cli::Cli;
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn terminated() {
+    let signal = isthmus_api::process::shutdown_signal().await;
+    tracing::info!(signal, "shutting down");
+}
+
+fn main() -> ExitCode {
+    let config = match Cli::parse_args().into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    isthmus_api::process::init_logging(config.log_json);
+    let workers = config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("Error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let mut proxy = match isthmus_proxy::start(config).await {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let signalled = tokio::select! {
+            _ = terminated() => true,
+            ready = proxy.ready() => match ready {
+                Ok(()) => {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = writeln!(stdout, "{}", proxy.ready_line());
+                    let _ = stdout.flush();
+                    false
+                }
+                // Stopped before it was ready (POST /shutdown): wait reports why.
+                Err(_) => false,
+            },
+        };
+        let finished = if signalled {
+            None
+        } else {
+            tokio::select! {
+                _ = terminated() => None,
+                r = proxy.wait() => Some(r),
+            }
+        };
+        let result = match finished {
+            Some(result) => result,
+            None => proxy.shutdown().await,
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
