@@ -422,3 +422,23 @@ async fn a_check_failed_through_the_api_also_deregisters_its_service() {
     assert_eq!(entries[0]["Checks"][0]["Status"], "passing");
     assert_eq!(health(&agent, "steady").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_relayed_peer_query_may_not_read_imports() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let agent = TestAgent::start().await;
+    // What a gateway would forward if it relayed ?peer= (it drops it; the
+    // agent refuses it too, as a second line).
+    let mut stream = tokio::net::TcpStream::connect(agent.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /v1/health/service/web?peer=cluster-03 HTTP/1.1\r\nhost: agent\r\nx-isthmus-peer: cluster-02\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("may query only services this cluster exports"),
+        "{answer}"
+    );
+}

@@ -55,9 +55,15 @@ pub fn parse(body: &str) -> Value {
 
 /// A plaintext request to `addr` (an upstream listener), over HTTP/1.1 or
 /// HTTP/2 prior knowledge; returns status, body, and the error header.
-pub async fn request(addr: &str, method: &str, path: &str, h2: bool) -> Result<(u16, String, Option<String>), String> {
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    h2: bool,
+) -> Result<(u16, String, Option<String>), String> {
     use http_body_util::BodyExt;
-    let mut builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
     if h2 {
         builder.http2_only(true);
     }
@@ -77,7 +83,12 @@ pub async fn request(addr: &str, method: &str, path: &str, h2: bool) -> Result<(
         .get("x-isthmus-error")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned(), error))
 }
 

@@ -18,7 +18,13 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// Starts a sidecar for `service` in front of `local_app`, with
     /// `upstreams` given as `svc[@peer]` (each on an ephemeral local port).
-    pub fn spawn(control: &str, service: &str, local_app: &str, upstreams: &[&str], extra: &[&str]) -> ProxyProcess {
+    pub fn spawn(
+        control: &str,
+        service: &str,
+        local_app: &str,
+        upstreams: &[&str],
+        extra: &[&str],
+    ) -> ProxyProcess {
         let program = bin_dir().join("isthmus-proxy");
         assert!(program.exists(), "{} not built", program.display());
         let mut args: Vec<String> = vec![

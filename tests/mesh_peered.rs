@@ -1,0 +1,111 @@
+//! Service traffic across a peering: frontend in cluster-02 calls backend in
+//! cluster-01 through both clusters' gateways; intentions with `Peer` decide.
+
+use isthmus_tests::api::{get as api_get, put};
+use isthmus_tests::apps::{get, http_app, parse};
+use isthmus_tests::cluster::Cluster;
+use isthmus_tests::eventually;
+use isthmus_tests::process::stdout;
+use isthmus_tests::proxy_process::ProxyProcess;
+use serde_json::json;
+
+#[tokio::test]
+async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {
+    let dir = tempfile::tempdir().unwrap();
+    let c1 = Cluster::start("cluster-01", dir.path()).await;
+    let c2 = Cluster::start("cluster-02", dir.path()).await;
+    let token = stdout(&c1.cli(&["peering", "generate-token", "-name", "cluster-02"]))
+        .trim()
+        .to_owned();
+    let established = c2.cli(&[
+        "peering",
+        "establish",
+        "-name",
+        "cluster-01",
+        "-peering-token",
+        &token,
+    ]);
+    assert!(established.status.success());
+    c2.wait_for_state("cluster-01", "ACTIVE").await;
+
+    let backend_app = http_app("backend").await.to_string();
+    let _backend = ProxyProcess::spawn(&c1.agent.url(), "backend", &backend_app, &[], &[]);
+    put(
+        &c1.client,
+        "/v1/agent/service/register",
+        json!({"Name": "backend", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
+    )
+    .await;
+    put(
+        &c1.client,
+        "/v1/config",
+        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "backend", "Consumers": [{"Peer": "cluster-02"}]}]}),
+    )
+    .await;
+    put(
+        &c1.client,
+        "/v1/config",
+        json!({"Kind": "service-intentions", "Name": "backend", "Sources": [{"Name": "frontend", "Peer": "cluster-02", "Action": "allow"}]}),
+    )
+    .await;
+
+    let app = http_app("caller").await.to_string();
+    let frontend = ProxyProcess::spawn(
+        &c2.agent.url(),
+        "frontend",
+        &app,
+        &["backend@cluster-01"],
+        &[],
+    );
+    let intruder = ProxyProcess::spawn(
+        &c2.agent.url(),
+        "intruder",
+        &app,
+        &["backend@cluster-01"],
+        &[],
+    );
+
+    let body = eventually("frontend reaches backend across the peering", || async {
+        match get(frontend.upstream("backend@cluster-01"), "/across").await {
+            Ok((200, body, _)) => Some(body),
+            _ => None,
+        }
+    })
+    .await;
+    let seen = parse(&body);
+    assert_eq!(seen["app"], "backend");
+    let (c2_roots, _) = api_get(&c2.client, "/v1/connect/ca/roots").await;
+    let caller = format!(
+        "URI=spiffe://{}/ns/default/dc/cluster-02/svc/frontend",
+        c2_roots["TrustDomain"].as_str().unwrap()
+    );
+    assert!(
+        seen["xfcc"].as_str().unwrap().contains(&caller),
+        "the backend sees the real caller: {seen}"
+    );
+
+    let (status, _, _) = get(intruder.upstream("backend@cluster-01"), "/across")
+        .await
+        .unwrap();
+    assert!(status >= 500, "intruder from cluster-02 got {status}");
+
+    // Withdrawing the export cuts the path: no endpoint, explicit 503.
+    let deleted = c1.cli(&[
+        "config",
+        "delete",
+        "-kind",
+        "exported-services",
+        "-name",
+        "default",
+    ]);
+    assert!(deleted.status.success());
+    let (status, _, error) = eventually("export withdrawn", || async {
+        get(frontend.upstream("backend@cluster-01"), "/across")
+            .await
+            .ok()
+            .filter(|(s, _, _)| *s == 503)
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(error.as_deref(), Some("no healthy endpoint"));
+}
