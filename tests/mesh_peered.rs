@@ -2,7 +2,7 @@
 //! cluster-01 through both clusters' gateways; intentions with `Peer` decide.
 
 use isthmus_tests::api::{get as api_get, put};
-use isthmus_tests::apps::{get, http_app, parse};
+use isthmus_tests::apps::{get, http_app, parse, request_with};
 use isthmus_tests::cluster::Cluster;
 use isthmus_tests::eventually;
 use isthmus_tests::process::stdout;
@@ -88,6 +88,60 @@ async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {
         .await
         .unwrap();
     assert!(status >= 500, "intruder from cluster-02 got {status}");
+
+    // L7 rules for the peer's caller, enforced by the backend's sidecar:
+    // nothing under /admin; GETs only with the team header.
+    put(
+        &c1.client,
+        "/v1/config",
+        json!({"Kind": "service-intentions", "Name": "backend", "Sources": [{
+        "Name": "frontend", "Peer": "cluster-02", "Permissions": [
+            {"Action": "deny", "HTTP": {"PathPrefix": "/admin"}},
+            {"Action": "allow", "HTTP": {"PathPrefix": "/", "Methods": ["GET"],
+                "Header": [{"Name": "x-team", "Exact": "web"}]}}
+        ]}]}),
+    )
+    .await;
+    let through = frontend.upstream("backend@cluster-01");
+    let team = [("x-team", "web")];
+    let (status, body, _) = eventually("L7 rules in force across the peering", || async {
+        request_with(through, "GET", "/admin/x", &team, false)
+            .await
+            .ok()
+            .filter(|(s, _, _)| *s == 403)
+    })
+    .await;
+    assert_eq!(body, "RBAC: access denied");
+    assert_eq!(
+        request_with(through, "GET", "/across", &team, false)
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(
+        request_with(through, "GET", "/across", &[], false)
+            .await
+            .unwrap()
+            .0,
+        403,
+        "no header: no match, default deny"
+    );
+    assert_eq!(
+        request_with(through, "POST", "/across", &team, false)
+            .await
+            .unwrap()
+            .0,
+        403
+    );
+    assert_eq!(
+        request_with(through, "GET", "/across", &team, true)
+            .await
+            .unwrap()
+            .0,
+        200,
+        "HTTP/2 from the app too"
+    );
 
     // Withdrawing the export cuts the path: no endpoint, explicit 503.
     let deleted = c1.cli(&[

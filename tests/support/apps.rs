@@ -61,6 +61,17 @@ pub async fn request(
     path: &str,
     h2: bool,
 ) -> Result<(u16, String, Option<String>), String> {
+    request_with(addr, method, path, &[], h2).await
+}
+
+/// [`request`] with extra request headers.
+pub async fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    h2: bool,
+) -> Result<(u16, String, Option<String>), String> {
     use http_body_util::BodyExt;
     let mut builder =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
@@ -68,9 +79,13 @@ pub async fn request(
         builder.http2_only(true);
     }
     let client = builder.build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method(method)
-        .uri(format!("http://{addr}{path}"))
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
         .body(http_body_util::Empty::new())
         .map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(super::WAIT, client.request(request))
