@@ -104,7 +104,7 @@ async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {
     .await;
     let through = frontend.upstream("backend@cluster-01");
     let team = [("x-team", "web")];
-    let (status, body, _) = eventually("L7 rules in force across the peering", || async {
+    let (_, body, _) = eventually("L7 rules in force across the peering", || async {
         request_with(through, "GET", "/admin/x", &team, false)
             .await
             .ok()
