@@ -37,7 +37,7 @@ pub(crate) enum ForwardError {
 impl ForwardError {
     /// The message for the 502 answer, with the underlying causes.
     pub(crate) fn detail(&self) -> String {
-        crate::retry::error_chain(self)
+        isthmus_api::retry::error_chain(self)
     }
 }
 

@@ -26,7 +26,6 @@ mod metrics;
 mod passthrough;
 mod peering;
 pub mod registration;
-mod retry;
 pub mod sni;
 mod tls;
 mod view;
@@ -231,7 +230,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let registered = match registrar.register().await {
         Ok(()) => true,
         Err(e) => {
-            let error = retry::error_chain(&e);
+            let error = isthmus_api::retry::error_chain(&e);
             tracing::warn!(error = %error, "catalog registration failed; retrying in the background");
             false
         }
@@ -311,7 +310,9 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     let deregister = async {
         match tokio::time::timeout(DEREGISTER_TIMEOUT, tasks.registrar.deregister()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %retry::error_chain(&e), "deregistration failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %isthmus_api::retry::error_chain(&e), "deregistration failed")
+            }
             Err(_) => tracing::warn!("deregistration timed out"),
         }
     };

@@ -304,12 +304,21 @@ mod tests {
 
     #[test]
     fn only_harmless_query_parameters_are_relayed() {
-        assert_eq!(relayed("/v1/health/service/web", None), "/v1/health/service/web");
         assert_eq!(
-            relayed("/v1/health/service/web", Some("passing&peer=cluster-03&index=7&wait=1s&filter=x")),
+            relayed("/v1/health/service/web", None),
+            "/v1/health/service/web"
+        );
+        assert_eq!(
+            relayed(
+                "/v1/health/service/web",
+                Some("passing&peer=cluster-03&index=7&wait=1s&filter=x")
+            ),
             "/v1/health/service/web?passing&index=7&wait=1s"
         );
-        assert_eq!(relayed("/v1/health/service/web", Some("peer=cluster-03")), "/v1/health/service/web");
+        assert_eq!(
+            relayed("/v1/health/service/web", Some("peer=cluster-03")),
+            "/v1/health/service/web"
+        );
     }
 
     fn peer(state: &str) -> GatewayPeer {

@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::admin::Readiness;
 use crate::config::Advertise;
-use crate::retry::{Backoff, FailureLog};
+use isthmus_api::retry::{Backoff, FailureLog};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -163,7 +163,7 @@ impl Registrar {
                     backoff.reset();
                 }
                 Err(e) => {
-                    let message = crate::retry::error_chain(&e);
+                    let message = isthmus_api::retry::error_chain(&e);
                     if failures.failed(&message) {
                         tracing::warn!(error = %message, "catalog registration failed; retrying with backoff");
                     }

@@ -15,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::admin::Readiness;
-use crate::retry::{error_chain, Backoff, FailureLog};
+use isthmus_api::retry::{error_chain, Backoff, FailureLog};
 
 /// How long each blocking query may wait on the agent.
 const BLOCKING_WAIT: &str = "5m";

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::retry::{error_chain, Backoff, FailureLog};
+use isthmus_api::retry::{error_chain, Backoff, FailureLog};
 
 /// How long each blocking query may wait on the agent.
 const BLOCKING_WAIT: &str = "5m";

@@ -20,7 +20,7 @@
 //! | `inbound` (+ `http`, `tcp`) | accept, mTLS, caller identity, intentions, forward to the local app |
 //! | `outbound` (+ `http`), `upstream`, `balance`, `pool` | per-upstream listener, route (endpoints + TLS) watching, P2C balancing, pooled HTTP/2 mTLS |
 //! | `http`, `io`, `drain` | shared HTTP plumbing, byte counting and splicing, graceful drain |
-//! | `admin`, `metrics`, `registration`, `retry` | admin listener, Prometheus metrics, catalog registration, backoff |
+//! | `admin`, `metrics`, `registration` | admin listener, Prometheus metrics, catalog registration (backoff: `isthmus_api::retry`) |
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -37,7 +37,6 @@ mod metrics;
 mod outbound;
 mod pool;
 pub mod registration;
-mod retry;
 mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -402,7 +401,9 @@ async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
     let deregister = async {
         match tokio::time::timeout(DEREGISTER_TIMEOUT, tasks.registrar.deregister()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %retry::error_chain(&e), "deregistration failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %isthmus_api::retry::error_chain(&e), "deregistration failed")
+            }
             Err(_) => tracing::warn!("deregistration timed out"),
         }
     };

@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::admin::Readiness;
 use crate::config::{Advertise, ProxyConfig};
-use crate::retry::{error_chain, Backoff, FailureLog};
+use isthmus_api::retry::{error_chain, Backoff, FailureLog};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const SIDECAR_SUFFIX: &str = "-sidecar-proxy";

@@ -20,4 +20,5 @@ pub mod naming;
 pub mod peering;
 pub mod process;
 pub mod proxy;
+pub mod retry;
 pub mod tls;

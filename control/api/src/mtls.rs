@@ -328,9 +328,14 @@ mod tests {
     }
 
     fn bundle(local: &Ca, peer: &Ca) -> TrustBundle {
-        let mut bundle = TrustBundle::new("local.isthmus", std::slice::from_ref(&local.pem)).unwrap();
+        let mut bundle =
+            TrustBundle::new("local.isthmus", std::slice::from_ref(&local.pem)).unwrap();
         bundle
-            .add_peer("cluster-02", "peer.isthmus", std::slice::from_ref(&peer.pem))
+            .add_peer(
+                "cluster-02",
+                "peer.isthmus",
+                std::slice::from_ref(&peer.pem),
+            )
             .unwrap();
         bundle
     }
@@ -400,7 +405,8 @@ mod tests {
     #[test]
     fn a_peer_cannot_claim_our_trust_domain() {
         let local = ca("local.isthmus");
-        let mut bundle = TrustBundle::new("local.isthmus", std::slice::from_ref(&local.pem)).unwrap();
+        let mut bundle =
+            TrustBundle::new("local.isthmus", std::slice::from_ref(&local.pem)).unwrap();
         assert!(bundle
             .add_peer("evil", "local.isthmus", &[ca("x").pem])
             .is_err());

@@ -111,8 +111,13 @@ pub fn run(args: AgentArgs) -> ExitCode {
     let json = args.log_json;
     // Under --dev the agent also runs a mesh gateway, so one command gives
     // a cluster that can peer.
-    let dev_gateway =
-        (args.dev && !args.no_gateway).then(|| (args.gateway_bind, args.gateway_admin_bind, args.gateway_advertise.clone()));
+    let dev_gateway = (args.dev && !args.no_gateway).then(|| {
+        (
+            args.gateway_bind,
+            args.gateway_admin_bind,
+            args.gateway_advertise.clone(),
+        )
+    });
     let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {

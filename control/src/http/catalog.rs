@@ -106,7 +106,10 @@ pub async fn health_service_all(
 
 /// A peer's query relayed by our gateway may read our own services only,
 /// never what we imported from another peer.
-fn refuse_relayed_peer_query(headers: &axum::http::HeaderMap, params: &Params) -> Result<(), ApiError> {
+fn refuse_relayed_peer_query(
+    headers: &axum::http::HeaderMap,
+    params: &Params,
+) -> Result<(), ApiError> {
     if let Some(caller) = headers.get(isthmus_api::peering::HEADER_PEER) {
         if params.contains_key("peer") {
             return Err(ApiError::new(

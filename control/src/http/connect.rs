@@ -72,7 +72,13 @@ fn caller_of<'a>(
     snapshot: &crate::store::Snapshot,
     id: &'a SpiffeId,
 ) -> Result<(Option<String>, &'a str, &'a str), String> {
-    let SpiffeId::Service { trust_domain, namespace, service, .. } = id else {
+    let SpiffeId::Service {
+        trust_domain,
+        namespace,
+        service,
+        ..
+    } = id
+    else {
         return Err("ClientCertURI is a mesh gateway, not a service identity".into());
     };
     if *trust_domain == state.cluster.trust_domain {
@@ -119,7 +125,11 @@ pub async fn authorize(
         Err(reason) => return Ok(answer(false, reason)),
     };
     let intentions = state.intentions(&snapshot)?;
-    let source = Source { peer: peer.as_deref(), namespace, name };
+    let source = Source {
+        peer: peer.as_deref(),
+        namespace,
+        name,
+    };
     let decision = intentions.decide(&source, &request.target);
     Ok(answer(
         decision.allows_connection_without_http(),

@@ -127,7 +127,7 @@ async fn forward(
                     let error = e.into_error();
                     return Err(Failure::new(
                         OutboundError::Request,
-                        crate::retry::error_chain(&error),
+                        isthmus_api::retry::error_chain(&error),
                     ));
                 }
             },
@@ -205,7 +205,7 @@ async fn upgrade(
     strip_hop_by_hop(request.headers_mut(), true);
     let mut response = sender.send_request(request).await.map_err(|e| {
         upstream.errors.count(OutboundError::Request);
-        Failure::new(OutboundError::Request, crate::retry::error_chain(&e))
+        Failure::new(OutboundError::Request, isthmus_api::retry::error_chain(&e))
     })?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let remote = hyper::upgrade::on(&mut response);

@@ -7,16 +7,16 @@ use rand::Rng;
 use tokio::time::Instant;
 
 /// Delays growing from `base` to `max`, each drawn uniformly from the upper
-/// half of the current step so that many proxies do not retry in lockstep.
+/// half of the current step so that many clients do not retry in lockstep.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     base: Duration,
     max: Duration,
     step: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new(base: Duration, max: Duration) -> Backoff {
+    pub fn new(base: Duration, max: Duration) -> Backoff {
         Backoff {
             base,
             max,
@@ -24,14 +24,14 @@ impl Backoff {
         }
     }
 
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = (self.step * 2).min(self.max);
         let half = step / 2;
         half + rand::rng().random_range(Duration::ZERO..=half)
     }
 
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.step = self.base;
     }
 }
@@ -40,14 +40,14 @@ impl Backoff {
 /// different error, or one after `every` of silence. Everything else goes
 /// to debug.
 #[derive(Debug)]
-pub(crate) struct FailureLog {
+pub struct FailureLog {
     every: Duration,
     last: Option<(Instant, String)>,
     failures: u64,
 }
 
 impl FailureLog {
-    pub(crate) fn new(every: Duration) -> FailureLog {
+    pub fn new(every: Duration) -> FailureLog {
         FailureLog {
             every,
             last: None,
@@ -56,7 +56,7 @@ impl FailureLog {
     }
 
     /// Records a failure; true if it should be logged at warn.
-    pub(crate) fn failed(&mut self, message: &str) -> bool {
+    pub fn failed(&mut self, message: &str) -> bool {
         self.failures += 1;
         let now = Instant::now();
         let warn = match &self.last {
@@ -70,7 +70,7 @@ impl FailureLog {
     }
 
     /// Records a success; returns how many failures preceded it.
-    pub(crate) fn recovered(&mut self) -> u64 {
+    pub fn recovered(&mut self) -> u64 {
         self.last = None;
         std::mem::take(&mut self.failures)
     }
@@ -78,7 +78,7 @@ impl FailureLog {
 
 /// An error with its causes (`a: b: c`), skipping causes whose text the
 /// message already contains (many errors print their source themselves).
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
