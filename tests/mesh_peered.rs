@@ -1,5 +1,6 @@
 //! Service traffic across a peering: frontend in cluster-02 calls backend in
-//! cluster-01 through both clusters' gateways; intentions with `Peer` decide.
+//! cluster-01 through cluster-01's gateway (passthrough by SNI), and the
+//! other way round; intentions with `Peer` decide.
 
 use isthmus_tests::api::{get as api_get, put};
 use isthmus_tests::apps::{get, http_app, parse, request_with};
@@ -162,4 +163,56 @@ async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {
     .await;
     assert_eq!(status, 503);
     assert_eq!(error.as_deref(), Some("no healthy endpoint"));
+}
+
+#[tokio::test]
+async fn the_token_issuing_cluster_reaches_the_other_sides_exports_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let c1 = Cluster::start("cluster-01", dir.path()).await;
+    let c2 = Cluster::start("cluster-02", dir.path()).await;
+    let token = stdout(&c1.cli(&["peering", "generate-token", "-name", "cluster-02"]))
+        .trim()
+        .to_owned();
+    let established = c2.cli(&[
+        "peering",
+        "establish",
+        "-name",
+        "cluster-01",
+        "-peering-token",
+        &token,
+    ]);
+    assert!(established.status.success());
+    c1.wait_for_state("cluster-02", "ACTIVE").await;
+
+    // cluster-02 (the dialer) exports `api`; cluster-01 (the acceptor) calls it.
+    let api_app = http_app("api").await.to_string();
+    let _api = ProxyProcess::spawn(&c2.agent.url(), "api", &api_app, &[], &[]);
+    put(
+        &c2.client,
+        "/v1/agent/service/register",
+        json!({"Name": "api", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
+    )
+    .await;
+    put(
+        &c2.client,
+        "/v1/config",
+        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "api", "Consumers": [{"Peer": "cluster-01"}]}]}),
+    )
+    .await;
+    put(
+        &c2.client,
+        "/v1/config",
+        json!({"Kind": "service-intentions", "Name": "api", "Sources": [{"Name": "web", "Peer": "cluster-01", "Action": "allow"}]}),
+    )
+    .await;
+    let app = http_app("web").await.to_string();
+    let web = ProxyProcess::spawn(&c1.agent.url(), "web", &app, &["api@cluster-02"], &[]);
+    let body = eventually("cluster-01 reaches api in cluster-02", || async {
+        match get(web.upstream("api@cluster-02"), "/reverse").await {
+            Ok((200, body, _)) => Some(body),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(parse(&body)["app"], "api");
 }

@@ -110,6 +110,21 @@ impl Caller {
         snapshot.bundle.peer_of(&self.trust_domain)
     }
 
+    /// Why this caller may not reach `service` whatever the intentions say:
+    /// a peer's caller only reaches services exported to its peering (the
+    /// gateway routed it by the peer name the caller claimed in its SNI,
+    /// which only the certificate's trust domain proves).
+    fn not_exported(snapshot: &Snapshot, peer: Option<&str>, service: &str) -> Option<String> {
+        let peer = peer?;
+        let exported = snapshot
+            .view
+            .peers
+            .iter()
+            .find(|p| p.name == peer)
+            .is_some_and(|p| p.exported_services.iter().any(|s| s == service));
+        (!exported).then(|| format!("service {service} is not exported to peer {peer}"))
+    }
+
     fn source<'a>(&'a self, peer: Option<&'a str>) -> Source<'a> {
         Source {
             peer,
@@ -248,6 +263,12 @@ impl Inbound {
                 ),
             };
         };
+        if let Some(reason) = Caller::not_exported(snapshot, peer, &self.service) {
+            return Verdict::Deny {
+                layer: Layer::L4,
+                reason,
+            };
+        }
         let decision = snapshot
             .policy
             .intentions

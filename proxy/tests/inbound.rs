@@ -238,6 +238,23 @@ async fn peer_callers_are_known_by_their_peering() {
         false,
     );
     assert!(f.get_as(&forged, "/").await.is_err());
+
+    // A peer reaches only what is exported to it, whatever the intentions
+    // say: the gateway routed by the peer name the caller claimed.
+    let index = f.stub.set_view(view(
+        &f.ca,
+        vec![peer_ca.as_peer_exporting(PEER, &["other"])],
+        vec![intentions(json!({
+            "Kind": "service-intentions",
+            "Name": BACKEND,
+            "Sources": [{"Name": "web", "Peer": PEER, "Action": "allow"}]
+        }))],
+    ));
+    f.stub.view_in_effect(index).await;
+    assert!(
+        f.get_as(&peer_web, "/").await.is_err(),
+        "not exported to the caller's peering"
+    );
     let m = metrics(&f.proxy).await;
     assert_eq!(
         m["inbound_authorization_total{decision=\"allow\",layer=\"l4\",peer=\"cluster-02\",src_service=\"web\"}"],

@@ -39,6 +39,11 @@ pub struct PeerTrust {
     /// The peer's cluster (datacenter) name, part of its SPIFFE IDs.
     pub datacenter: String,
     pub root_pems: Vec<String>,
+    /// Our services exported to this peer. The gateway routes by the peer
+    /// name a caller *claims* in its SNI, so the destination sidecar checks
+    /// the caller's real peer (from its certificate) against this list.
+    #[serde(default)]
+    pub exported_services: Vec<String>,
 }
 
 /// How to reach an upstream: dial any endpoint, present `sni`, and accept

@@ -72,6 +72,8 @@ pub async fn gateway_view(
             Table::AuthGroups,
             Table::ConfigEntries,
             Table::Services,
+            // Sidecar health decides the passthrough endpoints.
+            Table::Checks,
         ]
         .into_iter()
         .map(|t| snap.table_index(t))

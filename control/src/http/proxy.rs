@@ -25,16 +25,20 @@ pub async fn view(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
-        let peers = peering::list(snap)?
-            .into_iter()
-            .filter(|r| r.established() && !r.peer_ca_pems.is_empty())
-            .map(|r| PeerTrust {
-                name: r.name,
-                trust_domain: r.peer_trust_domain,
-                datacenter: r.remote.datacenter,
-                root_pems: r.peer_ca_pems,
-            })
-            .collect();
+        let mut peers = Vec::new();
+        for record in peering::list(snap)? {
+            if !record.established() || record.peer_ca_pems.is_empty() {
+                continue;
+            }
+            let exported_services = peering::exported_names(snap, &record)?;
+            peers.push(PeerTrust {
+                name: record.name,
+                trust_domain: record.peer_trust_domain,
+                datacenter: record.remote.datacenter,
+                root_pems: record.peer_ca_pems,
+                exported_services,
+            });
+        }
         let view = ProxyView {
             cluster: state.cluster.name.clone(),
             trust_domain: state.cluster.trust_domain.clone(),
@@ -43,8 +47,16 @@ pub async fn view(
             peers,
             intentions: crate::config_entries::service_intentions(snap)?,
         };
-        let index =
-            max_index(snap, &[Table::Peerings, Table::ConfigEntries])?.max(state.ca.roots_index());
+        let index = max_index(
+            snap,
+            &[
+                Table::Peerings,
+                Table::ConfigEntries,
+                Table::Services,
+                Table::AuthGroups,
+            ],
+        )?
+        .max(state.ca.roots_index());
         Ok((view, index))
     })
     .await

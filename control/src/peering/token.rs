@@ -287,6 +287,7 @@ pub async fn exchange(
                 record.peer_server_addresses = dialer.gateway_addresses.clone();
                 record.peer_server_name =
                     api::server_name(&dialer.cluster_name, &dialer.trust_domain);
+                record.name_at_peer = dialer.peer_name.clone();
                 record.remote = Remote {
                     partition: "default".into(),
                     datacenter: dialer.cluster_name.clone(),

@@ -87,12 +87,17 @@ fn denial(
     let snapshot = guard
         .as_deref()
         .expect("a connection exists only after the first snapshot");
-    let decision = caller.peer(snapshot).map(|peer| {
-        snapshot
-            .policy
-            .intentions
-            .decide(&caller.source(peer), &inbound.service)
-    });
+    // A peer's caller whose service export was withdrawn is refused like an
+    // untrusted one.
+    let decision = caller
+        .peer(snapshot)
+        .filter(|peer| Caller::not_exported(snapshot, *peer, &inbound.service).is_none())
+        .map(|peer| {
+            snapshot
+                .policy
+                .intentions
+                .decide(&caller.source(peer), &inbound.service)
+        });
     match decision {
         Some(Decision::L4 { allow: true, .. }) => None,
         Some(Decision::L7(rules)) => {
@@ -110,7 +115,7 @@ fn denial(
         // refuse, and ask an HTTP/1 caller to go away.
         Some(Decision::L4 { allow: false, .. }) | None => {
             let reason = decision.map_or_else(
-                || "trust domain no longer trusted".to_owned(),
+                || "trust domain no longer trusted, or service no longer exported".to_owned(),
                 |d| d.reason(),
             );
             if caller.l4_denied.get().is_none() {

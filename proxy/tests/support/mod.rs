@@ -134,13 +134,20 @@ impl Ca {
         }
     }
 
-    /// What the agent's peers list says about this CA's cluster.
+    /// What the agent's peers list says about this CA's cluster; `backend`
+    /// is exported to it.
     pub fn as_peer(&self, name: &str) -> PeerTrust {
+        self.as_peer_exporting(name, &["backend"])
+    }
+
+    /// Like [`Ca::as_peer`], with the given services exported to the peer.
+    pub fn as_peer_exporting(&self, name: &str, exported: &[&str]) -> PeerTrust {
         PeerTrust {
             name: name.into(),
             trust_domain: self.trust_domain.clone(),
             datacenter: self.cluster.clone(),
             root_pems: vec![self.pem.clone()],
+            exported_services: exported.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
