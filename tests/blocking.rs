@@ -110,3 +110,43 @@ async fn every_read_endpoint_has_an_index_and_bad_parameters_are_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_gateway_view_wakes_on_sidecar_health() {
+    // The gateway's passthrough endpoints are healthy sidecars: a check
+    // change must end its blocking query at once, not at the wait's end.
+    let agent = TestAgent::start().await;
+    put(
+        &agent.client,
+        "/v1/agent/service/register",
+        json!({"Name": "api-sidecar-proxy", "Kind": "connect-proxy", "Port": 21000,
+               "Proxy": {"DestinationServiceName": "api"}, "Check": {"TTL": "1h", "Status": "passing"}}),
+    )
+    .await;
+    let (_, index) = get(&agent.client, isthmus_api::gateway::AGENT_PATH_VIEW).await;
+    let client = agent.client.clone();
+    let blocked = tokio::spawn(async move {
+        let started = Instant::now();
+        let (_, new_index) = get(
+            &client,
+            &format!(
+                "{}?index={index}&wait=60s",
+                isthmus_api::gateway::AGENT_PATH_VIEW
+            ),
+        )
+        .await;
+        (new_index, started.elapsed())
+    });
+    put(
+        &agent.client,
+        "/v1/agent/check/fail/service:api-sidecar-proxy",
+        json!(null),
+    )
+    .await;
+    let (new_index, elapsed) = tokio::time::timeout(Duration::from_secs(20), blocked)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new_index > index);
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+}
