@@ -1,0 +1,90 @@
+//! An `isthmus agent --dev` child process and a tiny JSON client for its
+//! HTTP API.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::procs::{self, Proc};
+
+pub struct Agent {
+    _proc: Proc,
+    pub http_addr: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Agent {
+    /// `isthmus agent --dev --no-gateway --http-addr 127.0.0.1:0 <extra>`.
+    pub async fn start(bin_dir: &Path, extra: &[&str]) -> Result<Agent> {
+        let mut args: Vec<String> = [
+            "agent",
+            "--dev",
+            "--no-gateway",
+            "--http-addr",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let (proc, line) = procs::spawn(
+            "isthmus agent",
+            &bin_dir.join("isthmus"),
+            &args,
+            Some("isthmus agent running:"),
+        )?;
+        let http_addr = procs::field(line.as_deref().unwrap_or_default(), "http")?
+            .trim_start_matches("http://")
+            .to_owned();
+        Ok(Agent {
+            _proc: proc,
+            http_addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    async fn call(&self, method: http::Method, path: &str, body: Bytes) -> Result<Bytes> {
+        let request = http::Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{}{path}", self.http_addr))
+            .body(Full::new(body))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!(
+                "{method} {path}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(body)
+    }
+
+    pub async fn put_json(&self, path: &str, value: serde_json::Value) -> Result<()> {
+        self.call(http::Method::PUT, path, Bytes::from(value.to_string()))
+            .await
+            .map(drop)
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let body = self.call(http::Method::GET, path, Bytes::new()).await?;
+        serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))
+    }
+
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let body = self.call(http::Method::GET, path, Bytes::new()).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}

@@ -1,0 +1,106 @@
+//! isthmus-bench: isthmus-proxy against a direct connection, Envoy and
+//! nginx, side by side in one run. See bench/README.md.
+#![forbid(unsafe_code)]
+
+mod agent;
+mod backend;
+mod certs;
+mod churn;
+mod control;
+mod load;
+mod measure;
+mod peers;
+mod procs;
+mod report;
+mod scenario;
+mod topology;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "isthmus-bench",
+    about = "Benchmarks isthmus-proxy against direct, Envoy and nginx"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the isthmus binaries if needed, start every topology, measure
+    /// in interleaved rounds, print the tables and write bench/results/<name>.json.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// One short round (about a second per measurement); no targets enforced.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds (topologies interleaved within each). [default: 3; 1 with --quick]
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds per measurement. [default: 5; 1 with --quick]
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Leave Envoy out.
+    #[arg(long)]
+    no_envoy: bool,
+    /// Leave nginx out.
+    #[arg(long)]
+    no_nginx: bool,
+    /// Never run bench/setup.sh; skip a missing peer instead.
+    #[arg(long)]
+    no_setup: bool,
+    /// Worker threads/processes per proxy (isthmus --workers, Envoy --concurrency, nginx worker_processes).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Results file name (bench/results/<name>.json). [default: a UTC timestamp]
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let Cli {
+        command: Command::Run(args),
+    } = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let code = runtime.block_on(async {
+        tokio::select! {
+            result = run::run(args) => result,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted: stopping every process the bench started");
+                Ok(130)
+            }
+        }
+    })?;
+    // Dropping the runtime drops the topologies: their processes are killed.
+    drop(runtime);
+    std::process::exit(code);
+}
+
+mod run;
+
+/// bench/ (the package's own directory).
+pub fn bench_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory of the release binaries (where this binary lives).
+pub fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    Ok(exe.parent().context("exe has no parent")?.to_path_buf())
+}
+
+pub fn sleep(seconds: f64) -> tokio::time::Sleep {
+    tokio::time::sleep(Duration::from_secs_f64(seconds))
+}

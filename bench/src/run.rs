@@ -1,0 +1,246 @@
+//! `isthmus-bench run`: start the topologies, measure them in interleaved
+//! rounds, report.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::report::{self, TopoResult};
+use crate::topology::{self, Kind, Topology};
+use crate::{backend, certs, control, load, measure, peers, scenario, RunArgs};
+
+const IDLE_CONNECTIONS: usize = 1000;
+
+fn timestamp() -> String {
+    let format = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_else(|_| "run".into())
+}
+
+fn machine() -> serde_json::Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu_model = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu_model,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "loadavg": read("/proc/loadavg").trim(),
+        "clk_tck": measure::clk_tck(),
+    })
+}
+
+pub async fn run(args: RunArgs) -> Result<i32> {
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
+    let name = args.name.clone().unwrap_or_else(timestamp);
+    let bin_dir = crate::bin_dir()?;
+    peers::ensure_isthmus(&bin_dir)?;
+    let machine_start = machine();
+    println!("isthmus-bench: {rounds} round(s), {seconds}s per measurement, {} worker(s) per proxy; machine {machine_start}", args.workers);
+
+    let scratch = tempfile::Builder::new()
+        .prefix("isthmus-bench-")
+        .tempdir()?;
+    topology::open_permissions(scratch.path())?;
+    let certs = certs::generate(scratch.path())?;
+    for path in [
+        &certs.ca,
+        &certs.server_cert,
+        &certs.server_key,
+        &certs.client_cert,
+        &certs.client_key,
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    let backend = backend::start().await?.to_string();
+
+    let mut results = Vec::new();
+    let mut topologies: Vec<Topology> = Vec::new();
+    let mut add = |outcome: Result<Topology>, kind: Kind, results: &mut Vec<TopoResult>| {
+        let mut result = TopoResult::new(kind);
+        match outcome {
+            Ok(t) => {
+                result.version = t.version.clone();
+                topologies.push(t);
+            }
+            Err(e) => {
+                println!("{}: skipped: {e:#}", kind.label());
+                let why: String = format!("{e:#}")
+                    .replace('\n', " ")
+                    .chars()
+                    .take(160)
+                    .collect();
+                result.skipped = Some(why);
+            }
+        }
+        results.push(result);
+    };
+    add(Ok(topology::direct(&backend)), Kind::Direct, &mut results);
+    let isthmus = topology::isthmus(&bin_dir, &backend, args.workers)
+        .await
+        .context("starting the isthmus topology")?;
+    add(Ok(isthmus), Kind::Isthmus, &mut results);
+    let envoy = if args.no_envoy {
+        Err(anyhow::anyhow!("left out (--no-envoy)"))
+    } else {
+        match peers::locate("envoy", args.no_setup) {
+            Ok(bin) => topology::envoy(&bin, scratch.path(), &certs, &backend, args.workers).await,
+            Err(why) => Err(anyhow::anyhow!(why)),
+        }
+    };
+    add(envoy, Kind::Envoy, &mut results);
+    let nginx = if args.no_nginx {
+        Err(anyhow::anyhow!("left out (--no-nginx)"))
+    } else {
+        match peers::locate("nginx", args.no_setup) {
+            Ok(bin) => topology::nginx(&bin, scratch.path(), &certs, &backend, args.workers).await,
+            Err(why) => Err(anyhow::anyhow!(why)),
+        }
+    };
+    add(nginx, Kind::Nginx, &mut results);
+    let index = |kind: Kind| {
+        results
+            .iter()
+            .position(|r| r.topology == kind)
+            .expect("every kind has a result")
+    };
+    let slots: Vec<usize> = topologies.iter().map(|t| index(t.kind)).collect();
+
+    // Idle memory, before any load.
+    crate::sleep(1.0).await;
+    for (t, slot) in topologies.iter().zip(&slots) {
+        results[*slot].rss_idle_kib = t.pids().iter().map(|p| measure::rss_kib(*p)).collect();
+    }
+
+    let scenarios = scenario::all();
+    let duration = Duration::from_secs_f64(seconds);
+    let n = topologies.len();
+    for round in 0..rounds {
+        println!("round {}/{rounds}", round + 1);
+        for t in &topologies {
+            let warm = Duration::from_secs_f64(if args.quick { 0.2 } else { 1.0 });
+            load::closed_loop(&t.h1_addr, load::Proto::H1, "/1k", backend::SMALL, 8, warm).await?;
+        }
+        for sc in &scenarios {
+            for i in 0..n {
+                let at = (i + round) % n;
+                let sample = scenario::run(*sc, &topologies[at], duration).await?;
+                topologies[at].check_alive()?;
+                println!(
+                    "  {:<8} {:<26} {:>8.0} req/s  p50 {:>6}µs  p99 {:>7}µs  p99.9 {:>7}µs  cpu {:>6.2}s  errors {}{}",
+                    topologies[at].kind.label(),
+                    sc.id(),
+                    sample.rps,
+                    sample.p50_us,
+                    sample.p99_us,
+                    sample.p999_us,
+                    sample.proxy_cpu_s,
+                    sample.errors,
+                    sample.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})")),
+                );
+                results[slots[at]]
+                    .samples
+                    .entry(sc.id())
+                    .or_default()
+                    .push(sample);
+                crate::sleep(0.2).await;
+            }
+        }
+    }
+    for (t, slot) in topologies.iter().zip(&slots) {
+        results[*slot].rss_peak_kib = t.pids().iter().map(|p| measure::hwm_kib(*p)).collect();
+    }
+    // Memory with 1,000 idle keep-alive connections on the outbound hop.
+    for (t, slot) in topologies.iter().zip(&slots) {
+        let Some(outbound) = t.pids().first().copied() else {
+            continue;
+        };
+        let (streams, errors) = load::open_idle(&t.h1_addr, IDLE_CONNECTIONS).await?;
+        crate::sleep(0.5).await;
+        let result = &mut results[*slot];
+        result.idle_conn_errors = errors;
+        result.rss_1000_conns_kib = Some(measure::rss_kib(outbound));
+        println!(
+            "  {:<8} {} idle connections open ({} failed): outbound RSS {:.1} MiB",
+            t.kind.label(),
+            streams.len(),
+            errors,
+            measure::rss_kib(outbound) as f64 / 1024.0
+        );
+        drop(streams);
+    }
+    // Control plane: an intention change, enforced by the sidecars.
+    let mut intention_change = None;
+    if let Some(t) = topologies.iter().find(|t| t.kind == Kind::Isthmus) {
+        let figure = control::intention_change(t).await?;
+        println!(
+            "  isthmus  intention change → enforced: deny {:?} ms, allow again {:?} ms",
+            figure.deny_enforced_ms, figure.allow_restored_ms
+        );
+        intention_change = Some(figure);
+    }
+    for t in &mut topologies {
+        t.check_alive()?;
+    }
+
+    let ids: Vec<String> = scenarios.iter().map(|s| s.id()).collect();
+    let tables = report::tables(&results, &ids);
+    let targets = report::targets(&results);
+    println!("{tables}");
+    println!("{}", report::targets_table(&targets));
+    let not_measured = [
+        "control plane: export change → peer's /v1/health/service/<name>?peer= (not measured yet)",
+        "control plane: replication of 10,000 exported instances (not measured yet)",
+    ];
+    for line in not_measured {
+        println!("not measured: {line}");
+    }
+    let errors: u64 = results
+        .iter()
+        .filter(|r| r.skipped.is_none())
+        .map(TopoResult::errors)
+        .sum();
+    let document = json!({
+        "name": name,
+        "quick": args.quick,
+        "rounds": rounds,
+        "seconds_per_measurement": seconds,
+        "workers_per_proxy": args.workers,
+        "closed_loop_concurrency": scenario::CONCURRENCY,
+        "churn_concurrency": scenario::CHURN_CONCURRENCY,
+        "machine_at_start": machine_start,
+        "machine_at_end": machine(),
+        "scenarios": scenarios,
+        "topologies": results,
+        "targets": targets,
+        "control_plane": { "intention_change": intention_change },
+        "not_measured": not_measured,
+        "total_errors": errors,
+        "tables_markdown": tables,
+    });
+    let dir = crate::bench_dir().join("results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&document)?)
+        .with_context(|| format!("write {}", path.display()))?;
+    println!("results: {}", path.display());
+    drop(topologies);
+    if errors > 0 {
+        println!("FAILED: {errors} request error(s) in topologies that ran");
+        return Ok(1);
+    }
+    if !args.quick && targets.iter().any(|t| t.met == Some(false)) {
+        println!("targets not met (see above): exit 3");
+        return Ok(3);
+    }
+    Ok(0)
+}
