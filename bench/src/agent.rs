@@ -21,15 +21,35 @@ pub struct Agent {
 impl Agent {
     /// `isthmus agent --dev --no-gateway --http-addr 127.0.0.1:0 <extra>`.
     pub async fn start(bin_dir: &Path, extra: &[&str]) -> Result<Agent> {
-        let mut args: Vec<String> = [
-            "agent",
-            "--dev",
-            "--no-gateway",
-            "--http-addr",
-            "127.0.0.1:0",
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let mut args = vec!["--no-gateway"];
+        args.extend_from_slice(extra);
+        Agent::start_with(bin_dir, &args).await
+    }
+
+    /// `isthmus agent --dev` with its in-process mesh gateway, named
+    /// `cluster`, ready to peer (1 s peering heartbeat).
+    pub async fn start_peer(bin_dir: &Path, cluster: &str) -> Result<Agent> {
+        Agent::start_with(
+            bin_dir,
+            &[
+                "--cluster-name",
+                cluster,
+                "--gateway-bind",
+                "127.0.0.1:0",
+                "--gateway-admin-bind",
+                "127.0.0.1:0",
+                "--peering-heartbeat",
+                "1s",
+            ],
+        )
+        .await
+    }
+
+    /// `isthmus agent --dev --http-addr 127.0.0.1:0 <extra>`.
+    async fn start_with(bin_dir: &Path, extra: &[&str]) -> Result<Agent> {
+        let mut args: Vec<String> = ["agent", "--dev", "--http-addr", "127.0.0.1:0"]
+            .map(str::to_owned)
+            .to_vec();
         args.extend(extra.iter().map(|a| a.to_string()));
         let (proc, line) = procs::spawn(
             "isthmus agent",
@@ -52,6 +72,16 @@ impl Agent {
     }
 
     async fn call(&self, method: http::Method, path: &str, body: Bytes) -> Result<Bytes> {
+        Ok(self.call_indexed(method, path, body).await?.0)
+    }
+
+    /// The body and the `X-Consul-Index` header (0 if absent).
+    async fn call_indexed(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(Bytes, u64)> {
         let request = http::Request::builder()
             .method(method.clone())
             .uri(format!("http://{}{path}", self.http_addr))
@@ -62,6 +92,12 @@ impl Agent {
             .await
             .with_context(|| format!("{method} {path}"))?;
         let status = response.status();
+        let index = response
+            .headers()
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let body = response.into_body().collect().await?.to_bytes();
         if !status.is_success() {
             bail!(
@@ -69,7 +105,34 @@ impl Agent {
                 String::from_utf8_lossy(&body)
             );
         }
-        Ok(body)
+        Ok((body, index))
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        value: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let body = self
+            .call(http::Method::POST, path, Bytes::from(value.to_string()))
+            .await?;
+        serde_json::from_slice(&body).with_context(|| format!("POST {path}: not JSON"))
+    }
+
+    pub async fn put_empty(&self, path: &str) -> Result<()> {
+        self.call(http::Method::PUT, path, Bytes::new())
+            .await
+            .map(drop)
+    }
+
+    /// GET returning the JSON body and its `X-Consul-Index`.
+    pub async fn get_indexed(&self, path: &str) -> Result<(serde_json::Value, u64)> {
+        let (body, index) = self
+            .call_indexed(http::Method::GET, path, Bytes::new())
+            .await?;
+        let value =
+            serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))?;
+        Ok((value, index))
     }
 
     pub async fn put_json(&self, path: &str, value: serde_json::Value) -> Result<()> {

@@ -9,6 +9,7 @@ mod churn;
 mod control;
 mod load;
 mod measure;
+mod peering;
 mod peers;
 mod procs;
 mod report;
@@ -64,6 +65,15 @@ pub struct RunArgs {
     /// Results file name (bench/results/<name>.json). [default: a UTC timestamp]
     #[arg(long)]
     name: Option<String>,
+    /// Run one part only. `control-plane`: the intention change (isthmus
+    /// topology only, no load rounds) and the peering figures.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    ControlPlane,
 }
 
 fn main() -> Result<()> {

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::peering::Peering;
 use crate::scenario::Sample;
 use crate::topology::Kind;
 
@@ -193,6 +194,43 @@ pub fn targets(results: &[TopoResult]) -> Vec<Target> {
         conns,
     ));
     out
+}
+
+/// The peering targets; judged only in full runs (a quick run replicates
+/// fewer instances and measures fewer changes).
+pub fn peering_targets(peering: Option<&Peering>, quick: bool) -> Vec<Target> {
+    let judge = |met: bool| if quick { None } else { Some(met) };
+    let quick_note = if quick {
+        " (quick run: not judged)"
+    } else {
+        ""
+    };
+    let change = peering.map(|p| &p.export_change);
+    let replication = peering.map(|p| &p.replication);
+    vec![
+        Target {
+            name: "change propagation to a peer p99 (health change → peer's ?peer= blocking query)"
+                .into(),
+            want: "< 100 ms".into(),
+            ratio_or_value: change.map(|c| c.p99_ms),
+            met: change.and_then(|c| judge(c.p99_ms < 100.0)),
+            note: change.map_or("not measured".into(), |c| {
+                format!(
+                    "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} changes{quick_note}",
+                    c.p50_ms, c.p99_ms, c.max_ms, c.changes
+                )
+            }),
+        },
+        Target {
+            name: "10,000 exported instances replicated to a peer".into(),
+            want: "< 1000 ms".into(),
+            ratio_or_value: replication.map(|r| r.ms),
+            met: replication.and_then(|r| judge(r.instances >= 10_000 && r.ms < 1000.0)),
+            note: replication.map_or("not measured".into(), |r| {
+                format!("{} instances in {:.1} ms{quick_note}", r.instances, r.ms)
+            }),
+        },
+    ]
 }
 
 fn mib_target(name: &str, limit: f64, kib: Option<u64>) -> Target {

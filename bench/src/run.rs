@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::report::{self, TopoResult};
 use crate::topology::{self, Kind, Topology};
-use crate::{backend, certs, control, load, measure, peers, scenario, RunArgs};
+use crate::{backend, certs, control, load, measure, peering, peers, scenario, Only, RunArgs};
 
 const IDLE_CONNECTIONS: usize = 1000;
 
@@ -38,7 +38,14 @@ fn machine() -> serde_json::Value {
 }
 
 pub async fn run(args: RunArgs) -> Result<i32> {
-    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    // `--only control-plane`: the isthmus topology for the intention
+    // change, no load rounds, no Envoy or nginx, then the peering figures.
+    let control_only = args.only == Some(Only::ControlPlane);
+    let rounds = if control_only {
+        0
+    } else {
+        args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1)
+    };
     let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 5.0 });
     let name = args.name.clone().unwrap_or_else(timestamp);
     let bin_dir = crate::bin_dir()?;
@@ -89,7 +96,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         .await
         .context("starting the isthmus topology")?;
     add(Ok(isthmus), Kind::Isthmus, &mut results);
-    let envoy = if args.no_envoy {
+    let envoy = if control_only {
+        Err(anyhow::anyhow!("left out (--only control-plane)"))
+    } else if args.no_envoy {
         Err(anyhow::anyhow!("left out (--no-envoy)"))
     } else {
         match peers::locate("envoy", args.no_setup) {
@@ -98,7 +107,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         }
     };
     add(envoy, Kind::Envoy, &mut results);
-    let nginx = if args.no_nginx {
+    let nginx = if control_only {
+        Err(anyhow::anyhow!("left out (--only control-plane)"))
+    } else if args.no_nginx {
         Err(anyhow::anyhow!("left out (--no-nginx)"))
     } else {
         match peers::locate("nginx", args.no_setup) {
@@ -161,6 +172,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     }
     // Memory with 1,000 idle keep-alive connections on the outbound hop.
     for (t, slot) in topologies.iter().zip(&slots) {
+        if control_only {
+            break;
+        }
         let Some(outbound) = t.pids().first().copied() else {
             continue;
         };
@@ -191,19 +205,30 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     for t in &mut topologies {
         t.check_alive()?;
     }
+    // Control plane across a peering: two more agents, peered.
+    let (changes, instances) = if args.quick { (20, 500) } else { (200, 10_000) };
+    let figure = peering::measure(&bin_dir, changes, instances).await?;
+    let c = &figure.export_change;
+    println!(
+        "  isthmus  export change → peer ({} changes): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} blocking-query answers)",
+        c.changes, c.p50_ms, c.p99_ms, c.max_ms, c.answers
+    );
+    let r = &figure.replication;
+    println!(
+        "  isthmus  replication of {} exported instances → peer: {:.1} ms ({} blocking-query answers)",
+        r.instances, r.ms, r.answers
+    );
+    let peering = Some(figure);
 
     let ids: Vec<String> = scenarios.iter().map(|s| s.id()).collect();
-    let tables = report::tables(&results, &ids);
-    let targets = report::targets(&results);
+    let (tables, mut targets) = if control_only {
+        (String::new(), Vec::new())
+    } else {
+        (report::tables(&results, &ids), report::targets(&results))
+    };
+    targets.extend(report::peering_targets(peering.as_ref(), args.quick));
     println!("{tables}");
     println!("{}", report::targets_table(&targets));
-    let not_measured = [
-        "control plane: export change → peer's /v1/health/service/<name>?peer= (not measured yet)",
-        "control plane: replication of 10,000 exported instances (not measured yet)",
-    ];
-    for line in not_measured {
-        println!("not measured: {line}");
-    }
     let errors: u64 = results
         .iter()
         .filter(|r| r.skipped.is_none())
@@ -222,8 +247,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         "scenarios": scenarios,
         "topologies": results,
         "targets": targets,
-        "control_plane": { "intention_change": intention_change },
-        "not_measured": not_measured,
+        "only": args.only.map(|_| "control-plane"),
+        "control_plane": { "intention_change": intention_change, "peering": peering },
+        "not_measured": Vec::<String>::new(),
         "total_errors": errors,
         "tables_markdown": tables,
     });
