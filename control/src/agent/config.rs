@@ -89,27 +89,63 @@ pub fn default_node_name() -> String {
         .unwrap_or_else(|| "isthmus-node".into())
 }
 
-/// The keys a config file may set; every one is optional.
-#[derive(Debug, Default, Deserialize)]
+/// One layer of agent settings, every one optional: a config file's keys
+/// (snake_case) and the agent's command-line flags are the same struct, so a
+/// setting is added in one place. Layers apply over the defaults in order:
+/// the file, then the flags.
+#[derive(Debug, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub struct Settings {
+    /// Directory for the agent's durable state (required without --dev).
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// This cluster's name, used in SPIFFE IDs and peerings [default: dc1].
     #[serde(alias = "datacenter")]
+    #[arg(long, alias = "datacenter", value_name = "NAME")]
     pub cluster_name: Option<String>,
+    /// Name of this node in the catalog [default: the host name].
+    #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Address other nodes reach this one at, shown in the catalog [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
     pub advertise_addr: Option<IpAddr>,
+    /// Where the HTTP API listens [default: 127.0.0.1:8500].
+    #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// What intentions decide for callers that match no intention [default: deny].
+    #[arg(long, value_enum, value_name = "POLICY")]
     pub default_intention_policy: Option<IntentionPolicy>,
-    /// Go duration, e.g. `"72h"`.
+    /// Lifetime of service leaf certificates, as a Go duration [default: 72h].
+    #[arg(long, value_name = "DURATION")]
     pub leaf_cert_ttl: Option<String>,
+    /// Heartbeat interval on peering streams; a peer silent for three is FAILING [default: 5s].
+    #[arg(long, value_name = "DURATION")]
     pub peering_heartbeat: Option<String>,
+    /// How long a generated peering token can be used [default: 24h].
+    #[arg(long, value_name = "DURATION")]
     pub peering_token_ttl: Option<String>,
 }
 
-impl FileConfig {
+/// How a layer's keys are named in error messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    File,
+    Flags,
+}
+
+impl Source {
+    fn key(self, key: &str) -> String {
+        match self {
+            Source::File => key.to_owned(),
+            Source::Flags => format!("--{}", key.replace('_', "-")),
+        }
+    }
+}
+
+impl Settings {
     /// Reads an `.hcl` or `.json` file (by extension; anything else is tried
     /// as HCL, which also accepts plain `key = value` lines).
-    pub fn load(path: &Path) -> Result<FileConfig, String> {
+    pub fn load(path: &Path) -> Result<Settings, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading config file {}: {e}", path.display()))?;
         let is_json = path.extension().is_some_and(|e| e == "json");
@@ -121,8 +157,11 @@ impl FileConfig {
         parsed.map_err(|e| format!("config file {}: {e}", path.display()))
     }
 
-    /// Applies the file's values over `config`.
-    pub fn apply(self, config: &mut AgentConfig) -> Result<(), String> {
+    /// Applies this layer's values over `config`.
+    pub fn apply(self, config: &mut AgentConfig, source: Source) -> Result<(), String> {
+        let duration = |key: &str, value: &str| {
+            isthmus_api::duration::parse(value).map_err(|e| format!("{}: {e}", source.key(key)))
+        };
         if let Some(v) = self.data_dir {
             config.data_dir = Some(v);
         }
@@ -142,16 +181,13 @@ impl FileConfig {
             config.default_intention_policy = v;
         }
         if let Some(v) = self.leaf_cert_ttl {
-            config.leaf_cert_ttl =
-                isthmus_api::duration::parse(&v).map_err(|e| format!("leaf_cert_ttl: {e}"))?;
+            config.leaf_cert_ttl = duration("leaf_cert_ttl", &v)?;
         }
         if let Some(v) = self.peering_heartbeat {
-            config.peering_heartbeat =
-                isthmus_api::duration::parse(&v).map_err(|e| format!("peering_heartbeat: {e}"))?;
+            config.peering_heartbeat = duration("peering_heartbeat", &v)?;
         }
         if let Some(v) = self.peering_token_ttl {
-            config.peering_token_ttl =
-                isthmus_api::duration::parse(&v).map_err(|e| format!("peering_token_ttl: {e}"))?;
+            config.peering_token_ttl = duration("peering_token_ttl", &v)?;
         }
         Ok(())
     }
@@ -171,7 +207,10 @@ mod tests {
         )
         .unwrap();
         let mut config = AgentConfig::dev();
-        FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
+        Settings::load(&path)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
         assert_eq!(config.cluster_name, "cluster-01");
         assert_eq!(config.http_addr.port(), 9500);
         assert!(config.default_allow());
@@ -179,11 +218,38 @@ mod tests {
     }
 
     #[test]
+    fn flags_apply_over_the_file_and_are_named_as_flags() {
+        let mut config = AgentConfig::dev();
+        let file = Settings {
+            cluster_name: Some("from-file".into()),
+            leaf_cert_ttl: Some("1h".into()),
+            ..Settings::default()
+        };
+        file.apply(&mut config, Source::File).unwrap();
+        let flags = Settings {
+            cluster_name: Some("from-flags".into()),
+            ..Settings::default()
+        };
+        flags.apply(&mut config, Source::Flags).unwrap();
+        assert_eq!(config.cluster_name, "from-flags");
+        assert_eq!(config.leaf_cert_ttl, Duration::from_secs(3600));
+
+        let bad = Settings {
+            peering_heartbeat: Some("soon".into()),
+            ..Settings::default()
+        };
+        let err = bad
+            .apply(&mut AgentConfig::dev(), Source::Flags)
+            .unwrap_err();
+        assert!(err.starts_with("--peering-heartbeat: "), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.json");
         std::fs::write(&path, r#"{"cluster_nme": "x"}"#).unwrap();
-        let err = FileConfig::load(&path).unwrap_err();
+        let err = Settings::load(&path).unwrap_err();
         assert!(err.contains("cluster_nme"), "{err}");
     }
 }

@@ -1,12 +1,12 @@
 //! `isthmus agent`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::agent::config::{AgentConfig, FileConfig, IntentionPolicy};
+use crate::agent::config::{AgentConfig, Settings, Source};
 
 #[derive(Args)]
 pub struct AgentArgs {
@@ -16,33 +16,8 @@ pub struct AgentArgs {
     /// HCL or JSON file with agent settings; flags given on the command line win.
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
-    /// Directory for the agent's durable state (required without --dev).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// This cluster's name, used in SPIFFE IDs and peerings [default: dc1].
-    #[arg(long, alias = "datacenter", value_name = "NAME")]
-    cluster_name: Option<String>,
-    /// Name of this node in the catalog [default: the host name].
-    #[arg(long, value_name = "NAME")]
-    node_name: Option<String>,
-    /// Address other nodes reach this one at, shown in the catalog [default: 127.0.0.1].
-    #[arg(long, value_name = "IP")]
-    advertise_addr: Option<IpAddr>,
-    /// Where the HTTP API listens [default: 127.0.0.1:8500].
-    #[arg(long, value_name = "ADDR")]
-    http_addr: Option<SocketAddr>,
-    /// What intentions decide for callers that match no intention [default: deny].
-    #[arg(long, value_enum, value_name = "POLICY")]
-    default_intention_policy: Option<IntentionPolicy>,
-    /// Lifetime of service leaf certificates, as a Go duration [default: 72h].
-    #[arg(long, value_name = "DURATION")]
-    leaf_cert_ttl: Option<String>,
-    /// Heartbeat interval on peering streams; a peer silent for three is FAILING [default: 5s].
-    #[arg(long, value_name = "DURATION")]
-    peering_heartbeat: Option<String>,
-    /// How long a generated peering token can be used [default: 24h].
-    #[arg(long, value_name = "DURATION")]
-    peering_token_ttl: Option<String>,
+    #[command(flatten)]
+    settings: Settings,
     /// With --dev: where the in-process mesh gateway listens for peers (port 0: any free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
     gateway_bind: SocketAddr,
@@ -65,38 +40,9 @@ impl AgentArgs {
     fn into_config(self) -> Result<AgentConfig, String> {
         let mut config = AgentConfig::dev();
         if let Some(path) = &self.config_file {
-            FileConfig::load(path)?.apply(&mut config)?;
+            Settings::load(path)?.apply(&mut config, Source::File)?;
         }
-        if let Some(v) = self.data_dir {
-            config.data_dir = Some(v);
-        }
-        if let Some(v) = self.cluster_name {
-            config.cluster_name = v;
-        }
-        if let Some(v) = self.node_name {
-            config.node_name = v;
-        }
-        if let Some(v) = self.advertise_addr {
-            config.advertise_addr = v;
-        }
-        if let Some(v) = self.http_addr {
-            config.http_addr = v;
-        }
-        if let Some(v) = self.default_intention_policy {
-            config.default_intention_policy = v;
-        }
-        if let Some(v) = self.leaf_cert_ttl {
-            config.leaf_cert_ttl =
-                isthmus_api::duration::parse(&v).map_err(|e| format!("--leaf-cert-ttl: {e}"))?;
-        }
-        if let Some(v) = self.peering_heartbeat {
-            config.peering_heartbeat = isthmus_api::duration::parse(&v)
-                .map_err(|e| format!("--peering-heartbeat: {e}"))?;
-        }
-        if let Some(v) = self.peering_token_ttl {
-            config.peering_token_ttl = isthmus_api::duration::parse(&v)
-                .map_err(|e| format!("--peering-token-ttl: {e}"))?;
-        }
+        self.settings.apply(&mut config, Source::Flags)?;
         if !self.dev && config.data_dir.is_none() {
             return Err(
                 "--data-dir (or data_dir in the config file) is required unless --dev is given"
