@@ -10,11 +10,10 @@ use isthmus_tests::process::stdout;
 use isthmus_tests::proxy_process::ProxyProcess;
 use serde_json::json;
 
-#[tokio::test]
-async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {
-    let dir = tempfile::tempdir().unwrap();
-    let c1 = Cluster::start("cluster-01", dir.path()).await;
-    let c2 = Cluster::start("cluster-02", dir.path()).await;
+/// cluster-01 (token) and cluster-02 (establish), peered and ACTIVE on both sides.
+async fn peered_clusters(dir: &std::path::Path) -> (Cluster, Cluster) {
+    let c1 = Cluster::start("cluster-01", dir).await;
+    let c2 = Cluster::start("cluster-02", dir).await;
     let token = stdout(&c1.cli(&["peering", "generate-token", "-name", "cluster-02"]))
         .trim()
         .to_owned();
@@ -27,7 +26,15 @@ async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {
         &token,
     ]);
     assert!(established.status.success());
+    c1.wait_for_state("cluster-02", "ACTIVE").await;
     c2.wait_for_state("cluster-01", "ACTIVE").await;
+    (c1, c2)
+}
+
+#[tokio::test]
+async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c1, c2) = peered_clusters(dir.path()).await;
 
     let backend_app = http_app("backend").await.to_string();
     let _backend = ProxyProcess::spawn(&c1.agent.url(), "backend", &backend_app, &[], &[]);
@@ -168,21 +175,7 @@ async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {
 #[tokio::test]
 async fn the_token_issuing_cluster_reaches_the_other_sides_exports_too() {
     let dir = tempfile::tempdir().unwrap();
-    let c1 = Cluster::start("cluster-01", dir.path()).await;
-    let c2 = Cluster::start("cluster-02", dir.path()).await;
-    let token = stdout(&c1.cli(&["peering", "generate-token", "-name", "cluster-02"]))
-        .trim()
-        .to_owned();
-    let established = c2.cli(&[
-        "peering",
-        "establish",
-        "-name",
-        "cluster-01",
-        "-peering-token",
-        &token,
-    ]);
-    assert!(established.status.success());
-    c1.wait_for_state("cluster-02", "ACTIVE").await;
+    let (c1, c2) = peered_clusters(dir.path()).await;
 
     // cluster-02 (the dialer) exports `api`; cluster-01 (the acceptor) calls it.
     let api_app = http_app("api").await.to_string();
