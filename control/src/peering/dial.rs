@@ -322,11 +322,44 @@ enum Attempt {
     Ended(SessionEnd),
     Failed(String),
     /// The peer no longer knows us: it deleted the peering while we were away.
-    Rejected(String),
+    Rejected(Refusal),
+}
+
+/// Who refused our stream.
+enum Refusal {
+    /// The peer's agent: it has no peering with our stream secret.
+    Agent(String),
+    /// The peer's gateway: our certificate matches none of its peerings.
+    /// Its view of the peerings lags the agent's by a moment, so right
+    /// after establishment this can be stale.
+    Gateway(String),
+}
+
+/// How long, and how many attempts, a gateway's refusal must persist
+/// before we believe the peer deleted the peering.
+const GATEWAY_REFUSAL_GRACE: Duration = Duration::from_secs(2);
+const GATEWAY_REFUSALS_BEFORE_TERMINATED: u32 = 3;
+
+/// Consecutive gateway refusals of our stream.
+#[derive(Default)]
+struct GatewayRefusals {
+    count: u32,
+    first: Option<tokio::time::Instant>,
+}
+
+impl GatewayRefusals {
+    /// Records one refusal; true once the refusals have lasted long
+    /// enough to be the peer's answer rather than its gateway's lag.
+    fn persistent(&mut self) -> bool {
+        self.count += 1;
+        let first = *self.first.get_or_insert_with(tokio::time::Instant::now);
+        self.count >= GATEWAY_REFUSALS_BEFORE_TERMINATED && first.elapsed() >= GATEWAY_REFUSAL_GRACE
+    }
 }
 
 async fn dial_loop(state: Arc<AgentState>, peer: String) {
     let mut backoff = BACKOFF_START;
+    let mut gateway_refusals = GatewayRefusals::default();
     loop {
         let record = match state.store.snapshot().and_then(|s| super::get(&s, &peer)) {
             Ok(Some(record)) => record,
@@ -346,12 +379,19 @@ async fn dial_loop(state: Arc<AgentState>, peer: String) {
             return;
         }
         let started = tokio::time::Instant::now();
-        match open_stream(&state, &record).await {
+        let attempt = open_stream(&state, &record).await;
+        if !matches!(attempt, Attempt::Rejected(Refusal::Gateway(_))) {
+            gateway_refusals = GatewayRefusals::default();
+        }
+        match attempt {
             Attempt::Ended(
                 SessionEnd::PeerTerminated | SessionEnd::WeTerminated | SessionEnd::Replaced,
             ) => return,
             Attempt::Ended(_) => {}
-            Attempt::Rejected(reason) => {
+            Attempt::Rejected(Refusal::Gateway(reason)) if !gateway_refusals.persistent() => {
+                tracing::info!(peer = %peer, reason = %reason, attempts = gateway_refusals.count, "peer's gateway refused our stream; retrying in case it has not yet seen the peering");
+            }
+            Attempt::Rejected(Refusal::Agent(reason) | Refusal::Gateway(reason)) => {
                 tracing::warn!(peer = %peer, reason = %reason, "peer refused our stream; marking the peering TERMINATED");
                 let name = peer.clone();
                 let _ = state
@@ -433,10 +473,13 @@ async fn open_stream(state: &Arc<AgentState>, record: &PeeringRecord) -> Attempt
         // A 403 from the peer's agent (stream secret unknown) or gateway
         // (our certificate no longer belongs to a peering) means the peer
         // deleted the peering while we were away.
-        let forgotten = message.contains("invalid peering stream secret")
-            || message.contains(api::REFUSAL_NOT_PEERED);
-        if status == http::StatusCode::FORBIDDEN && forgotten {
-            return Attempt::Rejected(message);
+        if status == http::StatusCode::FORBIDDEN {
+            if message.contains("invalid peering stream secret") {
+                return Attempt::Rejected(Refusal::Agent(message));
+            }
+            if message.contains(api::REFUSAL_NOT_PEERED) {
+                return Attempt::Rejected(Refusal::Gateway(message));
+            }
         }
         return Attempt::Failed(format!("{status}: {message}"));
     }
