@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod checks;
 pub mod cli;
 pub mod config_entries;
+pub mod demo;
 pub mod error;
 pub mod http;
 pub mod peering;

@@ -54,6 +54,7 @@ pub struct ApiResponse {
     pub status: StatusCode,
     /// `X-Consul-Index`, for the next blocking query.
     pub index: Option<u64>,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -130,8 +131,8 @@ impl Client {
             .get("x-consul-index")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let body = response
-            .into_body()
+        let (parts, body) = response.into_parts();
+        let body = body
             .collect()
             .await
             .map_err(|source| ClientError::Body {
@@ -142,6 +143,7 @@ impl Client {
         Ok(ApiResponse {
             status,
             index,
+            headers: parts.headers,
             body,
         })
     }

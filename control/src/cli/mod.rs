@@ -39,6 +39,9 @@ pub struct Cli {
 enum Command {
     /// Run the control plane: catalog, health checks, CA, config entries, HTTP API.
     Agent(agent::AgentArgs),
+    /// Run two peered clusters on loopback and walk through peering them,
+    /// exporting a service, intentions and a call across the peering.
+    Demo(crate::demo::DemoArgs),
     /// Write, read, list and delete config entries (exported-services, service-intentions).
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_go_flags(std::env::args_os()));
     match cli.command {
         Command::Agent(args) => agent::run(args),
+        Command::Demo(args) => crate::demo::run(args),
         other => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -111,7 +115,7 @@ pub fn main() -> ExitCode {
                     Command::Peering(c) => peering::run(c).await,
                     Command::Cluster(c) => link::run(c).await,
                     Command::Auth(c) => auth::run(c).await,
-                    Command::Agent(_) => unreachable!("handled above"),
+                    Command::Agent(_) | Command::Demo(_) => unreachable!("handled above"),
                 }
             });
             match result {

@@ -1,0 +1,164 @@
+//! `isthmus demo`: two clusters on loopback, peered and exercised the way
+//! the peering guide does it, each step shown as the command a user would
+//! type, really run, and checked.
+//!
+//! cluster-01 runs `backend`; cluster-02 runs `frontend` and `intruder`.
+//! Every cluster is an `isthmus agent` and an `isthmus-gateway` process;
+//! every workload a toy app (inside this process) behind an `isthmus-proxy`
+//! sidecar process. All on free loopback ports.
+
+mod procs;
+mod script;
+mod setup;
+mod toy;
+mod walkthrough;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use tokio::sync::watch;
+
+use procs::{Launcher, Processes};
+use script::Script;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// After the walkthrough, leave everything running and print where to
+    /// look (API, UI, metrics) until Ctrl-C; then stop it all.
+    #[arg(long)]
+    keep_running: bool,
+    /// Where `isthmus-gateway` and `isthmus-proxy` are [default: the
+    /// directory of this `isthmus` binary].
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Keep the clusters' data, the generated files and the logs in DIR
+    /// [default: a temporary directory, removed when the demo succeeds].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+pub fn run(args: DemoArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("Error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (dir, temporary) = match work_dir(args.dir.clone()) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut processes = Processes::default();
+    let (stop_apps, apps_stop) = watch::channel(false);
+    let started = Instant::now();
+    let outcome = runtime.block_on(async {
+        let result = demo(&args, &dir, &mut processes, apps_stop).await;
+        if args.keep_running {
+            // Even after a failure: what is up is worth a look.
+            let signal = isthmus_api::process::shutdown_signal().await;
+            println!("\n{signal}: stopping everything");
+        }
+        result
+    });
+    let _ = stop_apps.send(true);
+    let killed = processes.stop_all();
+    if !killed.is_empty() {
+        eprintln!(
+            "had to kill (no exit within the grace period): {}",
+            killed.join(", ")
+        );
+    }
+    drop(runtime);
+    match outcome {
+        Ok(script) => {
+            println!(
+                "\nDemo complete: all {} steps passed ({} checks) in {:.1}s.",
+                script.steps(),
+                script.checks(),
+                started.elapsed().as_secs_f64()
+            );
+            if temporary {
+                let _ = std::fs::remove_dir_all(&dir);
+            } else {
+                println!("Data and logs: {}", dir.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\nDemo FAILED: {e:#}");
+            eprintln!("Logs of every process: {}", dir.join("logs").display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The demo's directory, and whether it is a temporary one.
+fn work_dir(chosen: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
+    match chosen {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok((dir, false))
+        }
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("isthmus-demo-")
+                .tempdir()
+                .context("creating a temporary directory")?;
+            Ok((dir.keep(), true))
+        }
+    }
+}
+
+async fn demo(
+    args: &DemoArgs,
+    dir: &std::path::Path,
+    processes: &mut Processes,
+    apps_stop: watch::Receiver<bool>,
+) -> anyhow::Result<Script> {
+    let isthmus = std::env::current_exe().context("finding the isthmus binary")?;
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => procs::default_bin_dir()?,
+    };
+    let launcher = Launcher::new(bin_dir, dir.join("logs"))?;
+    println!(
+        "isthmus demo: two clusters peered on loopback.\nFiles and logs: {}\n",
+        dir.display()
+    );
+    let mut script = Script::new(isthmus);
+    let walkthrough = async {
+        let env = setup::start(&launcher, processes, dir, apps_stop).await?;
+        walkthrough::walk(&mut script, &env, dir)
+            .await
+            .map_err(|e| {
+                let mut e = e.context(script.current());
+                let exited = processes.exited();
+                if !exited.is_empty() {
+                    e = e.context(format!("exited early: {}", exited.join(", ")));
+                }
+                e
+            })?;
+        if args.keep_running {
+            setup::print_exploration(&env, dir)?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::select! {
+        result = walkthrough => result?,
+        signal = isthmus_api::process::shutdown_signal() => {
+            return Err(anyhow!("interrupted by {signal}"));
+        }
+    }
+    Ok(script)
+}

@@ -1,0 +1,359 @@
+//! Bringing the demo's world up: two clusters (agent and gateway each) and
+//! three workloads (toy app and sidecar each), and describing it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use isthmus_api::client::Client;
+use tokio::sync::watch;
+
+use super::procs::{field, Launcher, Processes};
+use super::script::{wait_for, Target};
+use super::toy;
+
+pub const CLUSTERS: [&str; 2] = ["cluster-01", "cluster-02"];
+
+/// The exported-services entry of the peering guide, for cluster-01.
+pub const EXPORTED_SERVICES: &str = r#"Kind = "exported-services"
+Name = "default"
+Services = [
+  {
+    Name = "backend"
+    Consumers = [
+      {
+        Peer = "cluster-02"
+      }
+    ]
+  }
+]
+"#;
+
+/// Intentions for backend: frontend from the peer may call it.
+pub const BACKEND_INTENTIONS: &str = r#"Kind = "service-intentions"
+Name = "backend"
+Sources = [
+  {
+    Name   = "frontend"
+    Peer   = "cluster-02"
+    Action = "allow"
+  }
+]
+"#;
+
+pub struct Cluster {
+    pub target: Target,
+    /// The gateway's TLS listener, as advertised in peering tokens.
+    pub gateway: String,
+    /// The gateway's admin listener, `http://...`.
+    pub gateway_admin: String,
+}
+
+pub struct Sidecar {
+    pub inbound: String,
+    /// The admin listener, `http://...`.
+    pub admin: String,
+    /// The upstream (`backend@cluster-01`) and its local listener.
+    pub upstream: Option<(String, String)>,
+}
+
+pub struct Workload {
+    pub name: &'static str,
+    pub cluster: &'static str,
+    pub app: SocketAddr,
+    pub sidecar: Sidecar,
+}
+
+pub struct Environment {
+    pub clusters: Vec<Cluster>,
+    pub workloads: Vec<Workload>,
+}
+
+impl Environment {
+    pub fn cluster(&self, name: &str) -> &Cluster {
+        self.clusters
+            .iter()
+            .find(|c| c.target.name == name)
+            .expect("the demo's clusters are fixed")
+    }
+
+    pub fn workload(&self, name: &str) -> &Workload {
+        self.workloads
+            .iter()
+            .find(|w| w.name == name)
+            .expect("the demo's workloads are fixed")
+    }
+}
+
+/// The workloads: name, cluster, and the upstream its sidecar offers.
+const WORKLOADS: [(&str, &str, Option<&str>); 3] = [
+    ("backend", "cluster-01", None),
+    ("frontend", "cluster-02", Some("backend@cluster-01")),
+    ("intruder", "cluster-02", Some("backend@cluster-01")),
+];
+
+/// Starts both clusters and all workloads, each ready when this returns.
+pub async fn start(
+    launcher: &Launcher,
+    processes: &mut Processes,
+    dir: &Path,
+    apps_stop: watch::Receiver<bool>,
+) -> anyhow::Result<Environment> {
+    println!("Starting the clusters and workloads:");
+    let mut clusters = Vec::new();
+    for name in CLUSTERS {
+        let cluster = start_cluster(launcher, processes, dir, name).await?;
+        println!(
+            "   {name}: agent {}   gateway {} (admin {})",
+            cluster.target.api, cluster.gateway, cluster.gateway_admin
+        );
+        clusters.push(cluster);
+    }
+    let mut workloads = Vec::new();
+    for (name, cluster, upstream) in WORKLOADS {
+        let api = &clusters
+            .iter()
+            .find(|c| c.target.name == cluster)
+            .expect("the workload's cluster is started")
+            .target
+            .api;
+        let app = toy::start(name, cluster, apps_stop.clone()).await?;
+        let sidecar = start_sidecar(launcher, processes, api, name, app, upstream).await?;
+        println!(
+            "   {name} ({cluster}): app {app}   sidecar inbound {} (admin {})",
+            sidecar.inbound, sidecar.admin
+        );
+        workloads.push(Workload {
+            name,
+            cluster,
+            app,
+            sidecar,
+        });
+    }
+    Ok(Environment {
+        clusters,
+        workloads,
+    })
+}
+
+async fn start_cluster(
+    launcher: &Launcher,
+    processes: &mut Processes,
+    dir: &Path,
+    name: &'static str,
+) -> anyhow::Result<Cluster> {
+    let data_dir = dir.join(name);
+    let args = [
+        "agent",
+        "--cluster-name",
+        name,
+        "--node-name",
+        &format!("{name}-node"),
+        "--data-dir",
+        path_str(&data_dir)?,
+        "--http-addr",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned);
+    let line = launcher
+        .start(
+            processes,
+            &format!("{name}-agent"),
+            "isthmus",
+            &args,
+            "isthmus agent running:",
+        )
+        .await?;
+    let api = field(&line, "http")?;
+
+    let args = [
+        "--control",
+        &api,
+        "--bind",
+        "127.0.0.1:0",
+        "--admin-bind",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned);
+    let line = launcher
+        .start(
+            processes,
+            &format!("{name}-gateway"),
+            "isthmus-gateway",
+            &args,
+            "isthmus-gateway running:",
+        )
+        .await?;
+    let cluster = Cluster {
+        target: Target { name, api },
+        gateway: field(&line, "advertise")?,
+        gateway_admin: field(&line, "admin")?,
+    };
+    wait_for_gateway(&cluster).await?;
+    Ok(cluster)
+}
+
+/// Peering tokens carry the gateway's address from the catalog, so the
+/// gateway must be registered and passing before the first token.
+async fn wait_for_gateway(cluster: &Cluster) -> anyhow::Result<()> {
+    let client = Client::new(&cluster.target.api)?;
+    wait_for(
+        &format!(
+            "{}'s gateway to be registered and passing",
+            cluster.target.name
+        ),
+        Duration::from_secs(30),
+        || async {
+            let (entries, _) = client
+                .get_json::<Vec<serde_json::Value>>("/v1/health/service/mesh-gateway?passing")
+                .await
+                .map_err(|e| e.to_string())?;
+            if entries.is_empty() {
+                Err("not yet".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await
+}
+
+async fn start_sidecar(
+    launcher: &Launcher,
+    processes: &mut Processes,
+    api: &str,
+    service: &str,
+    app: SocketAddr,
+    upstream: Option<&str>,
+) -> anyhow::Result<Sidecar> {
+    let mut args: Vec<String> = [
+        "--service",
+        service,
+        "--control",
+        api,
+        "--inbound-bind",
+        "127.0.0.1:0",
+        "--local-app",
+        &app.to_string(),
+        "--admin-bind",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if let Some(upstream) = upstream {
+        args.push("--upstream".into());
+        args.push(format!("{upstream}:0"));
+    }
+    let line = launcher
+        .start(
+            processes,
+            &format!("{service}-sidecar"),
+            "isthmus-proxy",
+            &args,
+            "isthmus-proxy running:",
+        )
+        .await?;
+    let upstream = match upstream {
+        None => None,
+        Some(name) => {
+            let listeners = field(&line, "upstreams")?;
+            let addr = listeners
+                .split(',')
+                .find_map(|u| u.strip_prefix(name)?.strip_prefix('='))
+                .ok_or_else(|| anyhow!("{service}'s sidecar did not announce {name}: {line}"))?;
+            Some((name.to_owned(), addr.to_owned()))
+        }
+    };
+    Ok(Sidecar {
+        inbound: field(&line, "inbound")?,
+        admin: field(&line, "admin")?,
+        upstream,
+    })
+}
+
+/// Writes a workload's service definition (with an HTTP check on its toy
+/// app) and returns its path.
+pub fn write_service_definition(dir: &Path, workload: &Workload) -> anyhow::Result<String> {
+    let definition = format!(
+        "service {{\n  name = \"{name}\"\n  port = {port}\n  check {{\n    http     = \"http://{app}/health\"\n    interval = \"1s\"\n  }}\n}}\n",
+        name = workload.name,
+        port = workload.app.port(),
+        app = workload.app,
+    );
+    write_file(dir, &format!("{}.hcl", workload.name), &definition)
+}
+
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path_str(&path)?.to_owned())
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .ok_or_else(|| anyhow!("{} is not valid UTF-8", path.display()))
+}
+
+/// What `--keep-running` leaves up, and a Prometheus config for it.
+pub fn print_exploration(env: &Environment, dir: &Path) -> anyhow::Result<()> {
+    let prometheus = write_file(dir, "prometheus.yml", &prometheus_config(env))?;
+    println!("\nEverything is still running. To explore:");
+    for cluster in &env.clusters {
+        let api = &cluster.target.api;
+        println!("   {}:", cluster.target.name);
+        println!("      web UI      {api}/ui/");
+        println!("      HTTP API    {api}   (ISTHMUS_HTTP_ADDR={api} isthmus peering list)");
+        println!("      metrics     {api}/v1/agent/metrics?format=prometheus");
+        println!(
+            "      gateway     {}   metrics {}/metrics",
+            cluster.gateway, cluster.gateway_admin
+        );
+    }
+    for workload in &env.workloads {
+        println!(
+            "   {} ({}): sidecar metrics {}/metrics",
+            workload.name, workload.cluster, workload.sidecar.admin
+        );
+    }
+    let frontend = env.workload("frontend");
+    if let Some((name, addr)) = &frontend.sidecar.upstream {
+        println!("   call {name} as frontend:   curl http://{addr}/hello");
+    }
+    println!("   Prometheus:   prometheus --config.file={prometheus}");
+    println!("Press Ctrl-C to stop and clean up.");
+    Ok(())
+}
+
+/// A scrape config for everything the demo runs, in the shape of
+/// `configs/prometheus.yml`.
+fn prometheus_config(env: &Environment) -> String {
+    let host = |url: &str| url.trim_start_matches("http://").to_owned();
+    let mut out = String::from("global:\n  scrape_interval: 5s\nscrape_configs:\n");
+    out.push_str("  - job_name: isthmus-agent\n    metrics_path: /v1/agent/metrics\n    params:\n      format: [prometheus]\n    static_configs:\n");
+    for cluster in &env.clusters {
+        out.push_str(&format!(
+            "      - targets: ['{}']\n        labels: {{cluster: {}}}\n",
+            host(&cluster.target.api),
+            cluster.target.name
+        ));
+    }
+    out.push_str("  - job_name: isthmus-gateway\n    static_configs:\n");
+    for cluster in &env.clusters {
+        out.push_str(&format!(
+            "      - targets: ['{}']\n        labels: {{cluster: {}}}\n",
+            host(&cluster.gateway_admin),
+            cluster.target.name
+        ));
+    }
+    out.push_str("  - job_name: isthmus-proxy\n    static_configs:\n");
+    for workload in &env.workloads {
+        out.push_str(&format!(
+            "      - targets: ['{}']\n        labels: {{cluster: {}, service: {}}}\n",
+            host(&workload.sidecar.admin),
+            workload.cluster,
+            workload.name
+        ));
+    }
+    out
+}
