@@ -10,5 +10,6 @@ pub mod cli;
 pub mod config_entries;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod peering;
 pub mod store;
