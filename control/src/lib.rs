@@ -11,5 +11,6 @@ pub mod config_entries;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod peering;
 pub mod store;

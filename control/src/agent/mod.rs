@@ -17,6 +17,7 @@ use crate::ca::{self, CertificateAuthority};
 use crate::catalog::{self, LocalNode};
 use crate::checks::CheckRunner;
 use crate::config_entries;
+use crate::metrics::AgentMetrics;
 use crate::peering::{self, PeeringManager};
 use crate::store::{Reads, Snapshot, Store, StoreError, Table};
 pub use config::{AgentConfig, IntentionPolicy};
@@ -42,6 +43,8 @@ pub struct AgentState {
     pub ca: CertificateAuthority,
     pub checks: Arc<CheckRunner>,
     pub peering: PeeringManager,
+    /// This agent's own registry (several agents can share a process).
+    pub metrics: AgentMetrics,
     /// Becomes true when the agent stops; blocking queries end early on it.
     pub shutting_down: watch::Receiver<bool>,
     /// The intention set compiled at a config-entries index.
@@ -73,6 +76,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("loading the CA: {0}")]
     Ca(#[from] ca::CaError),
+    #[error("setting up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("binding the HTTP API to {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -214,6 +219,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         config.leaf_cert_ttl,
     )?;
 
+    let metrics = AgentMetrics::new()?;
     let checks = CheckRunner::new(store.clone());
     for check in catalog::all_checks(&store.snapshot()?)? {
         checks.start(&check);
@@ -240,6 +246,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         ca,
         checks,
         peering: PeeringManager::new(config_heartbeat, config_token_ttl),
+        metrics,
         shutting_down: stopped.clone(),
         intentions: Mutex::new(None),
     });

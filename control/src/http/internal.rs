@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::{blocking_json, json_response, read_json, Params, State};
 use crate::error::ApiError;
+use crate::metrics::{Direction, MessageType};
 use crate::peering::stream::{LineReader, SessionEnd};
 use crate::peering::{self, hash_secret, Role};
 use crate::store::{Reads, Snapshot, StoreError, Table};
@@ -163,6 +164,10 @@ pub async fn stream(
     if record.stream_secret.as_deref() != Some(hash_secret(&stream_secret).as_str()) {
         return Err(invalid_stream("secret does not match"));
     }
+    state
+        .metrics
+        .peer(&record.name)
+        .count(Direction::Received, MessageType::Open);
     let (outgoing, receiver) = mpsc::channel::<bytes::Bytes>(64);
     let session_state = state.clone();
     let name = record.name.clone();

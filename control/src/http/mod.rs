@@ -10,6 +10,7 @@ mod catalog;
 mod config;
 mod connect;
 mod internal;
+mod metrics;
 mod peering;
 mod proxy;
 
@@ -42,6 +43,8 @@ const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
+        .route("/v1/agent/metrics", get(metrics::agent_metrics))
+        .route("/metrics", get(metrics::prometheus))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/services", get(agent::services))
         .route("/v1/agent/service/{id}", get(agent::service))
@@ -124,6 +127,10 @@ pub fn router(state: State) -> Router {
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .with_state(state)
 }
 

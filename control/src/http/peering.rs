@@ -127,6 +127,7 @@ pub async fn delete(
         })
         .await?;
     state.peering.forget(&name);
+    state.metrics.forget_peer(&name);
     tracing::info!(peer = %name, "peering deleted");
     Ok(Response::new(Body::empty()))
 }

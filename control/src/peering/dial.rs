@@ -27,6 +27,7 @@ use super::token::{check_groups, groups_or_default, own_info, validate_partition
 use super::{PeeringRecord, Role};
 use crate::agent::AgentState;
 use crate::error::ApiError;
+use crate::metrics::{Direction, ErrorReason, PeerCounters};
 use crate::store::Reads;
 
 /// Per address: TCP connect plus TLS handshake.
@@ -360,6 +361,7 @@ impl GatewayRefusals {
 async fn dial_loop(state: Arc<AgentState>, peer: String) {
     let mut backoff = BACKOFF_START;
     let mut gateway_refusals = GatewayRefusals::default();
+    let counters = state.metrics.peer(&peer);
     loop {
         let record = match state.store.snapshot().and_then(|s| super::get(&s, &peer)) {
             Ok(Some(record)) => record,
@@ -379,7 +381,10 @@ async fn dial_loop(state: Arc<AgentState>, peer: String) {
             return;
         }
         let started = tokio::time::Instant::now();
-        let attempt = open_stream(&state, &record).await;
+        let attempt = open_stream(&state, &record, &counters).await;
+        if matches!(attempt, Attempt::Failed(_) | Attempt::Rejected(_)) {
+            counters.error(ErrorReason::Dial);
+        }
         if !matches!(attempt, Attempt::Rejected(Refusal::Gateway(_))) {
             gateway_refusals = GatewayRefusals::default();
         }
@@ -437,7 +442,11 @@ fn body_from(receiver: mpsc::Receiver<Bytes>) -> RequestBody {
 }
 
 /// Opens the stream and runs a session on it.
-async fn open_stream(state: &Arc<AgentState>, record: &PeeringRecord) -> Attempt {
+async fn open_stream(
+    state: &Arc<AgentState>,
+    record: &PeeringRecord,
+    counters: &PeerCounters,
+) -> Attempt {
     let tls = match stream_tls(state, record) {
         Ok(tls) => tls,
         Err(e) => return Attempt::Failed(e),
@@ -455,6 +464,7 @@ async fn open_stream(state: &Arc<AgentState>, record: &PeeringRecord) -> Attempt
     if outgoing.send(stream::encode(&open)).await.is_err() {
         return Attempt::Failed("stream closed".into());
     }
+    counters.message(Direction::Sent, &open);
     let request = http::Request::post(format!(
         "https://{}{}",
         record.peer_server_name,

@@ -80,6 +80,15 @@ impl PeeringManager {
         }
     }
 
+    /// When the last heartbeat from `peer` arrived (this agent's lifetime only).
+    pub fn last_heartbeat(&self, peer: &str) -> Option<OffsetDateTime> {
+        self.times
+            .lock()
+            .expect("peering times lock poisoned")
+            .get(peer)
+            .and_then(|t| t.heartbeat)
+    }
+
     pub fn received(&self, peer: &str, heartbeat: bool) {
         let now = OffsetDateTime::now_utc();
         let mut times = self.times.lock().expect("peering times lock poisoned");

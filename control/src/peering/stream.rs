@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::manager::Control;
 use crate::agent::AgentState;
+use crate::metrics::{Direction, ErrorReason, PeerCounters};
 use crate::store::{Reads, StoreError, Table};
 
 /// How long a terminating session waits for the peer to close its side.
@@ -123,7 +124,22 @@ pub async fn run_session(
 ) -> SessionEnd {
     let (session_id, mut control) = state.peering.open_session(&peer);
     tracing::info!(peer = %peer, "peering stream opened");
-    let end = session_loop(&state, &peer, &mut incoming, &outgoing, &mut control).await;
+    let counters = state.metrics.peer(&peer);
+    let end = session_loop(
+        &state,
+        &peer,
+        &counters,
+        &mut incoming,
+        &outgoing,
+        &mut control,
+    )
+    .await;
+    match &end {
+        SessionEnd::Disconnected(_) => counters.error(ErrorReason::Disconnected),
+        SessionEnd::Silent => counters.error(ErrorReason::Silent),
+        SessionEnd::ProtocolError(_) => counters.error(ErrorReason::Protocol),
+        SessionEnd::PeerTerminated | SessionEnd::WeTerminated | SessionEnd::Replaced => {}
+    }
     let current = state.peering.close_session(&peer, session_id);
     match &end {
         SessionEnd::Disconnected(_) | SessionEnd::Silent | SessionEnd::ProtocolError(_)
@@ -157,6 +173,7 @@ pub async fn run_session(
 async fn session_loop(
     state: &Arc<AgentState>,
     peer: &str,
+    counters: &PeerCounters,
     incoming: &mut LineReader,
     outgoing: &mpsc::Sender<Bytes>,
     control: &mut mpsc::Receiver<Control>,
@@ -168,6 +185,7 @@ async fn session_loop(
         let ok = outgoing.send(encode(&message)).await.is_ok();
         if ok {
             state.peering.sent(peer);
+            counters.message(Direction::Sent, &message);
         }
         ok
     };
@@ -204,6 +222,7 @@ async fn session_loop(
                     Err(e) => return SessionEnd::Disconnected(e),
                 };
                 last_heard = Instant::now();
+                counters.message(Direction::Received, &message);
                 state.peering.received(peer, matches!(message, StreamMessage::Heartbeat));
                 if !activated {
                     activated = true;

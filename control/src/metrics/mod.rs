@@ -1,0 +1,374 @@
+//! The agent's Prometheus metrics.
+//!
+//! Each agent has its own registry, because several agents run in one test
+//! process. Two kinds of figures:
+//! - counters (replication messages and errors, HTTP requests), kept in the
+//!   registry and bumped on the hot paths through pre-resolved handles, so
+//!   an increment is an atomic add;
+//! - gauges (peering health and state, imported and exported services,
+//!   catalog sizes), computed at scrape time from one store snapshot
+//!   ([`scrape`]), so they cannot drift from the store and a deleted
+//!   peering's series vanish with it.
+
+pub mod scrape;
+pub mod summary;
+
+use http::{Method, StatusCode};
+use isthmus_api::peering::StreamMessage;
+use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// The Content-Type of the Prometheus text exposition format 0.0.4.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A replication stream message's kind: the bounded `type` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    Open,
+    ExportedServices,
+    Service,
+    TrustBundle,
+    Gateways,
+    Heartbeat,
+    Terminate,
+}
+
+impl MessageType {
+    pub const ALL: [MessageType; 7] = [
+        MessageType::Open,
+        MessageType::ExportedServices,
+        MessageType::Service,
+        MessageType::TrustBundle,
+        MessageType::Gateways,
+        MessageType::Heartbeat,
+        MessageType::Terminate,
+    ];
+
+    pub fn of(message: &StreamMessage) -> MessageType {
+        match message {
+            StreamMessage::Open { .. } => MessageType::Open,
+            StreamMessage::ExportedServices { .. } => MessageType::ExportedServices,
+            StreamMessage::Service { .. } => MessageType::Service,
+            StreamMessage::TrustBundle { .. } => MessageType::TrustBundle,
+            StreamMessage::Gateways { .. } => MessageType::Gateways,
+            StreamMessage::Heartbeat => MessageType::Heartbeat,
+            StreamMessage::Terminate => MessageType::Terminate,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            MessageType::Open => "open",
+            MessageType::ExportedServices => "exported_services",
+            MessageType::Service => "service",
+            MessageType::TrustBundle => "trust_bundle",
+            MessageType::Gateways => "gateways",
+            MessageType::Heartbeat => "heartbeat",
+            MessageType::Terminate => "terminate",
+        }
+    }
+}
+
+/// The `direction` label of replication messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Sent, Direction::Received];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        }
+    }
+}
+
+/// Why a replication stream failed: the bounded `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorReason {
+    /// The dialer could not open the stream (connect, TLS, HTTP status).
+    Dial,
+    /// The transport closed or failed under a running session.
+    Disconnected,
+    /// Nothing heard for three heartbeat intervals.
+    Silent,
+    /// The peer broke the protocol.
+    Protocol,
+}
+
+impl ErrorReason {
+    pub const ALL: [ErrorReason; 4] = [
+        ErrorReason::Dial,
+        ErrorReason::Disconnected,
+        ErrorReason::Silent,
+        ErrorReason::Protocol,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorReason::Dial => "dial",
+            ErrorReason::Disconnected => "disconnected",
+            ErrorReason::Silent => "silent",
+            ErrorReason::Protocol => "protocol",
+        }
+    }
+}
+
+/// One peer's replication counters, resolved once per session (or dial
+/// loop) so that counting a message is an atomic add, with no map lookup.
+/// Handles kept past the peering's deletion count into series no longer
+/// exported, so a late message cannot bring a deleted peer's series back.
+#[derive(Clone)]
+pub struct PeerCounters {
+    sent: Vec<IntCounter>,
+    received: Vec<IntCounter>,
+    errors: Vec<IntCounter>,
+}
+
+impl PeerCounters {
+    pub fn message(&self, direction: Direction, message: &StreamMessage) {
+        self.count(direction, MessageType::of(message));
+    }
+
+    pub fn count(&self, direction: Direction, message_type: MessageType) {
+        let index = message_type as usize;
+        match direction {
+            Direction::Sent => self.sent[index].inc(),
+            Direction::Received => self.received[index].inc(),
+        }
+    }
+
+    pub fn error(&self, reason: ErrorReason) {
+        self.errors[reason as usize].inc();
+    }
+}
+
+/// The agent's registry and the counters the hot paths bump.
+pub struct AgentMetrics {
+    registry: Registry,
+    replication_messages: IntCounterVec,
+    replication_errors: IntCounterVec,
+    http_requests: IntCounterVec,
+}
+
+impl AgentMetrics {
+    pub fn new() -> Result<AgentMetrics, prometheus::Error> {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        let build_info = IntGaugeVec::new(
+            Opts::new("isthmus_build_info", "isthmus build information; always 1"),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+
+        let replication_messages = IntCounterVec::new(
+            Opts::new(
+                "isthmus_peering_replication_messages_total",
+                "Replication stream messages, by peer, direction (sent or received) and message type",
+            ),
+            &["peer", "direction", "type"],
+        )?;
+        registry.register(Box::new(replication_messages.clone()))?;
+
+        let replication_errors = IntCounterVec::new(
+            Opts::new(
+                "isthmus_peering_replication_errors_total",
+                "Replication streams that failed to open or broke, by peer and reason",
+            ),
+            &["peer", "reason"],
+        )?;
+        registry.register(Box::new(replication_errors.clone()))?;
+
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "isthmus_http_requests_total",
+                "Requests answered by the agent's HTTP API, by method and status code",
+            ),
+            &["method", "code"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+
+        Ok(AgentMetrics {
+            registry,
+            replication_messages,
+            replication_errors,
+            http_requests,
+        })
+    }
+
+    /// `peer`'s counters, every series created (at zero if new) so that
+    /// rates work from the first scrape. `peer` must name a stored peering:
+    /// that is what bounds the label.
+    pub fn peer(&self, peer: &str) -> PeerCounters {
+        let resolve = |direction: Direction| {
+            MessageType::ALL
+                .iter()
+                .map(|t| {
+                    self.replication_messages.with_label_values(&[
+                        peer,
+                        direction.label(),
+                        t.label(),
+                    ])
+                })
+                .collect()
+        };
+        PeerCounters {
+            sent: resolve(Direction::Sent),
+            received: resolve(Direction::Received),
+            errors: ErrorReason::ALL
+                .iter()
+                .map(|r| {
+                    self.replication_errors
+                        .with_label_values(&[peer, r.label()])
+                })
+                .collect(),
+        }
+    }
+
+    /// Drops every counter series of a deleted peering.
+    pub fn forget_peer(&self, peer: &str) {
+        for direction in Direction::ALL {
+            for t in MessageType::ALL {
+                let _ = self.replication_messages.remove_label_values(&[
+                    peer,
+                    direction.label(),
+                    t.label(),
+                ]);
+            }
+        }
+        for reason in ErrorReason::ALL {
+            let _ = self
+                .replication_errors
+                .remove_label_values(&[peer, reason.label()]);
+        }
+    }
+
+    pub fn http_request(&self, method: &Method, status: StatusCode) {
+        self.http_requests
+            .with_label_values(&[method_label(method), status.as_str()])
+            .inc();
+    }
+
+    /// Every family: the registry's and the scrape-time ones, by name.
+    pub fn gather(
+        &self,
+        figures: &scrape::Figures,
+    ) -> Result<Vec<MetricFamily>, prometheus::Error> {
+        let mut families = self.registry.gather();
+        families.extend(figures.families()?);
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(families)
+    }
+}
+
+/// The Prometheus text exposition of `families`.
+pub fn encode_text(families: &[MetricFamily]) -> Result<String, prometheus::Error> {
+    let mut out = Vec::with_capacity(8192);
+    TextEncoder::new().encode(families, &mut out)?;
+    String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// Standard methods by name; anything else is `OTHER`, so a client cannot
+/// mint label values.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(metrics: &AgentMetrics) -> String {
+        encode_text(&metrics.gather(&scrape::Figures::default()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn counts_messages_per_peer_direction_and_type() {
+        let metrics = AgentMetrics::new().unwrap();
+        let peer = metrics.peer("cluster-02");
+        peer.message(Direction::Sent, &StreamMessage::Heartbeat);
+        peer.message(Direction::Sent, &StreamMessage::Heartbeat);
+        peer.message(
+            Direction::Received,
+            &StreamMessage::ExportedServices { services: vec![] },
+        );
+        peer.error(ErrorReason::Silent);
+        let text = text(&metrics);
+        for series in [
+            r#"isthmus_peering_replication_messages_total{direction="sent",peer="cluster-02",type="heartbeat"} 2"#,
+            r#"isthmus_peering_replication_messages_total{direction="received",peer="cluster-02",type="exported_services"} 1"#,
+            r#"isthmus_peering_replication_messages_total{direction="received",peer="cluster-02",type="terminate"} 0"#,
+            r#"isthmus_peering_replication_errors_total{peer="cluster-02",reason="silent"} 1"#,
+            r#"isthmus_peering_replication_errors_total{peer="cluster-02",reason="dial"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+        assert!(text.contains("isthmus_build_info{version=\""), "{text}");
+    }
+
+    #[test]
+    fn forgetting_a_peer_removes_its_series_and_late_counts_stay_hidden() {
+        let metrics = AgentMetrics::new().unwrap();
+        let gone = metrics.peer("gone");
+        let kept = metrics.peer("kept");
+        gone.message(Direction::Sent, &StreamMessage::Heartbeat);
+        kept.message(Direction::Sent, &StreamMessage::Heartbeat);
+        metrics.forget_peer("gone");
+        // A session that still holds its handles counts into the void.
+        gone.message(Direction::Sent, &StreamMessage::Heartbeat);
+        gone.error(ErrorReason::Disconnected);
+        let text = text(&metrics);
+        assert!(!text.contains("peer=\"gone\""), "{text}");
+        assert!(text.contains("peer=\"kept\""), "{text}");
+    }
+
+    #[test]
+    fn http_labels_are_bounded() {
+        let metrics = AgentMetrics::new().unwrap();
+        metrics.http_request(&Method::GET, StatusCode::OK);
+        metrics.http_request(&Method::GET, StatusCode::OK);
+        metrics.http_request(
+            &Method::from_bytes(b"BREW").unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        );
+        let text = text(&metrics);
+        assert!(
+            text.contains(r#"isthmus_http_requests_total{code="200",method="GET"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"isthmus_http_requests_total{code="405",method="OTHER"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_message_type_has_its_own_slot() {
+        for (i, t) in MessageType::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i, "{t:?}");
+        }
+        for (i, r) in ErrorReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+    }
+}
