@@ -119,9 +119,18 @@ fn keep_running_leaves_the_clusters_up_until_sigterm() {
     let seen = seen.join("\n");
     assert!(seen.contains("✓ intruder did not reach backend"), "{seen}");
     assert!(!seen.contains('✗'), "a check failed:\n{seen}");
+    let prometheus = dir.path().join("prometheus.yml");
+    let checked = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&prometheus)
+        .output()
+        .expect("promtool (apt-get install prometheus) checks the demo's Prometheus config");
     assert!(
-        dir.path().join("prometheus.yml").is_file(),
-        "a Prometheus config for the demo"
+        checked.status.success(),
+        "promtool check config {}: {}{}",
+        prometheus.display(),
+        stdout(&checked),
+        stderr(&checked)
     );
     let ui = ui.unwrap_or_else(|| panic!("no web UI address in:\n{seen}"));
     let call = frontend_call.unwrap_or_else(|| panic!("no call example in:\n{seen}"));

@@ -326,14 +326,14 @@ pub fn print_exploration(env: &Environment, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// A scrape config for everything the demo runs, in the shape of
-/// `configs/prometheus.yml`.
+/// `configs/prometheus.yml` (same jobs and labels).
 fn prometheus_config(env: &Environment) -> String {
     let host = |url: &str| url.trim_start_matches("http://").to_owned();
     let mut out = String::from("global:\n  scrape_interval: 5s\nscrape_configs:\n");
     out.push_str("  - job_name: isthmus-agent\n    metrics_path: /v1/agent/metrics\n    params:\n      format: [prometheus]\n    static_configs:\n");
     for cluster in &env.clusters {
         out.push_str(&format!(
-            "      - targets: ['{}']\n        labels: {{cluster: {}}}\n",
+            "      - targets: ['{}']\n        labels: {{cluster: {}, component: agent}}\n",
             host(&cluster.target.api),
             cluster.target.name
         ));
@@ -341,7 +341,7 @@ fn prometheus_config(env: &Environment) -> String {
     out.push_str("  - job_name: isthmus-gateway\n    static_configs:\n");
     for cluster in &env.clusters {
         out.push_str(&format!(
-            "      - targets: ['{}']\n        labels: {{cluster: {}}}\n",
+            "      - targets: ['{}']\n        labels: {{cluster: {}, component: gateway}}\n",
             host(&cluster.gateway_admin),
             cluster.target.name
         ));
@@ -349,7 +349,7 @@ fn prometheus_config(env: &Environment) -> String {
     out.push_str("  - job_name: isthmus-proxy\n    static_configs:\n");
     for workload in &env.workloads {
         out.push_str(&format!(
-            "      - targets: ['{}']\n        labels: {{cluster: {}, service: {}}}\n",
+            "      - targets: ['{}']\n        labels: {{cluster: {}, component: sidecar, service: {}}}\n",
             host(&workload.sidecar.admin),
             workload.cluster,
             workload.name
