@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests drive, from Debian's packages:
+#   chromium, chromium-driver   the web UI's tests run a real headless browser
+#   prometheus                  promtool checks every component's /metrics
+# Skips what is already installed; uses sudo when not root. Safe to rerun.
+set -euo pipefail
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: chromium, chromedriver and promtool are installed"
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+echo "setup: installing ${missing[*]} (apt-get)"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+# --no-install-recommends keeps it to what the tests use; the prometheus
+# package's server is not started by the tests (only promtool is run).
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
