@@ -4,32 +4,10 @@
 
 use isthmus_tests::api::{get as api_get, put};
 use isthmus_tests::apps::{get, http_app, parse, request_with};
-use isthmus_tests::cluster::Cluster;
+use isthmus_tests::cluster::peered_clusters;
 use isthmus_tests::eventually;
-use isthmus_tests::process::stdout;
 use isthmus_tests::proxy_process::ProxyProcess;
 use serde_json::json;
-
-/// cluster-01 (token) and cluster-02 (establish), peered and ACTIVE on both sides.
-async fn peered_clusters(dir: &std::path::Path) -> (Cluster, Cluster) {
-    let c1 = Cluster::start("cluster-01", dir).await;
-    let c2 = Cluster::start("cluster-02", dir).await;
-    let token = stdout(&c1.cli(&["peering", "generate-token", "-name", "cluster-02"]))
-        .trim()
-        .to_owned();
-    let established = c2.cli(&[
-        "peering",
-        "establish",
-        "-name",
-        "cluster-01",
-        "-peering-token",
-        &token,
-    ]);
-    assert!(established.status.success());
-    c1.wait_for_state("cluster-02", "ACTIVE").await;
-    c2.wait_for_state("cluster-01", "ACTIVE").await;
-    (c1, c2)
-}
 
 #[tokio::test]
 async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {

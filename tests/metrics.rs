@@ -11,35 +11,13 @@ use std::path::PathBuf;
 use http_body_util::BodyExt;
 use isthmus_tests::api::put;
 use isthmus_tests::apps::{get, http_app};
-use isthmus_tests::cluster::Cluster;
+use isthmus_tests::cluster::{peered_clusters, Cluster};
 use isthmus_tests::eventually;
-use isthmus_tests::process::stdout;
 use isthmus_tests::proxy_process::ProxyProcess;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// cluster-01 (token) and cluster-02 (establish), peered and ACTIVE on both sides.
-async fn peered_clusters(dir: &std::path::Path) -> (Cluster, Cluster) {
-    let c1 = Cluster::start("cluster-01", dir).await;
-    let c2 = Cluster::start("cluster-02", dir).await;
-    let token = stdout(&c1.cli(&["peering", "generate-token", "-name", "cluster-02"]))
-        .trim()
-        .to_owned();
-    let established = c2.cli(&[
-        "peering",
-        "establish",
-        "-name",
-        "cluster-01",
-        "-peering-token",
-        &token,
-    ]);
-    assert!(established.status.success());
-    c1.wait_for_state("cluster-02", "ACTIVE").await;
-    c2.wait_for_state("cluster-01", "ACTIVE").await;
-    (c1, c2)
-}
 
 /// GET `http://<addr><path>`: status, Content-Type and body.
 async fn fetch(addr: &str, path: &str) -> (u16, String, String) {

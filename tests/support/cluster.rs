@@ -6,7 +6,7 @@ use std::process::{Child, Output};
 
 use isthmus_api::client::Client;
 
-use super::process::{cli, field, spawn_announcing, terminate_child, AgentProcess};
+use super::process::{cli, field, spawn_announcing, stdout, terminate_child, AgentProcess};
 use super::{bin_dir, eventually};
 
 /// The heartbeat the tests run peering streams with, so failures show fast.
@@ -157,4 +157,30 @@ impl Cluster {
         self.client = Client::new(&agent.http_addr).unwrap();
         self.agent = agent;
     }
+}
+
+/// cluster-01 (token) and cluster-02 (establish), peered and `ACTIVE` on
+/// both sides.
+pub async fn peered_clusters(dir: &Path) -> (Cluster, Cluster) {
+    let c1 = Cluster::start("cluster-01", dir).await;
+    let c2 = Cluster::start("cluster-02", dir).await;
+    let token = stdout(&c1.cli(&["peering", "generate-token", "-name", "cluster-02"]))
+        .trim()
+        .to_owned();
+    let established = c2.cli(&[
+        "peering",
+        "establish",
+        "-name",
+        "cluster-01",
+        "-peering-token",
+        &token,
+    ]);
+    assert!(
+        established.status.success(),
+        "establish: {}",
+        super::process::stderr(&established)
+    );
+    c1.wait_for_state("cluster-02", "ACTIVE").await;
+    c2.wait_for_state("cluster-01", "ACTIVE").await;
+    (c1, c2)
 }
