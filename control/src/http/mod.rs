@@ -2,7 +2,8 @@
 //!
 //! Every read endpoint over stored state (catalog, health, config entries,
 //! CA) supports blocking queries (`?index=N&wait=D`) and answers with
-//! `X-Consul-Index`; errors are plain text with a 4xx/5xx status.
+//! `X-Consul-Index`; errors are plain text with a 4xx/5xx status. The web
+//! UI's static assets are served under `/ui/` (see `ui`).
 
 mod agent;
 mod auth;
@@ -13,6 +14,7 @@ mod internal;
 mod metrics;
 mod peering;
 mod proxy;
+pub mod ui;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -125,6 +127,7 @@ pub fn router(state: State) -> Router {
             "/v1/internal/proxy/upstream/{service}",
             get(proxy::upstream),
         )
+        .merge(ui::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
