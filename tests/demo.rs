@@ -174,6 +174,24 @@ fn keep_running_leaves_the_clusters_up_until_sigterm() {
 }
 
 #[test]
+fn a_used_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cluster-01")).unwrap();
+    let output = run_demo(&["--dir", dir.path().to_str().unwrap()]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("is not empty: give --dir an empty or new directory"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing written"
+    );
+}
+
+#[test]
 fn a_missing_binary_fails_with_the_build_command() {
     let empty = tempfile::tempdir().unwrap();
     let output = run_demo(&["--bin-dir", empty.path().to_str().unwrap()]);

@@ -108,6 +108,16 @@ fn work_dir(chosen: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
     match chosen {
         Some(dir) => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            // A previous run's clusters would come back with their old
+            // peerings, and the walkthrough starts from nothing.
+            let mut entries =
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            if entries.next().is_some() {
+                anyhow::bail!(
+                    "{} is not empty: give --dir an empty or new directory",
+                    dir.display()
+                );
+            }
             Ok((dir, false))
         }
         None => {
