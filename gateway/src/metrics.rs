@@ -2,9 +2,7 @@
 //! several can run in one process); the data path only touches atomic
 //! counters, and encoding happens on the admin listener's side.
 
-use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Which peering endpoint a request addressed (bounded label values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,20 +105,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Result<Metrics, prometheus::Error> {
-        let registry = Registry::new();
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
-
-        let build_info = IntGaugeVec::new(
-            Opts::new("isthmus_build_info", "isthmus build information; always 1"),
-            &["version"],
-        )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        registry.register(Box::new(build_info))?;
+        let registry = isthmus_api::metrics::component_registry()?;
 
         let tcp_open = IntCounterVec::new(
             Opts::new(
@@ -258,10 +243,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub(crate) fn encode(&self) -> Result<String, prometheus::Error> {
-        let families = self.registry.gather();
-        let mut out = Vec::with_capacity(4096);
-        TextEncoder::new().encode(&families, &mut out)?;
-        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+        isthmus_api::metrics::encode_text(&self.registry.gather())
     }
 }
 

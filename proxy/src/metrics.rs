@@ -7,9 +7,10 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use http::StatusCode;
+use isthmus_api::metrics::counter_vec;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Response latency buckets, in seconds.
@@ -238,32 +239,9 @@ pub(crate) struct Metrics {
     outbound_errors: IntCounterVec,
 }
 
-fn counter_vec(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, prometheus::Error> {
-    let family = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(family.clone()))?;
-    Ok(family)
-}
-
 impl Metrics {
     pub(crate) fn new() -> Result<Metrics, prometheus::Error> {
-        let registry = Registry::new();
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
-        let build_info = IntGaugeVec::new(
-            Opts::new("isthmus_build_info", "isthmus build information; always 1"),
-            &["version"],
-        )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        registry.register(Box::new(build_info))?;
+        let registry = isthmus_api::metrics::component_registry()?;
 
         let r = &registry;
         let latency = HistogramVec::new(
@@ -378,10 +356,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub(crate) fn encode(&self) -> Result<String, prometheus::Error> {
-        let families = self.registry.gather();
-        let mut out = Vec::with_capacity(8192);
-        TextEncoder::new().encode(&families, &mut out)?;
-        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+        isthmus_api::metrics::encode_text(&self.registry.gather())
     }
 }
 

@@ -16,7 +16,7 @@ pub mod summary;
 use http::{Method, StatusCode};
 use isthmus_api::peering::StreamMessage;
 use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 /// The Content-Type of the Prometheus text exposition format 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -157,20 +157,7 @@ pub struct AgentMetrics {
 
 impl AgentMetrics {
     pub fn new() -> Result<AgentMetrics, prometheus::Error> {
-        let registry = Registry::new();
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
-
-        let build_info = IntGaugeVec::new(
-            Opts::new("isthmus_build_info", "isthmus build information; always 1"),
-            &["version"],
-        )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        registry.register(Box::new(build_info))?;
+        let registry = isthmus_api::metrics::component_registry()?;
 
         let replication_messages = IntCounterVec::new(
             Opts::new(
@@ -272,12 +259,7 @@ impl AgentMetrics {
     }
 }
 
-/// The Prometheus text exposition of `families`.
-pub fn encode_text(families: &[MetricFamily]) -> Result<String, prometheus::Error> {
-    let mut out = Vec::with_capacity(8192);
-    TextEncoder::new().encode(families, &mut out)?;
-    String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
-}
+pub use isthmus_api::metrics::encode_text;
 
 /// Standard methods by name; anything else is `OTHER`, so a client cannot
 /// mint label values.
