@@ -50,6 +50,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let name = args.name.clone().unwrap_or_else(timestamp);
     let bin_dir = crate::bin_dir()?;
     peers::ensure_isthmus(&bin_dir)?;
+    if args.only == Some(Only::Memory) {
+        return crate::memory::run(&args, &bin_dir, &name).await;
+    }
     let machine_start = machine();
     println!("isthmus-bench: {rounds} round(s), {seconds}s per measurement, {} worker(s) per proxy; machine {machine_start}", args.workers);
 

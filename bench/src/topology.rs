@@ -145,9 +145,23 @@ pub async fn isthmus(bin_dir: &Path, backend: &str, workers: usize) -> Result<To
     let inbound_addr = procs::field(line.as_deref().unwrap_or_default(), "inbound")?;
     let mut args = common("frontend");
     args.extend(["--upstream".into(), "backend:0".into()]);
+    // Profiling aid: `ISTHMUS_BENCH_WRAP_OUTBOUND="heaptrack -o /tmp/out"`
+    // runs the outbound hop under that command (its RSS is then the
+    // wrapper's, not the proxy's).
+    let wrapper = std::env::var("ISTHMUS_BENCH_WRAP_OUTBOUND").unwrap_or_default();
+    let mut wrapper = wrapper.split_whitespace().map(str::to_owned);
+    let (program, args) = match wrapper.next() {
+        Some(program) => {
+            let mut wrapped: Vec<String> = wrapper.collect();
+            wrapped.push(proxy.display().to_string());
+            wrapped.extend(args);
+            (PathBuf::from(program), wrapped)
+        }
+        None => (proxy.clone(), args),
+    };
     let (outbound, line) = procs::spawn(
         "isthmus-proxy (outbound)",
-        &proxy,
+        &program,
         &args,
         Some("isthmus-proxy running:"),
     )?;
