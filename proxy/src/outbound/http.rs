@@ -91,7 +91,10 @@ async fn forward(
         return Err(Failure::new(*kind, reason.clone()));
     }
     if is_upgrade_request(&request) {
-        return upgrade(upstream, &route, request, drain).await;
+        // Boxed: a rare path whose future (TCP connect, TLS and HTTP/1.1
+        // handshakes) would otherwise size every request's future, which
+        // hyper keeps allocated for as long as each connection lives.
+        return Box::pin(upgrade(upstream, &route, request, drain)).await;
     }
     prepare(upstream, &mut request);
     let mut exclude = None;
