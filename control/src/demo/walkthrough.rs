@@ -207,6 +207,20 @@ pub async fn walk(
         .as_ref()
         .ok_or_else(|| anyhow!("intruder has no upstream"))?;
     let base = format!("http://{intruder_addr}");
+    // Until intruder's sidecar has backend's endpoints it answers 503
+    // itself; wait for an answer from an attempt that reached backend.
+    wait_for("intruder's sidecar to try backend", SETTLE, || async {
+        let answer = script::get(&base, "/hello")
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        match answer.error_header.as_deref() {
+            Some(NOT_READY | NO_ENDPOINT) => {
+                Err(format!("{} {}", answer.status, answer.body.trim()))
+            }
+            _ => Ok(()),
+        }
+    })
+    .await?;
     let answer = script.curl("cluster-02", &base, "/hello").await?;
     script.show(&format!(
         "{} {}{}",
@@ -222,6 +236,7 @@ pub async fn walk(
         answer.status != 200 && !answer.body.contains("hello from backend"),
         "intruder did not reach backend",
     )?;
+    script.say("backend's sidecar refused the connection: no intention allows intruder");
 
     script.step("Look at the metrics");
     let backend = env.workload("backend");
@@ -285,6 +300,10 @@ pub async fn walk(
     )?;
     Ok(())
 }
+
+/// What a sidecar's `x-isthmus-error` says before it can try an upstream.
+const NOT_READY: &str = "proxy not ready";
+const NO_ENDPOINT: &str = "no healthy endpoint";
 
 /// The start of a long token and its length.
 fn abbreviate(token: &str) -> String {
