@@ -13,6 +13,7 @@ mod memory;
 mod peering;
 mod peers;
 mod procs;
+mod profile;
 mod report;
 mod scenario;
 mod topology;
@@ -70,7 +71,9 @@ pub struct RunArgs {
     /// topology only, no load rounds) and the peering figures. `memory`: the
     /// isthmus sidecars' RSS idle, with 1,000 idle connections, after one
     /// short load round (--seconds per scenario, default 1) and with 1,000
-    /// connections again.
+    /// connections again. `profile`: the isthmus topology under a small
+    /// fixed load in phases (idle, HTTP/1.1 /1k, /64k; --seconds each,
+    /// default 20), bracketed by callgrind_control zero/dump on both hops.
     #[arg(long, value_enum)]
     only: Option<Only>,
 }
@@ -79,6 +82,7 @@ pub struct RunArgs {
 pub enum Only {
     ControlPlane,
     Memory,
+    Profile,
 }
 
 fn main() -> Result<()> {

@@ -53,6 +53,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     if args.only == Some(Only::Memory) {
         return crate::memory::run(&args, &bin_dir, &name).await;
     }
+    if args.only == Some(Only::Profile) {
+        return crate::profile::run(&args, &bin_dir).await;
+    }
     let machine_start = machine();
     println!("isthmus-bench: {rounds} round(s), {seconds}s per measurement, {} worker(s) per proxy; machine {machine_start}", args.workers);
 

@@ -136,29 +136,20 @@ pub async fn isthmus(bin_dir: &Path, backend: &str, workers: usize) -> Result<To
         .map(str::to_owned)
         .to_vec()
     };
+    // Profiling aid: `ISTHMUS_BENCH_WRAP_OUTBOUND="heaptrack -o /tmp/out"`
+    // (or `ISTHMUS_BENCH_WRAP_INBOUND`) runs that hop under that command
+    // (its RSS is then the wrapper's, not the proxy's).
+    let (program, args) = wrapped("ISTHMUS_BENCH_WRAP_INBOUND", &proxy, common("backend"));
     let (inbound, line) = procs::spawn(
         "isthmus-proxy (inbound)",
-        &proxy,
-        &common("backend"),
+        &program,
+        &args,
         Some("isthmus-proxy running:"),
     )?;
     let inbound_addr = procs::field(line.as_deref().unwrap_or_default(), "inbound")?;
     let mut args = common("frontend");
     args.extend(["--upstream".into(), "backend:0".into()]);
-    // Profiling aid: `ISTHMUS_BENCH_WRAP_OUTBOUND="heaptrack -o /tmp/out"`
-    // runs the outbound hop under that command (its RSS is then the
-    // wrapper's, not the proxy's).
-    let wrapper = std::env::var("ISTHMUS_BENCH_WRAP_OUTBOUND").unwrap_or_default();
-    let mut wrapper = wrapper.split_whitespace().map(str::to_owned);
-    let (program, args) = match wrapper.next() {
-        Some(program) => {
-            let mut wrapped: Vec<String> = wrapper.collect();
-            wrapped.push(proxy.display().to_string());
-            wrapped.extend(args);
-            (PathBuf::from(program), wrapped)
-        }
-        None => (proxy.clone(), args),
-    };
+    let (program, args) = wrapped("ISTHMUS_BENCH_WRAP_OUTBOUND", &proxy, args);
     let (outbound, line) = procs::spawn(
         "isthmus-proxy (outbound)",
         &program,
@@ -195,6 +186,22 @@ pub async fn isthmus(bin_dir: &Path, backend: &str, workers: usize) -> Result<To
     };
     topology.wait_ready().await?;
     Ok(topology)
+}
+
+/// `program args`, or the same under the command in the environment
+/// variable `var` (split on whitespace) when it is set.
+fn wrapped(var: &str, program: &Path, args: Vec<String>) -> (PathBuf, Vec<String>) {
+    let wrapper = std::env::var(var).unwrap_or_default();
+    let mut wrapper = wrapper.split_whitespace().map(str::to_owned);
+    match wrapper.next() {
+        Some(wrapper_program) => {
+            let mut wrapped: Vec<String> = wrapper.collect();
+            wrapped.push(program.display().to_string());
+            wrapped.extend(args);
+            (PathBuf::from(wrapper_program), wrapped)
+        }
+        None => (program.to_path_buf(), args),
+    }
 }
 
 /// Replaces every `{{KEY}}` in bench/peers/<file> and writes it to `dir`.

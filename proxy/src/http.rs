@@ -137,6 +137,16 @@ pub(crate) fn is_upgrade_request<B>(request: &Request<B>) -> bool {
 /// included. With `keep_upgrade`, `Connection: upgrade` and `Upgrade`
 /// stay, so an upgrade can be passed on.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Fast path, taken by almost every request and response: one pass over
+    // the (few) names present instead of a hashed lookup per hop-by-hop
+    // name. Without any of these names the map would not change below.
+    if !keep_upgrade
+        && !headers.keys().any(|name| {
+            name == CONNECTION || name == TE || name == UPGRADE || HOP_BY_HOP.contains(name)
+        })
+    {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -262,6 +272,11 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept", "content-length"]);
+
+        let mut h = headers(&[("host", "a"), ("x-kept", "1"), ("accept", "*/*")]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
 
         let mut h = headers(&[("te", "trailers"), ("connection", "close")]);
         strip_hop_by_hop(&mut h, false);
