@@ -71,8 +71,9 @@ pub fn run(args: DemoArgs) -> ExitCode {
         }
         result
     });
-    let _ = stop_apps.send(true);
+    // Sidecars first (they drain requests to the apps), then the apps.
     let killed = processes.stop_all();
+    let _ = stop_apps.send(true);
     if !killed.is_empty() {
         eprintln!(
             "had to kill (no exit within the grace period): {}",
