@@ -104,7 +104,7 @@ async fn seed_flow_from_token_to_terminated() {
     put(
         &c1.client,
         "/v1/agent/service/register",
-        json!({"Name": "backend-service", "ID": "backend-1", "Port": 9090, "Check": {"TTL": "1h", "Status": "passing"}}),
+        json!({"Name": "backend-service", "ID": "backend-1", "Port": 9090, "Tags": ["v2", "primary"], "Check": {"TTL": "1h", "Status": "passing"}}),
     )
     .await;
     let dir_files = tempfile::tempdir().unwrap();
@@ -168,6 +168,22 @@ async fn seed_flow_from_token_to_terminated() {
             .len(),
         1
     );
+
+    // The catalog's service list for the peer, as Consul's `?peer=`; the
+    // local list does not mix imported services in.
+    let (names, _) = get(&c2.client, "/v1/catalog/services?peer=cluster-01").await;
+    assert_eq!(names, json!({"backend-service": ["primary", "v2"]}));
+    let (local, _) = get(&c2.client, "/v1/catalog/services").await;
+    assert!(local.get("backend-service").is_none(), "{local}");
+    let unknown = send(
+        &c2.client,
+        Method::GET,
+        "/v1/catalog/services?peer=nope",
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(text(&unknown), "Peering not found for \"nope\"");
 
     // A health change on cluster-01 reaches cluster-02's blocking query.
     let (_, index) = get(

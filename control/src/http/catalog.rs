@@ -1,5 +1,7 @@
 //! `/v1/catalog/*` and `/v1/health/*`.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::catalog::HealthCheck;
@@ -37,10 +39,30 @@ pub async fn nodes(
     .await
 }
 
+/// `/v1/catalog/services[?peer=X]`: service names and their tags, ours or
+/// (with `peer`) those imported from the peer.
 pub async fn services(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
+    refuse_relayed_peer_query(&headers, &params)?;
+    if let Some(peer) = peer_param(&params) {
+        return blocking_json(&state, &params, move |snap| {
+            require_peering(snap, &peer)?;
+            let mut names = BTreeMap::new();
+            for name in crate::peering::imported_names(snap, &peer)? {
+                let (entries, _) = super::internal::imported_entries(snap, &peer, &name, false)?;
+                let mut tags: Vec<String> =
+                    entries.into_iter().flat_map(|e| e.service.tags).collect();
+                tags.sort();
+                tags.dedup();
+                names.insert(name, tags);
+            }
+            Ok((names, snap.table_index(Table::Imported)?))
+        })
+        .await;
+    }
     blocking_json(&state, &params, |snap| {
         Ok((
             catalog::service_names(snap)?,
@@ -48,6 +70,15 @@ pub async fn services(
         ))
     })
     .await
+}
+
+fn require_peering(snap: &Snapshot, peer: &str) -> Result<(), ApiError> {
+    if crate::peering::get(snap, peer)?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "Peering not found for {peer:?}"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn service(
@@ -136,11 +167,7 @@ async fn imported(
 ) -> Result<Response, ApiError> {
     let passing = flag(&params, "passing");
     blocking_json(&state, &params, |snap| {
-        if crate::peering::get(snap, &peer)?.is_none() {
-            return Err(ApiError::not_found(format!(
-                "Peering not found for {peer:?}"
-            )));
-        }
+        require_peering(snap, &peer)?;
         match &service {
             Some(name) => Ok(super::internal::imported_entries(
                 snap, &peer, name, passing,
