@@ -4,7 +4,7 @@
 
 use isthmus_tests::api::{get as api_get, put};
 use isthmus_tests::apps::{get, http_app, parse, request_with};
-use isthmus_tests::cluster::peered_clusters;
+use isthmus_tests::cluster::{export_backend_to_cluster_02, peered_clusters};
 use isthmus_tests::eventually;
 use isthmus_tests::proxy_process::ProxyProcess;
 use serde_json::json;
@@ -14,26 +14,7 @@ async fn frontend_in_cluster_02_reaches_backend_in_cluster_01() {
     let dir = tempfile::tempdir().unwrap();
     let (c1, c2) = peered_clusters(dir.path()).await;
 
-    let backend_app = http_app("backend").await.to_string();
-    let _backend = ProxyProcess::spawn(&c1.agent.url(), "backend", &backend_app, &[], &[]);
-    put(
-        &c1.client,
-        "/v1/agent/service/register",
-        json!({"Name": "backend", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "backend", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "service-intentions", "Name": "backend", "Sources": [{"Name": "frontend", "Peer": "cluster-02", "Action": "allow"}]}),
-    )
-    .await;
+    let _backend = export_backend_to_cluster_02(&c1).await;
 
     let app = http_app("caller").await.to_string();
     let frontend = ProxyProcess::spawn(

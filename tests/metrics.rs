@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use http_body_util::BodyExt;
 use isthmus_tests::api::put;
 use isthmus_tests::apps::{get, http_app};
-use isthmus_tests::cluster::{peered_clusters, Cluster};
+use isthmus_tests::cluster::{export_backend_to_cluster_02, peered_clusters, Cluster};
 use isthmus_tests::eventually;
 use isthmus_tests::proxy_process::ProxyProcess;
 use serde_json::{json, Value};
@@ -359,26 +359,7 @@ async fn promtool_accepts_agents_gateways_sidecars_and_the_scrape_config() {
     // sidecars' request and latency series exist when linted.
     let dir = tempfile::tempdir().unwrap();
     let (c1, c2) = peered_clusters(dir.path()).await;
-    let backend_app = http_app("backend").await.to_string();
-    let backend = ProxyProcess::spawn(&c1.agent.url(), "backend", &backend_app, &[], &[]);
-    put(
-        &c1.client,
-        "/v1/agent/service/register",
-        json!({"Name": "backend", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "backend", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "service-intentions", "Name": "backend", "Sources": [{"Name": "frontend", "Peer": "cluster-02", "Action": "allow"}]}),
-    )
-    .await;
+    let backend = export_backend_to_cluster_02(&c1).await;
     let app = http_app("frontend").await.to_string();
     let frontend = ProxyProcess::spawn(
         &c2.agent.url(),

@@ -6,7 +6,12 @@ use std::process::{Child, Output};
 
 use isthmus_api::client::Client;
 
+use serde_json::json;
+
+use super::api::put;
+use super::apps::http_app;
 use super::process::{cli, field, spawn_announcing, stdout, terminate_child, AgentProcess};
+use super::proxy_process::ProxyProcess;
 use super::{bin_dir, eventually};
 
 /// The heartbeat the tests run peering streams with, so failures show fast.
@@ -183,4 +188,30 @@ pub async fn peered_clusters(dir: &Path) -> (Cluster, Cluster) {
     c1.wait_for_state("cluster-02", "ACTIVE").await;
     c2.wait_for_state("cluster-01", "ACTIVE").await;
     (c1, c2)
+}
+
+/// On cluster-01: a `backend` app behind its sidecar, registered passing,
+/// exported to cluster-02, and callable by cluster-02's `frontend`.
+pub async fn export_backend_to_cluster_02(c1: &Cluster) -> ProxyProcess {
+    let backend_app = http_app("backend").await.to_string();
+    let backend = ProxyProcess::spawn(&c1.agent.url(), "backend", &backend_app, &[], &[]);
+    put(
+        &c1.client,
+        "/v1/agent/service/register",
+        json!({"Name": "backend", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
+    )
+    .await;
+    put(
+        &c1.client,
+        "/v1/config",
+        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "backend", "Consumers": [{"Peer": "cluster-02"}]}]}),
+    )
+    .await;
+    put(
+        &c1.client,
+        "/v1/config",
+        json!({"Kind": "service-intentions", "Name": "backend", "Sources": [{"Name": "frontend", "Peer": "cluster-02", "Action": "allow"}]}),
+    )
+    .await;
+    backend
 }
