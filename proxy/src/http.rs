@@ -3,6 +3,7 @@
 //! one connection with graceful drain.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -225,6 +226,17 @@ pub(crate) async fn serve_connection<I, S>(
 /// Once both sides of an upgrade are switched, copies bytes between them
 /// until both are done (or the drain deadline).
 pub(crate) fn splice_upgrades(downstream: OnUpgrade, upstream: OnUpgrade, drain: Drain) {
+    splice_upgrades_until(downstream, upstream, drain, std::future::pending());
+}
+
+/// [`splice_upgrades`], also cut as soon as `revoked` resolves (the caller
+/// is no longer allowed).
+pub(crate) fn splice_upgrades_until(
+    downstream: OnUpgrade,
+    upstream: OnUpgrade,
+    drain: Drain,
+    revoked: impl Future<Output = ()> + Send + 'static,
+) {
     tokio::spawn(async move {
         let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
             Ok(both) => both,
@@ -234,10 +246,17 @@ pub(crate) fn splice_upgrades(downstream: OnUpgrade, upstream: OnUpgrade, drain:
             }
         };
         let (mut downstream, mut upstream) = (TokioIo::new(downstream), TokioIo::new(upstream));
-        match splice(&mut downstream, &mut upstream, drain.aborted()).await {
+        let mut why = "at the drain deadline";
+        let stop = async {
+            tokio::select! {
+                _ = drain.aborted() => {}
+                _ = revoked => why = "the caller is no longer allowed",
+            }
+        };
+        match splice(&mut downstream, &mut upstream, stop).await {
             Spliced::Done(up, down) => tracing::debug!(up, down, "upgraded connection finished"),
             Spliced::Failed(e) => tracing::debug!(error = %e, "upgraded connection failed"),
-            Spliced::Stopped => tracing::debug!("upgraded connection cut at the drain deadline"),
+            Spliced::Stopped => tracing::debug!("upgraded connection cut: {why}"),
         }
     });
 }

@@ -202,8 +202,15 @@ struct Builder {
     tls_generation: u64,
 }
 
+/// Whether the trust bundle would be the same: exports and `can_connect`
+/// changes need a new snapshot, not new TLS configurations.
 fn same_trust(a: &ProxyView, b: &ProxyView) -> bool {
-    a.trust_domain == b.trust_domain && a.local_root_pems == b.local_root_pems && a.peers == b.peers
+    a.trust_domain == b.trust_domain
+        && a.local_root_pems == b.local_root_pems
+        && a.peers.len() == b.peers.len()
+        && a.peers.iter().zip(&b.peers).all(|(x, y)| {
+            x.name == y.name && x.trust_domain == y.trust_domain && x.root_pems == y.root_pems
+        })
 }
 
 impl Builder {

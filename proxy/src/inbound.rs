@@ -94,6 +94,14 @@ pub(crate) struct Caller {
     l4_denied: OnceLock<IntCounter>,
 }
 
+/// One admitted HTTP connection: what its requests (and the upgraded
+/// connections spawned from them) share.
+pub(crate) struct Admitted {
+    inbound: Arc<Inbound>,
+    caller: Caller,
+    drain: Drain,
+}
+
 /// What the intentions say about a caller right now.
 pub(crate) enum Verdict {
     Allow,
@@ -111,18 +119,24 @@ impl Caller {
     }
 
     /// Why this caller may not reach `service` whatever the intentions say:
-    /// a peer's caller only reaches services exported to its peering (the
-    /// gateway routed it by the peer name the caller claimed in its SNI,
-    /// which only the certificate's trust domain proves).
-    fn not_exported(snapshot: &Snapshot, peer: Option<&str>, service: &str) -> Option<String> {
+    /// a peer's caller only reaches services exported to its peering *and*
+    /// that its peering may connect to (`can_connect`). The gateway routed
+    /// it, and checked `can_connect`, by the peer name the caller claimed in
+    /// its SNI; only the certificate's trust domain proves the peer.
+    fn unreachable(snapshot: &Snapshot, peer: Option<&str>, service: &str) -> Option<String> {
         let peer = peer?;
-        let exported = snapshot
-            .view
-            .peers
-            .iter()
-            .find(|p| p.name == peer)
-            .is_some_and(|p| p.exported_services.iter().any(|s| s == service));
-        (!exported).then(|| format!("service {service} is not exported to peer {peer}"))
+        let Some(trust) = snapshot.view.peers.iter().find(|p| p.name == peer) else {
+            return Some(format!("peer {peer} is not in the proxy view"));
+        };
+        if !trust.exported_services.iter().any(|s| s == service) {
+            return Some(format!("service {service} is not exported to peer {peer}"));
+        }
+        if !trust.connectable_services.iter().any(|s| s == service) {
+            return Some(format!(
+                "peer {peer} may not connect to service {service} (no can_connect)"
+            ));
+        }
+        None
     }
 
     fn source<'a>(&'a self, peer: Option<&'a str>) -> Source<'a> {
@@ -193,14 +207,14 @@ impl Inbound {
         }
         tracing::debug!(remote = %remote, source = %caller.name, "inbound connection admitted");
         if self.protocol.is_http() {
-            let service_drain = drain.clone();
-            let connection = Arc::new((self.clone(), caller, service_drain));
+            let connection = Arc::new(Admitted {
+                inbound: self.clone(),
+                caller,
+                drain: drain.clone(),
+            });
             let service = service_fn(move |request| {
                 let connection = connection.clone();
-                async move {
-                    let (inbound, caller, drain) = &*connection;
-                    Ok::<_, Infallible>(http::handle(inbound, caller, request, drain).await)
-                }
+                async move { Ok::<_, Infallible>(http::handle(&connection, request).await) }
             });
             crate::http::serve_connection(&self.server, TokioIo::new(tls), service, drain).await;
         } else {
@@ -245,6 +259,25 @@ impl Inbound {
         })
     }
 
+    /// What the intentions in force in `snapshot` say about a caller, or
+    /// why it is refused whatever they say (its trust domain is no longer
+    /// trusted, or its peering may not reach this service).
+    fn decide<'s>(&self, caller: &Caller, snapshot: &'s Snapshot) -> Result<Decision<'s>, String> {
+        let Some(peer) = caller.peer(snapshot) else {
+            return Err(format!(
+                "the trust domain {} is no longer trusted",
+                caller.trust_domain
+            ));
+        };
+        if let Some(reason) = Caller::unreachable(snapshot, peer, &self.service) {
+            return Err(reason);
+        }
+        Ok(snapshot
+            .policy
+            .intentions
+            .decide(&caller.source(peer), &self.service))
+    }
+
     /// The current intentions' verdict on a caller's connection.
     fn verdict(&self, caller: &Caller) -> Verdict {
         let guard = self.identity.load();
@@ -254,25 +287,15 @@ impl Inbound {
                 reason: "no proxy view".into(),
             };
         };
-        let Some(peer) = caller.peer(snapshot) else {
-            return Verdict::Deny {
-                layer: Layer::L4,
-                reason: format!(
-                    "the trust domain {} is no longer trusted",
-                    caller.trust_domain
-                ),
-            };
+        let decision = match self.decide(caller, snapshot) {
+            Ok(decision) => decision,
+            Err(reason) => {
+                return Verdict::Deny {
+                    layer: Layer::L4,
+                    reason,
+                }
+            }
         };
-        if let Some(reason) = Caller::not_exported(snapshot, peer, &self.service) {
-            return Verdict::Deny {
-                layer: Layer::L4,
-                reason,
-            };
-        }
-        let decision = snapshot
-            .policy
-            .intentions
-            .decide(&caller.source(peer), &self.service);
         match decision {
             Decision::L4 { allow: true, .. } => Verdict::Allow,
             Decision::L7(_) if self.protocol.is_http() => Verdict::PerRequest,

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use http::StatusCode;
+use isthmus_api::http_path::PathError;
 use isthmus_api::metrics::counter_vec;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -236,6 +237,8 @@ pub(crate) struct Metrics {
     pub(crate) outbound: Traffic,
     authorization: IntCounterVec,
     inbound_errors: Box<[IntCounter]>,
+    /// By [`PathError::ALL`]'s order.
+    inbound_request_errors: Box<[IntCounter]>,
     outbound_errors: IntCounterVec,
 }
 
@@ -300,6 +303,12 @@ impl Metrics {
             "Inbound connections that went nowhere, by why",
             &["kind"],
         )?;
+        let inbound_request_errors = counter_vec(
+            r,
+            "inbound_request_errors_total",
+            "Inbound HTTP requests refused before authorization (400), by why: their path cannot be normalized",
+            &["kind"],
+        )?;
         let outbound_errors = counter_vec(
             r,
             "outbound_errors_total",
@@ -314,6 +323,10 @@ impl Metrics {
                 .iter()
                 .map(|k| inbound_errors.with_label_values(&[k.label()]))
                 .collect(),
+            inbound_request_errors: PathError::ALL
+                .iter()
+                .map(|k| inbound_request_errors.with_label_values(&[k.label()]))
+                .collect(),
             outbound_errors,
             registry,
         })
@@ -325,6 +338,15 @@ impl Metrics {
             .position(|k| *k == kind)
             .expect("every kind is listed");
         self.inbound_errors[at].inc();
+    }
+
+    /// Counts an inbound request refused because its path is invalid.
+    pub(crate) fn inbound_path_refused(&self, kind: PathError) {
+        let at = PathError::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is listed");
+        self.inbound_request_errors[at].inc();
     }
 
     /// The error counters of one upstream (`label` is bounded by configuration).
@@ -377,6 +399,7 @@ mod tests {
             .response(StatusCode::SERVICE_UNAVAILABLE, Instant::now());
         metrics.authorization(false, Layer::L7, "web", "").inc();
         metrics.inbound_error(InboundError::Handshake);
+        metrics.inbound_path_refused(PathError::EncodedSlash);
         metrics
             .upstream_errors("backend@c2")
             .count(OutboundError::NoEndpoint);
@@ -391,6 +414,8 @@ mod tests {
             "tcp_open_connections{direction=\"inbound\"} 1",
             "inbound_authorization_total{decision=\"deny\",layer=\"l7\",peer=\"\",src_service=\"web\"} 1",
             "inbound_connection_errors_total{kind=\"handshake\"} 1",
+            "inbound_request_errors_total{kind=\"path_encoded_slash\"} 1",
+            "inbound_request_errors_total{kind=\"path_backslash\"} 0",
             "outbound_errors_total{kind=\"no_endpoint\",upstream=\"backend@c2\"} 1",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");

@@ -14,6 +14,7 @@ pub mod client;
 pub mod config_entry;
 pub mod duration;
 pub mod gateway;
+pub mod http_path;
 pub mod intentions;
 pub mod metrics;
 pub mod mtls;

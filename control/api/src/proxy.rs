@@ -44,6 +44,14 @@ pub struct PeerTrust {
     /// the caller's real peer (from its certificate) against this list.
     #[serde(default)]
     pub exported_services: Vec<String>,
+    /// Of those, the ones this peer's workloads may connect to: exported
+    /// to it *and* granted `can_connect` by its identity's auth groups. The
+    /// gateway checks `can_connect` for the peer the SNI names, which the
+    /// caller chooses; the sidecar checks it again for the peer its
+    /// certificate proves. Missing (a view from an older agent) means
+    /// nothing is connectable: peers' callers are refused, not let in.
+    #[serde(default)]
+    pub connectable_services: Vec<String>,
 }
 
 /// How to reach an upstream: dial any endpoint, present `sni`, and accept

@@ -31,12 +31,15 @@ pub async fn view(
                 continue;
             }
             let exported_services = peering::exported_names(snap, &record)?;
+            let connectable_services =
+                peering::connectable_names(snap, &record, &exported_services)?;
             peers.push(PeerTrust {
                 name: record.name,
                 trust_domain: record.peer_trust_domain,
                 datacenter: record.remote.datacenter,
                 root_pems: record.peer_ca_pems,
                 exported_services,
+                connectable_services,
             });
         }
         let view = ProxyView {

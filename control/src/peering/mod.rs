@@ -313,6 +313,23 @@ pub fn exported_names(r: &impl Reads, record: &PeeringRecord) -> Result<Vec<Stri
     Ok(names)
 }
 
+/// Of `exported` (what [`exported_names`] gave for `record`), the services
+/// `record`'s peer may connect to: those its identity's groups grant
+/// `can_connect` on. The sidecars check a caller's real peering against
+/// this, whatever peer name the caller put in its SNI.
+pub fn connectable_names(
+    r: &impl Reads,
+    record: &PeeringRecord,
+    exported: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let permissions = permissions(r, &record.groups)?;
+    Ok(exported
+        .iter()
+        .filter(|name| auth::can_connect_service(&permissions, name))
+        .cloned()
+        .collect())
+}
+
 /// An exported service's instances as sent to a peer: all instances, each
 /// with one check carrying the worst status of its checks.
 pub fn flattened_instances(

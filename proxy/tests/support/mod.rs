@@ -140,14 +140,24 @@ impl Ca {
         self.as_peer_exporting(name, &["backend"])
     }
 
-    /// Like [`Ca::as_peer`], with the given services exported to the peer.
+    /// Like [`Ca::as_peer`], with the given services exported to the peer
+    /// (and its identity allowed to connect to them).
     pub fn as_peer_exporting(&self, name: &str, exported: &[&str]) -> PeerTrust {
+        let mut peer = self.as_peer_viewing(name, exported);
+        peer.connectable_services = peer.exported_services.clone();
+        peer
+    }
+
+    /// The given services exported to the peer, whose identity may view
+    /// them but not connect to them (no `can_connect`).
+    pub fn as_peer_viewing(&self, name: &str, exported: &[&str]) -> PeerTrust {
         PeerTrust {
             name: name.into(),
             trust_domain: self.trust_domain.clone(),
             datacenter: self.cluster.clone(),
             root_pems: vec![self.pem.clone()],
             exported_services: exported.iter().map(|s| s.to_string()).collect(),
+            connectable_services: Vec::new(),
         }
     }
 }

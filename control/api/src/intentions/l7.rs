@@ -9,6 +9,7 @@ use super::MatchedIntention;
 use crate::config_entry::{
     IntentionHttpHeaderPermission, IntentionHttpPermission, IntentionPermission,
 };
+use crate::http_path::NormalPath;
 
 /// The permissions of the L7 intention that matched a connection.
 #[derive(Debug)]
@@ -87,11 +88,15 @@ impl L7Rules {
         &self.intention
     }
 
-    /// Whether one HTTP request is allowed. `path` is the request path without
-    /// the query string; the caller strips it. Only a repeated header that a
-    /// rule inspects costs an allocation (its values are joined with `,`, as
+    /// Whether one HTTP request is allowed. `path` is the request path
+    /// without the query string, normalized ([`crate::http_path::normalize`]):
+    /// `PathExact`, `PathPrefix` and `PathRegex` judge the path the
+    /// application will serve, not one spelling of it (`//admin`,
+    /// `/%61dmin`, `/x/../admin`). Only a repeated header that a rule
+    /// inspects costs an allocation (its values are joined with `,`, as
     /// Envoy does).
-    pub fn authorize(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    pub fn authorize(&self, method: &Method, path: &NormalPath<'_>, headers: &HeaderMap) -> bool {
+        let path = path.as_str();
         self.permissions
             .iter()
             .find(|permission| permission.matches(method, path, headers))

@@ -305,7 +305,8 @@ fn authorize(set: &IntentionSet, method: Method, path: &str, headers: &[Header])
     for (name, value) in headers {
         header_map.append(*name, HeaderValue::from_static(value));
     }
-    rules.authorize(&method, path, &header_map)
+    let path = crate::http_path::normalize(path).unwrap();
+    rules.authorize(&method, &path, &header_map)
 }
 
 #[test]
@@ -538,4 +539,37 @@ fn unvalidated_permissions_fail_closed() {
 fn snapshots_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<IntentionSet>();
+}
+
+#[test]
+fn l7_path_rules_judge_the_normalized_path() {
+    // Each rule kind guards /admin; each spelling of /admin/secret is denied.
+    for guard in [
+        json!({"PathExact": "/admin/secret"}),
+        json!({"PathPrefix": "/admin"}),
+        json!({"PathRegex": "/admin/.*"}),
+    ] {
+        let set = l7_set(
+            json!([
+                {"Action": "deny", "HTTP": guard},
+                {"Action": "allow", "HTTP": {"PathPrefix": "/"}}
+            ]),
+            false,
+        );
+        for spelling in [
+            "/admin/secret",
+            "/%61dmin/secret",
+            "//admin/secret",
+            "/./admin/secret",
+            "/public/../admin/secret",
+            "/public/%2e%2E/admin/secret",
+            "/admin//secret",
+        ] {
+            assert!(
+                !authorize(&set, Method::GET, spelling, &[]),
+                "{spelling} passed {guard}"
+            );
+        }
+        assert!(authorize(&set, Method::GET, "/public/./x", &[]), "{guard}");
+    }
 }
