@@ -5,10 +5,12 @@
 //! Per connection: TLS with the current snapshot's server config (client
 //! certificate required, checked against the roots of the trust domain it
 //! claims), the caller's trust domain mapped to a peer (or none, for a
-//! local caller), and the L4 decision: a deny closes the connection. HTTP
-//! connections are then checked again per request (L7 permissions, and
-//! intention changes made since the connection opened); TCP connections
-//! are closed if a later change denies them.
+//! local caller), what that peer may reach (exported to it and
+//! `can_connect`), and the L4 decision: a deny closes the connection. HTTP
+//! connections are then checked again per request (normalized path, L7
+//! permissions, and changes made since the connection opened); TCP
+//! connections and upgraded HTTP connections are closed if a later change
+//! denies them.
 
 mod http;
 mod tcp;
