@@ -36,12 +36,26 @@ pub struct Cli {
     /// Address of the admin listener (/metrics, /ready, /live). [default: 127.0.0.1:19100]
     #[arg(long, value_name = "ADDR")]
     pub admin_bind: Option<SocketAddr>,
-    /// An HCL or JSON file with the keys control, bind, advertise, admin_bind, drain_timeout.
+    /// An HCL or JSON file with the keys control, bind, advertise, admin_bind, drain_timeout,
+    /// exchange_max_body_bytes, exchange_body_timeout, exchange_max_per_connection,
+    /// exchange_max_concurrent.
     #[arg(long, value_name = "FILE")]
     pub config_file: Option<PathBuf>,
     /// How long in-flight requests may finish after SIGTERM (Go duration). [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub drain_timeout: Option<std::time::Duration>,
+    /// Largest peering exchange body accepted, in bytes (413 beyond). [default: 16384]
+    #[arg(long, value_name = "BYTES")]
+    pub exchange_max_body_bytes: Option<usize>,
+    /// How long a peering exchange's body may take to arrive (Go duration; 408 after). [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub exchange_body_timeout: Option<std::time::Duration>,
+    /// Concurrent peering exchanges per TLS connection (429 beyond). [default: 4]
+    #[arg(long, value_name = "N")]
+    pub exchange_max_per_connection: Option<usize>,
+    /// Concurrent peering exchanges at this gateway (503 beyond). [default: 64]
+    #[arg(long, value_name = "N")]
+    pub exchange_max_concurrent: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -77,6 +91,18 @@ impl Cli {
         }
         if let Some(v) = self.drain_timeout {
             config.drain_timeout = v;
+        }
+        if let Some(v) = self.exchange_max_body_bytes {
+            config.exchange.max_body_bytes = v;
+        }
+        if let Some(v) = self.exchange_body_timeout {
+            config.exchange.body_timeout = v;
+        }
+        if let Some(v) = self.exchange_max_per_connection {
+            config.exchange.max_per_connection = v;
+        }
+        if let Some(v) = self.exchange_max_concurrent {
+            config.exchange.max_concurrent = v;
         }
         Ok(config)
     }

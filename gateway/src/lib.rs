@@ -20,6 +20,7 @@
 mod admin;
 pub mod cli;
 pub mod config;
+mod exchange;
 mod forward;
 mod listener;
 mod metrics;
@@ -219,6 +220,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let peering = Arc::new(peering::PeeringService {
         shared: shared.clone(),
         forwarder: forward::Forwarder::new(client.base()),
+        exchanges: exchange::Exchanges::new(client.base(), config.exchange, metrics.clone()),
         metrics: metrics.clone(),
     });
     let data_path = Arc::new(listener::Listener::new(shared, metrics, peering));

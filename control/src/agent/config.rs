@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub peering_heartbeat: Duration,
     /// How long a generated peering token's secret stays valid.
     pub peering_token_ttl: Duration,
+    /// The longest replication stream message (one line) accepted from a peer.
+    pub peering_max_message_bytes: usize,
 }
 
 impl AgentConfig {
@@ -52,6 +54,7 @@ impl AgentConfig {
             leaf_cert_ttl: DEFAULT_LEAF_CERT_TTL,
             peering_heartbeat: DEFAULT_PEERING_HEARTBEAT,
             peering_token_ttl: DEFAULT_PEERING_TOKEN_TTL,
+            peering_max_message_bytes: isthmus_api::peering_framing::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
@@ -76,6 +79,9 @@ impl AgentConfig {
         }
         if self.peering_token_ttl < Duration::from_secs(1) {
             return Err("peering_token_ttl must be at least 1s".into());
+        }
+        if self.peering_max_message_bytes < 64 * 1024 {
+            return Err("peering_max_message_bytes must be at least 65536".into());
         }
         Ok(())
     }
@@ -124,6 +130,9 @@ pub struct Settings {
     /// How long a generated peering token can be used [default: 24h].
     #[arg(long, value_name = "DURATION")]
     pub peering_token_ttl: Option<String>,
+    /// Longest replication stream message (one line, in bytes) accepted from a peer [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub peering_max_message_bytes: Option<usize>,
 }
 
 /// How a layer's keys are named in error messages.
@@ -188,6 +197,9 @@ impl Settings {
         }
         if let Some(v) = self.peering_token_ttl {
             config.peering_token_ttl = duration("peering_token_ttl", &v)?;
+        }
+        if let Some(v) = self.peering_max_message_bytes {
+            config.peering_max_message_bytes = v;
         }
         Ok(())
     }
