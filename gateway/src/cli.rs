@@ -175,6 +175,50 @@ mod tests {
     }
 
     #[test]
+    fn exchange_limits_from_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.hcl");
+        std::fs::write(
+            &path,
+            "exchange_max_body_bytes = 4096\nexchange_body_timeout = \"2s\"\nexchange_max_per_connection = 2\nexchange_max_concurrent = 8\n",
+        )
+        .unwrap();
+        let config = parse(&["-config-file", path.to_str().unwrap()])
+            .into_config()
+            .unwrap();
+        assert_eq!(config.exchange.max_body_bytes, 4096);
+        assert_eq!(config.exchange.body_timeout, Duration::from_secs(2));
+        assert_eq!(config.exchange.max_per_connection, 2);
+        assert_eq!(config.exchange.max_concurrent, 8);
+        let config = parse(&[
+            "-config-file",
+            path.to_str().unwrap(),
+            "-exchange-max-body-bytes",
+            "1000",
+            "--exchange-body-timeout=500ms",
+            "-exchange-max-per-connection=1",
+            "--exchange-max-concurrent",
+            "3",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.exchange.max_body_bytes, 1000);
+        assert_eq!(config.exchange.body_timeout, Duration::from_millis(500));
+        assert_eq!(config.exchange.max_per_connection, 1);
+        assert_eq!(config.exchange.max_concurrent, 3);
+        let defaults = GatewayConfig::default().exchange;
+        assert_eq!(
+            (
+                defaults.max_body_bytes,
+                defaults.body_timeout,
+                defaults.max_per_connection,
+                defaults.max_concurrent
+            ),
+            (16384, Duration::from_secs(5), 4, 64)
+        );
+    }
+
+    #[test]
     fn unknown_single_dash_words_are_left_alone() {
         let args = ["isthmus-gateway", "-x", "-bindx", "--", "-bind"].map(OsString::from);
         let out = normalize_go_flags(args.clone());

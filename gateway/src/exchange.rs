@@ -35,6 +35,27 @@ pub struct ExchangeLimits {
     pub max_concurrent: usize,
 }
 
+impl ExchangeLimits {
+    /// Every limit must let at least something through.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes == 0
+            || self.body_timeout.is_zero()
+            || self.max_per_connection == 0
+            || self.max_concurrent == 0
+        {
+            return Err(format!(
+                "exchange limits must all be above zero (max body bytes {}, body timeout {}, \
+                 per connection {}, concurrent {})",
+                self.max_body_bytes,
+                isthmus_api::duration::format(self.body_timeout),
+                self.max_per_connection,
+                self.max_concurrent
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Serves exchanges; one per gateway.
 #[derive(Debug)]
 pub(crate) struct Exchanges {

@@ -164,6 +164,7 @@ fn local_addr(
 /// that first attempt fails; `/ready` says 503 until it succeeds).
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
     let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
+    config.exchange.validate().map_err(StartError::Config)?;
     let listener = bind("peering listener", config.bind).await?;
     let bind_addr = local_addr("peering listener", &listener, config.bind)?;
     let advertise = config::resolve_advertise(config.advertise.as_deref(), bind_addr)

@@ -349,7 +349,13 @@ mod tests {
         // A session that still holds its handles counts into the void.
         gone.message(Direction::Sent, &StreamMessage::Heartbeat);
         gone.error(ErrorReason::Disconnected);
+        gone.rejected(InvalidReason::NotExported);
+        kept.rejected(InvalidReason::GatewayAddress);
         let text = text(&metrics);
+        assert!(
+            text.contains("isthmus_peering_replication_rejected_total{peer=\"kept\",reason=\"gateway_address\"} 1"),
+            "{text}"
+        );
         assert!(!text.contains("peer=\"gone\""), "{text}");
         assert!(text.contains("peer=\"kept\""), "{text}");
     }
@@ -380,6 +386,9 @@ mod tests {
             assert_eq!(*t as usize, i, "{t:?}");
         }
         for (i, r) in ErrorReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        for (i, r) in InvalidReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
         }
     }

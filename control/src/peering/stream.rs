@@ -372,7 +372,11 @@ fn check(
     message: StreamMessage,
     peer_exports: &mut Option<Vec<String>>,
 ) -> Result<StreamMessage, Invalid> {
-    let limits = ImportLimits::default();
+    let limits = ImportLimits {
+        max_services: state.config.peering_max_imported_services,
+        max_instances: state.config.peering_max_service_instances,
+        ..ImportLimits::default()
+    };
     match &message {
         StreamMessage::ExportedServices { services } => {
             peering_limits::validate_exported_names(services, &limits)?;
