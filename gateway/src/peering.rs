@@ -368,6 +368,32 @@ mod tests {
     }
 
     #[test]
+    fn only_the_peers_gateway_certificate_opens_the_stream() {
+        let peer = peer("ACTIVE");
+        let gateway = SpiffeId::MeshGateway {
+            trust_domain: "TD2.isthmus".into(),
+            datacenter: "cluster-02".into(),
+        };
+        assert_eq!(stream_certificate(&peer, Some(&gateway)), Ok(()));
+        let service = SpiffeId::service("td2.isthmus", "cluster-02", "web");
+        let err = stream_certificate(&peer, Some(&service)).unwrap_err();
+        assert!(
+            err.ends_with("not spiffe://td2.isthmus/ns/default/dc/cluster-02/svc/web"),
+            "{err}"
+        );
+        let other = SpiffeId::MeshGateway {
+            trust_domain: "td3.isthmus".into(),
+            datacenter: "cluster-03".into(),
+        };
+        assert!(stream_certificate(&peer, Some(&other)).is_err());
+        let err = stream_certificate(&peer, None).unwrap_err();
+        assert!(
+            err.ends_with("not a certificate without a SPIFFE ID"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn routes() {
         assert_eq!(
             Route::classify(&Method::POST, "/v1/peering/exchange"),

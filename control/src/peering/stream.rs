@@ -28,6 +28,9 @@ use crate::store::{Reads, StoreError, Table};
 /// How long a terminating session waits for the peer to close its side.
 pub const TERMINATE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The most CA roots a peer's trust bundle may hold (a rotation needs two).
+const MAX_PEER_ROOTS: usize = 16;
+
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
 /// Why reading the next message failed.
@@ -385,6 +388,15 @@ fn check(
         StreamMessage::Service { name, instances } => {
             let exported = peer_exports.as_deref().unwrap_or_default();
             peering_limits::validate_service(name, instances, exported, &limits)?;
+        }
+        StreamMessage::TrustBundle { root_pems, .. } if root_pems.len() > MAX_PEER_ROOTS => {
+            return Err(Invalid {
+                reason: InvalidReason::TooMany,
+                detail: format!(
+                    "trust bundle with {} roots (limit: {MAX_PEER_ROOTS})",
+                    root_pems.len()
+                ),
+            });
         }
         StreamMessage::Gateways { addresses } => {
             let policy = super::token::address_policy(state).map_err(|e| Invalid {
