@@ -288,6 +288,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/gateway.hcl");
+        let mut config = GatewayConfig::default();
+        FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
+        assert_eq!(config.exchange, GatewayConfig::default().exchange);
+    }
+
+    #[test]
     fn file_values_apply_and_unknown_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let hcl_path = dir.path().join("gw.hcl");

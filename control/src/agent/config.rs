@@ -310,6 +310,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/agent.hcl");
+        let mut config = AgentConfig::dev();
+        Settings::load(&path)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(config.peering_max_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.peering_max_imported_services, 1024);
+        assert_eq!(config.peering_max_service_instances, 4096);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.json");
