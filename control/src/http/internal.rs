@@ -12,7 +12,7 @@ use isthmus_api::gateway::{GatewayPeer, GatewayView};
 use isthmus_api::peering::{self as api, ExchangeRequest, StreamMessage};
 use tokio::sync::mpsc;
 
-use super::{blocking_json, json_response, read_json, Params, State};
+use super::{blocking_json, json_response, Params, State};
 use crate::error::ApiError;
 use crate::metrics::{Direction, MessageType};
 use crate::peering::stream::{LineReader, ReadError, SessionEnd};
@@ -21,6 +21,8 @@ use crate::store::{Reads, Snapshot, StoreError, Table};
 use isthmus_api::peering_framing::{FrameError, MAX_OPEN_LINE_BYTES};
 
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// An exchange is a few KiB (identity, CA roots, addresses).
+const MAX_EXCHANGE_BODY_BYTES: usize = 64 * 1024;
 
 fn view(state: &crate::agent::AgentState, snap: &Snapshot) -> Result<GatewayView, StoreError> {
     let gateway = state.ca.gateway_cert();
@@ -105,7 +107,18 @@ pub async fn exchange(
             )
         })?
         .to_owned();
-    let request: ExchangeRequest = read_json(body).await?;
+    // The gateway already bounds the body (exchange_max_body_bytes); this
+    // bound holds for any caller of the agent's own port too.
+    let body = axum::body::to_bytes(body, MAX_EXCHANGE_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("peering exchange body: {e} (limit: {MAX_EXCHANGE_BODY_BYTES} bytes)"),
+            )
+        })?;
+    let request: ExchangeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Body decoding failed: {e}")))?;
     let response = peering::token::exchange(state, fingerprint, request).await?;
     Ok(json_response(&params, &response, None))
 }
