@@ -37,6 +37,17 @@ peering_heartbeat = "5s"
 # How long a generated peering token can be used (default: 24h, at least 1s).
 peering_token_ttl = "24h"
 
+# What a peer may send over the replication stream. The longest message (one
+# line) in bytes (default: 16777216, at least 65536; the first line, Open,
+# is always limited to 8 KiB); how many services a peer may export to us
+# (default: 1024); how many instances one imported service may have
+# (default: 4096). A message past a count limit is dropped (logged, counted
+# in isthmus_peering_replication_rejected_total); a longer line ends the
+# session.
+peering_max_message_bytes = 16777216
+peering_max_imported_services = 1024
+peering_max_service_instances = 4096
+
 # The in-process mesh gateway of `--dev` (--gateway-bind, --gateway-admin-bind,
 # --no-gateway) is set with flags only; outside --dev, run isthmus-gateway
 # (see configs/gateway.hcl).

@@ -28,3 +28,14 @@ admin_bind = "127.0.0.1:19100"
 # streams included, may carry on before they are cut. A Go duration
 # (default: 10s).
 drain_timeout = "10s"
+
+# Peering exchanges are the one request served before the caller is known
+# (the agent checks the token's secret), so they are bounded: the body size
+# in bytes (default: 16384; 413 beyond), how long the body may take to
+# arrive (default: 5s; 408 after), and how many may run at once on one TLS
+# connection (default: 4; 429 beyond) and at this gateway (default: 64; 503
+# beyond). Refusals are counted in gateway_peering_exchange_refused_total.
+exchange_max_body_bytes = 16384
+exchange_body_timeout = "5s"
+exchange_max_per_connection = 4
+exchange_max_concurrent = 64

@@ -36,12 +36,26 @@ pub struct Cli {
     /// Address of the admin listener (/metrics, /ready, /live). [default: 127.0.0.1:19100]
     #[arg(long, value_name = "ADDR")]
     pub admin_bind: Option<SocketAddr>,
-    /// An HCL or JSON file with the keys control, bind, advertise, admin_bind, drain_timeout.
+    /// An HCL or JSON file with the keys control, bind, advertise, admin_bind, drain_timeout,
+    /// exchange_max_body_bytes, exchange_body_timeout, exchange_max_per_connection,
+    /// exchange_max_concurrent.
     #[arg(long, value_name = "FILE")]
     pub config_file: Option<PathBuf>,
     /// How long in-flight requests may finish after SIGTERM (Go duration). [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub drain_timeout: Option<std::time::Duration>,
+    /// Largest peering exchange body accepted, in bytes (413 beyond). [default: 16384]
+    #[arg(long, value_name = "BYTES")]
+    pub exchange_max_body_bytes: Option<usize>,
+    /// How long a peering exchange's body may take to arrive (Go duration; 408 after). [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub exchange_body_timeout: Option<std::time::Duration>,
+    /// Concurrent peering exchanges per TLS connection (429 beyond). [default: 4]
+    #[arg(long, value_name = "N")]
+    pub exchange_max_per_connection: Option<usize>,
+    /// Concurrent peering exchanges at this gateway (503 beyond). [default: 64]
+    #[arg(long, value_name = "N")]
+    pub exchange_max_concurrent: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -77,6 +91,18 @@ impl Cli {
         }
         if let Some(v) = self.drain_timeout {
             config.drain_timeout = v;
+        }
+        if let Some(v) = self.exchange_max_body_bytes {
+            config.exchange.max_body_bytes = v;
+        }
+        if let Some(v) = self.exchange_body_timeout {
+            config.exchange.body_timeout = v;
+        }
+        if let Some(v) = self.exchange_max_per_connection {
+            config.exchange.max_per_connection = v;
+        }
+        if let Some(v) = self.exchange_max_concurrent {
+            config.exchange.max_concurrent = v;
         }
         Ok(config)
     }
@@ -146,6 +172,50 @@ mod tests {
         assert_eq!(config.admin_bind.port(), 2222);
         assert_eq!(config.drain_timeout, Duration::from_secs(7));
         assert_eq!(config.control, crate::config::DEFAULT_CONTROL);
+    }
+
+    #[test]
+    fn exchange_limits_from_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.hcl");
+        std::fs::write(
+            &path,
+            "exchange_max_body_bytes = 4096\nexchange_body_timeout = \"2s\"\nexchange_max_per_connection = 2\nexchange_max_concurrent = 8\n",
+        )
+        .unwrap();
+        let config = parse(&["-config-file", path.to_str().unwrap()])
+            .into_config()
+            .unwrap();
+        assert_eq!(config.exchange.max_body_bytes, 4096);
+        assert_eq!(config.exchange.body_timeout, Duration::from_secs(2));
+        assert_eq!(config.exchange.max_per_connection, 2);
+        assert_eq!(config.exchange.max_concurrent, 8);
+        let config = parse(&[
+            "-config-file",
+            path.to_str().unwrap(),
+            "-exchange-max-body-bytes",
+            "1000",
+            "--exchange-body-timeout=500ms",
+            "-exchange-max-per-connection=1",
+            "--exchange-max-concurrent",
+            "3",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.exchange.max_body_bytes, 1000);
+        assert_eq!(config.exchange.body_timeout, Duration::from_millis(500));
+        assert_eq!(config.exchange.max_per_connection, 1);
+        assert_eq!(config.exchange.max_concurrent, 3);
+        let defaults = GatewayConfig::default().exchange;
+        assert_eq!(
+            (
+                defaults.max_body_bytes,
+                defaults.body_timeout,
+                defaults.max_per_connection,
+                defaults.max_concurrent
+            ),
+            (16384, Duration::from_secs(5), 4, 64)
+        );
     }
 
     #[test]

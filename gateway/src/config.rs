@@ -8,12 +8,22 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::exchange::ExchangeLimits;
+
 pub const DEFAULT_CONTROL: &str = isthmus_api::client::DEFAULT_ADDR;
 pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8443);
 pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 19100);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`crate::start`] waits for the agent's first gateway view.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Unauthenticated peering exchanges (see `exchange`): the body limit,
+/// how long the body may take, and how many may run at once per TLS
+/// connection and in all.
+pub const DEFAULT_EXCHANGE_MAX_BODY_BYTES: usize = 16 * 1024;
+pub const DEFAULT_EXCHANGE_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_EXCHANGE_MAX_PER_CONNECTION: usize = 4;
+pub const DEFAULT_EXCHANGE_MAX_CONCURRENT: usize = 64;
 
 /// Everything a gateway needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +41,8 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// How long `start` waits for the agent's first gateway view.
     pub startup_timeout: Duration,
+    /// Bounds on unauthenticated peering exchanges.
+    pub exchange: ExchangeLimits,
 }
 
 impl Default for GatewayConfig {
@@ -42,6 +54,12 @@ impl Default for GatewayConfig {
             admin_bind: DEFAULT_ADMIN_BIND,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            exchange: ExchangeLimits {
+                max_body_bytes: DEFAULT_EXCHANGE_MAX_BODY_BYTES,
+                body_timeout: DEFAULT_EXCHANGE_BODY_TIMEOUT,
+                max_per_connection: DEFAULT_EXCHANGE_MAX_PER_CONNECTION,
+                max_concurrent: DEFAULT_EXCHANGE_MAX_CONCURRENT,
+            },
         }
     }
 }
@@ -161,6 +179,11 @@ pub struct FileConfig {
     pub admin_bind: Option<SocketAddr>,
     /// Go duration, e.g. `"10s"`.
     pub drain_timeout: Option<String>,
+    pub exchange_max_body_bytes: Option<usize>,
+    /// Go duration, e.g. `"5s"`.
+    pub exchange_body_timeout: Option<String>,
+    pub exchange_max_per_connection: Option<usize>,
+    pub exchange_max_concurrent: Option<usize>,
 }
 
 impl FileConfig {
@@ -194,6 +217,19 @@ impl FileConfig {
         if let Some(v) = self.drain_timeout {
             config.drain_timeout = isthmus_api::duration::parse(&v)
                 .map_err(|e| ConfigError(format!("drain_timeout: {e}")))?;
+        }
+        if let Some(v) = self.exchange_max_body_bytes {
+            config.exchange.max_body_bytes = v;
+        }
+        if let Some(v) = self.exchange_body_timeout {
+            config.exchange.body_timeout = isthmus_api::duration::parse(&v)
+                .map_err(|e| ConfigError(format!("exchange_body_timeout: {e}")))?;
+        }
+        if let Some(v) = self.exchange_max_per_connection {
+            config.exchange.max_per_connection = v;
+        }
+        if let Some(v) = self.exchange_max_concurrent {
+            config.exchange.max_concurrent = v;
         }
         Ok(())
     }
@@ -249,6 +285,14 @@ mod tests {
         for bad in ["0.0.0.0:1", "[::]:1", "host:x", ":8443", "a b:1", "[::1:5"] {
             assert!(resolve_advertise(Some(bad), bound).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_example_config_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/gateway.hcl");
+        let mut config = GatewayConfig::default();
+        FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
+        assert_eq!(config.exchange, GatewayConfig::default().exchange);
     }
 
     #[test]

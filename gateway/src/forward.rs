@@ -2,6 +2,11 @@
 //! prior knowledge (h2c). Bodies stream in both directions at once: the
 //! request body is handed to the client as it arrives and the agent's
 //! response body is handed back the same way, nothing is buffered.
+//!
+//! Each [`Forwarder`] has its own connection pool, so its own HTTP/2
+//! connection to the agent: unauthenticated exchanges (already fully read,
+//! see [`crate::exchange`]) go over one, authenticated traffic over
+//! another, and neither can fill the other's streams.
 
 use std::time::Duration;
 
@@ -41,16 +46,22 @@ impl ForwardError {
     }
 }
 
-/// Sends requests to the agent; cheap to clone (one shared connection pool).
+/// Sends requests with bodies of type `B` to the agent; cheap to clone
+/// (one shared connection pool).
 #[derive(Clone, Debug)]
-pub(crate) struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+pub(crate) struct Forwarder<B = Incoming> {
+    client: Client<HttpConnector, B>,
     /// `http://host:port`
     base: String,
 }
 
-impl Forwarder {
-    pub(crate) fn new(base: &str) -> Forwarder {
+impl<B> Forwarder<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    pub(crate) fn new(base: &str) -> Forwarder<B> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -69,7 +80,7 @@ impl Forwarder {
     /// Hop-by-hop headers are dropped in both directions.
     pub(crate) async fn forward(
         &self,
-        request: Request<Incoming>,
+        request: Request<B>,
         path_and_query: &str,
         header: (HeaderName, HeaderValue),
     ) -> Result<Response<ResponseBody>, ForwardError> {

@@ -20,6 +20,7 @@
 mod admin;
 pub mod cli;
 pub mod config;
+mod exchange;
 mod forward;
 mod listener;
 mod metrics;
@@ -163,6 +164,7 @@ fn local_addr(
 /// that first attempt fails; `/ready` says 503 until it succeeds).
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
     let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
+    config.exchange.validate().map_err(StartError::Config)?;
     let listener = bind("peering listener", config.bind).await?;
     let bind_addr = local_addr("peering listener", &listener, config.bind)?;
     let advertise = config::resolve_advertise(config.advertise.as_deref(), bind_addr)
@@ -219,6 +221,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let peering = Arc::new(peering::PeeringService {
         shared: shared.clone(),
         forwarder: forward::Forwarder::new(client.base()),
+        exchanges: exchange::Exchanges::new(client.base(), config.exchange, metrics.clone()),
         metrics: metrics.clone(),
     });
     let data_path = Arc::new(listener::Listener::new(shared, metrics, peering));

@@ -33,6 +33,8 @@ pub(crate) enum Outcome {
     Denied,
     /// The agent could not be reached (502).
     Error,
+    /// Refused by a limit (exchanges: 408, 413, 429, 503).
+    Limited,
 }
 
 impl Outcome {
@@ -41,6 +43,38 @@ impl Outcome {
             Outcome::Allowed => "allowed",
             Outcome::Denied => "denied",
             Outcome::Error => "error",
+            Outcome::Limited => "limited",
+        }
+    }
+}
+
+/// Why an unauthenticated peering exchange was refused (bounded labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExchangeRefusal {
+    /// The body is larger than `exchange_max_body_bytes` (413).
+    TooLarge,
+    /// The body did not arrive within `exchange_body_timeout` (408).
+    Timeout,
+    /// `exchange_max_per_connection` exchanges already run on the connection (429).
+    ConnectionLimit,
+    /// `exchange_max_concurrent` exchanges already run at the gateway (503).
+    TotalLimit,
+}
+
+impl ExchangeRefusal {
+    pub(crate) const ALL: [ExchangeRefusal; 4] = [
+        ExchangeRefusal::TooLarge,
+        ExchangeRefusal::Timeout,
+        ExchangeRefusal::ConnectionLimit,
+        ExchangeRefusal::TotalLimit,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ExchangeRefusal::TooLarge => "too_large",
+            ExchangeRefusal::Timeout => "timeout",
+            ExchangeRefusal::ConnectionLimit => "connection_limit",
+            ExchangeRefusal::TotalLimit => "total_limit",
         }
     }
 }
@@ -101,6 +135,8 @@ pub(crate) struct Metrics {
     passthrough_open: IntGauge,
     read_bytes: IntCounterVec,
     write_bytes: IntCounterVec,
+    exchange_refused: IntCounterVec,
+    exchanges_in_flight: IntGauge,
 }
 
 impl Metrics {
@@ -179,6 +215,24 @@ impl Metrics {
         )?;
         registry.register(Box::new(write_bytes.clone()))?;
 
+        let exchange_refused = IntCounterVec::new(
+            Opts::new(
+                "gateway_peering_exchange_refused_total",
+                "Unauthenticated peering exchanges refused by a limit, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(exchange_refused.clone()))?;
+        for reason in ExchangeRefusal::ALL {
+            let _ = exchange_refused.with_label_values(&[reason.label()]);
+        }
+
+        let exchanges_in_flight = IntGauge::new(
+            "gateway_peering_exchanges_in_flight",
+            "Unauthenticated peering exchanges being read or forwarded",
+        )?;
+        registry.register(Box::new(exchanges_in_flight.clone()))?;
+
         Ok(Metrics {
             registry,
             tcp_open_peering: tcp_open.with_label_values(&["peering"]),
@@ -191,6 +245,8 @@ impl Metrics {
             passthrough_open,
             read_bytes,
             write_bytes,
+            exchange_refused,
+            exchanges_in_flight,
         })
     }
 
@@ -239,6 +295,20 @@ impl Metrics {
         self.peering_requests
             .with_label_values(&[peer, endpoint.label(), outcome.label()])
             .inc();
+    }
+
+    pub(crate) fn exchange_refused(&self, reason: ExchangeRefusal) {
+        self.exchange_refused
+            .with_label_values(&[reason.label()])
+            .inc();
+    }
+
+    pub(crate) fn exchange_started(&self) {
+        self.exchanges_in_flight.inc();
+    }
+
+    pub(crate) fn exchange_finished(&self) {
+        self.exchanges_in_flight.dec();
     }
 
     /// The Prometheus text exposition of every metric.

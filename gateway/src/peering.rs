@@ -4,23 +4,26 @@
 //!
 //! | request | check | forwarded to |
 //! |---|---|---|
-//! | `POST /v1/peering/exchange` | none here (the agent checks the single-use secret) | `/v1/internal/peering/exchange` + client fingerprint |
-//! | `POST /v1/peering/stream` | peer identity, peering state | `/v1/internal/peering/stream` + peer name |
+//! | `POST /v1/peering/exchange` | none here (the agent checks the single-use secret); bounded in body size, time and concurrency ([`crate::exchange`]) | `/v1/internal/peering/exchange` + client fingerprint |
+//! | `POST /v1/peering/stream` | peer identity, the peer's *mesh gateway* certificate (`spiffe://<td>/gateway/mesh/dc/<dc>`), peering state | `/v1/internal/peering/stream` + peer name |
 //! | `GET /v1/health/service/<name>` | identity, state, `can_view` on the service, service exported to the peer | same path and query + peer name |
 //! | anything else | refused | |
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use isthmus_api::auth::can_view_service;
 use isthmus_api::gateway::GatewayPeer;
+use isthmus_api::naming::SpiffeId;
 use isthmus_api::peering::{
-    AGENT_PATH_EXCHANGE, AGENT_PATH_STREAM, HEADER_CLIENT_FINGERPRINT, HEADER_PEER, PATH_EXCHANGE,
-    PATH_STREAM, STATE_DELETING, STATE_PENDING, STATE_TERMINATED,
+    AGENT_PATH_STREAM, HEADER_CLIENT_FINGERPRINT, HEADER_PEER, PATH_EXCHANGE, PATH_STREAM,
+    STATE_DELETING, STATE_PENDING, STATE_TERMINATED,
 };
 use isthmus_api::tls::verify_client_chain;
 
+use crate::exchange::Exchanges;
 use crate::forward::{text, Forwarder, ResponseBody};
 use crate::metrics::{Endpoint, Metrics, Outcome, UNKNOWN_PEER};
 use crate::tls::ClientChain;
@@ -101,6 +104,29 @@ pub(crate) fn authorize(
     }
 }
 
+/// Only the peer's mesh gateway may open the replication stream: its
+/// certificate carries `spiffe://<peer td>/gateway/mesh/dc/<dc>`, not a
+/// service's SPIFFE ID (which the peer's sidecars hold).
+pub(crate) fn stream_certificate(peer: &GatewayPeer, id: Option<&SpiffeId>) -> Result<(), String> {
+    match id {
+        Some(SpiffeId::MeshGateway { trust_domain, .. })
+            if trust_domain.eq_ignore_ascii_case(&peer.trust_domain) =>
+        {
+            Ok(())
+        }
+        other => Err(format!(
+            "peer {} may open {PATH_STREAM} only with its mesh gateway's certificate \
+             (spiffe://{}/gateway/mesh/dc/<dc>), not {}",
+            peer.name,
+            peer.trust_domain,
+            other.map_or_else(
+                || "a certificate without a SPIFFE ID".to_owned(),
+                |id| id.to_string()
+            )
+        )),
+    }
+}
+
 /// Per-connection state: the client's chain and which peer it is, cached
 /// per view generation (a new view may add or remove the peer).
 #[derive(Debug)]
@@ -108,6 +134,8 @@ pub(crate) struct Connection {
     pub(crate) chain: ClientChain,
     pub(crate) remote: std::net::SocketAddr,
     identity: Mutex<Option<(u64, Option<usize>)>>,
+    /// Exchanges in progress on this connection.
+    pub(crate) exchanges: AtomicUsize,
 }
 
 impl Connection {
@@ -116,6 +144,7 @@ impl Connection {
             chain,
             remote,
             identity: Mutex::new(None),
+            exchanges: AtomicUsize::new(0),
         }
     }
 
@@ -172,6 +201,7 @@ enum Decision {
 pub(crate) struct PeeringService {
     pub(crate) shared: SharedView,
     pub(crate) forwarder: Forwarder,
+    pub(crate) exchanges: Exchanges,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -187,6 +217,9 @@ impl PeeringService {
 
         let path = request.uri().path();
         let route = Route::classify(request.method(), path);
+        if route == Route::Exchange {
+            return self.exchanges.handle(conn, request).await;
+        }
         let endpoint = route.endpoint();
         let decision = self.decide(conn, &request, route);
         let (peer, path_and_query, header) = match decision {
@@ -230,18 +263,6 @@ impl PeeringService {
     /// Decides against the current snapshot; no await, so the snapshot
     /// guard is never held across one.
     fn decide(&self, conn: &Connection, request: &Request<Incoming>, route: Route<'_>) -> Decision {
-        if route == Route::Exchange {
-            let fingerprint = HeaderValue::from_str(&conn.chain.fingerprint)
-                .expect("hex is a valid header value");
-            return Decision::Forward {
-                peer: UNKNOWN_PEER.to_owned(),
-                path_and_query: AGENT_PATH_EXCHANGE.to_owned(),
-                header: (
-                    HeaderName::from_static(HEADER_CLIENT_FINGERPRINT),
-                    fingerprint,
-                ),
-            };
-        }
         let snapshot = self.shared.load();
         let Some(index) = conn.peer_index(&snapshot) else {
             return Decision::Deny {
@@ -256,6 +277,14 @@ impl PeeringService {
                 peer: peer.name.clone(),
                 message,
             };
+        }
+        if route == Route::Stream {
+            if let Err(message) = stream_certificate(peer, conn.chain.spiffe_id()) {
+                return Decision::Deny {
+                    peer: peer.name.clone(),
+                    message,
+                };
+            }
         }
         let Ok(peer_header) = HeaderValue::from_str(&peer.name) else {
             return Decision::Deny {
@@ -336,6 +365,32 @@ mod tests {
 
     fn check(peer: &GatewayPeer, method: Method, path: &str) -> Result<(), String> {
         authorize(peer, Route::classify(&method, path), &method, path)
+    }
+
+    #[test]
+    fn only_the_peers_gateway_certificate_opens_the_stream() {
+        let peer = peer("ACTIVE");
+        let gateway = SpiffeId::MeshGateway {
+            trust_domain: "TD2.isthmus".into(),
+            datacenter: "cluster-02".into(),
+        };
+        assert_eq!(stream_certificate(&peer, Some(&gateway)), Ok(()));
+        let service = SpiffeId::service("td2.isthmus", "cluster-02", "web");
+        let err = stream_certificate(&peer, Some(&service)).unwrap_err();
+        assert!(
+            err.ends_with("not spiffe://td2.isthmus/ns/default/dc/cluster-02/svc/web"),
+            "{err}"
+        );
+        let other = SpiffeId::MeshGateway {
+            trust_domain: "td3.isthmus".into(),
+            datacenter: "cluster-03".into(),
+        };
+        assert!(stream_certificate(&peer, Some(&other)).is_err());
+        let err = stream_certificate(&peer, None).unwrap_err();
+        assert!(
+            err.ends_with("not a certificate without a SPIFFE ID"),
+            "{err}"
+        );
     }
 
     #[test]

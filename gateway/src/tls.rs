@@ -94,7 +94,7 @@ pub(crate) struct ClientChain {
     pub(crate) intermediates: Vec<CertificateDer<'static>>,
     /// SHA-256 of the end-entity certificate, lower-case hex.
     pub(crate) fingerprint: String,
-    trust_domain: OnceLock<Option<String>>,
+    spiffe_id: OnceLock<Option<SpiffeId>>,
 }
 
 impl ClientChain {
@@ -106,21 +106,25 @@ impl ClientChain {
             fingerprint: fingerprint(end_entity),
             end_entity: end_entity.clone(),
             intermediates: intermediates.to_vec(),
-            trust_domain: OnceLock::new(),
+            spiffe_id: OnceLock::new(),
         })
     }
 
-    /// The trust domain of the certificate's SPIFFE ID (mesh gateway or
-    /// service), computed on first use.
-    pub(crate) fn trust_domain(&self) -> Option<&str> {
-        self.trust_domain
+    /// The certificate's SPIFFE ID (mesh gateway or service), parsed on
+    /// first use.
+    pub(crate) fn spiffe_id(&self) -> Option<&SpiffeId> {
+        self.spiffe_id
             .get_or_init(|| {
                 uri_sans(&self.end_entity)
                     .ok()?
                     .iter()
                     .find_map(|uri| SpiffeId::parse(uri).ok())
-                    .map(|id| id.trust_domain().to_owned())
             })
-            .as_deref()
+            .as_ref()
+    }
+
+    /// The trust domain of the certificate's SPIFFE ID.
+    pub(crate) fn trust_domain(&self) -> Option<&str> {
+        self.spiffe_id().map(SpiffeId::trust_domain)
     }
 }

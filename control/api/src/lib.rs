@@ -20,6 +20,8 @@ pub mod metrics;
 pub mod mtls;
 pub mod naming;
 pub mod peering;
+pub mod peering_framing;
+pub mod peering_limits;
 pub mod process;
 pub mod proxy;
 pub mod retry;

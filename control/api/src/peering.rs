@@ -248,15 +248,15 @@ impl PeeringToken {
     }
 }
 
-/// `host:port` with a non-zero port and a host that is not a wildcard.
+/// `host:port` with a non-zero port and a valid host that is never a
+/// gateway (not unspecified, multicast, broadcast or link-local); loopback
+/// passes here, [`crate::peering_limits::validate_gateway_address`] decides
+/// it by policy.
 pub fn valid_server_address(addr: &str) -> bool {
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return false;
+    let policy = crate::peering_limits::AddressPolicy {
+        allow_loopback: true,
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
-    let unroutable = matches!(host, "" | "0.0.0.0" | "::");
-    port_ok && !unroutable
+    crate::peering_limits::validate_gateway_address(addr, policy).is_ok()
 }
 
 /// What one cluster tells the other about itself when establishing.

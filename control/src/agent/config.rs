@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use isthmus_api::peering_limits::DEFAULT_IMPORT_LIMITS;
 use serde::Deserialize;
 
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8500);
@@ -37,6 +38,12 @@ pub struct AgentConfig {
     pub peering_heartbeat: Duration,
     /// How long a generated peering token's secret stays valid.
     pub peering_token_ttl: Duration,
+    /// The longest replication stream message (one line) accepted from a peer.
+    pub peering_max_message_bytes: usize,
+    /// Services one peer may export to us (a longer export list is dropped).
+    pub peering_max_imported_services: usize,
+    /// Instances of one imported service (a larger service message is dropped).
+    pub peering_max_service_instances: usize,
 }
 
 impl AgentConfig {
@@ -52,6 +59,9 @@ impl AgentConfig {
             leaf_cert_ttl: DEFAULT_LEAF_CERT_TTL,
             peering_heartbeat: DEFAULT_PEERING_HEARTBEAT,
             peering_token_ttl: DEFAULT_PEERING_TOKEN_TTL,
+            peering_max_message_bytes: isthmus_api::peering_framing::DEFAULT_MAX_MESSAGE_BYTES,
+            peering_max_imported_services: DEFAULT_IMPORT_LIMITS.max_services,
+            peering_max_service_instances: DEFAULT_IMPORT_LIMITS.max_instances,
         }
     }
 
@@ -76,6 +86,15 @@ impl AgentConfig {
         }
         if self.peering_token_ttl < Duration::from_secs(1) {
             return Err("peering_token_ttl must be at least 1s".into());
+        }
+        if self.peering_max_message_bytes < 64 * 1024 {
+            return Err("peering_max_message_bytes must be at least 65536".into());
+        }
+        if self.peering_max_imported_services == 0 || self.peering_max_service_instances == 0 {
+            return Err(
+                "peering_max_imported_services and peering_max_service_instances must be at least 1"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -124,6 +143,15 @@ pub struct Settings {
     /// How long a generated peering token can be used [default: 24h].
     #[arg(long, value_name = "DURATION")]
     pub peering_token_ttl: Option<String>,
+    /// Longest replication stream message (one line, in bytes) accepted from a peer [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub peering_max_message_bytes: Option<usize>,
+    /// Services one peer may export to us; a longer export list is dropped [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub peering_max_imported_services: Option<usize>,
+    /// Instances of one service imported from a peer; a larger service is dropped [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub peering_max_service_instances: Option<usize>,
 }
 
 /// How a layer's keys are named in error messages.
@@ -189,6 +217,15 @@ impl Settings {
         if let Some(v) = self.peering_token_ttl {
             config.peering_token_ttl = duration("peering_token_ttl", &v)?;
         }
+        if let Some(v) = self.peering_max_message_bytes {
+            config.peering_max_message_bytes = v;
+        }
+        if let Some(v) = self.peering_max_imported_services {
+            config.peering_max_imported_services = v;
+        }
+        if let Some(v) = self.peering_max_service_instances {
+            config.peering_max_service_instances = v;
+        }
         Ok(())
     }
 }
@@ -242,6 +279,47 @@ mod tests {
             .apply(&mut AgentConfig::dev(), Source::Flags)
             .unwrap_err();
         assert!(err.starts_with("--peering-heartbeat: "), "{err}");
+    }
+
+    #[test]
+    fn peering_stream_limits_come_from_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.hcl");
+        std::fs::write(
+            &path,
+            "peering_max_message_bytes = 1048576\npeering_max_imported_services = 10\npeering_max_service_instances = 20\n",
+        )
+        .unwrap();
+        let mut config = AgentConfig::dev();
+        assert_eq!(config.peering_max_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.peering_max_imported_services, 1024);
+        assert_eq!(config.peering_max_service_instances, 4096);
+        Settings::load(&path)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(config.peering_max_message_bytes, 1024 * 1024);
+        assert_eq!(config.peering_max_imported_services, 10);
+        assert_eq!(config.peering_max_service_instances, 20);
+        assert!(config.validate().is_ok());
+        config.peering_max_message_bytes = 1024;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("peering_max_message_bytes"));
+    }
+
+    #[test]
+    fn the_example_config_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/agent.hcl");
+        let mut config = AgentConfig::dev();
+        Settings::load(&path)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(config.peering_max_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.peering_max_imported_services, 1024);
+        assert_eq!(config.peering_max_service_instances, 4096);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up; the agent's many flags make its variant large.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: catalog, health checks, CA, config entries, HTTP API.

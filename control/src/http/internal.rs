@@ -12,14 +12,17 @@ use isthmus_api::gateway::{GatewayPeer, GatewayView};
 use isthmus_api::peering::{self as api, ExchangeRequest, StreamMessage};
 use tokio::sync::mpsc;
 
-use super::{blocking_json, json_response, read_json, Params, State};
+use super::{blocking_json, json_response, Params, State};
 use crate::error::ApiError;
 use crate::metrics::{Direction, MessageType};
-use crate::peering::stream::{LineReader, SessionEnd};
+use crate::peering::stream::{LineReader, ReadError, SessionEnd};
 use crate::peering::{self, hash_secret, Role};
 use crate::store::{Reads, Snapshot, StoreError, Table};
+use isthmus_api::peering_framing::{FrameError, MAX_OPEN_LINE_BYTES};
 
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// An exchange is a few KiB (identity, CA roots, addresses).
+const MAX_EXCHANGE_BODY_BYTES: usize = 64 * 1024;
 
 fn view(state: &crate::agent::AgentState, snap: &Snapshot) -> Result<GatewayView, StoreError> {
     let gateway = state.ca.gateway_cert();
@@ -104,7 +107,18 @@ pub async fn exchange(
             )
         })?
         .to_owned();
-    let request: ExchangeRequest = read_json(body).await?;
+    // The gateway already bounds the body (exchange_max_body_bytes); this
+    // bound holds for any caller of the agent's own port too.
+    let body = axum::body::to_bytes(body, MAX_EXCHANGE_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("peering exchange body: {e} (limit: {MAX_EXCHANGE_BODY_BYTES} bytes)"),
+            )
+        })?;
+    let request: ExchangeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Body decoding failed: {e}")))?;
     let response = peering::token::exchange(state, fingerprint, request).await?;
     Ok(json_response(&params, &response, None))
 }
@@ -133,11 +147,20 @@ pub async fn stream(
     let incoming = body
         .into_data_stream()
         .map(|chunk| chunk.map_err(|e| e.to_string()));
-    let mut reader = LineReader::new(Box::pin(incoming));
+    // The Open line is read before the secret is checked: a small limit.
+    let mut reader = LineReader::new(Box::pin(incoming), MAX_OPEN_LINE_BYTES);
     let first = tokio::time::timeout(OPEN_TIMEOUT, reader.next_message())
         .await
         .map_err(|_| ApiError::bad_request("no Open message on the peering stream"))?
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| {
+            tracing::info!(peer = %gateway_peer, error = %e, "refused a peering stream: unreadable Open");
+            match e {
+                ReadError::Protocol(FrameError::TooLong(_)) => {
+                    ApiError::new(http::StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+                }
+                e => ApiError::bad_request(e.to_string()),
+            }
+        })?;
     let Some(StreamMessage::Open {
         peer_id,
         stream_secret,
@@ -168,6 +191,7 @@ pub async fn stream(
         .metrics
         .peer(&record.name)
         .count(Direction::Received, MessageType::Open);
+    reader.set_max_line(state.config.peering_max_message_bytes);
     let (outgoing, receiver) = mpsc::channel::<bytes::Bytes>(64);
     let session_state = state.clone();
     let name = record.name.clone();

@@ -15,6 +15,7 @@ pub mod summary;
 
 use http::{Method, StatusCode};
 use isthmus_api::peering::StreamMessage;
+use isthmus_api::peering_limits::InvalidReason;
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
@@ -127,6 +128,7 @@ pub struct PeerCounters {
     sent: Vec<IntCounter>,
     received: Vec<IntCounter>,
     errors: Vec<IntCounter>,
+    rejected: Vec<IntCounter>,
 }
 
 impl PeerCounters {
@@ -145,6 +147,11 @@ impl PeerCounters {
     pub fn error(&self, reason: ErrorReason) {
         self.errors[reason as usize].inc();
     }
+
+    /// A message from the peer dropped as invalid.
+    pub fn rejected(&self, reason: InvalidReason) {
+        self.rejected[reason as usize].inc();
+    }
 }
 
 /// The agent's registry and the counters the hot paths bump.
@@ -152,6 +159,7 @@ pub struct AgentMetrics {
     registry: Registry,
     replication_messages: IntCounterVec,
     replication_errors: IntCounterVec,
+    replication_rejected: IntCounterVec,
     http_requests: IntCounterVec,
 }
 
@@ -177,6 +185,15 @@ impl AgentMetrics {
         )?;
         registry.register(Box::new(replication_errors.clone()))?;
 
+        let replication_rejected = IntCounterVec::new(
+            Opts::new(
+                "isthmus_peering_replication_rejected_total",
+                "Replication messages from a peer dropped as invalid (nothing of them stored), by peer and reason",
+            ),
+            &["peer", "reason"],
+        )?;
+        registry.register(Box::new(replication_rejected.clone()))?;
+
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "isthmus_http_requests_total",
@@ -190,6 +207,7 @@ impl AgentMetrics {
             registry,
             replication_messages,
             replication_errors,
+            replication_rejected,
             http_requests,
         })
     }
@@ -220,6 +238,13 @@ impl AgentMetrics {
                         .with_label_values(&[peer, r.label()])
                 })
                 .collect(),
+            rejected: InvalidReason::ALL
+                .iter()
+                .map(|r| {
+                    self.replication_rejected
+                        .with_label_values(&[peer, r.label()])
+                })
+                .collect(),
         }
     }
 
@@ -237,6 +262,11 @@ impl AgentMetrics {
         for reason in ErrorReason::ALL {
             let _ = self
                 .replication_errors
+                .remove_label_values(&[peer, reason.label()]);
+        }
+        for reason in InvalidReason::ALL {
+            let _ = self
+                .replication_rejected
                 .remove_label_values(&[peer, reason.label()]);
         }
     }
@@ -319,7 +349,13 @@ mod tests {
         // A session that still holds its handles counts into the void.
         gone.message(Direction::Sent, &StreamMessage::Heartbeat);
         gone.error(ErrorReason::Disconnected);
+        gone.rejected(InvalidReason::NotExported);
+        kept.rejected(InvalidReason::GatewayAddress);
         let text = text(&metrics);
+        assert!(
+            text.contains("isthmus_peering_replication_rejected_total{peer=\"kept\",reason=\"gateway_address\"} 1"),
+            "{text}"
+        );
         assert!(!text.contains("peer=\"gone\""), "{text}");
         assert!(text.contains("peer=\"kept\""), "{text}");
     }
@@ -350,6 +386,9 @@ mod tests {
             assert_eq!(*t as usize, i, "{t:?}");
         }
         for (i, r) in ErrorReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        for (i, r) in InvalidReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r:?}");
         }
     }

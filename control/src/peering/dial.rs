@@ -23,7 +23,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::stream::{self, LineReader, SessionEnd};
-use super::token::{check_groups, groups_or_default, own_info, validate_partition};
+use super::token::{
+    address_policy, check_groups, groups_or_default, own_info, validate_meta, validate_partition,
+    validate_peer_info,
+};
 use super::{PeeringRecord, Role};
 use crate::agent::AgentState;
 use crate::error::ApiError;
@@ -126,8 +129,14 @@ pub async fn establish(state: Arc<AgentState>, request: EstablishRequest) -> Res
     }
     api::validate_peer_name(&request.peer_name).map_err(ApiError::bad_request)?;
     validate_partition(&request.partition)?;
+    validate_meta(&request.meta)?;
     let token =
         PeeringToken::decode(&request.peering_token).map_err(|e| ApiError::bad_request(e.0))?;
+    // We dial the token's addresses right away: the same policy as for
+    // addresses a peer sends later.
+    let policy = address_policy(&state)?;
+    isthmus_api::peering_limits::validate_gateway_addresses(&token.server_addresses, policy)
+        .map_err(|e| ApiError::bad_request(format!("peering token: {e}")))?;
     let expired = OffsetDateTime::parse(&token.expires_at, &Rfc3339)
         .map_or(true, |t| t <= OffsetDateTime::now_utc());
     if expired {
@@ -168,6 +177,7 @@ pub async fn establish(state: Arc<AgentState>, request: EstablishRequest) -> Res
             )
         })??;
     let acceptor = response.acceptor;
+    validate_peer_info(&acceptor, policy)?;
     if acceptor.trust_domain != peer_trust_domain {
         return Err(ApiError::bad_request(
             "the peer's trust domain does not match its token",
@@ -497,7 +507,7 @@ async fn open_stream(
         .into_body()
         .into_data_stream()
         .map(|chunk| chunk.map_err(|e| e.to_string()));
-    let reader = LineReader::new(Box::pin(incoming));
+    let reader = LineReader::new(Box::pin(incoming), state.config.peering_max_message_bytes);
     Attempt::Ended(stream::run_session(state.clone(), record.name.clone(), reader, outgoing).await)
 }
 

@@ -11,10 +11,12 @@ use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use isthmus_api::catalog::ServiceEntry;
 use isthmus_api::peering::{self as api, StreamMessage};
+use isthmus_api::peering_framing::{encode_message, parse_message, FrameError, LineFramer};
+use isthmus_api::peering_limits::{self, ImportLimits, Invalid, InvalidReason};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -26,58 +28,79 @@ use crate::store::{Reads, StoreError, Table};
 /// How long a terminating session waits for the peer to close its side.
 pub const TERMINATE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Longest line accepted: a service with very many instances is one line.
-const MAX_LINE_BYTES: usize = 256 * 1024 * 1024;
+/// The most CA roots a peer's trust bundle may hold (a rotation needs two).
+const MAX_PEER_ROOTS: usize = 16;
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
-/// Splits a byte stream into lines.
+/// Why reading the next message failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// The peer broke the framing or sent something that is not a message
+    /// (over-long line, not UTF-8, not JSON).
+    Protocol(FrameError),
+    /// The transport failed or ended mid-message.
+    Transport(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Protocol(e) => e.fmt(f),
+            ReadError::Transport(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Reads messages from a byte stream, one per line, each at most the
+/// framer's limit (see [`isthmus_api::peering_framing`]).
 pub struct LineReader {
     stream: ByteStream,
-    buffer: BytesMut,
+    framer: LineFramer,
 }
 
 impl LineReader {
-    pub fn new(stream: ByteStream) -> LineReader {
+    pub fn new(stream: ByteStream, max_line: usize) -> LineReader {
         LineReader {
             stream,
-            buffer: BytesMut::new(),
+            framer: LineFramer::new(max_line),
         }
+    }
+
+    /// The limit for the lines still to come (raised after `Open`).
+    pub fn set_max_line(&mut self, max_line: usize) {
+        self.framer.set_max_line(max_line);
     }
 
     /// The next line without its newline; `None` at a clean end of stream.
-    pub async fn next_line(&mut self) -> Result<Option<Bytes>, String> {
+    async fn next_line(&mut self) -> Result<Option<String>, ReadError> {
         loop {
-            if let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
-                let line = self.buffer.split_to(pos + 1).freeze();
-                return Ok(Some(line.slice(..pos)));
-            }
-            if self.buffer.len() > MAX_LINE_BYTES {
-                return Err(format!("stream message longer than {MAX_LINE_BYTES} bytes"));
+            if let Some(line) = self.framer.next_line().map_err(ReadError::Protocol)? {
+                return Ok(Some(line));
             }
             match self.stream.next().await {
-                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Some(Err(e)) => return Err(e),
-                None if self.buffer.is_empty() => return Ok(None),
-                None => return Err("stream ended in the middle of a message".into()),
+                Some(Ok(chunk)) => self.framer.push(&chunk),
+                Some(Err(e)) => return Err(ReadError::Transport(e)),
+                None => {
+                    return match self.framer.finish() {
+                        Ok(()) => Ok(None),
+                        Err(e) => Err(ReadError::Transport(e.to_string())),
+                    }
+                }
             }
         }
     }
 
-    pub async fn next_message(&mut self) -> Result<Option<StreamMessage>, String> {
+    pub async fn next_message(&mut self) -> Result<Option<StreamMessage>, ReadError> {
         match self.next_line().await? {
-            Some(line) => serde_json::from_slice(&line)
-                .map(Some)
-                .map_err(|e| format!("malformed stream message: {e}")),
+            Some(line) => parse_message(&line).map(Some).map_err(ReadError::Protocol),
             None => Ok(None),
         }
     }
 }
 
 pub fn encode(message: &StreamMessage) -> Bytes {
-    let mut line = serde_json::to_vec(message).expect("stream messages serialize");
-    line.push(b'\n');
-    Bytes::from(line)
+    Bytes::from(encode_message(message))
 }
 
 /// Why a session ended.
@@ -200,6 +223,8 @@ async fn session_loop(
     let mut ticker = tokio::time::interval(heartbeat);
     let mut last_heard = Instant::now();
     let mut activated = false;
+    // The services the peer last said it exports to us (validated).
+    let mut peer_exports: Option<Vec<String>> = None;
     loop {
         changes.borrow_and_update();
         match push_changes(state, peer, &mut exported).await {
@@ -218,8 +243,8 @@ async fn session_loop(
                 let message = match line {
                     Ok(Some(message)) => message,
                     Ok(None) => return SessionEnd::Disconnected("peer ended the stream".into()),
-                    Err(e) if e.starts_with("malformed") => return SessionEnd::ProtocolError(e),
-                    Err(e) => return SessionEnd::Disconnected(e),
+                    Err(ReadError::Protocol(e)) => return SessionEnd::ProtocolError(e.to_string()),
+                    Err(ReadError::Transport(e)) => return SessionEnd::Disconnected(e),
                 };
                 last_heard = Instant::now();
                 counters.message(Direction::Received, &message);
@@ -230,6 +255,20 @@ async fn session_loop(
                         tracing::warn!(peer = %peer, error = %e, "recording peering activation");
                     }
                 }
+                let message = match check(state, message, &mut peer_exports) {
+                    Ok(message) => message,
+                    Err(invalid) => {
+                        // Dropped: what we stored before stays, the session goes on.
+                        tracing::warn!(
+                            peer = %peer,
+                            reason = invalid.reason.label(),
+                            detail = %invalid.detail,
+                            "dropped an invalid replication message from the peer"
+                        );
+                        counters.rejected(invalid.reason);
+                        continue;
+                    }
+                };
                 if let Some(end) = apply(state, peer, message).await {
                     return end;
                 }
@@ -328,7 +367,55 @@ async fn push_changes(
     Ok(messages)
 }
 
-/// Applies one message from the peer; `Some` ends the session.
+/// Validates a message from the peer before anything of it is stored:
+/// service names, counts and sizes, services against what the peer said
+/// it exports, gateway addresses against the address policy.
+fn check(
+    state: &Arc<AgentState>,
+    message: StreamMessage,
+    peer_exports: &mut Option<Vec<String>>,
+) -> Result<StreamMessage, Invalid> {
+    let limits = ImportLimits {
+        max_services: state.config.peering_max_imported_services,
+        max_instances: state.config.peering_max_service_instances,
+        ..ImportLimits::default()
+    };
+    match &message {
+        StreamMessage::ExportedServices { services } => {
+            peering_limits::validate_exported_names(services, &limits)?;
+            *peer_exports = Some(services.clone());
+        }
+        StreamMessage::Service { name, instances } => {
+            let exported = peer_exports.as_deref().unwrap_or_default();
+            peering_limits::validate_service(name, instances, exported, &limits)?;
+        }
+        StreamMessage::TrustBundle { root_pems, .. } if root_pems.len() > MAX_PEER_ROOTS => {
+            return Err(Invalid {
+                reason: InvalidReason::TooMany,
+                detail: format!(
+                    "trust bundle with {} roots (limit: {MAX_PEER_ROOTS})",
+                    root_pems.len()
+                ),
+            });
+        }
+        StreamMessage::Gateways { addresses } => {
+            let policy = super::token::address_policy(state).map_err(|e| Invalid {
+                reason: InvalidReason::GatewayAddress,
+                detail: format!("reading our own gateway addresses: {e}"),
+            })?;
+            peering_limits::validate_gateway_addresses(addresses, policy).map_err(|detail| {
+                Invalid {
+                    reason: InvalidReason::GatewayAddress,
+                    detail,
+                }
+            })?;
+        }
+        _ => {}
+    }
+    Ok(message)
+}
+
+/// Applies one (checked) message from the peer; `Some` ends the session.
 async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> Option<SessionEnd> {
     let name = peer.to_owned();
     let result: Result<Option<SessionEnd>, StoreError> = match message {
@@ -406,9 +493,6 @@ async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> O
                 .await
         }
         StreamMessage::Gateways { addresses } => {
-            if addresses.iter().any(|a| !api::valid_server_address(a)) {
-                return Some(SessionEnd::ProtocolError("invalid gateway address".into()));
-            }
             state
                 .store
                 .write(move |txn| {

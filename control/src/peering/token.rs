@@ -7,6 +7,7 @@ use isthmus_api::auth;
 use isthmus_api::peering::{
     self as api, ExchangeRequest, ExchangeResponse, PeerInfo, PeeringToken, Remote, TokenRequest,
 };
+use isthmus_api::peering_limits::{self, AddressPolicy};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -37,6 +38,52 @@ pub fn groups_or_default(groups: Vec<String>) -> Vec<String> {
     } else {
         groups
     }
+}
+
+/// Which gateway addresses a peer may name: loopback only when this
+/// cluster's own mesh gateways are on loopback (tests, `agent --dev`, the
+/// demo). See [`isthmus_api::peering_limits`].
+pub fn address_policy(state: &AgentState) -> Result<AddressPolicy, StoreError> {
+    let own = super::gateway_addresses(&state.store.snapshot()?)?;
+    Ok(AddressPolicy {
+        allow_loopback: peering_limits::all_loopback(&own),
+    })
+}
+
+/// Peering `Meta` from the API: Consul's limits for service meta.
+pub fn validate_meta(meta: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+    peering_limits::validate_meta("Meta", meta).map_err(|e| {
+        tracing::info!(error = %e, "refused peering Meta");
+        ApiError::bad_request(e)
+    })
+}
+
+/// What a peer says about itself when establishing (either side): names
+/// that end up in SNIs and SPIFFE IDs, and the gateway addresses we would
+/// dial, checked before anything is stored.
+pub fn validate_peer_info(info: &PeerInfo, policy: AddressPolicy) -> Result<(), ApiError> {
+    let bad = |e: String| {
+        tracing::info!(error = %e, cluster = %info.cluster_name, "refused the peer's description of itself");
+        ApiError::bad_request(e)
+    };
+    isthmus_api::naming::validate_dns_label("peer cluster name", &info.cluster_name)
+        .map_err(bad)?;
+    if !peering_limits::valid_hostname(&info.trust_domain) {
+        return Err(bad(format!(
+            "peer trust domain {:?} is not a valid DNS name",
+            info.trust_domain
+        )));
+    }
+    if !info.peer_name.is_empty() {
+        api::validate_peer_name(&info.peer_name).map_err(bad)?;
+    }
+    if info.ca_pems.len() > 16 {
+        return Err(bad(format!(
+            "the peer sent {} CA certificates (limit: 16)",
+            info.ca_pems.len()
+        )));
+    }
+    peering_limits::validate_gateway_addresses(&info.gateway_addresses, policy).map_err(bad)
 }
 
 pub fn validate_partition(partition: &Option<String>) -> Result<(), ApiError> {
@@ -76,6 +123,13 @@ pub async fn generate(state: Arc<AgentState>, request: TokenRequest) -> Result<S
     }
     api::validate_peer_name(&request.peer_name).map_err(ApiError::bad_request)?;
     validate_partition(&request.partition)?;
+    validate_meta(&request.meta)?;
+    if request.server_external_addresses.len() > peering_limits::MAX_GATEWAY_ADDRESSES {
+        return Err(ApiError::bad_request(format!(
+            "ServerExternalAddresses: at most {} addresses",
+            peering_limits::MAX_GATEWAY_ADDRESSES
+        )));
+    }
     for addr in &request.server_external_addresses {
         if !api::valid_server_address(addr) {
             return Err(ApiError::bad_request(format!(
@@ -124,7 +178,9 @@ pub async fn generate(state: Arc<AgentState>, request: TokenRequest) -> Result<S
                     )))
                 }
                 Some(existing) if existing.role == Role::Acceptor => {
-                    renew_acceptor(existing, pending, explicit_groups.then_some(groups), meta)
+                    let record = renew_acceptor(existing, pending, explicit_groups.then_some(groups), meta);
+                    validate_meta(&record.meta)?;
+                    record
                 }
                 _ => new_acceptor(&name, pending, groups, meta),
             };
@@ -203,6 +259,25 @@ fn renew_acceptor(
     record
 }
 
+/// The acceptor peering `record` has a pending establishment secret equal
+/// to `secret`, not expired and not being deleted.
+fn check_establishment(record: Option<&PeeringRecord>, secret: &str) -> Result<(), ApiError> {
+    let forbidden = |m: &str| ApiError::new(http::StatusCode::FORBIDDEN, m);
+    let pending = record
+        .filter(|r| r.role == Role::Acceptor && r.state != api::STATE_DELETING)
+        .and_then(|r| r.establishment.as_ref());
+    let Some(pending) = pending else {
+        return Err(forbidden(INVALID_SECRET));
+    };
+    if hash_secret(secret) != pending.hash {
+        return Err(forbidden(INVALID_SECRET));
+    }
+    if expired(&pending.expires_at) {
+        return Err(forbidden("peering token has expired"));
+    }
+    Ok(())
+}
+
 fn expired(expires_at: &str) -> bool {
     OffsetDateTime::parse(expires_at, &Rfc3339).map_or(true, |t| t <= OffsetDateTime::now_utc())
 }
@@ -241,6 +316,15 @@ pub async fn exchange(
             "the client certificate is not the dialer's gateway certificate",
         ));
     }
+    // The secret is checked against a read snapshot first: a wrong or
+    // replayed secret never takes the store's write lock. The write below
+    // checks again, against the state it changes.
+    {
+        let snapshot = state.store.snapshot()?;
+        let record = super::find_by_id(&snapshot, &request.peer_id)?;
+        check_establishment(record.as_ref(), &request.establishment_secret)?;
+    }
+    validate_peer_info(&dialer, address_policy(&state)?)?;
     let stream_secret = new_secret();
     let stream_hash = hash_secret(&stream_secret);
     let (record, acceptor) = state
@@ -248,24 +332,9 @@ pub async fn exchange(
         .write({
             let state = state.clone();
             move |txn| -> Result<(PeeringRecord, PeerInfo), ApiError> {
-                let Some(mut record) =
-                    super::find_by_id(txn, &request.peer_id)?.filter(|r| r.role == Role::Acceptor)
-                else {
-                    return Err(forbidden(INVALID_SECRET));
-                };
-                let pending = record
-                    .establishment
-                    .clone()
-                    .filter(|_| record.state != api::STATE_DELETING);
-                let Some(pending) = pending else {
-                    return Err(forbidden(INVALID_SECRET));
-                };
-                if hash_secret(&request.establishment_secret) != pending.hash {
-                    return Err(forbidden(INVALID_SECRET));
-                }
-                if expired(&pending.expires_at) {
-                    return Err(forbidden("peering token has expired"));
-                }
+                let found = super::find_by_id(txn, &request.peer_id)?;
+                check_establishment(found.as_ref(), &request.establishment_secret)?;
+                let mut record = found.expect("checked");
                 let duplicate = super::list(txn)?.into_iter().any(|other| {
                     other.name != record.name
                         && other.peer_trust_domain == dialer.trust_domain

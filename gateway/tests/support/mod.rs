@@ -486,6 +486,11 @@ impl PeerConnection {
         PeerConnection { send }
     }
 
+    /// A handle for sending requests concurrently on this connection.
+    pub fn sender(&self) -> hyper::client::conn::http2::SendRequest<ReqBody> {
+        self.send.clone()
+    }
+
     pub async fn request(
         &mut self,
         method: &str,
