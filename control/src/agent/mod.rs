@@ -90,7 +90,9 @@ pub struct RunningAgent {
     pub state: Arc<AgentState>,
     http_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
+    /// `None` once [`RunningAgent::wait`] saw it finish: a finished
+    /// handle must not be awaited again.
+    server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningAgent {
@@ -105,19 +107,24 @@ impl RunningAgent {
         // hold the HTTP server's graceful shutdown (and a gateway's drain).
         self.state.peering.stop_all();
         let _ = self.stop.send(true);
-        let result = self
-            .server
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let result = match self.server {
+            Some(server) => server
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            None => Ok(()),
+        };
         self.state.checks.stop_all();
         result
     }
 
     /// Runs until the server ends (it only ends on shutdown or a fatal error).
     pub async fn wait(&mut self) -> std::io::Result<()> {
-        (&mut self.server)
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let result = server.await;
+        self.server = None;
+        result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 }
 
@@ -271,6 +278,6 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         state,
         http_addr,
         stop,
-        server,
+        server: Some(server),
     })
 }
