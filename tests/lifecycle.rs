@@ -1,5 +1,8 @@
 //! The agent's process lifecycle: clean shutdowns, and what it leaves on disk.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
 use http::Method;
 use isthmus_api::client::Client;
 use isthmus_tests::eventually;
@@ -43,4 +46,86 @@ async fn sigterm_never_panics_the_dev_agent_or_its_gateway() {
             "round {round}: the gateway's shutdown sequence ran to its end:\n{logs}"
         );
     }
+}
+
+/// Every file under `dir` (recursively) and its mode bits.
+fn modes(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        found.push((
+            entry.path(),
+            meta.permissions().mode() & 0o7777,
+            meta.is_dir(),
+        ));
+        if meta.is_dir() {
+            found.extend(modes(&entry.path()));
+        }
+    }
+    found
+}
+
+fn assert_private(data_dir: &Path) {
+    let dir_mode = std::fs::metadata(data_dir).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(dir_mode, 0o700, "the data dir is {dir_mode:04o}");
+    let found = modes(data_dir);
+    assert!(
+        found.iter().any(|(p, _, _)| p.ends_with("state.redb")),
+        "the state file is there: {found:?}"
+    );
+    for (path, mode, is_dir) in found {
+        let wanted = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, wanted, "{} is {mode:04o}", path.display());
+    }
+}
+
+/// The data dir holds the CA key, the gateway key and stream secrets:
+/// under the usual umask 022 the agent used to leave it 0755 and its state
+/// file 0644 (readable by every local user). A new data dir is 0700 and its
+/// files 0600; an existing one that others can read is tightened at start.
+#[tokio::test]
+async fn the_data_dir_and_its_files_are_private_to_the_agent_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let data = data_dir.to_str().unwrap();
+    let args = ["--data-dir", data, "--cluster-name", "cluster-01"];
+
+    let agent = AgentProcess::spawn_with_umask("022", &args);
+    // Secrets worth stealing: a peering's establishment secret, and the CA
+    // and gateway keys written at first start.
+    let client = Client::new(&agent.http_addr).unwrap();
+    let token = client
+        .send(
+            Method::POST,
+            "/v1/peering/token",
+            Some(
+                r#"{"PeerName": "cluster-02", "ServerExternalAddresses": ["127.0.0.1:8443"]}"#
+                    .into(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        token.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&token.body)
+    );
+    assert_private(&data_dir);
+    assert!(agent.terminate().success());
+
+    // A careless operator (or an older version) left them open.
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = data_dir.join("state.redb");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let agent = AgentProcess::spawn_with_umask("022", &args);
+    assert_private(&data_dir);
+    let (status, logs) = agent.terminate_with_logs();
+    assert!(status.success(), "{logs}");
+    assert!(
+        logs.contains("the data directory was readable by others; restricted it to its owner")
+            && logs.contains("the state file was readable by others; restricted it to its owner"),
+        "the agent says what it tightened:\n{logs}"
+    );
 }

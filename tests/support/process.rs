@@ -154,6 +154,17 @@ impl AgentProcess {
 
     /// Like `spawn`, but returns the agent's stderr if it exits instead.
     pub fn try_spawn(args: &[&str]) -> Result<AgentProcess, String> {
+        Self::try_spawn_with_umask(None, args)
+    }
+
+    /// Like `spawn`, with the process's umask set to `umask` (octal, e.g.
+    /// `"022"`, the usual default) rather than inherited from the tests.
+    pub fn spawn_with_umask(umask: &str, args: &[&str]) -> AgentProcess {
+        Self::try_spawn_with_umask(Some(umask), args)
+            .unwrap_or_else(|e| panic!("agent did not start: {e}"))
+    }
+
+    fn try_spawn_with_umask(umask: Option<&str>, args: &[&str]) -> Result<AgentProcess, String> {
         let mut all = vec!["agent"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--http-addr", "127.0.0.1:0"]);
@@ -166,7 +177,18 @@ impl AgentProcess {
                 "127.0.0.1:0",
             ]);
         }
-        let (child, line, logs) = spawn_logged(&isthmus_bin(), &all, "isthmus agent running:")?;
+        let isthmus = isthmus_bin();
+        let (child, line, logs) = match umask {
+            None => spawn_logged(&isthmus, &all, "isthmus agent running:")?,
+            Some(umask) => {
+                // The shell sets the umask and then becomes the agent
+                // (exec), so signals and the exit status are the agent's.
+                let script = format!("umask {umask} && exec \"$0\" \"$@\"");
+                let mut with_shell = vec!["-c", script.as_str(), isthmus.to_str().unwrap()];
+                with_shell.extend_from_slice(&all);
+                spawn_logged(Path::new("/bin/sh"), &with_shell, "isthmus agent running:")?
+            }
+        };
         let http_addr = field(&line, "http")
             .trim_start_matches("http://")
             .to_owned();

@@ -131,9 +131,9 @@ impl RunningAgent {
 fn open_store(config: &AgentConfig) -> Result<Store, StartError> {
     match &config.data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StartError::Config(format!("creating data dir {}: {e}", dir.display()))
-            })?;
+            // It holds the CA key, the gateway key and the stream secrets.
+            crate::store::private::create_private_dir(dir)
+                .map_err(|e| StartError::Config(format!("data dir: {e}")))?;
             Ok(Store::open(&dir.join(STORE_FILE))?)
         }
         None => Ok(Store::in_memory()?),
