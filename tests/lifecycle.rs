@@ -5,8 +5,13 @@ use std::path::{Path, PathBuf};
 
 use http::Method;
 use isthmus_api::client::Client;
+use isthmus_tests::api::{get, put};
+use isthmus_tests::apps::http_app;
+use isthmus_tests::cluster::Cluster;
 use isthmus_tests::eventually;
 use isthmus_tests::process::{field, AgentProcess};
+use isthmus_tests::proxy_process::ProxyProcess;
+use serde_json::json;
 
 /// The status `GET path` answers on `client`, if it answers.
 async fn status(client: &Client, path: &str) -> Option<u16> {
@@ -128,4 +133,57 @@ async fn the_data_dir_and_its_files_are_private_to_the_agent_user() {
             && logs.contains("the state file was readable by others; restricted it to its owner"),
         "the agent says what it tightened:\n{logs}"
     );
+}
+
+/// A sidecar's and a gateway's registrations deregistered behind their
+/// backs (as an operator, a script or the agent's
+/// deregister-after-critical does) used to stay gone until the agent's
+/// index went backwards: the mesh lost them for good. Each comes back
+/// within seconds, and both end up ready.
+#[tokio::test]
+async fn deregistered_sidecars_and_gateways_register_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start("cluster-01", dir.path()).await;
+    let app = http_app("backend").await.to_string();
+    let proxy = ProxyProcess::spawn(&cluster.agent.url(), "backend", &app, &[], &[]);
+    let proxy_admin = Client::new(&proxy.admin).unwrap();
+    let gateway_admin = Client::new(&cluster.gateway.admin).unwrap();
+    let (services, _) = get(&cluster.client, "/v1/agent/services").await;
+    let gateway_id = services
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, s)| s["Kind"] == "mesh-gateway")
+        .map(|(id, _)| id.clone())
+        .expect("the gateway registered");
+    let proxy_id = "backend-sidecar-proxy".to_owned();
+
+    for (id, admin) in [(&proxy_id, &proxy_admin), (&gateway_id, &gateway_admin)] {
+        eventually(&format!("{id} ready"), || async {
+            (status(admin, "/ready").await == Some(200)).then_some(())
+        })
+        .await;
+        put(
+            &cluster.client,
+            &format!("/v1/agent/service/deregister/{id}"),
+            json!(null),
+        )
+        .await;
+        eventually(&format!("{id} registered again"), || async {
+            (status(&cluster.client, &format!("/v1/agent/service/{id}")).await == Some(200))
+                .then_some(())
+        })
+        .await;
+        eventually(&format!("{id} ready again"), || async {
+            (status(admin, "/ready").await == Some(200)).then_some(())
+        })
+        .await;
+    }
+    // The gateway is back where peering tokens look for it: registered and passing.
+    eventually("the gateway passing again", || async {
+        let (entries, _) = get(&cluster.client, "/v1/health/service/mesh-gateway?passing").await;
+        (entries.as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    assert!(proxy.terminate().success());
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mtls;
 pub mod naming;
 pub mod peering;
+pub mod presence;
 pub mod process;
 pub mod proxy;
 pub mod retry;
