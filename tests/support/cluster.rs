@@ -54,6 +54,28 @@ impl GatewayProcess {
     pub fn terminate(mut self) -> std::process::ExitStatus {
         terminate_child(self.child.take().unwrap())
     }
+
+    /// Stops the process (SIGSTOP) without ending it, as a hung peer: the
+    /// kernel still completes TCP connections to its port, but nothing
+    /// answers. [`GatewayProcess::thaw`] resumes it; drop kills it anyway.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen gateway (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("gateway running");
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
 }
 
 impl Drop for GatewayProcess {

@@ -187,6 +187,7 @@ fn load_identity(
 
 /// After a restart no stream is up yet: active peerings are `FAILING` until
 /// their stream returns, and this cluster redials the peers it dialed.
+/// Deletions that were under way when the agent stopped are finished.
 async fn resume_peerings(state: &Arc<AgentState>) -> Result<(), StartError> {
     let records = state
         .store
@@ -201,6 +202,12 @@ async fn resume_peerings(state: &Arc<AgentState>) -> Result<(), StartError> {
             Ok(records)
         })
         .await?;
+    let deleting = records
+        .iter()
+        .filter(|r| r.state == isthmus_api::peering::STATE_DELETING)
+        .map(|r| r.name.clone())
+        .collect();
+    peering::delete::resume(state, deleting);
     for record in records {
         let redial = record.role == peering::Role::Dialer
             && !matches!(
