@@ -216,3 +216,112 @@ async fn a_deletion_interrupted_by_a_crash_resumes_at_start_up() {
     assert_eq!(imported_web(&c2).await, None);
     c1.wait_for_state("cluster-02", "TERMINATED").await;
 }
+
+/// The mesh gateway certificate was renewed only at agent start: a
+/// long-running agent let it expire, and then its gateway's handshakes
+/// failed and the dialer marked the peering TERMINATED. With a 3s lifetime
+/// both clusters renew it live every 2s; over several lifetimes the
+/// peering stays ACTIVE, each side learns the other's new fingerprint over
+/// the stream, and new connections through the gateway (which check both
+/// certificates' validity) keep working.
+#[tokio::test]
+async fn gateway_certificates_are_renewed_live_and_peers_follow() {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--gateway-cert-ttl", "3s"];
+    let c1 = Cluster::start_with("cluster-01", dir.path(), &args).await;
+    let c2 = Cluster::start_with("cluster-02", dir.path(), &args).await;
+    // A token pins the gateway certificate current when it was generated;
+    // one renewed before the establish completes makes it stale (the
+    // dialer says so), and a new token is the operator's answer.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let token = send(
+            &c1.client,
+            Method::POST,
+            "/v1/peering/token",
+            Some(json!({"PeerName": "cluster-02"})),
+        )
+        .await;
+        let token: Value = serde_json::from_slice(&token.body).unwrap();
+        let established = send(
+            &c2.client,
+            Method::POST,
+            "/v1/peering/establish",
+            Some(json!({"PeerName": "cluster-01", "PeeringToken": token["PeeringToken"]})),
+        )
+        .await;
+        if established.status == 200 {
+            break;
+        }
+        let why = String::from_utf8_lossy(&established.body).into_owned();
+        assert!(
+            attempts < 5 && why.contains("does not match the token's fingerprint"),
+            "establish: {why}"
+        );
+    }
+    c1.wait_for_state("cluster-02", "ACTIVE").await;
+    c2.wait_for_state("cluster-01", "ACTIVE").await;
+    put(
+        &c1.client,
+        "/v1/agent/service/register",
+        json!({"Name": "web", "Port": 80, "Check": {"TTL": "1h", "Status": "passing"}}),
+    )
+    .await;
+    put(
+        &c1.client,
+        "/v1/config",
+        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "web", "Consumers": [{"Peer": "cluster-02"}]}]}),
+    )
+    .await;
+    let first = gateway_view(&c1).await.fingerprint;
+
+    // Watch cluster-01's certificate change over more than three lifetimes.
+    let mut seen = vec![first.clone()];
+    let until = tokio::time::Instant::now() + TTL * 3 + TTL / 2;
+    while tokio::time::Instant::now() < until {
+        let now = gateway_view(&c1).await.fingerprint;
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen.len() >= 4, "renewed at least three times: {seen:?}");
+
+    // Every certificate first issued has expired by now. The peering is up...
+    c1.wait_for_state("cluster-02", "ACTIVE").await;
+    c2.wait_for_state("cluster-01", "ACTIVE").await;
+    // ...each side pins the other's current fingerprint...
+    for (cluster, peer, of) in [(&c2, "cluster-01", &c1), (&c1, "cluster-02", &c2)] {
+        eventually(
+            &format!("{} follows {}'s fingerprint", cluster.name, of.name),
+            || async {
+                let current = gateway_view(of).await.fingerprint;
+                let (identity, _) =
+                    get(&cluster.client, &format!("/v1/auth/identities/tls/{peer}")).await;
+                (identity["Identifier"] == current.as_str()).then_some(())
+            },
+        )
+        .await;
+    }
+    // ...replication still flows...
+    eventually("web imported by cluster-02", || async {
+        imported_web(&c2).await.filter(|n| *n > 0)
+    })
+    .await;
+    // ...and a new connection through cluster-01's gateway, with
+    // cluster-02's current certificate, gets an answer.
+    let peer = gateway_view(&c2).await;
+    let (status, body) = get_via_gateway(
+        &c1,
+        &peer.certificate_pem,
+        &peer.private_key_pem,
+        "/v1/health/service/web",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"web\""), "{body}");
+    assert_ne!(gateway_view(&c1).await.fingerprint, first);
+}

@@ -7,7 +7,7 @@
 //! with a fresh one in time to swap it in.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use isthmus_api::ca::{colon_hex, CaRoot, CaRoots, LeafCert};
@@ -25,10 +25,11 @@ use crate::store::{Reads, Store, StoreError, Table, Txn};
 
 const ROOT_KEY: &str = "ca/root";
 const GATEWAY_KEY: &str = "ca/gateway";
-/// The mesh gateways' shared certificate: long-lived because peering
-/// tokens pin its fingerprint; reissued when within this of expiry.
-const GATEWAY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
-const GATEWAY_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The mesh gateways' shared certificate lives `gateway_ttl` (the agent's
+/// `gateway_cert_ttl`) and is reissued, live, once two thirds of its life
+/// have passed; peers learn the new fingerprint over the replication stream.
+/// How long to wait before retrying a renewal that failed.
+const GATEWAY_RENEW_RETRY: Duration = Duration::from_secs(10);
 const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Tolerates small clock differences between the issuer and verifiers.
 const BACKDATE: Duration = Duration::from_secs(60);
@@ -64,10 +65,33 @@ pub struct GatewayCert {
     pub fingerprint: String,
     /// RFC 3339.
     pub not_after: String,
+    /// RFC 3339 (absent from certificates stored by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+}
+
+impl GatewayCert {
+    /// When two thirds of its life have passed (without a known start: a
+    /// third of `ttl` before it expires).
+    fn renew_at(&self, ttl: Duration) -> OffsetDateTime {
+        let parse = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+        let Some(not_after) = parse(&self.not_after) else {
+            return OffsetDateTime::UNIX_EPOCH;
+        };
+        let lifetime = self
+            .not_before
+            .as_deref()
+            .and_then(parse)
+            .map(|not_before| not_after - not_before)
+            .unwrap_or_else(|| time::Duration::try_from(ttl).unwrap_or(time::Duration::ZERO));
+        not_after - lifetime / 3
+    }
 }
 
 pub struct CertificateAuthority {
-    gateway: GatewayCert,
+    /// Replaced whole when renewed; never held across an await.
+    gateway: RwLock<Arc<GatewayCert>>,
+    gateway_ttl: Duration,
     trust_domain: String,
     datacenter: String,
     leaf_ttl: Duration,
@@ -99,6 +123,7 @@ impl CertificateAuthority {
         trust_domain: &str,
         datacenter: &str,
         leaf_ttl: Duration,
+        gateway_ttl: Duration,
     ) -> Result<CertificateAuthority, CaError> {
         let stored = match txn.get::<StoredRoot>(Table::Meta, ROOT_KEY)? {
             Some(stored) => stored,
@@ -136,15 +161,18 @@ impl CertificateAuthority {
             modify_index: stored.create_index,
         };
         let gateway = match txn.get::<GatewayCert>(Table::Meta, GATEWAY_KEY)? {
-            Some(existing) if !due_for_renewal(&existing.not_after) => existing,
+            Some(existing) if existing.renew_at(gateway_ttl) > OffsetDateTime::now_utc() => {
+                existing
+            }
             _ => {
-                let fresh = issue_gateway(&issuer, trust_domain, datacenter)?;
+                let fresh = issue_gateway(&issuer, trust_domain, datacenter, gateway_ttl)?;
                 txn.put(Table::Meta, GATEWAY_KEY, &fresh)?;
                 fresh
             }
         };
         Ok(CertificateAuthority {
-            gateway,
+            gateway: RwLock::new(Arc::new(gateway)),
+            gateway_ttl,
             trust_domain: trust_domain.to_owned(),
             datacenter: datacenter.to_owned(),
             leaf_ttl,
@@ -154,8 +182,36 @@ impl CertificateAuthority {
         })
     }
 
-    pub fn gateway_cert(&self) -> &GatewayCert {
-        &self.gateway
+    /// The mesh gateway certificate in force now.
+    pub fn gateway_cert(&self) -> Arc<GatewayCert> {
+        self.gateway
+            .read()
+            .expect("gateway certificate lock poisoned")
+            .clone()
+    }
+
+    /// How long until the gateway certificate is due for renewal.
+    pub fn gateway_renew_in(&self) -> Duration {
+        let due = self.gateway_cert().renew_at(self.gateway_ttl) - OffsetDateTime::now_utc();
+        Duration::try_from(due).unwrap_or(Duration::ZERO)
+    }
+
+    /// Issues a new gateway certificate inside `txn` (so the store's index
+    /// moves and the gateways' view queries wake) and puts it in force.
+    /// It is in force before the commit, so whoever wakes sees it.
+    pub fn renew_gateway(&self, txn: &mut Txn) -> Result<Arc<GatewayCert>, CaError> {
+        let fresh = Arc::new(issue_gateway(
+            &self.issuer,
+            &self.trust_domain,
+            &self.datacenter,
+            self.gateway_ttl,
+        )?);
+        txn.put(Table::Meta, GATEWAY_KEY, &*fresh)?;
+        *self
+            .gateway
+            .write()
+            .expect("gateway certificate lock poisoned") = fresh.clone();
+        Ok(fresh)
     }
 
     /// This cluster's root certificates (PEM).
@@ -274,20 +330,15 @@ fn end_entity_params(
     params
 }
 
-fn due_for_renewal(not_after: &str) -> bool {
-    OffsetDateTime::parse(not_after, &Rfc3339)
-        .map(|t| t - GATEWAY_RENEW_BEFORE < OffsetDateTime::now_utc())
-        .unwrap_or(true)
-}
-
 fn issue_gateway(
     issuer: &Issuer<'static, KeyPair>,
     trust_domain: &str,
     datacenter: &str,
+    ttl: Duration,
 ) -> Result<GatewayCert, CaError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let now = OffsetDateTime::now_utc();
-    let not_after = now + GATEWAY_LIFETIME;
+    let not_after = now + ttl;
     let spiffe = SpiffeId::MeshGateway {
         trust_domain: trust_domain.to_owned(),
         datacenter: datacenter.to_owned(),
@@ -309,6 +360,7 @@ fn issue_gateway(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         not_after: rfc3339(not_after),
+        not_before: Some(rfc3339(now - BACKDATE)),
     })
 }
 
@@ -355,8 +407,42 @@ pub fn open(
     trust_domain: &str,
     datacenter: &str,
     leaf_ttl: Duration,
+    gateway_ttl: Duration,
 ) -> Result<CertificateAuthority, CaError> {
     store.write_blocking(|txn| {
-        CertificateAuthority::load_or_create(txn, trust_domain, datacenter, leaf_ttl)
+        CertificateAuthority::load_or_create(txn, trust_domain, datacenter, leaf_ttl, gateway_ttl)
     })
+}
+
+/// Renews the mesh gateway certificate whenever it is due, for as long as
+/// the agent runs: the gateways pick it up from their view, peers from the
+/// replication stream.
+pub async fn keep_gateway_renewed(state: Arc<crate::agent::AgentState>) {
+    let mut stop = state.shutting_down.clone();
+    loop {
+        let wait = state.ca.gateway_renew_in();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let renewing = state.clone();
+        let renewed = state
+            .store
+            .write(move |txn| renewing.ca.renew_gateway(txn))
+            .await;
+        match renewed {
+            Ok(cert) => tracing::info!(
+                fingerprint = %cert.fingerprint,
+                not_after = %cert.not_after,
+                "renewed the mesh gateway certificate"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the mesh gateway certificate failed; retrying");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(GATEWAY_RENEW_RETRY) => {}
+                }
+            }
+        }
+    }
 }

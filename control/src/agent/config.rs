@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8500);
 pub const DEFAULT_CLUSTER_NAME: &str = "dc1";
 pub const DEFAULT_LEAF_CERT_TTL: Duration = Duration::from_secs(72 * 3600);
+pub const DEFAULT_GATEWAY_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const DEFAULT_PEERING_HEARTBEAT: Duration = Duration::from_secs(5);
 pub const DEFAULT_PEERING_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -32,6 +33,8 @@ pub struct AgentConfig {
     pub http_addr: SocketAddr,
     pub default_intention_policy: IntentionPolicy,
     pub leaf_cert_ttl: Duration,
+    /// Lifetime of the mesh gateway certificate, renewed live at two thirds.
+    pub gateway_cert_ttl: Duration,
     /// Heartbeat interval on peering streams; three missed ones mark a
     /// peering `FAILING`.
     pub peering_heartbeat: Duration,
@@ -50,6 +53,7 @@ impl AgentConfig {
             http_addr: DEFAULT_HTTP_ADDR,
             default_intention_policy: IntentionPolicy::Deny,
             leaf_cert_ttl: DEFAULT_LEAF_CERT_TTL,
+            gateway_cert_ttl: DEFAULT_GATEWAY_CERT_TTL,
             peering_heartbeat: DEFAULT_PEERING_HEARTBEAT,
             peering_token_ttl: DEFAULT_PEERING_TOKEN_TTL,
         }
@@ -69,6 +73,12 @@ impl AgentConfig {
             return Err(format!(
                 "leaf_cert_ttl {} is too short: it must be at least 1s",
                 isthmus_api::duration::format(self.leaf_cert_ttl)
+            ));
+        }
+        if self.gateway_cert_ttl < Duration::from_secs(1) {
+            return Err(format!(
+                "gateway_cert_ttl {} is too short: it must be at least 1s",
+                isthmus_api::duration::format(self.gateway_cert_ttl)
             ));
         }
         if self.peering_heartbeat < Duration::from_millis(50) {
@@ -118,6 +128,10 @@ pub struct Settings {
     /// Lifetime of service leaf certificates, as a Go duration [default: 72h].
     #[arg(long, value_name = "DURATION")]
     pub leaf_cert_ttl: Option<String>,
+    /// Lifetime of the mesh gateway certificate, as a Go duration; it is
+    /// renewed live at two thirds of its life [default: 8760h].
+    #[arg(long, value_name = "DURATION")]
+    pub gateway_cert_ttl: Option<String>,
     /// Heartbeat interval on peering streams; a peer silent for three is FAILING [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub peering_heartbeat: Option<String>,
@@ -182,6 +196,9 @@ impl Settings {
         }
         if let Some(v) = self.leaf_cert_ttl {
             config.leaf_cert_ttl = duration("leaf_cert_ttl", &v)?;
+        }
+        if let Some(v) = self.gateway_cert_ttl {
+            config.gateway_cert_ttl = duration("gateway_cert_ttl", &v)?;
         }
         if let Some(v) = self.peering_heartbeat {
             config.peering_heartbeat = duration("peering_heartbeat", &v)?;

@@ -231,6 +231,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         &cluster.trust_domain,
         &cluster.name,
         config.leaf_cert_ttl,
+        config.gateway_cert_ttl,
     )?;
 
     let metrics = AgentMetrics::new()?;
@@ -273,6 +274,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
             .await
     });
     resume_peerings(&state).await?;
+    tokio::spawn(ca::keep_gateway_renewed(state.clone()));
     tracing::info!(
         cluster = %state.cluster.name,
         trust_domain = %state.cluster.trust_domain,

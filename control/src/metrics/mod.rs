@@ -31,10 +31,11 @@ pub enum MessageType {
     Gateways,
     Heartbeat,
     Terminate,
+    GatewayCertificate,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 7] = [
+    pub const ALL: [MessageType; 8] = [
         MessageType::Open,
         MessageType::ExportedServices,
         MessageType::Service,
@@ -42,6 +43,7 @@ impl MessageType {
         MessageType::Gateways,
         MessageType::Heartbeat,
         MessageType::Terminate,
+        MessageType::GatewayCertificate,
     ];
 
     pub fn of(message: &StreamMessage) -> MessageType {
@@ -53,6 +55,7 @@ impl MessageType {
             StreamMessage::Gateways { .. } => MessageType::Gateways,
             StreamMessage::Heartbeat => MessageType::Heartbeat,
             StreamMessage::Terminate => MessageType::Terminate,
+            StreamMessage::GatewayCertificate { .. } => MessageType::GatewayCertificate,
         }
     }
 
@@ -65,6 +68,7 @@ impl MessageType {
             MessageType::Gateways => "gateways",
             MessageType::Heartbeat => "heartbeat",
             MessageType::Terminate => "terminate",
+            MessageType::GatewayCertificate => "gateway_certificate",
         }
     }
 }
