@@ -4,7 +4,8 @@
 //! store, signs short-lived service leaf certificates whose URI SAN is the
 //! service's SPIFFE ID. Leaves are cached per service and reissued once two
 //! thirds of their life has passed, so a watcher blocked on a leaf is woken
-//! with a fresh one in time to swap it in.
+//! with a fresh one in time to swap it in. The mesh gateway certificate is
+//! renewed the same way, live ([`keep_gateway_renewed`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,11 +26,14 @@ use crate::store::{Reads, Store, StoreError, Table, Txn};
 
 const ROOT_KEY: &str = "ca/root";
 const GATEWAY_KEY: &str = "ca/gateway";
-/// The mesh gateways' shared certificate lives `gateway_ttl` (the agent's
-/// `gateway_cert_ttl`) and is reissued, live, once two thirds of its life
-/// have passed; peers learn the new fingerprint over the replication stream.
+// The mesh gateways' shared certificate lives `gateway_ttl` (the agent's
+// `gateway_cert_ttl`) and is reissued, live, once two thirds of its life
+// have passed; peers learn the new fingerprint over the replication stream.
+
 /// How long to wait before retrying a renewal that failed.
 const GATEWAY_RENEW_RETRY: Duration = Duration::from_secs(10);
+/// The shortest wait between two renewals.
+const GATEWAY_RENEW_MIN_WAIT: Duration = Duration::from_millis(100);
 const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Tolerates small clock differences between the issuer and verifiers.
 const BACKDATE: Duration = Duration::from_secs(60);
@@ -65,9 +69,10 @@ pub struct GatewayCert {
     pub fingerprint: String,
     /// RFC 3339.
     pub not_after: String,
-    /// RFC 3339 (absent from certificates stored by older versions).
+    /// When it was issued, RFC 3339 (its `notBefore` is backdated a little);
+    /// absent from certificates stored by older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
+    pub issued_at: Option<String>,
 }
 
 impl GatewayCert {
@@ -79,10 +84,10 @@ impl GatewayCert {
             return OffsetDateTime::UNIX_EPOCH;
         };
         let lifetime = self
-            .not_before
+            .issued_at
             .as_deref()
             .and_then(parse)
-            .map(|not_before| not_after - not_before)
+            .map(|issued_at| not_after - issued_at)
             .unwrap_or_else(|| time::Duration::try_from(ttl).unwrap_or(time::Duration::ZERO));
         not_after - lifetime / 3
     }
@@ -360,7 +365,7 @@ fn issue_gateway(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         not_after: rfc3339(not_after),
-        not_before: Some(rfc3339(now - BACKDATE)),
+        issued_at: Some(rfc3339(now)),
     })
 }
 
@@ -420,7 +425,8 @@ pub fn open(
 pub async fn keep_gateway_renewed(state: Arc<crate::agent::AgentState>) {
     let mut stop = state.shutting_down.clone();
     loop {
-        let wait = state.ca.gateway_renew_in();
+        // Never back to back, whatever the clock says.
+        let wait = state.ca.gateway_renew_in().max(GATEWAY_RENEW_MIN_WAIT);
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(wait) => {}
@@ -444,5 +450,66 @@ pub async fn keep_gateway_renewed(state: Arc<crate::agent::AgentState>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TD: &str = "11111111-2222-3333-4444-555555555555.isthmus";
+
+    fn open_with(store: &Store, gateway_ttl: Duration) -> CertificateAuthority {
+        open(store, TD, "dc1", Duration::from_secs(3600), gateway_ttl).unwrap()
+    }
+
+    #[test]
+    fn the_gateway_certificate_is_renewed_at_two_thirds_and_kept_in_the_store() {
+        let store = Store::in_memory().unwrap();
+        let ca = open_with(&store, Duration::from_secs(30));
+        let first = ca.gateway_cert();
+        let renew_in = ca.gateway_renew_in();
+        assert!(
+            renew_in > Duration::from_secs(18) && renew_in <= Duration::from_secs(21),
+            "{renew_in:?}"
+        );
+        // Not due yet: a restart keeps it.
+        assert_eq!(
+            open_with(&store, Duration::from_secs(30))
+                .gateway_cert()
+                .fingerprint,
+            first.fingerprint
+        );
+
+        let renewed = store.write_blocking(|txn| ca.renew_gateway(txn)).unwrap();
+        assert_ne!(renewed.fingerprint, first.fingerprint);
+        assert_eq!(ca.gateway_cert().fingerprint, renewed.fingerprint);
+        let stored: GatewayCert = store
+            .snapshot()
+            .unwrap()
+            .get(Table::Meta, GATEWAY_KEY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.fingerprint, renewed.fingerprint);
+    }
+
+    #[test]
+    fn a_stored_certificate_past_two_thirds_is_replaced_at_start() {
+        let store = Store::in_memory().unwrap();
+        let first = open_with(&store, Duration::from_secs(3)).gateway_cert();
+        // Its life is 3s: two thirds of it (2s) are spent after 2s.
+        let due =
+            OffsetDateTime::parse(&first.not_after, &Rfc3339).unwrap() - time::Duration::seconds(1);
+        assert!(first.renew_at(Duration::from_secs(3)) <= due);
+        let mut old = (*first).clone();
+        old.issued_at = None;
+        old.not_after = rfc3339(OffsetDateTime::now_utc() + Duration::from_secs(10));
+        store
+            .write_blocking(|txn| txn.put(Table::Meta, GATEWAY_KEY, &old))
+            .unwrap();
+        // Without a known start, a third of the TTL before expiry: 10s left
+        // of a 1h TTL is past due.
+        let reopened = open_with(&store, Duration::from_secs(3600)).gateway_cert();
+        assert_ne!(reopened.fingerprint, old.fingerprint);
     }
 }

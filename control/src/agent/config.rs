@@ -11,6 +11,8 @@ pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::L
 pub const DEFAULT_CLUSTER_NAME: &str = "dc1";
 pub const DEFAULT_LEAF_CERT_TTL: Duration = Duration::from_secs(72 * 3600);
 pub const DEFAULT_GATEWAY_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The CA root lives ten years; a gateway certificate may not outlive it.
+pub const MAX_GATEWAY_CERT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const DEFAULT_PEERING_HEARTBEAT: Duration = Duration::from_secs(5);
 pub const DEFAULT_PEERING_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -79,6 +81,13 @@ impl AgentConfig {
             return Err(format!(
                 "gateway_cert_ttl {} is too short: it must be at least 1s",
                 isthmus_api::duration::format(self.gateway_cert_ttl)
+            ));
+        }
+        if self.gateway_cert_ttl > MAX_GATEWAY_CERT_TTL {
+            return Err(format!(
+                "gateway_cert_ttl {} is too long: it must be at most {} (the CA root's lifetime)",
+                isthmus_api::duration::format(self.gateway_cert_ttl),
+                isthmus_api::duration::format(MAX_GATEWAY_CERT_TTL)
             ));
         }
         if self.peering_heartbeat < Duration::from_millis(50) {
@@ -213,6 +222,22 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_cert_ttl_is_bounded() {
+        let mut config = AgentConfig::dev();
+        let layer = Settings {
+            gateway_cert_ttl: Some("3s".into()),
+            ..Settings::default()
+        };
+        layer.apply(&mut config, Source::Flags).unwrap();
+        assert_eq!(config.gateway_cert_ttl, Duration::from_secs(3));
+        assert!(config.validate().is_ok());
+        config.gateway_cert_ttl = Duration::from_millis(500);
+        assert!(config.validate().unwrap_err().contains("at least 1s"));
+        config.gateway_cert_ttl = MAX_GATEWAY_CERT_TTL + Duration::from_secs(1);
+        assert!(config.validate().unwrap_err().contains("too long"));
+    }
 
     #[test]
     fn hcl_file_overrides_defaults() {
