@@ -4,10 +4,11 @@
 //! store, signs short-lived service leaf certificates whose URI SAN is the
 //! service's SPIFFE ID. Leaves are cached per service and reissued once two
 //! thirds of their life has passed, so a watcher blocked on a leaf is woken
-//! with a fresh one in time to swap it in.
+//! with a fresh one in time to swap it in. The mesh gateway certificate is
+//! renewed the same way, live ([`keep_gateway_renewed`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use isthmus_api::ca::{colon_hex, CaRoot, CaRoots, LeafCert};
@@ -25,10 +26,14 @@ use crate::store::{Reads, Store, StoreError, Table, Txn};
 
 const ROOT_KEY: &str = "ca/root";
 const GATEWAY_KEY: &str = "ca/gateway";
-/// The mesh gateways' shared certificate: long-lived because peering
-/// tokens pin its fingerprint; reissued when within this of expiry.
-const GATEWAY_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
-const GATEWAY_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+// The mesh gateways' shared certificate lives `gateway_ttl` (the agent's
+// `gateway_cert_ttl`) and is reissued, live, once two thirds of its life
+// have passed; peers learn the new fingerprint over the replication stream.
+
+/// How long to wait before retrying a renewal that failed.
+const GATEWAY_RENEW_RETRY: Duration = Duration::from_secs(10);
+/// The shortest wait between two renewals.
+const GATEWAY_RENEW_MIN_WAIT: Duration = Duration::from_millis(100);
 const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Tolerates small clock differences between the issuer and verifiers.
 const BACKDATE: Duration = Duration::from_secs(60);
@@ -64,10 +69,34 @@ pub struct GatewayCert {
     pub fingerprint: String,
     /// RFC 3339.
     pub not_after: String,
+    /// When it was issued, RFC 3339 (its `notBefore` is backdated a little);
+    /// absent from certificates stored by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+}
+
+impl GatewayCert {
+    /// When two thirds of its life have passed (without a known start: a
+    /// third of `ttl` before it expires).
+    fn renew_at(&self, ttl: Duration) -> OffsetDateTime {
+        let parse = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+        let Some(not_after) = parse(&self.not_after) else {
+            return OffsetDateTime::UNIX_EPOCH;
+        };
+        let lifetime = self
+            .issued_at
+            .as_deref()
+            .and_then(parse)
+            .map(|issued_at| not_after - issued_at)
+            .unwrap_or_else(|| time::Duration::try_from(ttl).unwrap_or(time::Duration::ZERO));
+        not_after - lifetime / 3
+    }
 }
 
 pub struct CertificateAuthority {
-    gateway: GatewayCert,
+    /// Replaced whole when renewed; never held across an await.
+    gateway: RwLock<Arc<GatewayCert>>,
+    gateway_ttl: Duration,
     trust_domain: String,
     datacenter: String,
     leaf_ttl: Duration,
@@ -99,6 +128,7 @@ impl CertificateAuthority {
         trust_domain: &str,
         datacenter: &str,
         leaf_ttl: Duration,
+        gateway_ttl: Duration,
     ) -> Result<CertificateAuthority, CaError> {
         let stored = match txn.get::<StoredRoot>(Table::Meta, ROOT_KEY)? {
             Some(stored) => stored,
@@ -136,15 +166,18 @@ impl CertificateAuthority {
             modify_index: stored.create_index,
         };
         let gateway = match txn.get::<GatewayCert>(Table::Meta, GATEWAY_KEY)? {
-            Some(existing) if !due_for_renewal(&existing.not_after) => existing,
+            Some(existing) if existing.renew_at(gateway_ttl) > OffsetDateTime::now_utc() => {
+                existing
+            }
             _ => {
-                let fresh = issue_gateway(&issuer, trust_domain, datacenter)?;
+                let fresh = issue_gateway(&issuer, trust_domain, datacenter, gateway_ttl)?;
                 txn.put(Table::Meta, GATEWAY_KEY, &fresh)?;
                 fresh
             }
         };
         Ok(CertificateAuthority {
-            gateway,
+            gateway: RwLock::new(Arc::new(gateway)),
+            gateway_ttl,
             trust_domain: trust_domain.to_owned(),
             datacenter: datacenter.to_owned(),
             leaf_ttl,
@@ -154,8 +187,36 @@ impl CertificateAuthority {
         })
     }
 
-    pub fn gateway_cert(&self) -> &GatewayCert {
-        &self.gateway
+    /// The mesh gateway certificate in force now.
+    pub fn gateway_cert(&self) -> Arc<GatewayCert> {
+        self.gateway
+            .read()
+            .expect("gateway certificate lock poisoned")
+            .clone()
+    }
+
+    /// How long until the gateway certificate is due for renewal.
+    pub fn gateway_renew_in(&self) -> Duration {
+        let due = self.gateway_cert().renew_at(self.gateway_ttl) - OffsetDateTime::now_utc();
+        Duration::try_from(due).unwrap_or(Duration::ZERO)
+    }
+
+    /// Issues a new gateway certificate inside `txn` (so the store's index
+    /// moves and the gateways' view queries wake) and puts it in force.
+    /// It is in force before the commit, so whoever wakes sees it.
+    pub fn renew_gateway(&self, txn: &mut Txn) -> Result<Arc<GatewayCert>, CaError> {
+        let fresh = Arc::new(issue_gateway(
+            &self.issuer,
+            &self.trust_domain,
+            &self.datacenter,
+            self.gateway_ttl,
+        )?);
+        txn.put(Table::Meta, GATEWAY_KEY, &*fresh)?;
+        *self
+            .gateway
+            .write()
+            .expect("gateway certificate lock poisoned") = fresh.clone();
+        Ok(fresh)
     }
 
     /// This cluster's root certificates (PEM).
@@ -274,20 +335,15 @@ fn end_entity_params(
     params
 }
 
-fn due_for_renewal(not_after: &str) -> bool {
-    OffsetDateTime::parse(not_after, &Rfc3339)
-        .map(|t| t - GATEWAY_RENEW_BEFORE < OffsetDateTime::now_utc())
-        .unwrap_or(true)
-}
-
 fn issue_gateway(
     issuer: &Issuer<'static, KeyPair>,
     trust_domain: &str,
     datacenter: &str,
+    ttl: Duration,
 ) -> Result<GatewayCert, CaError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let now = OffsetDateTime::now_utc();
-    let not_after = now + GATEWAY_LIFETIME;
+    let not_after = now + ttl;
     let spiffe = SpiffeId::MeshGateway {
         trust_domain: trust_domain.to_owned(),
         datacenter: datacenter.to_owned(),
@@ -309,6 +365,7 @@ fn issue_gateway(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         not_after: rfc3339(not_after),
+        issued_at: Some(rfc3339(now)),
     })
 }
 
@@ -355,8 +412,104 @@ pub fn open(
     trust_domain: &str,
     datacenter: &str,
     leaf_ttl: Duration,
+    gateway_ttl: Duration,
 ) -> Result<CertificateAuthority, CaError> {
     store.write_blocking(|txn| {
-        CertificateAuthority::load_or_create(txn, trust_domain, datacenter, leaf_ttl)
+        CertificateAuthority::load_or_create(txn, trust_domain, datacenter, leaf_ttl, gateway_ttl)
     })
+}
+
+/// Renews the mesh gateway certificate whenever it is due, for as long as
+/// the agent runs: the gateways pick it up from their view, peers from the
+/// replication stream.
+pub async fn keep_gateway_renewed(state: Arc<crate::agent::AgentState>) {
+    let mut stop = state.shutting_down.clone();
+    loop {
+        // Never back to back, whatever the clock says.
+        let wait = state.ca.gateway_renew_in().max(GATEWAY_RENEW_MIN_WAIT);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let renewing = state.clone();
+        let renewed = state
+            .store
+            .write(move |txn| renewing.ca.renew_gateway(txn))
+            .await;
+        match renewed {
+            Ok(cert) => tracing::info!(
+                fingerprint = %cert.fingerprint,
+                not_after = %cert.not_after,
+                "renewed the mesh gateway certificate"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the mesh gateway certificate failed; retrying");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(GATEWAY_RENEW_RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TD: &str = "11111111-2222-3333-4444-555555555555.isthmus";
+
+    fn open_with(store: &Store, gateway_ttl: Duration) -> CertificateAuthority {
+        open(store, TD, "dc1", Duration::from_secs(3600), gateway_ttl).unwrap()
+    }
+
+    #[test]
+    fn the_gateway_certificate_is_renewed_at_two_thirds_and_kept_in_the_store() {
+        let store = Store::in_memory().unwrap();
+        let ca = open_with(&store, Duration::from_secs(30));
+        let first = ca.gateway_cert();
+        let renew_in = ca.gateway_renew_in();
+        assert!(
+            renew_in > Duration::from_secs(18) && renew_in <= Duration::from_secs(21),
+            "{renew_in:?}"
+        );
+        // Not due yet: a restart keeps it.
+        assert_eq!(
+            open_with(&store, Duration::from_secs(30))
+                .gateway_cert()
+                .fingerprint,
+            first.fingerprint
+        );
+
+        let renewed = store.write_blocking(|txn| ca.renew_gateway(txn)).unwrap();
+        assert_ne!(renewed.fingerprint, first.fingerprint);
+        assert_eq!(ca.gateway_cert().fingerprint, renewed.fingerprint);
+        let stored: GatewayCert = store
+            .snapshot()
+            .unwrap()
+            .get(Table::Meta, GATEWAY_KEY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.fingerprint, renewed.fingerprint);
+    }
+
+    #[test]
+    fn a_stored_certificate_past_two_thirds_is_replaced_at_start() {
+        let store = Store::in_memory().unwrap();
+        let first = open_with(&store, Duration::from_secs(3)).gateway_cert();
+        // Its life is 3s: two thirds of it (2s) are spent after 2s.
+        let due =
+            OffsetDateTime::parse(&first.not_after, &Rfc3339).unwrap() - time::Duration::seconds(1);
+        assert!(first.renew_at(Duration::from_secs(3)) <= due);
+        let mut old = (*first).clone();
+        old.issued_at = None;
+        old.not_after = rfc3339(OffsetDateTime::now_utc() + Duration::from_secs(10));
+        store
+            .write_blocking(|txn| txn.put(Table::Meta, GATEWAY_KEY, &old))
+            .unwrap();
+        // Without a known start, a third of the TTL before expiry: 10s left
+        // of a 1h TTL is past due.
+        let reopened = open_with(&store, Duration::from_secs(3600)).gateway_cert();
+        assert_ne!(reopened.fingerprint, old.fingerprint);
+    }
 }

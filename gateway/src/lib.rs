@@ -284,11 +284,19 @@ struct Tasks {
 /// Waits for the shutdown signal (or a data-path failure), then runs the
 /// shutdown sequence: not ready, stop accepting and drain while
 /// deregistering, stop the rest.
+///
+/// Every task handle is awaited at most until it completes once: the
+/// listener also ends by itself when asked to stop, and may win the first
+/// race; awaiting its handle again would panic ("`JoinHandle` polled after
+/// completion").
 async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     let mut failure = None;
+    // Set once the listener's handle has yielded its result.
+    let mut listener_done = false;
     tokio::select! {
         _ = crate::stopped(&mut tasks.shutdown) => {}
         result = &mut tasks.listener => {
+            listener_done = true;
             // The listener also ends when asked to stop; winning this race
             // then is not a failure.
             let asked_to_stop = *tasks.shutdown.borrow();
@@ -319,7 +327,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
             Err(_) => tracing::warn!("deregistration timed out"),
         }
     };
-    if failure.is_none() {
+    if failure.is_none() && !listener_done {
         // The listener drains for at most the drain timeout; allow it a
         // little more before giving up on it.
         let drained = tokio::time::timeout(
@@ -336,6 +344,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     } else {
         deregister.await;
     }
+    // Aborting a finished task is a no-op; it never polls the handle.
     tasks.listener.abort();
     let _ = tasks.admin_stop.send(());
     if tokio::time::timeout(ADMIN_STOP_TIMEOUT, &mut tasks.admin)
@@ -352,4 +361,54 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
 /// borrow of the channel's value after it resolves.
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tasks whose listener has already finished, as it does when asked
+    /// to stop with no connection open, with the shutdown already asked.
+    async fn finished_listener_tasks() -> (Tasks, watch::Sender<bool>) {
+        let (shutdown_tx, shutdown_rx) = watch::channel(true);
+        let listener = tokio::spawn(async {});
+        // Let the listener task run to completion before the supervisor
+        // sees it, so both branches of its first race are ready at once.
+        while !listener.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        // Nothing listens on port 1 of loopback: deregistration fails fast.
+        let client = Client::new("http://127.0.0.1:1").unwrap();
+        let advertise =
+            config::resolve_advertise(Some("127.0.0.1:8443"), "127.0.0.1:8443".parse().unwrap())
+                .unwrap();
+        let (admin_stop, admin_stopped) = oneshot::channel();
+        let tasks = Tasks {
+            shutdown: shutdown_rx,
+            readiness: Arc::new(admin::Readiness::default()),
+            registrar: Arc::new(registration::Registrar::new(client, &advertise)),
+            listener,
+            watcher: tokio::spawn(std::future::pending()),
+            registration: tokio::spawn(std::future::pending()),
+            admin: tokio::spawn(async move {
+                let _ = admin_stopped.await;
+            }),
+            admin_stop,
+            drain_timeout: Duration::from_millis(100),
+        };
+        (tasks, shutdown_tx)
+    }
+
+    /// The supervisor's first race picks a ready branch at random; either
+    /// way it must not await the finished listener again. Before the fix,
+    /// each run panicked with probability one half.
+    #[tokio::test]
+    async fn supervisor_survives_a_listener_that_finished_before_it_looked() {
+        for _ in 0..64 {
+            let (tasks, _shutdown) = finished_listener_tasks().await;
+            let supervisor = tokio::spawn(supervise(tasks));
+            let result = supervisor.await.expect("the supervisor does not panic");
+            assert!(result.is_ok(), "{result:?}");
+        }
+    }
 }

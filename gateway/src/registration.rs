@@ -17,6 +17,9 @@ use crate::config::Advertise;
 use isthmus_api::retry::{Backoff, FailureLog};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A registration that lasted less than this before it vanished makes the
+/// next attempt wait (with backoff).
+const STABLE_REGISTRATION: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RegistrationError {
@@ -133,8 +136,11 @@ impl Registrar {
         Ok(())
     }
 
-    /// Registers until it succeeds, and again whenever the agent seems to
-    /// have restarted (and so may have lost the registration), until shutdown.
+    /// Registers until it succeeds; then watches the registration and
+    /// registers again as soon as it is gone from the agent's catalog
+    /// (deregistered by someone, removed after its check stayed critical,
+    /// lost in an agent restart) or the agent seems to have restarted,
+    /// until shutdown. `/ready` says not ready while unregistered.
     pub(crate) async fn keep_registered(
         self: Arc<Self>,
         mut registered: bool,
@@ -146,9 +152,24 @@ impl Registrar {
         let mut failures = FailureLog::new(Duration::from_secs(60));
         loop {
             if registered {
+                let registered_at = tokio::time::Instant::now();
                 tokio::select! {
                     _ = crate::stopped(&mut shutdown) => return,
                     _ = agent_restarted.notified() => {}
+                    _ = isthmus_api::presence::wait_until_gone(&self.client, &self.id) => {
+                        readiness.set_registered(false);
+                        tracing::warn!(id = %self.id, "the registration is gone from the agent's catalog; registering again");
+                    }
+                }
+                // A registration that keeps vanishing at once must not make
+                // us hammer the agent.
+                if registered_at.elapsed() < STABLE_REGISTRATION {
+                    tokio::select! {
+                        _ = crate::stopped(&mut shutdown) => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                } else {
+                    backoff.reset();
                 }
             }
             let result = tokio::select! {
@@ -160,7 +181,6 @@ impl Registrar {
             match result {
                 Ok(()) => {
                     failures.recovered();
-                    backoff.reset();
                 }
                 Err(e) => {
                     let message = isthmus_api::retry::error_chain(&e);

@@ -1,7 +1,8 @@
 //! The proxy's catalog registration: a `connect-proxy` service named
 //! `<service>-sidecar-proxy`, reachable at the advertise address, with a
-//! TCP check on it. Made once the proxy can serve, renewed when the agent
-//! seems to have restarted, removed on graceful shutdown.
+//! TCP check on it. Made once the proxy can serve, made again as soon as it
+//! is gone from the agent's catalog (or the agent seems to have
+//! restarted), removed on graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,9 @@ use isthmus_api::retry::{error_chain, Backoff, FailureLog};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
+/// A registration that lasted less than this before it vanished makes the
+/// next attempt wait (with backoff).
+const STABLE_REGISTRATION: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RegistrationError {
@@ -150,7 +154,11 @@ impl Registrar {
     }
 
     /// Registers once `serving` says the proxy can serve, retrying until it
-    /// succeeds, and again whenever the agent seems to have restarted.
+    /// succeeds; then watches the registration and registers again as soon
+    /// as it is gone from the agent's catalog (deregistered by someone,
+    /// removed after its check stayed critical, lost in an agent restart)
+    /// or the agent seems to have restarted. `/ready` says not ready while
+    /// the proxy is not registered.
     pub(crate) async fn keep_registered(
         self: Arc<Self>,
         mut serving: watch::Receiver<u64>,
@@ -173,8 +181,23 @@ impl Registrar {
             let wait = match result {
                 Ok(()) => {
                     failures.recovered();
-                    backoff.reset();
-                    None
+                    let registered_at = tokio::time::Instant::now();
+                    tokio::select! {
+                        _ = crate::stopped(&mut stop) => return,
+                        _ = agent_restarted.notified() => {}
+                        _ = isthmus_api::presence::wait_until_gone(&self.client, &self.id) => {
+                            readiness.set_registered(false);
+                            tracing::warn!(id = %self.id, "the registration is gone from the agent's catalog; registering again");
+                        }
+                    }
+                    // A registration that keeps vanishing at once must not
+                    // make us hammer the agent.
+                    if registered_at.elapsed() < STABLE_REGISTRATION {
+                        Some(backoff.next_delay())
+                    } else {
+                        backoff.reset();
+                        None
+                    }
                 }
                 Err(e) => {
                     let message = error_chain(&e);
@@ -184,10 +207,11 @@ impl Registrar {
                     Some(backoff.next_delay())
                 }
             };
-            tokio::select! {
-                _ = crate::stopped(&mut stop) => return,
-                _ = agent_restarted.notified(), if wait.is_none() => {}
-                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            if let Some(wait) = wait {
+                tokio::select! {
+                    _ = crate::stopped(&mut stop) => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }

@@ -54,6 +54,28 @@ impl GatewayProcess {
     pub fn terminate(mut self) -> std::process::ExitStatus {
         terminate_child(self.child.take().unwrap())
     }
+
+    /// Stops the process (SIGSTOP) without ending it, as a hung peer: the
+    /// kernel still completes TCP connections to its port, but nothing
+    /// answers. [`GatewayProcess::thaw`] resumes it; drop kills it anyway.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen gateway (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("gateway running");
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
 }
 
 impl Drop for GatewayProcess {
@@ -71,14 +93,21 @@ pub struct Cluster {
     pub agent: AgentProcess,
     pub gateway: GatewayProcess,
     pub client: Client,
+    /// Extra agent flags, kept for restarts.
+    agent_args: Vec<String>,
 }
 
 impl Cluster {
     /// Starts the agent (data in `dir/<name>`) and a gateway, and waits
     /// until the gateway is registered and passing in the catalog.
     pub async fn start(name: &str, dir: &Path) -> Cluster {
+        Self::start_with(name, dir, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with extra flags for the agent.
+    pub async fn start_with(name: &str, dir: &Path, agent_args: &[&str]) -> Cluster {
         let data_dir = dir.join(name);
-        let agent = Self::start_agent(name, &data_dir);
+        let agent = Self::start_agent_with(name, &data_dir, agent_args);
         let gateway = GatewayProcess::spawn(&agent.url());
         let client = Client::new(&agent.http_addr).unwrap();
         let cluster = Cluster {
@@ -87,22 +116,30 @@ impl Cluster {
             agent,
             gateway,
             client,
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
         };
         cluster.wait_for_gateway().await;
         cluster
     }
 
     pub fn start_agent(name: &str, data_dir: &Path) -> AgentProcess {
-        AgentProcess::spawn(&[
+        Self::start_agent_with(name, data_dir, &[])
+    }
+
+    fn start_agent_with(name: &str, data_dir: &Path, extra: &[&str]) -> AgentProcess {
+        let node = format!("{name}-node");
+        let mut args = vec![
             "--data-dir",
             data_dir.to_str().unwrap(),
             "--cluster-name",
             name,
             "--node-name",
-            &format!("{name}-node"),
+            &node,
             "--peering-heartbeat",
             TEST_HEARTBEAT,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        AgentProcess::spawn(&args)
     }
 
     async fn wait_for_gateway(&self) {
@@ -158,7 +195,8 @@ impl Cluster {
     /// Restarts the agent on the same data dir (new ephemeral port); the
     /// gateway is not restarted.
     pub fn restart_agent_process(&mut self) {
-        let agent = Self::start_agent(&self.name, &self.data_dir);
+        let extra: Vec<&str> = self.agent_args.iter().map(String::as_str).collect();
+        let agent = Self::start_agent_with(&self.name, &self.data_dir, &extra);
         self.client = Client::new(&agent.http_addr).unwrap();
         self.agent = agent;
     }
@@ -167,8 +205,13 @@ impl Cluster {
 /// cluster-01 (token) and cluster-02 (establish), peered and `ACTIVE` on
 /// both sides.
 pub async fn peered_clusters(dir: &Path) -> (Cluster, Cluster) {
-    let c1 = Cluster::start("cluster-01", dir).await;
-    let c2 = Cluster::start("cluster-02", dir).await;
+    peered_clusters_with(dir, &[]).await
+}
+
+/// Like [`peered_clusters`], both agents started with `agent_args` too.
+pub async fn peered_clusters_with(dir: &Path, agent_args: &[&str]) -> (Cluster, Cluster) {
+    let c1 = Cluster::start_with("cluster-01", dir, agent_args).await;
+    let c2 = Cluster::start_with("cluster-02", dir, agent_args).await;
     let token = stdout(&c1.cli(&["peering", "generate-token", "-name", "cluster-02"]))
         .trim()
         .to_owned();

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::{isthmus_bin, WAIT};
@@ -12,6 +12,45 @@ use super::{isthmus_bin, WAIT};
 pub struct AgentProcess {
     child: Option<Child>,
     pub http_addr: String,
+    /// The whole announcement line (`isthmus agent running: ...`).
+    pub line: String,
+    logs: Logs,
+}
+
+/// Every stderr line a child printed so far (its logs).
+#[derive(Clone, Default)]
+pub struct Logs {
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Set once the child's stderr reached its end.
+    closed: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Logs {
+    /// The lines so far, joined.
+    pub fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded by `WAIT`) until the child's stderr is closed, so
+    /// that [`Logs::text`] holds everything it printed; true if it closed.
+    pub fn wait_closed(&self) -> bool {
+        let (closed, changed) = &*self.closed;
+        let guard = closed.lock().unwrap();
+        let (guard, _) = changed
+            .wait_timeout_while(guard, WAIT, |closed| !*closed)
+            .unwrap();
+        *guard
+    }
+
+    fn push(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+    }
+
+    fn close(&self) {
+        let (closed, changed) = &*self.closed;
+        *closed.lock().unwrap() = true;
+        changed.notify_all();
+    }
 }
 
 /// Starts `program args`, and waits (bounded) for a stdout line containing
@@ -22,6 +61,15 @@ pub fn spawn_announcing(
     args: &[&str],
     marker: &str,
 ) -> Result<(Child, String), String> {
+    spawn_logged(program, args, marker).map(|(child, line, _)| (child, line))
+}
+
+/// Like [`spawn_announcing`], also keeping the child's stderr lines.
+pub fn spawn_logged(
+    program: &Path,
+    args: &[&str],
+    marker: &str,
+) -> Result<(Child, String, Logs), String> {
     let mut child = Command::new(program)
         .args(args)
         .env(
@@ -45,7 +93,8 @@ pub fn spawn_announcing(
     });
     // Keep stderr flowing (a full pipe would block the child); echo it so
     // a failing test shows the logs of the processes it ran.
-    let (err_tx, err_rx) = mpsc::channel::<String>();
+    let logs = Logs::default();
+    let kept = logs.clone();
     let name = program
         .file_name()
         .unwrap_or_default()
@@ -54,15 +103,17 @@ pub fn spawn_announcing(
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[{name}] {line}");
-            let _ = err_tx.send(line);
+            kept.push(line);
         }
+        kept.close();
     });
     match rx.recv_timeout(WAIT) {
-        Ok(line) => Ok((child, line)),
+        Ok(line) => Ok((child, line, logs)),
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(err_rx.try_iter().collect::<Vec<_>>().join("\n"))
+            logs.wait_closed();
+            Err(logs.text())
         }
     }
 }
@@ -103,6 +154,17 @@ impl AgentProcess {
 
     /// Like `spawn`, but returns the agent's stderr if it exits instead.
     pub fn try_spawn(args: &[&str]) -> Result<AgentProcess, String> {
+        Self::try_spawn_with_umask(None, args)
+    }
+
+    /// Like `spawn`, with the process's umask set to `umask` (octal, e.g.
+    /// `"022"`, the usual default) rather than inherited from the tests.
+    pub fn spawn_with_umask(umask: &str, args: &[&str]) -> AgentProcess {
+        Self::try_spawn_with_umask(Some(umask), args)
+            .unwrap_or_else(|e| panic!("agent did not start: {e}"))
+    }
+
+    fn try_spawn_with_umask(umask: Option<&str>, args: &[&str]) -> Result<AgentProcess, String> {
         let mut all = vec!["agent"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--http-addr", "127.0.0.1:0"]);
@@ -115,14 +177,32 @@ impl AgentProcess {
                 "127.0.0.1:0",
             ]);
         }
-        let (child, line) = spawn_announcing(&isthmus_bin(), &all, "isthmus agent running:")?;
+        let isthmus = isthmus_bin();
+        let (child, line, logs) = match umask {
+            None => spawn_logged(&isthmus, &all, "isthmus agent running:")?,
+            Some(umask) => {
+                // The shell sets the umask and then becomes the agent
+                // (exec), so signals and the exit status are the agent's.
+                let script = format!("umask {umask} && exec \"$0\" \"$@\"");
+                let mut with_shell = vec!["-c", script.as_str(), isthmus.to_str().unwrap()];
+                with_shell.extend_from_slice(&all);
+                spawn_logged(Path::new("/bin/sh"), &with_shell, "isthmus agent running:")?
+            }
+        };
         let http_addr = field(&line, "http")
             .trim_start_matches("http://")
             .to_owned();
         Ok(AgentProcess {
             child: Some(child),
             http_addr,
+            line,
+            logs,
         })
+    }
+
+    /// The agent's stderr so far.
+    pub fn logs(&self) -> Logs {
+        self.logs.clone()
     }
 
     pub fn url(&self) -> String {
@@ -132,6 +212,14 @@ impl AgentProcess {
     /// Sends SIGTERM and waits (bounded) for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         terminate_child(self.child.take().unwrap())
+    }
+
+    /// Sends SIGTERM, waits (bounded) for the exit, and returns the status
+    /// with everything the agent wrote to stderr.
+    pub fn terminate_with_logs(mut self) -> (std::process::ExitStatus, String) {
+        let status = terminate_child(self.child.take().unwrap());
+        assert!(self.logs.wait_closed(), "the agent's stderr stayed open");
+        (status, self.logs.text())
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

@@ -22,6 +22,7 @@ pub mod naming;
 pub mod peering;
 pub mod peering_framing;
 pub mod peering_limits;
+pub mod presence;
 pub mod process;
 pub mod proxy;
 pub mod retry;

@@ -338,6 +338,13 @@ pub enum StreamMessage {
     Heartbeat,
     /// The sender deleted the peering.
     Terminate,
+    /// The SHA-256 fingerprint of the sender's mesh gateway certificate,
+    /// sent when a session opens and whenever the certificate is renewed,
+    /// so the receiver's pin (the link identity's identifier) follows.
+    GatewayCertificate {
+        #[serde(rename = "Fingerprint")]
+        fingerprint: String,
+    },
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ use serde::Deserialize;
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8500);
 pub const DEFAULT_CLUSTER_NAME: &str = "dc1";
 pub const DEFAULT_LEAF_CERT_TTL: Duration = Duration::from_secs(72 * 3600);
+pub const DEFAULT_GATEWAY_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The CA root lives ten years; a gateway certificate may not outlive it.
+pub const MAX_GATEWAY_CERT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const DEFAULT_PEERING_HEARTBEAT: Duration = Duration::from_secs(5);
 pub const DEFAULT_PEERING_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -33,6 +36,8 @@ pub struct AgentConfig {
     pub http_addr: SocketAddr,
     pub default_intention_policy: IntentionPolicy,
     pub leaf_cert_ttl: Duration,
+    /// Lifetime of the mesh gateway certificate, renewed live at two thirds.
+    pub gateway_cert_ttl: Duration,
     /// Heartbeat interval on peering streams; three missed ones mark a
     /// peering `FAILING`.
     pub peering_heartbeat: Duration,
@@ -57,6 +62,7 @@ impl AgentConfig {
             http_addr: DEFAULT_HTTP_ADDR,
             default_intention_policy: IntentionPolicy::Deny,
             leaf_cert_ttl: DEFAULT_LEAF_CERT_TTL,
+            gateway_cert_ttl: DEFAULT_GATEWAY_CERT_TTL,
             peering_heartbeat: DEFAULT_PEERING_HEARTBEAT,
             peering_token_ttl: DEFAULT_PEERING_TOKEN_TTL,
             peering_max_message_bytes: isthmus_api::peering_framing::DEFAULT_MAX_MESSAGE_BYTES,
@@ -79,6 +85,19 @@ impl AgentConfig {
             return Err(format!(
                 "leaf_cert_ttl {} is too short: it must be at least 1s",
                 isthmus_api::duration::format(self.leaf_cert_ttl)
+            ));
+        }
+        if self.gateway_cert_ttl < Duration::from_secs(1) {
+            return Err(format!(
+                "gateway_cert_ttl {} is too short: it must be at least 1s",
+                isthmus_api::duration::format(self.gateway_cert_ttl)
+            ));
+        }
+        if self.gateway_cert_ttl > MAX_GATEWAY_CERT_TTL {
+            return Err(format!(
+                "gateway_cert_ttl {} is too long: it must be at most {} (the CA root's lifetime)",
+                isthmus_api::duration::format(self.gateway_cert_ttl),
+                isthmus_api::duration::format(MAX_GATEWAY_CERT_TTL)
             ));
         }
         if self.peering_heartbeat < Duration::from_millis(50) {
@@ -137,6 +156,10 @@ pub struct Settings {
     /// Lifetime of service leaf certificates, as a Go duration [default: 72h].
     #[arg(long, value_name = "DURATION")]
     pub leaf_cert_ttl: Option<String>,
+    /// Lifetime of the mesh gateway certificate, as a Go duration; it is
+    /// renewed live at two thirds of its life [default: 8760h].
+    #[arg(long, value_name = "DURATION")]
+    pub gateway_cert_ttl: Option<String>,
     /// Heartbeat interval on peering streams; a peer silent for three is FAILING [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub peering_heartbeat: Option<String>,
@@ -211,6 +234,9 @@ impl Settings {
         if let Some(v) = self.leaf_cert_ttl {
             config.leaf_cert_ttl = duration("leaf_cert_ttl", &v)?;
         }
+        if let Some(v) = self.gateway_cert_ttl {
+            config.gateway_cert_ttl = duration("gateway_cert_ttl", &v)?;
+        }
         if let Some(v) = self.peering_heartbeat {
             config.peering_heartbeat = duration("peering_heartbeat", &v)?;
         }
@@ -233,6 +259,22 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_cert_ttl_is_bounded() {
+        let mut config = AgentConfig::dev();
+        let layer = Settings {
+            gateway_cert_ttl: Some("3s".into()),
+            ..Settings::default()
+        };
+        layer.apply(&mut config, Source::Flags).unwrap();
+        assert_eq!(config.gateway_cert_ttl, Duration::from_secs(3));
+        assert!(config.validate().is_ok());
+        config.gateway_cert_ttl = Duration::from_millis(500);
+        assert!(config.validate().unwrap_err().contains("at least 1s"));
+        config.gateway_cert_ttl = MAX_GATEWAY_CERT_TTL + Duration::from_secs(1);
+        assert!(config.validate().unwrap_err().contains("too long"));
+    }
 
     #[test]
     fn hcl_file_overrides_defaults() {

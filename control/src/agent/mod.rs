@@ -90,7 +90,9 @@ pub struct RunningAgent {
     pub state: Arc<AgentState>,
     http_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
+    /// `None` once [`RunningAgent::wait`] saw it finish: a finished
+    /// handle must not be awaited again.
+    server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningAgent {
@@ -105,28 +107,33 @@ impl RunningAgent {
         // hold the HTTP server's graceful shutdown (and a gateway's drain).
         self.state.peering.stop_all();
         let _ = self.stop.send(true);
-        let result = self
-            .server
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let result = match self.server {
+            Some(server) => server
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            None => Ok(()),
+        };
         self.state.checks.stop_all();
         result
     }
 
     /// Runs until the server ends (it only ends on shutdown or a fatal error).
     pub async fn wait(&mut self) -> std::io::Result<()> {
-        (&mut self.server)
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let result = server.await;
+        self.server = None;
+        result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 }
 
 fn open_store(config: &AgentConfig) -> Result<Store, StartError> {
     match &config.data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StartError::Config(format!("creating data dir {}: {e}", dir.display()))
-            })?;
+            // It holds the CA key, the gateway key and the stream secrets.
+            crate::store::private::create_private_dir(dir)
+                .map_err(|e| StartError::Config(format!("data dir: {e}")))?;
             Ok(Store::open(&dir.join(STORE_FILE))?)
         }
         None => Ok(Store::in_memory()?),
@@ -180,6 +187,7 @@ fn load_identity(
 
 /// After a restart no stream is up yet: active peerings are `FAILING` until
 /// their stream returns, and this cluster redials the peers it dialed.
+/// Deletions that were under way when the agent stopped are finished.
 async fn resume_peerings(state: &Arc<AgentState>) -> Result<(), StartError> {
     let records = state
         .store
@@ -194,6 +202,12 @@ async fn resume_peerings(state: &Arc<AgentState>) -> Result<(), StartError> {
             Ok(records)
         })
         .await?;
+    let deleting = records
+        .iter()
+        .filter(|r| r.state == isthmus_api::peering::STATE_DELETING)
+        .map(|r| r.name.clone())
+        .collect();
+    peering::delete::resume(state, deleting);
     for record in records {
         let redial = record.role == peering::Role::Dialer
             && !matches!(
@@ -217,6 +231,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         &cluster.trust_domain,
         &cluster.name,
         config.leaf_cert_ttl,
+        config.gateway_cert_ttl,
     )?;
 
     let metrics = AgentMetrics::new()?;
@@ -259,6 +274,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
             .await
     });
     resume_peerings(&state).await?;
+    tokio::spawn(ca::keep_gateway_renewed(state.clone()));
     tracing::info!(
         cluster = %state.cluster.name,
         trust_domain = %state.cluster.trust_domain,
@@ -271,6 +287,6 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         state,
         http_addr,
         stop,
-        server,
+        server: Some(server),
     })
 }

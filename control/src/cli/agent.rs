@@ -83,6 +83,20 @@ pub fn run(args: AgentArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Listen for SIGTERM/SIGINT from the start: polled once here, the
+        // future has installed its handlers, so a signal that arrives
+        // before we wait for it (say, right after the line below) is kept
+        // for run_until_stopped instead of killing the process outright.
+        let signal = isthmus_api::process::shutdown_signal();
+        tokio::pin!(signal);
+        tokio::select! {
+            biased;
+            early = &mut signal => {
+                tracing::info!(signal = early, "stopped before starting");
+                return ExitCode::SUCCESS;
+            }
+            _ = std::future::ready(()) => {}
+        }
         let mut agent = match crate::agent::start(config).await {
             Ok(agent) => agent,
             Err(e) => {
@@ -120,7 +134,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
                 .map(|g| format!(" gateway={} gateway_admin=http://{}", g.advertise_addr(), g.admin_addr()))
                 .unwrap_or_default()
         );
-        let code = run_until_stopped(&mut agent).await;
+        let code = run_until_stopped(&mut agent, signal).await;
         // Peering streams pass through the in-process gateway: end them
         // first so its drain does not wait them out.
         agent.state.peering.stop_all();
@@ -143,7 +157,10 @@ pub fn run(args: AgentArgs) -> ExitCode {
 }
 
 /// Waits for a signal (then the caller shuts down) or a fatal server error.
-async fn run_until_stopped(agent: &mut crate::agent::RunningAgent) -> ExitCode {
+async fn run_until_stopped(
+    agent: &mut crate::agent::RunningAgent,
+    signal: std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
+) -> ExitCode {
     tokio::select! {
         // The server only ends by itself on a fatal error; there is
         // nothing left to shut down gracefully then.
@@ -154,7 +171,7 @@ async fn run_until_stopped(agent: &mut crate::agent::RunningAgent) -> ExitCode {
             }
             ExitCode::FAILURE
         }
-        signal = isthmus_api::process::shutdown_signal() => {
+        signal = signal => {
             tracing::info!(signal, "shutting down");
             ExitCode::SUCCESS
         }

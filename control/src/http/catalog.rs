@@ -118,7 +118,30 @@ pub async fn health_service(
     if let Some(peer) = peer_param(&params) {
         return imported(state, params.clone(), peer, Some(name)).await;
     }
+    if headers.contains_key(isthmus_api::peering::HEADER_PEER) {
+        return relayed_for_peer(state, params, name).await;
+    }
     health(state, params, Select::Named(&name)).await
+}
+
+/// A peer's health query relayed by our gateway: the same flattened
+/// instances replication sends (one overall check per instance), so a peer
+/// never reads our checks' `Output` or `Notes` (probe errors, addresses,
+/// whatever an app reports), whichever way it asks.
+async fn relayed_for_peer(
+    state: State,
+    params: Params,
+    name: String,
+) -> Result<Response, ApiError> {
+    let passing = flag(&params, "passing");
+    blocking_json(&state, &params, |snap| {
+        let mut entries = crate::peering::flattened_instances(snap, &state.node, &name)?;
+        if passing {
+            entries.retain(|e| e.aggregate_status() == isthmus_api::catalog::STATUS_PASSING);
+        }
+        Ok((entries, health_index(snap)?))
+    })
+    .await
 }
 
 /// `/v1/health/service/?peer=X` (the seed's connectivity check): every

@@ -78,6 +78,8 @@ pub async fn gateway_view(
             Table::Services,
             // Sidecar health decides the passthrough endpoints.
             Table::Checks,
+            // The gateway certificate, renewed live.
+            Table::Meta,
         ]
         .into_iter()
         .map(|t| snap.table_index(t))

@@ -1,20 +1,18 @@
 //! `/v1/peering/*`, `/v1/peerings` and `/v1/exported-services` (Consul's surface).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::config_entry::{ConfigEntry, KIND_EXPORTED_SERVICES};
-use isthmus_api::peering::{self as api, EstablishRequest, TokenRequest, TokenResponse};
+use isthmus_api::peering::{EstablishRequest, TokenRequest, TokenResponse};
 use serde_json::json;
-use time::format_description::well_known::Rfc3339;
 
 use super::{blocking_json, json_response, read_json, Params, State};
 use crate::config_entries;
 use crate::error::ApiError;
-use crate::peering::{self, Role};
+use crate::peering;
 use crate::store::{Reads, Table};
 
 pub async fn token(
@@ -74,61 +72,16 @@ pub async fn read(
     .await
 }
 
-/// Marks the peering `DELETING`, tells the peer, then removes the peering,
-/// what was imported from the peer, and (with it) the peer's trust bundle.
-/// Idempotent, as in Consul.
+/// Marks the peering `DELETING`, then (in a task that outlives this
+/// request) tells the peer and removes the peering, what was imported from
+/// the peer, and (with it) the peer's trust bundle; answers once that is
+/// done. Idempotent, as in Consul: a repeated delete joins (or restarts)
+/// an unfinished one.
 pub async fn delete(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let deleted_at = time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .expect("timestamps format");
-    let target = name.clone();
-    let record = state
-        .store
-        .write(move |txn| -> Result<_, ApiError> {
-            let Some(mut record) = peering::get(txn, &target)? else {
-                return Ok(None);
-            };
-            if record.state == api::STATE_DELETING {
-                return Ok(None);
-            }
-            record.state = api::STATE_DELETING.into();
-            record.deleted_at = Some(deleted_at);
-            Ok(Some(peering::put(txn, record)?))
-        })
-        .await?;
-    let Some(record) = record else {
-        return Ok(Response::new(Body::empty()));
-    };
-    // Tell the peer over the live session first: on the dialer the session
-    // runs inside the dial task, so that task is stopped only afterwards.
-    let told = state
-        .peering
-        .terminate_session(
-            &name,
-            peering::stream::TERMINATE_DRAIN + Duration::from_secs(1),
-        )
-        .await;
-    state.peering.stop_dialer(&name);
-    if !told && record.role == Role::Dialer && !record.peer_trust_domain.is_empty() {
-        if let Err(e) = peering::dial::send_terminate(&state, &record).await {
-            tracing::warn!(peer = %name, error = %e, "could not tell the peer about the deletion; it will find out when it next connects");
-        }
-    }
-    let target = name.clone();
-    state
-        .store
-        .write(move |txn| -> Result<(), ApiError> {
-            peering::drop_imported(txn, &target)?;
-            txn.delete(Table::Peerings, &target)?;
-            Ok(())
-        })
-        .await?;
-    state.peering.forget(&name);
-    state.metrics.forget_peer(&name);
-    tracing::info!(peer = %name, "peering deleted");
+    peering::delete::delete(&state, &name).await?;
     Ok(Response::new(Body::empty()))
 }
 

@@ -32,10 +32,11 @@ pub enum MessageType {
     Gateways,
     Heartbeat,
     Terminate,
+    GatewayCertificate,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 7] = [
+    pub const ALL: [MessageType; 8] = [
         MessageType::Open,
         MessageType::ExportedServices,
         MessageType::Service,
@@ -43,6 +44,7 @@ impl MessageType {
         MessageType::Gateways,
         MessageType::Heartbeat,
         MessageType::Terminate,
+        MessageType::GatewayCertificate,
     ];
 
     pub fn of(message: &StreamMessage) -> MessageType {
@@ -54,6 +56,7 @@ impl MessageType {
             StreamMessage::Gateways { .. } => MessageType::Gateways,
             StreamMessage::Heartbeat => MessageType::Heartbeat,
             StreamMessage::Terminate => MessageType::Terminate,
+            StreamMessage::GatewayCertificate { .. } => MessageType::GatewayCertificate,
         }
     }
 
@@ -66,6 +69,7 @@ impl MessageType {
             MessageType::Gateways => "gateways",
             MessageType::Heartbeat => "heartbeat",
             MessageType::Terminate => "terminate",
+            MessageType::GatewayCertificate => "gateway_certificate",
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 /// Asks a running session to do something.
@@ -51,6 +51,8 @@ pub struct PeeringManager {
     times: Mutex<HashMap<String, Times>>,
     sessions: Mutex<HashMap<String, Session>>,
     dialers: Mutex<HashMap<String, AbortHandle>>,
+    /// The deletion running for each peer; turns true once it finished.
+    deletions: Mutex<HashMap<String, watch::Receiver<bool>>>,
     next_session: AtomicU64,
 }
 
@@ -66,6 +68,7 @@ impl PeeringManager {
             times: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             dialers: Mutex::new(HashMap::new()),
+            deletions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
         }
     }
@@ -182,6 +185,31 @@ impl PeeringManager {
         {
             task.abort();
         }
+    }
+
+    /// The deletion of `peer`: the running one's completion, or a new one's
+    /// with the sender the caller must finish it with
+    /// ([`PeeringManager::deletion_finished`]).
+    pub fn deletion(&self, peer: &str) -> (watch::Receiver<bool>, Option<watch::Sender<bool>>) {
+        let mut deletions = self
+            .deletions
+            .lock()
+            .expect("peering deletions lock poisoned");
+        if let Some(running) = deletions.get(peer) {
+            return (running.clone(), None);
+        }
+        let (finished, done) = watch::channel(false);
+        deletions.insert(peer.to_owned(), done.clone());
+        (done, Some(finished))
+    }
+
+    /// Ends the running deletion of `peer`, waking whoever waits for it.
+    pub fn deletion_finished(&self, peer: &str, finished: watch::Sender<bool>) {
+        self.deletions
+            .lock()
+            .expect("peering deletions lock poisoned")
+            .remove(peer);
+        finished.send_replace(true);
     }
 
     /// Forgets everything about `peer` (after delete).

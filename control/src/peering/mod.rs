@@ -3,6 +3,7 @@
 //! establish and the dialing loop (dialer side), and the replication
 //! stream both sides speak.
 
+pub mod delete;
 pub mod dial;
 pub mod manager;
 pub mod stream;

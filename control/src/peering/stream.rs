@@ -225,8 +225,14 @@ async fn session_loop(
     let mut activated = false;
     // The services the peer last said it exports to us (validated).
     let mut peer_exports: Option<Vec<String>> = None;
+    let mut sent_fingerprint = None;
     loop {
         changes.borrow_and_update();
+        if let Some(message) = gateway_certificate_update(state, &mut sent_fingerprint) {
+            if !send(message).await {
+                return SessionEnd::Disconnected("peer closed the stream".into());
+            }
+        }
         match push_changes(state, peer, &mut exported).await {
             Ok(messages) => {
                 for message in messages {
@@ -507,6 +513,9 @@ async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> O
                 })
                 .await
         }
+        StreamMessage::GatewayCertificate { fingerprint } => {
+            return apply_gateway_certificate(state, name, fingerprint).await;
+        }
         StreamMessage::Terminate => {
             state
                 .store
@@ -521,4 +530,54 @@ async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> O
         Ok(end) => end,
         Err(e) => Some(SessionEnd::Disconnected(format!("store: {e}"))),
     }
+}
+
+/// Our gateway certificate's fingerprint, if the peer has not been told it
+/// yet in this session (at its start, and after each renewal).
+fn gateway_certificate_update(
+    state: &AgentState,
+    sent: &mut Option<String>,
+) -> Option<StreamMessage> {
+    let fingerprint = state.ca.gateway_cert().fingerprint.clone();
+    if sent.as_ref() == Some(&fingerprint) {
+        return None;
+    }
+    *sent = Some(fingerprint.clone());
+    Some(StreamMessage::GatewayCertificate { fingerprint })
+}
+
+/// The peer renewed its gateway certificate: its new fingerprint becomes
+/// the pin (the link identity's identifier). It proves nothing by itself;
+/// the peer's connections are still checked against its pinned roots.
+async fn apply_gateway_certificate(
+    state: &Arc<AgentState>,
+    name: String,
+    fingerprint: String,
+) -> Option<SessionEnd> {
+    let valid = fingerprint.len() == 64
+        && fingerprint
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !valid {
+        return Some(SessionEnd::ProtocolError(
+            "invalid gateway certificate fingerprint".into(),
+        ));
+    }
+    let result = state
+        .store
+        .write(move |txn| -> Result<Option<SessionEnd>, StoreError> {
+            let Some(mut record) = super::get(txn, &name)? else {
+                return Ok(Some(SessionEnd::Replaced));
+            };
+            if !record.peer_gateway_fingerprint.is_empty()
+                && record.peer_gateway_fingerprint != fingerprint
+            {
+                tracing::info!(peer = %name, fingerprint = %fingerprint, "the peer renewed its mesh gateway certificate");
+                record.peer_gateway_fingerprint = fingerprint;
+                super::put(txn, record)?;
+            }
+            Ok(None)
+        })
+        .await;
+    result.unwrap_or_else(|e| Some(SessionEnd::Disconnected(format!("store: {e}"))))
 }

@@ -10,6 +10,7 @@
 //! index by one and records it as the index of each table it touched; blocking
 //! queries compare those indexes and wait on [`Store::subscribe`].
 
+pub mod private;
 mod redb_backend;
 
 use std::path::Path;

@@ -19,8 +19,11 @@ pub struct RedbBackend {
 }
 
 impl RedbBackend {
+    /// Opens (or creates) the database file, readable by its owner only.
     pub fn open(path: &Path) -> Result<RedbBackend, StoreError> {
-        let db = Database::create(path)
+        let file = super::private::open_private_file(path).map_err(backend_err)?;
+        let db = Database::builder()
+            .create_file(file)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         Self::init(db)
     }

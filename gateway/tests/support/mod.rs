@@ -218,6 +218,8 @@ struct StubState {
     queried: Arc<watch::Sender<u64>>,
     registrations: mpsc::UnboundedSender<Value>,
     deregistrations: mpsc::UnboundedSender<String>,
+    /// The services registered now, by ID, with an index bumped on every change.
+    catalog: Arc<watch::Sender<(u64, HashMap<String, Value>)>>,
 }
 
 /// An in-process stand-in for the agent's HTTP API (HTTP/1 and h2c).
@@ -244,9 +246,11 @@ impl StubAgent {
             queried: Arc::new(watch::channel(0).0),
             registrations: registrations_tx,
             deregistrations: deregistrations_tx,
+            catalog: Arc::new(watch::channel((1, HashMap::new())).0),
         };
         let router = Router::new()
             .route("/v1/internal/gateway/view", get(view_handler))
+            .route("/v1/agent/service/{id}", get(service))
             .route("/v1/agent/service/register", put(register))
             .route("/v1/agent/service/deregister/{id}", put(deregister))
             .route("/v1/internal/peering/exchange", post(exchange))
@@ -329,13 +333,49 @@ async fn view_handler(
 }
 
 async fn register(State(state): State<StubState>, Json(body): Json<Value>) -> StatusCode {
+    let id = body["ID"].as_str().unwrap_or_default().to_owned();
+    state.catalog.send_modify(|(index, services)| {
+        services.insert(id, body.clone());
+        *index += 1;
+    });
     state.registrations.send(body).unwrap();
     StatusCode::OK
 }
 
 async fn deregister(State(state): State<StubState>, Path(id): Path<String>) -> StatusCode {
+    state.catalog.send_modify(|(index, services)| {
+        services.remove(&id);
+        *index += 1;
+    });
     state.deregistrations.send(id).unwrap();
     StatusCode::OK
+}
+
+/// `/v1/agent/service/<id>`, blocking on the catalog's index: the
+/// registration, or 404.
+async fn service(
+    State(state): State<StubState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let index: u64 = query.get("index").and_then(|i| i.parse().ok()).unwrap_or(0);
+    let mut rx = state.catalog.subscribe();
+    if index > 0 {
+        let wait = query
+            .get("wait")
+            .and_then(|w| isthmus_api::duration::parse(w).ok())
+            .unwrap_or(Duration::from_secs(300));
+        let _ = tokio::time::timeout(wait, rx.wait_for(|(i, _)| *i > index)).await;
+    }
+    let (current, services) = rx.borrow().clone();
+    match services.get(&id) {
+        Some(body) => (
+            [("x-consul-index", current.to_string())],
+            Json(body.clone()),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, format!("unknown service ID: {id}")).into_response(),
+    }
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Value {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +32,13 @@ struct StubState {
     queried: Arc<watch::Sender<HashMap<String, u64>>>,
     registrations: mpsc::UnboundedSender<Value>,
     deregistrations: mpsc::UnboundedSender<String>,
+    /// The services registered now, by ID, with an index bumped on every change.
+    catalog: Catalog,
+    /// While set, registrations are refused (500).
+    refuse: Arc<AtomicBool>,
 }
+
+type Catalog = Arc<watch::Sender<(u64, HashMap<String, Value>)>>;
 
 pub struct StubAgent {
     pub addr: SocketAddr,
@@ -62,6 +69,8 @@ impl StubAgent {
             queried: Arc::new(watch::channel(HashMap::new()).0),
             registrations: registrations_tx,
             deregistrations: deregistrations_tx,
+            catalog: Arc::new(watch::channel((1, HashMap::new())).0),
+            refuse: Arc::new(AtomicBool::new(false)),
         };
         let router = Router::new()
             .route("/v1/agent/connect/ca/leaf/{service}", get(leaf))
@@ -69,6 +78,7 @@ impl StubAgent {
             .route("/v1/internal/proxy/upstream/{service}", get(upstream))
             .route("/v1/agent/service/register", put(register))
             .route("/v1/agent/service/deregister/{id}", put(deregister))
+            .route("/v1/agent/service/{id}", get(service))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -161,6 +171,25 @@ impl StubAgent {
             .unwrap()
     }
 
+    /// Removes a registration behind the proxy's back, as an operator's
+    /// deregistration or the agent's deregister-after-critical does.
+    pub fn drop_registration(&self, id: &str) {
+        self.state.catalog.send_modify(|(index, services)| {
+            services.remove(id);
+            *index += 1;
+        });
+    }
+
+    /// Whether `id` is registered now.
+    pub fn is_registered(&self, id: &str) -> bool {
+        self.state.catalog.borrow().1.contains_key(id)
+    }
+
+    /// Refuses (500) every registration while `refuse` is true.
+    pub fn refuse_registrations(&self, refuse: bool) {
+        self.state.refuse.store(refuse, Ordering::SeqCst);
+    }
+
     pub async fn next_deregistration(&self) -> String {
         let mut rx = self.deregistrations.lock().await;
         tokio::time::timeout(WAIT, rx.recv())
@@ -239,11 +268,46 @@ async fn upstream(
 }
 
 async fn register(State(state): State<StubState>, Json(body): Json<Value>) -> StatusCode {
+    if state.refuse.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let id = body["ID"].as_str().unwrap_or_default().to_owned();
+    state.catalog.send_modify(|(index, services)| {
+        services.insert(id, body.clone());
+        *index += 1;
+    });
     let _ = state.registrations.send(body);
     StatusCode::OK
 }
 
 async fn deregister(State(state): State<StubState>, Path(id): Path<String>) -> StatusCode {
+    state.catalog.send_modify(|(index, services)| {
+        services.remove(&id);
+        *index += 1;
+    });
     let _ = state.deregistrations.send(id);
     StatusCode::OK
+}
+
+/// `/v1/agent/service/<id>`, blocking on the catalog's index: the
+/// registration, or 404.
+async fn service(
+    State(state): State<StubState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (index, wait) = record(&state, &format!("service:{id}"), &query);
+    let mut rx = state.catalog.subscribe();
+    if index > 0 {
+        let _ = tokio::time::timeout(wait, rx.wait_for(|(i, _)| *i > index)).await;
+    }
+    let (current, services) = rx.borrow().clone();
+    match services.get(&id) {
+        Some(body) => (
+            [("x-consul-index", current.to_string())],
+            Json(body.clone()),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, format!("unknown service ID: {id}")).into_response(),
+    }
 }
