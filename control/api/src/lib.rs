@@ -15,6 +15,7 @@ pub mod config_entry;
 pub mod duration;
 pub mod gateway;
 pub mod intentions;
+pub mod listen;
 pub mod metrics;
 pub mod mtls;
 pub mod naming;
