@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use isthmus_api::listen::Limits;
 use serde::Deserialize;
 
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8500);
@@ -12,6 +13,20 @@ pub const DEFAULT_CLUSTER_NAME: &str = "dc1";
 pub const DEFAULT_LEAF_CERT_TTL: Duration = Duration::from_secs(72 * 3600);
 pub const DEFAULT_PEERING_HEARTBEAT: Duration = Duration::from_secs(5);
 pub const DEFAULT_PEERING_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Connections the HTTP API holds at once: well under a usual 1,024 file
+/// limit raised to its hard limit, well over what sidecars, gateways and
+/// operators use.
+pub const DEFAULT_HTTP_MAX_CONNS: usize = 4096;
+/// Connections from one client IP (Consul's `http_max_conns_per_client`).
+pub const DEFAULT_HTTP_MAX_CONNS_PER_CLIENT: usize = 200;
+
+/// The HTTP API's default limits.
+pub const fn default_http_limits() -> Limits {
+    Limits {
+        max_conns_per_client: DEFAULT_HTTP_MAX_CONNS_PER_CLIENT,
+        ..Limits::with_max_conns(DEFAULT_HTTP_MAX_CONNS)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -37,6 +52,11 @@ pub struct AgentConfig {
     pub peering_heartbeat: Duration,
     /// How long a generated peering token's secret stays valid.
     pub peering_token_ttl: Duration,
+    /// Connection caps and timeouts of the HTTP API.
+    pub http_limits: Limits,
+    /// Host names (besides IP literals and `localhost`) the API answers to
+    /// in `Host`; anything else is refused (DNS rebinding).
+    pub http_allowed_hosts: Vec<String>,
 }
 
 impl AgentConfig {
@@ -52,6 +72,8 @@ impl AgentConfig {
             leaf_cert_ttl: DEFAULT_LEAF_CERT_TTL,
             peering_heartbeat: DEFAULT_PEERING_HEARTBEAT,
             peering_token_ttl: DEFAULT_PEERING_TOKEN_TTL,
+            http_limits: default_http_limits(),
+            http_allowed_hosts: Vec::new(),
         }
     }
 
@@ -76,6 +98,14 @@ impl AgentConfig {
         }
         if self.peering_token_ttl < Duration::from_secs(1) {
             return Err("peering_token_ttl must be at least 1s".into());
+        }
+        self.http_limits.validate("limits")?;
+        for host in &self.http_allowed_hosts {
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                return Err(format!(
+                    "http_allowed_hosts: {host:?} is not a host name (give a name like api.example.com)"
+                ));
+            }
         }
         Ok(())
     }
@@ -124,6 +154,32 @@ pub struct Settings {
     /// How long a generated peering token can be used [default: 24h].
     #[arg(long, value_name = "DURATION")]
     pub peering_token_ttl: Option<String>,
+    /// The HTTP API's connection caps and timeouts (the file's `limits` block).
+    #[command(flatten)]
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// A host name the HTTP API answers to besides IP addresses and
+    /// localhost (repeatable; other Host headers get 403, against DNS rebinding).
+    #[arg(long = "http-allowed-host", value_name = "NAME")]
+    pub http_allowed_hosts: Option<Vec<String>>,
+}
+
+/// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
+#[derive(Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Connections the HTTP API holds open at once; more are closed at accept [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub http_max_conns: Option<usize>,
+    /// Connections the HTTP API holds open from one client IP; 0 for no cap [default: 200].
+    #[arg(long, value_name = "N")]
+    pub http_max_conns_per_client: Option<usize>,
+    /// Closes an HTTP API connection whose request headers are not complete in this time [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub http_header_read_timeout: Option<String>,
+    /// Closes an HTTP API connection with no request in flight for this long [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub http_idle_timeout: Option<String>,
 }
 
 /// How a layer's keys are named in error messages.
@@ -189,6 +245,22 @@ impl Settings {
         if let Some(v) = self.peering_token_ttl {
             config.peering_token_ttl = duration("peering_token_ttl", &v)?;
         }
+        let limits = self.limits;
+        if let Some(v) = limits.http_max_conns {
+            config.http_limits.max_conns = v;
+        }
+        if let Some(v) = limits.http_max_conns_per_client {
+            config.http_limits.max_conns_per_client = v;
+        }
+        if let Some(v) = limits.http_header_read_timeout {
+            config.http_limits.header_read_timeout = duration("http_header_read_timeout", &v)?;
+        }
+        if let Some(v) = limits.http_idle_timeout {
+            config.http_limits.idle_timeout = duration("http_idle_timeout", &v)?;
+        }
+        if let Some(v) = self.http_allowed_hosts {
+            config.http_allowed_hosts = v;
+        }
         Ok(())
     }
 }
@@ -242,6 +314,40 @@ mod tests {
             .apply(&mut AgentConfig::dev(), Source::Flags)
             .unwrap_err();
         assert!(err.starts_with("--peering-heartbeat: "), "{err}");
+    }
+
+    #[test]
+    fn limits_come_from_the_limits_block_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.hcl");
+        std::fs::write(
+            &path,
+            "limits {\n  http_max_conns_per_client = 20\n  http_header_read_timeout = \"5s\"\n}\nhttp_allowed_hosts = [\"consul.example\"]\n",
+        )
+        .unwrap();
+        let mut config = AgentConfig::dev();
+        Settings::load(&path)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(config.http_limits.max_conns_per_client, 20);
+        assert_eq!(config.http_limits.max_conns, DEFAULT_HTTP_MAX_CONNS);
+        assert_eq!(
+            config.http_limits.header_read_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(config.http_allowed_hosts, ["consul.example"]);
+        config.validate().unwrap();
+
+        let json = dir.path().join("agent.json");
+        std::fs::write(&json, r#"{"limits": {"http_idle_timeout": "2m"}}"#).unwrap();
+        Settings::load(&json)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(config.http_limits.idle_timeout, Duration::from_secs(120));
+        std::fs::write(&json, r#"{"limits": {"http_max_con": 1}}"#).unwrap();
+        assert!(Settings::load(&json).unwrap_err().contains("http_max_con"));
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: catalog, health checks, CA, config entries, HTTP API.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Run two peered clusters on loopback and walk through peering them,
     /// exporting a service, intentions and a call across the peering.
     Demo(crate::demo::DemoArgs),
@@ -91,7 +91,7 @@ pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsStr
 pub fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_go_flags(std::env::args_os()));
     match cli.command {
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => agent::run(*args),
         Command::Demo(args) => crate::demo::run(args),
         other => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
