@@ -2,6 +2,7 @@
 //! several can run in one process); the data path only touches atomic
 //! counters, and encoding happens on the admin listener's side.
 
+use isthmus_api::listen::{ListenerCounters, ListenerMetrics};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Which peering endpoint a request addressed (bounded label values).
@@ -101,6 +102,11 @@ pub(crate) struct Metrics {
     passthrough_open: IntGauge,
     read_bytes: IntCounterVec,
     write_bytes: IntCounterVec,
+    /// Refusals and timeouts of the TLS listener (peering connections and
+    /// the cap), of passed-through connections, and of the admin listener.
+    pub(crate) peering_listener: ListenerCounters,
+    pub(crate) passthrough_listener: ListenerCounters,
+    pub(crate) admin_listener: ListenerCounters,
 }
 
 impl Metrics {
@@ -179,7 +185,12 @@ impl Metrics {
         )?;
         registry.register(Box::new(write_bytes.clone()))?;
 
+        let listeners = ListenerMetrics::register(&registry, "gateway_")?;
+
         Ok(Metrics {
+            peering_listener: listeners.listener("peering"),
+            passthrough_listener: listeners.listener("passthrough"),
+            admin_listener: listeners.listener("admin"),
             registry,
             tcp_open_peering: tcp_open.with_label_values(&["peering"]),
             tcp_open_refused: tcp_open.with_label_values(&["refused"]),
