@@ -50,6 +50,8 @@ const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// At most one refusal log line per listener per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 const CLIENT_SHARDS: usize = 16;
+/// How long a timed-out connection gets to close after its GOAWAY.
+const TIMEOUT_GRACE: Duration = Duration::from_millis(500);
 
 /// One listener's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,6 +478,16 @@ impl Watchdog {
                 timeout = expired.as_mut() => {
                     self.counters.timed_out(timeout);
                     tracing::debug!(timeout = timeout.label(), "closing an HTTP connection: timed out");
+                    // No request is in flight: an HTTP/2 client gets a
+                    // GOAWAY (so it retries elsewhere rather than on a
+                    // dead connection), HTTP/1 is closed; either way the
+                    // connection is dropped after a short grace.
+                    connection.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        _ = tokio::time::sleep(TIMEOUT_GRACE) => {}
+                        _ = abort.as_mut() => return Ended::Aborted,
+                    }
                     return Ended::TimedOut(timeout);
                 }
                 _ = graceful.as_mut(), if !draining => {
