@@ -234,7 +234,11 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         shared,
         metrics,
         peering,
-        config.limits,
+        {
+            let mut limits = config.limits;
+            limits.fit_fd_limit("gateway");
+            limits
+        },
         config.passthrough_idle_timeout,
     ));
     let listener_task =

@@ -73,9 +73,11 @@ pub(crate) fn start(
         server: crate::http::server(&config.limits),
         limits: config.limits,
     });
+    let mut cap = config.limits;
+    cap.fit_fd_limit("inbound");
     let limiter = isthmus_api::listen::ConnLimiter::new(
         "inbound",
-        &config.limits,
+        &cap,
         inbound.metrics.inbound_listener.clone(),
     );
     tokio::spawn(crate::drain::accept_loop(

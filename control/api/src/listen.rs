@@ -80,6 +80,28 @@ impl Limits {
         Limits::with_max_conns(DEFAULT_ADMIN_MAX_CONNS)
     }
 
+    /// Lowers the connection cap to three quarters of the process's
+    /// open-file limit if it is above that (logged), so that a flood up to
+    /// the cap leaves descriptors for everything else (health checks, the
+    /// store, outgoing connections). `what` names the listener in the log.
+    pub fn fit_fd_limit(&mut self, what: &str) {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let Some(limit) = limit else {
+            return;
+        };
+        let budget = usize::try_from(limit / 4 * 3).unwrap_or(usize::MAX).max(1);
+        if self.max_conns > budget {
+            tracing::warn!(
+                listener = what,
+                configured = self.max_conns,
+                max_conns = budget,
+                open_file_limit = limit,
+                "lowering the connection cap to 3/4 of the open-file limit (RLIMIT_NOFILE)"
+            );
+            self.max_conns = budget;
+        }
+    }
+
     /// Checks values an operator could have got wrong; `what` names the
     /// listener in the message.
     pub fn validate(&self, what: &str) -> Result<(), String> {

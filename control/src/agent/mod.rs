@@ -251,7 +251,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         intentions: Mutex::new(None),
     });
     let router = crate::http::router(state.clone());
-    let limits = state.config.http_limits;
+    let mut limits = state.config.http_limits;
+    limits.fit_fd_limit("api");
     let counters = state.metrics.api_listener.clone();
     let limiter = isthmus_api::listen::ConnLimiter::new("api", &limits, counters.clone());
     let server = tokio::spawn(async move {

@@ -192,3 +192,17 @@ fn the_fd_limit_can_be_raised_to_the_hard_limit() {
     let (before, after) = raise_fd_limit().unwrap();
     assert!(after >= before);
 }
+
+#[test]
+fn the_cap_fits_the_open_file_limit() {
+    let mut limits = Limits::with_max_conns(usize::MAX);
+    limits.fit_fd_limit("test");
+    let current = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match current {
+        Some(limit) => assert_eq!(limits.max_conns as u64, (limit / 4 * 3).max(1)),
+        None => assert_eq!(limits.max_conns, usize::MAX),
+    }
+    let mut small = Limits::with_max_conns(10);
+    small.fit_fd_limit("test");
+    assert_eq!(small.max_conns, 10);
+}
