@@ -298,3 +298,49 @@ async fn cross_origin_pages_and_rebinding_hosts_are_refused() {
     assert_eq!(response.status, 200);
     agent.agent.shutdown().await.unwrap();
 }
+
+/// The real `isthmus agent` process: the flags reach the listener, a flood
+/// from one address leaves others served, and the CLI is unaffected by the
+/// Host and Origin checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_process_takes_the_limits_from_its_flags() {
+    let agent = isthmus_tests::process::AgentProcess::spawn(&[
+        "--dev",
+        "-http-max-conns-per-client",
+        "5",
+        "-http-header-read-timeout",
+        "400ms",
+        "--http-allowed-host",
+        "api.test",
+    ]);
+    let addr: SocketAddr = agent.http_addr.parse().unwrap();
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        let mut tcp = connect_from("127.0.0.9", addr).await;
+        tcp.write_all(b"PUT /v1/agent/service/register HTTP/1.1\r\nHost: x")
+            .await
+            .unwrap();
+        flood.push(tcp);
+    }
+    let (status, _) = exchange(
+        connect_from("127.0.0.1", addr).await,
+        &get("/v1/agent/self", "api.test:8500", None),
+    )
+    .await;
+    assert_eq!(status, 200, "a configured name is allowed");
+    for tcp in &mut flood {
+        closed_by_server(tcp).await;
+    }
+    let output = tokio::task::spawn_blocking({
+        let http = agent.http_addr.clone();
+        move || isthmus_tests::process::cli(&http, &["members"], None)
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        isthmus_tests::process::stderr(&output)
+    );
+    assert!(agent.terminate().success());
+}
