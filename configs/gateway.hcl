@@ -28,3 +28,22 @@ admin_bind = "127.0.0.1:19100"
 # streams included, may carry on before they are cut. A Go duration
 # (default: 10s).
 drain_timeout = "10s"
+
+# Connections the TLS listener holds at once (peering and passed-through
+# service traffic together); more are closed at accept (default: 8192,
+# lowered to 3/4 of the open-file limit if above it).
+max_conns = 8192
+
+# A peering connection must send a request's headers within this long of
+# its TLS handshake (default: 30s), and is closed after idle_timeout with no
+# request or HTTP/2 stream open (default: 60s; an open replication stream
+# is never idle).
+header_read_timeout = "30s"
+idle_timeout = "60s"
+
+# A passed-through service connection with no bytes either way for this long
+# is closed (default: 10m).
+passthrough_idle_timeout = "10m"
+
+# Connections the admin listener holds at once (default: 64).
+admin_max_conns = 64
