@@ -225,7 +225,7 @@ impl Passthrough {
             },
             _ = idle(&moved, self.idle_timeout) => {
                 self.metrics.passthrough_listener.timed_out(isthmus_api::listen::Timeout::Idle);
-                tracing::info!(remote = %remote, endpoint = %endpoint, sni, idle_timeout = ?self.idle_timeout, "closing an idle service connection");
+                tracing::debug!(remote = %remote, endpoint = %endpoint, sni, idle_timeout = ?self.idle_timeout, "closing an idle service connection");
             }
         }
         drop(counters);

@@ -189,6 +189,8 @@ impl ListenerMetrics {
         ListenerCounters {
             refused: Refusal::ALL.map(|r| self.refused.with_label_values(&[name, r.label()])),
             timed_out: Timeout::ALL.map(|t| self.timed_out.with_label_values(&[name, t.label()])),
+            name: name.into(),
+            timeout_log: Arc::default(),
         }
     }
 }
@@ -198,6 +200,9 @@ impl ListenerMetrics {
 pub struct ListenerCounters {
     refused: [IntCounter; 2],
     timed_out: [IntCounter; 2],
+    name: Arc<str>,
+    /// Timeouts are logged once per burst, per listener.
+    timeout_log: Arc<BurstLog>,
 }
 
 impl ListenerCounters {
@@ -207,6 +212,8 @@ impl ListenerCounters {
         ListenerCounters {
             refused: [counter(), counter()],
             timed_out: [counter(), counter()],
+            name: "detached".into(),
+            timeout_log: Arc::default(),
         }
     }
 
@@ -214,8 +221,17 @@ impl ListenerCounters {
         self.refused[reason as usize].inc();
     }
 
+    /// Counts a connection closed by `timeout`, and logs (once per burst).
     pub fn timed_out(&self, timeout: Timeout) {
         self.timed_out[timeout as usize].inc();
+        if let Some(count) = self.timeout_log.should_log() {
+            tracing::info!(
+                listener = %self.name,
+                timeout = timeout.label(),
+                closed = count,
+                "closing connections: timed out (no complete request headers in time, or idle)"
+            );
+        }
     }
 
     pub fn refused_count(&self, reason: Refusal) -> u64 {
