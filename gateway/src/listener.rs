@@ -77,7 +77,7 @@ impl Listener {
         limits: Limits,
         passthrough_idle: Duration,
     ) -> Listener {
-        let limiter = ConnLimiter::new("gateway", &limits, metrics.peering_listener.clone());
+        let limiter = ConnLimiter::new("gateway", &limits, metrics.tls_listener.clone());
         Listener {
             shared,
             passthrough: Passthrough::new(metrics.clone(), passthrough_idle),

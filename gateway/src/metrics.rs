@@ -102,8 +102,11 @@ pub(crate) struct Metrics {
     passthrough_open: IntGauge,
     read_bytes: IntCounterVec,
     write_bytes: IntCounterVec,
-    /// Refusals and timeouts of the TLS listener (peering connections and
-    /// the cap), of passed-through connections, and of the admin listener.
+    /// `listener="tls"`: the TLS listener's cap (peering and passed-through
+    /// connections together); `"peering"`: header-read and idle timeouts of
+    /// peering connections; `"passthrough"`: idle passed-through
+    /// connections; `"admin"`: the admin listener.
+    pub(crate) tls_listener: ListenerCounters,
     pub(crate) peering_listener: ListenerCounters,
     pub(crate) passthrough_listener: ListenerCounters,
     pub(crate) admin_listener: ListenerCounters,
@@ -188,6 +191,7 @@ impl Metrics {
         let listeners = ListenerMetrics::register(&registry, "gateway_")?;
 
         Ok(Metrics {
+            tls_listener: listeners.listener("tls"),
             peering_listener: listeners.listener("peering"),
             passthrough_listener: listeners.listener("passthrough"),
             admin_listener: listeners.listener("admin"),

@@ -200,7 +200,7 @@ async fn connections_over_the_cap_are_closed_at_accept() {
     let took = closed(&mut over).await;
     assert!(took < WAIT / 2, "{took:?}");
     f.wait_for_metric(
-        "gateway_connections_refused_total{listener=\"peering\",reason=\"max_conns\"}",
+        "gateway_connections_refused_total{listener=\"tls\",reason=\"max_conns\"}",
         1.0,
     )
     .await;
