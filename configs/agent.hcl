@@ -48,6 +48,24 @@ peering_max_message_bytes = 16777216
 peering_max_imported_services = 1024
 peering_max_service_instances = 4096
 
+# The HTTP API's connection limits (flags: --http-max-conns,
+# --http-max-conns-per-client, --http-header-read-timeout, --http-idle-timeout).
+# Connections over a cap are closed at accept; a connection that has not sent
+# a request's headers within the header-read timeout, or has no request in
+# flight for the idle timeout, is closed. The caps are lowered to 3/4 of the
+# open-file limit if above it.
+limits {
+  http_max_conns            = 4096
+  http_max_conns_per_client = 200
+  http_header_read_timeout  = "30s"
+  http_idle_timeout         = "60s"
+}
+
+# Host names the API answers to besides IP addresses and localhost (flag:
+# --http-allowed-host, repeatable). Other Host headers get 403 (DNS
+# rebinding), as do requests whose Origin is not the API's own.
+# http_allowed_hosts = ["consul.internal"]
+
 # The in-process mesh gateway of `--dev` (--gateway-bind, --gateway-admin-bind,
 # --no-gateway) is set with flags only; outside --dev, run isthmus-gateway
 # (see configs/gateway.hcl).

@@ -39,3 +39,22 @@ exchange_max_body_bytes = 16384
 exchange_body_timeout = "5s"
 exchange_max_per_connection = 4
 exchange_max_concurrent = 64
+
+# Connections the TLS listener holds at once (peering and passed-through
+# service traffic together); more are closed at accept (default: 8192,
+# lowered to 3/4 of the open-file limit if above it).
+max_conns = 8192
+
+# A peering connection must send a request's headers within this long of
+# its TLS handshake (default: 30s), and is closed after idle_timeout with no
+# request or HTTP/2 stream open (default: 60s; an open replication stream
+# is never idle).
+header_read_timeout = "30s"
+idle_timeout = "60s"
+
+# A passed-through service connection with no bytes either way for this long
+# is closed (default: 10m).
+passthrough_idle_timeout = "10m"
+
+# Connections the admin listener holds at once (default: 64).
+admin_max_conns = 64

@@ -66,6 +66,18 @@ workers = 2
 # connections may carry on before they are cut. A Go duration (default: 10s).
 drain_timeout = "10s"
 
+# Connections the inbound listener (and each upstream's) holds at once; more
+# are closed at accept (default: 10000, lowered to 3/4 of the open-file limit
+# if above it). A connection that has not sent a request's headers within
+# header_read_timeout (inbound: of its TLS handshake; default: 30s), or has no
+# request in flight for idle_timeout (default: 1h), is closed.
+max_conns = 10000
+header_read_timeout = "30s"
+idle_timeout = "1h"
+
+# Connections the admin listener holds at once (default: 64).
+admin_max_conns = 64
+
 # Log JSON lines instead of text (default: false); the level comes from
 # RUST_LOG.
 log_json = false

@@ -431,7 +431,7 @@ async fn a_relayed_peer_query_may_not_read_imports() {
     // agent refuses it too, as a second line).
     let mut stream = tokio::net::TcpStream::connect(agent.addr()).await.unwrap();
     stream
-        .write_all(b"GET /v1/health/service/web?peer=cluster-03 HTTP/1.1\r\nhost: agent\r\nx-isthmus-peer: cluster-02\r\nconnection: close\r\n\r\n")
+        .write_all(b"GET /v1/health/service/web?peer=cluster-03 HTTP/1.1\r\nhost: 127.0.0.1\r\nx-isthmus-peer: cluster-02\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut answer = String::new();

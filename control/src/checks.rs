@@ -23,8 +23,10 @@ use crate::catalog::{self, CheckKind, StoredCheck};
 use crate::error::ApiError;
 use crate::store::Store;
 
-/// Output kept from an HTTP check's response body.
-const MAX_OUTPUT_BYTES: usize = 512;
+/// How much of an HTTP check's response body is read and kept as its
+/// output (Consul keeps 4 KiB). The rest is never read: the connection is
+/// dropped, so an application streaming an endless body costs nothing.
+const MAX_OUTPUT_BYTES: usize = 4096;
 
 pub struct CheckRunner {
     store: Store,
@@ -180,6 +182,29 @@ impl CheckRunner {
     }
 }
 
+/// Reads at most `limit` bytes of `body`, then stops (dropping the body
+/// closes the connection instead of draining it).
+async fn read_prefix<B>(mut body: B, limit: usize) -> Result<Vec<u8>, String>
+where
+    B: hyper::body::Body + Unpin,
+    B::Data: AsRef<[u8]>,
+    B::Error: std::fmt::Display,
+{
+    let mut kept = Vec::new();
+    while kept.len() < limit {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(data) = frame.data_ref() {
+            let data = data.as_ref();
+            let room = limit - kept.len();
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(kept)
+}
+
 struct Probe {
     runner: Arc<CheckRunner>,
     check_id: String,
@@ -270,12 +295,7 @@ impl Probe {
                 .await
                 .map_err(|e| e.to_string())?;
             let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
+            let body = read_prefix(response.into_body(), MAX_OUTPUT_BYTES).await?;
             Ok::<_, String>((status, body))
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -287,10 +307,9 @@ impl Probe {
                 } else {
                     STATUS_CRITICAL
                 };
-                let shown = &body[..body.len().min(MAX_OUTPUT_BYTES)];
                 let output = format!(
                     "HTTP {method} {url}: {status} Output: {}",
-                    String::from_utf8_lossy(shown)
+                    String::from_utf8_lossy(&body)
                 );
                 (verdict, output)
             }
@@ -326,5 +345,72 @@ impl Probe {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An application whose health endpoint answers 200 and then streams
+    /// an endless body as fast as it can be read.
+    async fn endless_app() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 1024];
+                    let _ = tcp.read(&mut head).await;
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                        .await;
+                    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                    while tcp.write_all(chunk.as_bytes()).await.is_ok() {
+                        counter.fetch_add(64 * 1024, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        (addr, sent)
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_cut_at_the_output_limit() {
+        let (addr, sent) = endless_app().await;
+        let probe = Probe {
+            runner: CheckRunner::new(Store::in_memory().unwrap()),
+            check_id: "endless".into(),
+        };
+        let url: http::Uri = format!("http://{addr}/health").parse().unwrap();
+        let timeout = Duration::from_secs(5);
+        let started = std::time::Instant::now();
+        let (status, output) = probe
+            .probe_http(&url, &http::Method::GET, &[], timeout)
+            .await;
+        assert!(
+            started.elapsed() < timeout,
+            "the probe read until the timeout"
+        );
+        assert_eq!(status, STATUS_PASSING, "{output}");
+        let body = output.split_once("Output: ").unwrap().1;
+        assert_eq!(body.len(), MAX_OUTPUT_BYTES);
+        assert!(body.bytes().all(|b| b == b'x'));
+        // The connection was dropped: the app cannot go on sending for long
+        // (at most what the socket buffers hold).
+        let mut last = sent.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        assert!(last < 64 << 20, "the app sent {last} bytes after the probe");
     }
 }

@@ -38,7 +38,8 @@ pub struct Cli {
     pub admin_bind: Option<SocketAddr>,
     /// An HCL or JSON file with the keys control, bind, advertise, admin_bind, drain_timeout,
     /// exchange_max_body_bytes, exchange_body_timeout, exchange_max_per_connection,
-    /// exchange_max_concurrent.
+    /// exchange_max_concurrent, max_conns, header_read_timeout, idle_timeout,
+    /// passthrough_idle_timeout, admin_max_conns.
     #[arg(long, value_name = "FILE")]
     pub config_file: Option<PathBuf>,
     /// How long in-flight requests may finish after SIGTERM (Go duration). [default: 10s]
@@ -56,6 +57,21 @@ pub struct Cli {
     /// Concurrent peering exchanges at this gateway (503 beyond). [default: 64]
     #[arg(long, value_name = "N")]
     pub exchange_max_concurrent: Option<usize>,
+    /// Connections the TLS listener holds at once; more are closed at accept. [default: 8192]
+    #[arg(long, value_name = "N")]
+    pub max_conns: Option<usize>,
+    /// Closes a peering connection that has not sent a request's headers this long after its TLS handshake. [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub header_read_timeout: Option<std::time::Duration>,
+    /// Closes a peering connection with no request or HTTP/2 stream open for this long. [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Closes a passed-through service connection with no bytes either way for this long. [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub passthrough_idle_timeout: Option<std::time::Duration>,
+    /// Connections the admin listener holds at once. [default: 64]
+    #[arg(long, value_name = "N")]
+    pub admin_max_conns: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -104,6 +120,22 @@ impl Cli {
         if let Some(v) = self.exchange_max_concurrent {
             config.exchange.max_concurrent = v;
         }
+        if let Some(v) = self.max_conns {
+            config.limits.max_conns = v;
+        }
+        if let Some(v) = self.header_read_timeout {
+            config.limits.header_read_timeout = v;
+        }
+        if let Some(v) = self.idle_timeout {
+            config.limits.idle_timeout = v;
+        }
+        if let Some(v) = self.passthrough_idle_timeout {
+            config.passthrough_idle_timeout = v;
+        }
+        if let Some(v) = self.admin_max_conns {
+            config.admin_max_conns = v;
+        }
+        config.validate()?;
         Ok(config)
     }
 }

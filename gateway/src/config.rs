@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use isthmus_api::listen::Limits;
 use serde::Deserialize;
 
 pub use crate::exchange::ExchangeLimits;
@@ -16,6 +17,16 @@ pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`crate::start`] waits for the agent's first gateway view.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections the TLS listener holds at once (peering and passed-through
+/// service traffic together); more are closed at accept.
+pub const DEFAULT_MAX_CONNS: usize = 8192;
+/// A passed-through connection with no byte either way for this long is
+/// closed. Long enough for any pooled or keep-alive connection that pings
+/// (the sidecars' pooled HTTP/2 connections ping every 30s) and for quiet
+/// application protocols between bursts; short enough that idle
+/// connections nobody uses give their file descriptors back within
+/// minutes, not hours (Envoy's TCP proxy default is 1h).
+pub const DEFAULT_PASSTHROUGH_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Unauthenticated peering exchanges (see `exchange`): the body limit,
 /// how long the body may take, and how many may run at once per TLS
@@ -43,6 +54,14 @@ pub struct GatewayConfig {
     pub startup_timeout: Duration,
     /// Bounds on unauthenticated peering exchanges.
     pub exchange: ExchangeLimits,
+    /// The peering server's limits (header-read timeout from the end of the
+    /// TLS handshake, idle = no open request or stream) and the TLS
+    /// listener's connection cap.
+    pub limits: Limits,
+    /// No bytes either way on a passed-through connection for this long closes it.
+    pub passthrough_idle_timeout: Duration,
+    /// Connections the admin listener holds at once.
+    pub admin_max_conns: usize,
 }
 
 impl Default for GatewayConfig {
@@ -60,6 +79,9 @@ impl Default for GatewayConfig {
                 max_per_connection: DEFAULT_EXCHANGE_MAX_PER_CONNECTION,
                 max_concurrent: DEFAULT_EXCHANGE_MAX_CONCURRENT,
             },
+            limits: Limits::with_max_conns(DEFAULT_MAX_CONNS),
+            passthrough_idle_timeout: DEFAULT_PASSTHROUGH_IDLE_TIMEOUT,
+            admin_max_conns: isthmus_api::listen::DEFAULT_ADMIN_MAX_CONNS,
         }
     }
 }
@@ -184,6 +206,14 @@ pub struct FileConfig {
     pub exchange_body_timeout: Option<String>,
     pub exchange_max_per_connection: Option<usize>,
     pub exchange_max_concurrent: Option<usize>,
+    pub max_conns: Option<usize>,
+    /// Go duration.
+    pub header_read_timeout: Option<String>,
+    /// Go duration.
+    pub idle_timeout: Option<String>,
+    /// Go duration.
+    pub passthrough_idle_timeout: Option<String>,
+    pub admin_max_conns: Option<usize>,
 }
 
 impl FileConfig {
@@ -231,7 +261,52 @@ impl FileConfig {
         if let Some(v) = self.exchange_max_concurrent {
             config.exchange.max_concurrent = v;
         }
+        let duration = |key: &str, v: &str| {
+            isthmus_api::duration::parse(v).map_err(|e| ConfigError(format!("{key}: {e}")))
+        };
+        if let Some(v) = self.max_conns {
+            config.limits.max_conns = v;
+        }
+        if let Some(v) = self.header_read_timeout {
+            config.limits.header_read_timeout = duration("header_read_timeout", &v)?;
+        }
+        if let Some(v) = self.idle_timeout {
+            config.limits.idle_timeout = duration("idle_timeout", &v)?;
+        }
+        if let Some(v) = self.passthrough_idle_timeout {
+            config.passthrough_idle_timeout = duration("passthrough_idle_timeout", &v)?;
+        }
+        if let Some(v) = self.admin_max_conns {
+            config.admin_max_conns = v;
+        }
         Ok(())
+    }
+}
+
+impl GatewayConfig {
+    /// Checks the limits an operator could have got wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits
+            .validate("max_conns/header_read_timeout/idle_timeout")
+            .map_err(ConfigError)?;
+        if self.passthrough_idle_timeout < Duration::from_millis(10) {
+            return Err(ConfigError(
+                "passthrough_idle_timeout must be at least 10ms".into(),
+            ));
+        }
+        if self.admin_max_conns == 0 {
+            return Err(ConfigError("admin_max_conns must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The admin listener's limits: its own cap, the same timeouts.
+    pub fn admin_limits(&self) -> Limits {
+        Limits {
+            max_conns: self.admin_max_conns,
+            max_conns_per_client: 0,
+            ..self.limits
+        }
     }
 }
 
@@ -313,6 +388,23 @@ mod tests {
         assert_eq!(config.bind, addr("127.0.0.1:0"));
         assert_eq!(config.advertise.as_deref(), Some("gw:1"));
         assert_eq!(config.drain_timeout, Duration::from_secs(3));
+        assert_eq!(config.limits.max_conns, DEFAULT_MAX_CONNS);
+
+        std::fs::write(
+            &hcl_path,
+            "max_conns = 10\nheader_read_timeout = \"2s\"\nidle_timeout = \"1m\"\npassthrough_idle_timeout = \"5m\"\nadmin_max_conns = 4\n",
+        )
+        .unwrap();
+        FileConfig::load(&hcl_path)
+            .unwrap()
+            .apply(&mut config)
+            .unwrap();
+        assert_eq!(config.limits.max_conns, 10);
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.passthrough_idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.admin_max_conns, 4);
+        config.validate().unwrap();
 
         let json_path = dir.path().join("gw.json");
         std::fs::write(&json_path, r#"{"bind": "127.0.0.1:1", "bnid": "x"}"#).unwrap();

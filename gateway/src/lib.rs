@@ -163,6 +163,9 @@ fn local_addr(
 /// serving, and registers in the catalog (retrying in the background if
 /// that first attempt fails; `/ready` says 503 until it succeeds).
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
+    config
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
     config.exchange.validate().map_err(StartError::Config)?;
     let listener = bind("peering listener", config.bind).await?;
@@ -184,9 +187,15 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         readiness: readiness.clone(),
         shutdown: shutdown_tx.clone(),
     };
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, async move {
-        let _ = admin_stop_rx.await;
-    }));
+    let admin_limits = config.admin_limits();
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state,
+        admin_limits,
+        async move {
+            let _ = admin_stop_rx.await;
+        },
+    ));
 
     let (first, index) = match view::first_view(&client, config.startup_timeout).await {
         Ok(first) => first,
@@ -224,7 +233,17 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         exchanges: exchange::Exchanges::new(client.base(), config.exchange, metrics.clone()),
         metrics: metrics.clone(),
     });
-    let data_path = Arc::new(listener::Listener::new(shared, metrics, peering));
+    let data_path = Arc::new(listener::Listener::new(
+        shared,
+        metrics,
+        peering,
+        {
+            let mut limits = config.limits;
+            limits.fit_fd_limit("gateway");
+            limits
+        },
+        config.passthrough_idle_timeout,
+    ));
     let listener_task =
         tokio::spawn(data_path.run(listener, shutdown_rx.clone(), config.drain_timeout));
     readiness.set_listening();

@@ -8,6 +8,13 @@
 //!   if the view allows it (see [`passthrough`](crate::passthrough));
 //! - any other SNI, none, or not TLS: close the connection.
 //!
+//! Every connection counts against the listener's cap (closed at accept
+//! when over it). A peering connection must complete a request's headers
+//! within the header-read timeout of its TLS handshake, and is closed
+//! after the idle timeout with no request or HTTP/2 stream open (a
+//! replication stream is an open stream, so it is never idle); see
+//! [`isthmus_api::listen`].
+//!
 //! On shutdown it stops accepting, asks every HTTP connection to finish
 //! (HTTP/2 GOAWAY, HTTP/1 close after the current request), lets
 //! passed-through connections run on, and aborts whatever is left when the
@@ -19,8 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use isthmus_api::listen::{ConnLimiter, ConnPermit, Limits, Watchdog};
 use isthmus_api::naming::parse_peered_sni;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -39,7 +47,6 @@ use crate::view::SharedView;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the TLS handshake may take once the hello is in.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// Everything a connection task needs; shared by all of them.
 pub(crate) struct Listener {
@@ -48,6 +55,8 @@ pub(crate) struct Listener {
     pub(crate) peering: Arc<PeeringService>,
     passthrough: Passthrough,
     http: auto::Builder<TokioExecutor>,
+    limits: Limits,
+    limiter: Arc<ConnLimiter>,
 }
 
 /// What to do with an accepted connection, decided from its SNI.
@@ -65,18 +74,18 @@ impl Listener {
         shared: SharedView,
         metrics: Arc<Metrics>,
         peering: Arc<PeeringService>,
+        limits: Limits,
+        passthrough_idle: Duration,
     ) -> Listener {
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1().timer(TokioTimer::new());
-        http.http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(HTTP2_KEEP_ALIVE);
+        let limiter = ConnLimiter::new("gateway", &limits, metrics.tls_listener.clone());
         Listener {
             shared,
-            passthrough: Passthrough::new(metrics.clone()),
+            passthrough: Passthrough::new(metrics.clone(), passthrough_idle),
             metrics,
             peering,
-            http,
+            http: isthmus_api::listen::server(&limits),
+            limits,
+            limiter,
         }
     }
 
@@ -94,8 +103,12 @@ impl Listener {
                 _ = crate::stopped(&mut shutdown) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, remote)) => {
+                        let Some(permit) = self.limiter.admit(remote.ip()) else {
+                            drop(tcp);
+                            continue;
+                        };
                         let _ = tcp.set_nodelay(true);
-                        connections.spawn(self.clone().connection(tcp, remote, per_connection.clone()));
+                        connections.spawn(self.clone().connection(tcp, remote, permit, per_connection.clone()));
                     }
                     Err(e) => {
                         // Typically out of file descriptors: pause instead of spinning.
@@ -132,6 +145,7 @@ impl Listener {
         self: Arc<Self>,
         tcp: TcpStream,
         remote: SocketAddr,
+        _permit: ConnPermit,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let _open = self.metrics.connection_opened();
@@ -178,22 +192,15 @@ impl Listener {
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(peering.handle(&conn, request).await) }
         });
-        let http = self.http.serve_connection(TokioIo::new(tls), service);
-        tokio::pin!(http);
-        let mut draining = false;
-        loop {
-            tokio::select! {
-                result = http.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(remote = %remote, error = %e, "peering connection ended with an error");
-                    }
-                    return;
-                }
-                _ = crate::stopped(&mut shutdown), if !draining => {
-                    draining = true;
-                    http.as_mut().graceful_shutdown();
-                }
-            }
+        // The header-read timeout runs from here, the end of the handshake.
+        let watchdog = Watchdog::new(&self.limits, &self.metrics.peering_listener);
+        let http = self
+            .http
+            .serve_connection(TokioIo::new(tls), watchdog.track(service));
+        let graceful = async move { crate::stopped(&mut shutdown).await };
+        let ended = watchdog.drive(http, graceful, std::future::pending()).await;
+        if let isthmus_api::listen::Ended::TimedOut(timeout) = ended {
+            tracing::debug!(remote = %remote, timeout = timeout.label(), "closed a peering connection: timed out");
         }
     }
 

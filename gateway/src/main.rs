@@ -15,6 +15,7 @@ async fn terminated() {
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
     isthmus_api::process::init_logging(cli.log_json);
+    isthmus_api::process::raise_fd_limit();
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(e) => {

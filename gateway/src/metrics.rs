@@ -2,6 +2,7 @@
 //! several can run in one process); the data path only touches atomic
 //! counters, and encoding happens on the admin listener's side.
 
+use isthmus_api::listen::{ListenerCounters, ListenerMetrics};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Which peering endpoint a request addressed (bounded label values).
@@ -137,6 +138,14 @@ pub(crate) struct Metrics {
     write_bytes: IntCounterVec,
     exchange_refused: IntCounterVec,
     exchanges_in_flight: IntGauge,
+    /// `listener="tls"`: the TLS listener's cap (peering and passed-through
+    /// connections together); `"peering"`: header-read and idle timeouts of
+    /// peering connections; `"passthrough"`: idle passed-through
+    /// connections; `"admin"`: the admin listener.
+    pub(crate) tls_listener: ListenerCounters,
+    pub(crate) peering_listener: ListenerCounters,
+    pub(crate) passthrough_listener: ListenerCounters,
+    pub(crate) admin_listener: ListenerCounters,
 }
 
 impl Metrics {
@@ -232,8 +241,13 @@ impl Metrics {
             "Unauthenticated peering exchanges being read or forwarded",
         )?;
         registry.register(Box::new(exchanges_in_flight.clone()))?;
+        let listeners = ListenerMetrics::register(&registry, "gateway_")?;
 
         Ok(Metrics {
+            tls_listener: listeners.listener("tls"),
+            peering_listener: listeners.listener("peering"),
+            passthrough_listener: listeners.listener("passthrough"),
+            admin_listener: listeners.listener("admin"),
             registry,
             tcp_open_peering: tcp_open.with_label_values(&["peering"]),
             tcp_open_refused: tcp_open.with_label_values(&["refused"]),

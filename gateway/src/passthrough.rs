@@ -23,7 +23,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -157,13 +157,16 @@ pub(crate) struct Passthrough {
     metrics: Arc<Metrics>,
     /// Where the next connection starts in an endpoint list (round robin).
     next: AtomicUsize,
+    /// No bytes either way for this long closes a connection.
+    idle_timeout: Duration,
 }
 
 impl Passthrough {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Passthrough {
+    pub(crate) fn new(metrics: Arc<Metrics>, idle_timeout: Duration) -> Passthrough {
         Passthrough {
             metrics,
             next: AtomicUsize::new(0),
+            idle_timeout,
         }
     }
 
@@ -203,21 +206,47 @@ impl Passthrough {
             .metrics
             .passthrough_opened(&target.service, &target.peer);
         tracing::debug!(remote = %remote, sni, endpoint = %endpoint, peer = %target.peer, "passing service connection through");
+        let moved = Arc::new(AtomicU64::new(0));
         let mut downstream = Counted {
             inner: downstream,
             read: counters.read.clone(),
             written: counters.written.clone(),
+            moved: moved.clone(),
         };
         let mut upstream = upstream;
-        match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
-            Ok((sent, received)) => {
-                tracing::debug!(remote = %remote, endpoint = %endpoint, sent, received, "service connection closed");
-            }
-            Err(e) => {
-                tracing::debug!(remote = %remote, endpoint = %endpoint, error = %e, "service connection ended with an error");
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => match copied {
+                Ok((sent, received)) => {
+                    tracing::debug!(remote = %remote, endpoint = %endpoint, sent, received, "service connection closed");
+                }
+                Err(e) => {
+                    tracing::debug!(remote = %remote, endpoint = %endpoint, error = %e, "service connection ended with an error");
+                }
+            },
+            _ = idle(&moved, self.idle_timeout) => {
+                self.metrics.passthrough_listener.timed_out(isthmus_api::listen::Timeout::Idle);
+                tracing::debug!(remote = %remote, endpoint = %endpoint, sni, idle_timeout = ?self.idle_timeout, "closing an idle service connection");
             }
         }
         drop(counters);
+    }
+}
+
+/// Resolves once `moved` (bytes passed either way) has not changed for
+/// `timeout` (checked every quarter of it, so within 1.25 x `timeout`).
+async fn idle(moved: &AtomicU64, timeout: Duration) {
+    let tick = (timeout / 4).max(Duration::from_millis(5));
+    let mut seen = moved.load(Ordering::Relaxed);
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = moved.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= timeout {
+            return;
+        }
     }
 }
 
@@ -247,6 +276,8 @@ struct Counted<S> {
     inner: S,
     read: IntCounter,
     written: IntCounter,
+    /// This connection's bytes either way (for the idle timeout).
+    moved: Arc<AtomicU64>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
@@ -260,6 +291,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.read.inc_by(n as u64);
+            self.moved.fetch_add(n as u64, Ordering::Relaxed);
         }
         polled
     }
@@ -274,6 +306,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = polled {
             self.written.inc_by(n as u64);
+            self.moved.fetch_add(n as u64, Ordering::Relaxed);
         }
         polled
     }

@@ -78,6 +78,10 @@ struct Fixture {
 
 impl Fixture {
     async fn start(drain: Duration) -> Fixture {
+        Fixture::start_with(drain, |_| {}).await
+    }
+
+    async fn start_with(drain: Duration, customize: impl FnOnce(&mut GatewayConfig)) -> Fixture {
         let c = Clusters::new();
         let sidecar = StubSidecar::start(&c.sidecar_cert, &c.peer.ca.pem).await;
         let closed = closed_addr().await;
@@ -95,6 +99,7 @@ impl Fixture {
         let mut config = GatewayConfig::loopback(stub.url());
         config.drain_timeout = drain;
         config.startup_timeout = WAIT;
+        customize(&mut config);
         let gateway = isthmus_gateway::start(config).await.unwrap();
         Fixture {
             c,
@@ -356,4 +361,35 @@ async fn shutdown_drains_passthrough_connections_then_closes_them() {
         .await
         .expect("connection still open after shutdown");
     assert!(read.is_err() || rest.is_empty(), "{read:?} {rest:?}");
+}
+
+#[tokio::test]
+async fn an_idle_passed_through_connection_is_closed_a_busy_one_is_not() {
+    let idle = Duration::from_millis(600);
+    let f = Fixture::start_with(Duration::from_secs(1), |c| {
+        c.passthrough_idle_timeout = idle
+    })
+    .await;
+    let mut tls = f.dial(&backend_sni()).await.unwrap();
+    // Busy for three idle timeouts: bytes keep it open.
+    let started = Instant::now();
+    while started.elapsed() < idle * 3 {
+        assert_eq!(echo(&mut tls, b"ping").await, b"ping");
+        tokio::time::sleep(idle / 6).await;
+    }
+    // Then silent: closed by the gateway.
+    let silent = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT, tls.read(&mut buf))
+        .await
+        .expect("the gateway closes an idle connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(silent.elapsed() >= idle / 2, "{:?}", silent.elapsed());
+    f.wait_for_metric(
+        "gateway_connections_timed_out_total{listener=\"passthrough\",timeout=\"idle\"}",
+        1.0,
+    )
+    .await;
+    f.wait_for_metric("gateway_passthrough_open_connections", 0.0)
+        .await;
 }

@@ -10,6 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use isthmus_api::listen::{ConnLimiter, Limits};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -128,18 +129,24 @@ pub(crate) fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin API until `stop` completes.
+/// Serves the admin API until `stop` completes, under `limits`
+/// (connection cap, header-read and idle timeouts).
 pub(crate) async fn serve(
     listener: TcpListener,
     state: AdminState,
+    limits: Limits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::warn!(error = %e, "admin listener failed");
-    }
+    let counters = state.metrics.admin_listener.clone();
+    let limiter = ConnLimiter::new("admin", &limits, counters.clone());
+    let router = router(state);
+    let make_service = move |_remote| {
+        let router = router.clone();
+        hyper::service::service_fn(move |request| {
+            tower::ServiceExt::oneshot(router.clone(), request)
+        })
+    };
+    isthmus_api::listen::serve(listener, limiter, limits, counters, make_service, stop).await;
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

@@ -58,6 +58,18 @@ pub struct Cli {
     /// How long in-flight requests may finish after SIGTERM (Go duration). [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Connections the inbound listener (and each upstream's) holds at once; more are closed at accept. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_conns: Option<usize>,
+    /// Closes a connection whose request headers are not complete this long after it opened (inbound: after the TLS handshake). [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// Closes a connection with no request in flight for this long. [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Connections the admin listener holds at once. [default: 64]
+    #[arg(long, value_name = "N")]
+    pub admin_max_conns: Option<usize>,
     /// An HCL or JSON file whose keys mirror the flags (snake_case), with
     /// `upstreams = [{ service = "x", peer = "p", local_port = 9191 }]`.
     #[arg(long, value_name = "FILE")]
@@ -100,6 +112,10 @@ impl Cli {
             workers: self.workers,
             drain_timeout: self.drain_timeout,
             log_json: self.log_json.then_some(true),
+            max_conns: self.max_conns,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            admin_max_conns: self.admin_max_conns,
         };
         flags.over(file).finish()
     }
@@ -206,5 +222,42 @@ mod tests {
         .unwrap();
         assert_eq!(config.upstreams.len(), 1);
         assert_eq!(config.upstreams[0].label(), "cache");
+    }
+
+    #[test]
+    fn limits_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.hcl");
+        std::fs::write(
+            &path,
+            "service = \"web\"\nlocal_app = \"127.0.0.1:8080\"\nmax_conns = 50\nheader_read_timeout = \"5s\"\nadmin_max_conns = 8\n",
+        )
+        .unwrap();
+        let config = parse(&[
+            "-config-file",
+            path.to_str().unwrap(),
+            "-idle-timeout",
+            "2m",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(config.limits.max_conns, 50);
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.admin_max_conns, 8);
+        assert_eq!(config.admin_limits().max_conns, 8);
+        let bad = parse(&[
+            "-service",
+            "web",
+            "-local-app",
+            "127.0.0.1:1",
+            "-max-conns",
+            "0",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap_err();
+        assert!(bad.0.contains("connection cap"), "{bad}");
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use isthmus_api::listen::Limits;
 use isthmus_api::naming::validate_dns_label;
 use serde::Deserialize;
 
@@ -144,6 +145,27 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Log as JSON lines (used by the binary).
     pub log_json: bool,
+    /// Connection cap, header-read and idle timeouts of the inbound
+    /// listener and of each upstream's listener.
+    pub limits: Limits,
+    /// Connections the admin listener holds at once (same timeouts).
+    pub admin_max_conns: usize,
+}
+
+/// Connections each listener (the inbound, each upstream's) holds at once.
+pub const DEFAULT_MAX_CONNS: usize = 10_000;
+/// A connection with no request in flight is closed after this long. Long,
+/// because the callers are other sidecars' pooled HTTP/2 connections, which
+/// ping every 30s and are cheap to keep (Envoy's HTTP idle timeout default
+/// is also 1h); the header-read timeout and the cap are what stop a flood.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The listeners' default limits.
+pub const fn default_limits() -> Limits {
+    Limits {
+        idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        ..Limits::with_max_conns(DEFAULT_MAX_CONNS)
+    }
 }
 
 impl ProxyConfig {
@@ -162,6 +184,8 @@ impl ProxyConfig {
             workers: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             log_json: false,
+            limits: default_limits(),
+            admin_max_conns: isthmus_api::listen::DEFAULT_ADMIN_MAX_CONNS,
         }
     }
 
@@ -178,6 +202,15 @@ impl ProxyConfig {
             inbound_bind: SocketAddr::new(localhost, 0),
             admin_bind: SocketAddr::new(localhost, 0),
             ..ProxyConfig::new(service, local_app)
+        }
+    }
+
+    /// The admin listener's limits: its own cap, the same timeouts.
+    pub fn admin_limits(&self) -> Limits {
+        Limits {
+            max_conns: self.admin_max_conns,
+            max_conns_per_client: 0,
+            ..self.limits
         }
     }
 
@@ -198,6 +231,12 @@ impl ProxyConfig {
         }
         if self.local_app.port() == 0 {
             return Err(ConfigError("--local-app needs a port".into()));
+        }
+        self.limits
+            .validate("--max-conns/--header-read-timeout/--idle-timeout")
+            .map_err(ConfigError)?;
+        if self.admin_max_conns == 0 {
+            return Err(ConfigError("--admin-max-conns must be at least 1".into()));
         }
         if self.workers == Some(0) {
             return Err(ConfigError("--workers must be at least 1".into()));
@@ -330,6 +369,12 @@ pub struct FileConfig {
     /// Go duration, e.g. `"10s"`.
     pub drain_timeout: Option<String>,
     pub log_json: Option<bool>,
+    pub max_conns: Option<usize>,
+    /// Go duration.
+    pub header_read_timeout: Option<String>,
+    /// Go duration.
+    pub idle_timeout: Option<String>,
+    pub admin_max_conns: Option<usize>,
 }
 
 /// `{ service = "x", peer = "p", local_port = 9191 }`.
@@ -357,6 +402,10 @@ pub struct Layer {
     pub workers: Option<usize>,
     pub drain_timeout: Option<Duration>,
     pub log_json: Option<bool>,
+    pub max_conns: Option<usize>,
+    pub header_read_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub admin_max_conns: Option<usize>,
 }
 
 impl Layer {
@@ -375,6 +424,10 @@ impl Layer {
             workers: self.workers.or(lower.workers),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
             log_json: self.log_json.or(lower.log_json),
+            max_conns: self.max_conns.or(lower.max_conns),
+            header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            admin_max_conns: self.admin_max_conns.or(lower.admin_max_conns),
         }
     }
 
@@ -398,6 +451,15 @@ impl Layer {
             workers: self.workers,
             drain_timeout: self.drain_timeout.unwrap_or(defaults.drain_timeout),
             log_json: self.log_json.unwrap_or(false),
+            limits: Limits {
+                max_conns: self.max_conns.unwrap_or(defaults.limits.max_conns),
+                header_read_timeout: self
+                    .header_read_timeout
+                    .unwrap_or(defaults.limits.header_read_timeout),
+                idle_timeout: self.idle_timeout.unwrap_or(defaults.limits.idle_timeout),
+                max_conns_per_client: 0,
+            },
+            admin_max_conns: self.admin_max_conns.unwrap_or(defaults.admin_max_conns),
             ..defaults
         };
         config.validate()?;
@@ -434,7 +496,16 @@ impl FileConfig {
             .map(|v| isthmus_api::duration::parse(&v))
             .transpose()
             .map_err(|e| ConfigError(format!("drain_timeout: {e}")))?;
+        let duration = |key: &str, v: Option<String>| {
+            v.map(|v| isthmus_api::duration::parse(&v))
+                .transpose()
+                .map_err(|e| ConfigError(format!("{key}: {e}")))
+        };
         Ok(Layer {
+            max_conns: self.max_conns,
+            header_read_timeout: duration("header_read_timeout", self.header_read_timeout)?,
+            idle_timeout: duration("idle_timeout", self.idle_timeout)?,
+            admin_max_conns: self.admin_max_conns,
             service: self.service,
             service_id: self.service_id,
             control: self.control,

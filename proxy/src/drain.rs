@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use isthmus_api::listen::{BurstLog, ConnLimiter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -101,28 +102,42 @@ impl Group {
 }
 
 /// Accepts connections until draining starts and runs `handle` for each in
-/// its own task, with its own [`Drain`]. The listener is closed on return.
+/// its own task, with its own [`Drain`]. A connection over `limiter`'s cap
+/// is closed at once (counted and logged by the limiter). The listener is
+/// closed on return.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     name: String,
     drain: Drain,
+    limiter: Arc<ConnLimiter>,
     handle: F,
 ) where
     F: Fn(TcpStream, SocketAddr, Drain) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let accept_failures = BurstLog::default();
     loop {
         tokio::select! {
             _ = drain.draining() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
+                    let Some(permit) = limiter.admit(remote.ip()) else {
+                        drop(tcp);
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
                     let span = tracing::debug_span!("connection", listener = %name, remote = %remote);
-                    tokio::spawn(handle(tcp, remote, drain.clone()).instrument(span));
+                    let connection = handle(tcp, remote, drain.clone());
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        connection.await;
+                    }.instrument(span));
                 }
                 Err(e) => {
                     // Typically out of file descriptors: pause instead of spinning.
-                    tracing::warn!(listener = %name, error = %e, "accepting a connection failed");
+                    if let Some(failures) = accept_failures.should_log() {
+                        tracing::warn!(listener = %name, error = %e, failures, "accepting a connection failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },

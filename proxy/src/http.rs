@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, TE, UPGRADE};
@@ -15,8 +14,9 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use isthmus_api::listen::{Limits, ListenerCounters, Watchdog};
 
 use crate::balance::InFlight;
 use crate::drain::Drain;
@@ -27,7 +27,6 @@ use crate::upstream::Endpoint;
 pub(crate) const ERROR_HEADER: &str = "x-isthmus-error";
 /// Envoy's body for a request an L7 intention denies.
 pub(crate) const RBAC_DENIED: &str = "RBAC: access denied";
-const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -177,25 +176,23 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The server side of both directions: HTTP/1.1 (with upgrades) or HTTP/2,
-/// detected from the connection preface.
-pub(crate) fn server() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(HTTP2_KEEP_ALIVE);
-    builder
+/// detected from the connection preface, with `limits`' header-read timeout.
+pub(crate) fn server(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    isthmus_api::listen::server(limits)
 }
 
 /// Serves one connection until it ends; when draining starts, HTTP/2 gets
 /// a GOAWAY and HTTP/1 closes after the current response; at the drain
-/// deadline the connection is dropped.
+/// deadline the connection is dropped. A connection that completes no
+/// request's headers within the header-read timeout, or has no request in
+/// flight for the idle timeout, is closed (and counted in `counters`).
 pub(crate) async fn serve_connection<I, S>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     service: S,
     drain: Drain,
+    limits: &Limits,
+    counters: &ListenerCounters,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
@@ -203,24 +200,11 @@ pub(crate) async fn serve_connection<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    let mut draining = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
-                }
-                return;
-            }
-            _ = drain.draining(), if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = drain.aborted() => return,
-        }
-    }
+    let watchdog = Watchdog::new(limits, counters);
+    let connection = builder.serve_connection_with_upgrades(io, watchdog.track(service));
+    watchdog
+        .drive(connection, drain.draining(), drain.aborted())
+        .await;
 }
 
 /// Once both sides of an upgrade are switched, copies bytes between them

@@ -53,6 +53,7 @@ pub(crate) struct Inbound {
     app: http::LocalApp,
     app_addr: SocketAddr,
     server: auto::Builder<TokioExecutor>,
+    limits: isthmus_api::listen::Limits,
 }
 
 /// Assembles the inbound side and starts accepting on `listener`.
@@ -71,12 +72,21 @@ pub(crate) fn start(
         metrics,
         app: http::LocalApp::new(config.local_app, config.protocol),
         app_addr: config.local_app,
-        server: crate::http::server(),
+        server: crate::http::server(&config.limits),
+        limits: config.limits,
     });
+    let mut cap = config.limits;
+    cap.fit_fd_limit("inbound");
+    let limiter = isthmus_api::listen::ConnLimiter::new(
+        "inbound",
+        &cap,
+        inbound.metrics.inbound_listener.clone(),
+    );
     tokio::spawn(crate::drain::accept_loop(
         listener,
         "inbound".to_owned(),
         drain,
+        limiter,
         move |tcp, remote, drain| inbound.clone().connection(tcp, remote, drain),
     ))
 }
@@ -218,7 +228,15 @@ impl Inbound {
                 let connection = connection.clone();
                 async move { Ok::<_, Infallible>(http::handle(&connection, request).await) }
             });
-            crate::http::serve_connection(&self.server, TokioIo::new(tls), service, drain).await;
+            crate::http::serve_connection(
+                &self.server,
+                TokioIo::new(tls),
+                service,
+                drain,
+                &self.limits,
+                &self.metrics.inbound_listener,
+            )
+            .await;
         } else {
             tcp::serve(&self, tls, caller, drain).await;
         }

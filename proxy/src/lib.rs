@@ -277,7 +277,7 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
         .collect();
     let (upstreams, outbound_tasks) = outbound::start(
         upstream_listeners,
-        config.protocol,
+        &config,
         &client,
         &identity,
         metrics.clone(),
@@ -304,9 +304,14 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
             local_app: config.local_app,
         }),
     };
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, async move {
-        let _ = admin_stop_rx.await;
-    }));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state,
+        config.admin_limits(),
+        async move {
+            let _ = admin_stop_rx.await;
+        },
+    ));
 
     let registration = registration::registration(&config, &advertise, &upstream_ports);
     let registrar = Arc::new(registration::Registrar::new(client, &registration));

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         }
     };
     isthmus_api::process::init_logging(config.log_json);
+    isthmus_api::process::raise_fd_limit();
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

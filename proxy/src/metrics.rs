@@ -240,6 +240,10 @@ pub(crate) struct Metrics {
     /// By [`PathError::ALL`]'s order.
     inbound_request_errors: Box<[IntCounter]>,
     outbound_errors: IntCounterVec,
+    /// Cap refusals and timeouts, per listener (`inbound`, `outbound`, `admin`).
+    pub(crate) inbound_listener: isthmus_api::listen::ListenerCounters,
+    pub(crate) outbound_listener: isthmus_api::listen::ListenerCounters,
+    pub(crate) admin_listener: isthmus_api::listen::ListenerCounters,
 }
 
 impl Metrics {
@@ -315,7 +319,11 @@ impl Metrics {
             "Outbound requests or connections that failed, by upstream and kind",
             &["upstream", "kind"],
         )?;
+        let listeners = isthmus_api::listen::ListenerMetrics::register(r, "")?;
         Ok(Metrics {
+            inbound_listener: listeners.listener("inbound"),
+            outbound_listener: listeners.listener("outbound"),
+            admin_listener: listeners.listener("admin"),
             inbound: Traffic::new(&families, Direction::Inbound, "true"),
             outbound: Traffic::new(&families, Direction::Outbound, "disabled"),
             authorization,

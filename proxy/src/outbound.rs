@@ -31,6 +31,7 @@ pub(crate) struct Outbound {
     protocol: Protocol,
     metrics: Arc<Metrics>,
     server: auto::Builder<TokioExecutor>,
+    limits: isthmus_api::listen::Limits,
 }
 
 /// A bound upstream listener, waiting to be served.
@@ -45,17 +46,19 @@ pub(crate) struct Listener {
 /// `drain`). Returns the upstreams (for `/config`) and their tasks.
 pub(crate) fn start(
     listeners: Vec<Listener>,
-    protocol: Protocol,
+    config: &crate::config::ProxyConfig,
     client: &Client,
     identity: &Identity,
     metrics: Arc<Metrics>,
     drain: &Drain,
     stop: &watch::Receiver<bool>,
 ) -> (Vec<Arc<Upstream>>, Vec<JoinHandle<()>>) {
+    let (protocol, limits) = (config.protocol, config.limits);
     let outbound = Arc::new(Outbound {
         protocol,
         metrics: metrics.clone(),
-        server: crate::http::server(),
+        server: crate::http::server(&limits),
+        limits,
     });
     let mut upstreams = Vec::new();
     let mut tasks = Vec::new();
@@ -79,6 +82,11 @@ pub(crate) fn start(
             listener,
             format!("upstream {}", upstream.label),
             drain.clone(),
+            isthmus_api::listen::ConnLimiter::new(
+                "outbound",
+                &limits,
+                metrics.outbound_listener.clone(),
+            ),
             move |tcp, _remote, drain| outbound.clone().connection(serving.clone(), tcp, drain),
         )));
         upstreams.push(upstream);
@@ -101,7 +109,15 @@ impl Outbound {
                     )
                 }
             });
-            crate::http::serve_connection(&self.server, TokioIo::new(io), service, drain).await;
+            crate::http::serve_connection(
+                &self.server,
+                TokioIo::new(io),
+                service,
+                drain,
+                &self.limits,
+                &self.metrics.outbound_listener,
+            )
+            .await;
         } else {
             forward_tcp(&upstream, io, drain).await;
         }

@@ -16,6 +16,7 @@ pub mod duration;
 pub mod gateway;
 pub mod http_path;
 pub mod intentions;
+pub mod listen;
 pub mod metrics;
 pub mod mtls;
 pub mod naming;

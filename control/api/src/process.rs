@@ -83,6 +83,24 @@ pub fn normalize_go_flags(
     out
 }
 
+/// Raises the soft limit on open files to the hard limit (connection caps,
+/// not the file limit, should refuse a flood) and logs the outcome.
+pub fn raise_fd_limit() {
+    match crate::listen::raise_fd_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open-file limit (RLIMIT_NOFILE) to its hard limit"
+            )
+        }
+        Ok((before, _)) => {
+            tracing::debug!(limit = before, "open-file limit already at its hard limit")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit (RLIMIT_NOFILE)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

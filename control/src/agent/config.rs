@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use isthmus_api::listen::Limits;
 use isthmus_api::peering_limits::DEFAULT_IMPORT_LIMITS;
 use serde::Deserialize;
 
@@ -16,6 +17,20 @@ pub const DEFAULT_GATEWAY_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 36
 pub const MAX_GATEWAY_CERT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const DEFAULT_PEERING_HEARTBEAT: Duration = Duration::from_secs(5);
 pub const DEFAULT_PEERING_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Connections the HTTP API holds at once: well under a usual 1,024 file
+/// limit raised to its hard limit, well over what sidecars, gateways and
+/// operators use.
+pub const DEFAULT_HTTP_MAX_CONNS: usize = 4096;
+/// Connections from one client IP (Consul's `http_max_conns_per_client`).
+pub const DEFAULT_HTTP_MAX_CONNS_PER_CLIENT: usize = 200;
+
+/// The HTTP API's default limits.
+pub const fn default_http_limits() -> Limits {
+    Limits {
+        max_conns_per_client: DEFAULT_HTTP_MAX_CONNS_PER_CLIENT,
+        ..Limits::with_max_conns(DEFAULT_HTTP_MAX_CONNS)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -49,6 +64,11 @@ pub struct AgentConfig {
     pub peering_max_imported_services: usize,
     /// Instances of one imported service (a larger service message is dropped).
     pub peering_max_service_instances: usize,
+    /// Connection caps and timeouts of the HTTP API.
+    pub http_limits: Limits,
+    /// Host names (besides IP literals and `localhost`) the API answers to
+    /// in `Host`; anything else is refused (DNS rebinding).
+    pub http_allowed_hosts: Vec<String>,
 }
 
 impl AgentConfig {
@@ -68,6 +88,8 @@ impl AgentConfig {
             peering_max_message_bytes: isthmus_api::peering_framing::DEFAULT_MAX_MESSAGE_BYTES,
             peering_max_imported_services: DEFAULT_IMPORT_LIMITS.max_services,
             peering_max_service_instances: DEFAULT_IMPORT_LIMITS.max_instances,
+            http_limits: default_http_limits(),
+            http_allowed_hosts: Vec::new(),
         }
     }
 
@@ -114,6 +136,14 @@ impl AgentConfig {
                 "peering_max_imported_services and peering_max_service_instances must be at least 1"
                     .into(),
             );
+        }
+        self.http_limits.validate("limits")?;
+        for host in &self.http_allowed_hosts {
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                return Err(format!(
+                    "http_allowed_hosts: {host:?} is not a host name (give a name like api.example.com)"
+                ));
+            }
         }
         Ok(())
     }
@@ -175,6 +205,32 @@ pub struct Settings {
     /// Instances of one service imported from a peer; a larger service is dropped [default: 4096].
     #[arg(long, value_name = "N")]
     pub peering_max_service_instances: Option<usize>,
+    /// The HTTP API's connection caps and timeouts (the file's `limits` block).
+    #[command(flatten)]
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// A host name the HTTP API answers to besides IP addresses and
+    /// localhost (repeatable; other Host headers get 403, against DNS rebinding).
+    #[arg(long = "http-allowed-host", value_name = "NAME")]
+    pub http_allowed_hosts: Option<Vec<String>>,
+}
+
+/// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
+#[derive(Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Connections the HTTP API holds open at once; more are closed at accept [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub http_max_conns: Option<usize>,
+    /// Connections the HTTP API holds open from one client IP; 0 for no cap [default: 200].
+    #[arg(long, value_name = "N")]
+    pub http_max_conns_per_client: Option<usize>,
+    /// Closes an HTTP API connection whose request headers are not complete in this time [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub http_header_read_timeout: Option<String>,
+    /// Closes an HTTP API connection with no request in flight for this long [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub http_idle_timeout: Option<String>,
 }
 
 /// How a layer's keys are named in error messages.
@@ -251,6 +307,22 @@ impl Settings {
         }
         if let Some(v) = self.peering_max_service_instances {
             config.peering_max_service_instances = v;
+        }
+        let limits = self.limits;
+        if let Some(v) = limits.http_max_conns {
+            config.http_limits.max_conns = v;
+        }
+        if let Some(v) = limits.http_max_conns_per_client {
+            config.http_limits.max_conns_per_client = v;
+        }
+        if let Some(v) = limits.http_header_read_timeout {
+            config.http_limits.header_read_timeout = duration("http_header_read_timeout", &v)?;
+        }
+        if let Some(v) = limits.http_idle_timeout {
+            config.http_limits.idle_timeout = duration("http_idle_timeout", &v)?;
+        }
+        if let Some(v) = self.http_allowed_hosts {
+            config.http_allowed_hosts = v;
         }
         Ok(())
     }
@@ -349,6 +421,40 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("peering_max_message_bytes"));
+    }
+
+    #[test]
+    fn limits_come_from_the_limits_block_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.hcl");
+        std::fs::write(
+            &path,
+            "limits {\n  http_max_conns_per_client = 20\n  http_header_read_timeout = \"5s\"\n}\nhttp_allowed_hosts = [\"consul.example\"]\n",
+        )
+        .unwrap();
+        let mut config = AgentConfig::dev();
+        Settings::load(&path)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(config.http_limits.max_conns_per_client, 20);
+        assert_eq!(config.http_limits.max_conns, DEFAULT_HTTP_MAX_CONNS);
+        assert_eq!(
+            config.http_limits.header_read_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(config.http_allowed_hosts, ["consul.example"]);
+        config.validate().unwrap();
+
+        let json = dir.path().join("agent.json");
+        std::fs::write(&json, r#"{"limits": {"http_idle_timeout": "2m"}}"#).unwrap();
+        Settings::load(&json)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(config.http_limits.idle_timeout, Duration::from_secs(120));
+        std::fs::write(&json, r#"{"limits": {"http_max_con": 1}}"#).unwrap();
+        assert!(Settings::load(&json).unwrap_err().contains("http_max_con"));
     }
 
     #[test]

@@ -266,12 +266,29 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         intentions: Mutex::new(None),
     });
     let router = crate::http::router(state.clone());
+    let mut limits = state.config.http_limits;
+    limits.fit_fd_limit("api");
+    let counters = state.metrics.api_listener.clone();
+    let limiter = isthmus_api::listen::ConnLimiter::new("api", &limits, counters.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
+        let make_service = move |_remote| {
+            let router = router.clone();
+            hyper::service::service_fn(move |request| {
+                tower::ServiceExt::oneshot(router.clone(), request)
             })
-            .await
+        };
+        isthmus_api::listen::serve(
+            listener,
+            limiter,
+            limits,
+            counters,
+            make_service,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )
+        .await;
+        Ok(())
     });
     resume_peerings(&state).await?;
     tokio::spawn(ca::keep_gateway_renewed(state.clone()));
@@ -279,6 +296,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         cluster = %state.cluster.name,
         trust_domain = %state.cluster.trust_domain,
         http = %http_addr,
+        http_max_conns = state.config.http_limits.max_conns,
+        http_max_conns_per_client = state.config.http_limits.max_conns_per_client,
+        http_header_read_timeout = ?state.config.http_limits.header_read_timeout,
+        http_idle_timeout = ?state.config.http_limits.idle_timeout,
         data_dir = ?state.config.data_dir,
         index = state.store.index(),
         "agent started"

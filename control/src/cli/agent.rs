@@ -72,6 +72,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         }
     };
     isthmus_api::process::init_logging(json);
+    isthmus_api::process::raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -12,6 +12,7 @@ mod config;
 mod connect;
 mod internal;
 mod metrics;
+mod origin;
 mod peering;
 mod proxy;
 pub mod ui;
@@ -130,6 +131,10 @@ pub fn router(state: State) -> Router {
         .merge(ui::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count_requests,

@@ -165,6 +165,33 @@ pub struct AgentMetrics {
     replication_errors: IntCounterVec,
     replication_rejected: IntCounterVec,
     http_requests: IntCounterVec,
+    /// The HTTP API listener's refusals and timeouts.
+    pub api_listener: isthmus_api::listen::ListenerCounters,
+    /// Requests refused for a foreign `Origin` or `Host`, by reason.
+    http_refused: [IntCounter; 2],
+    /// Limits the log lines of refused requests to one per burst.
+    pub request_refusal_log: isthmus_api::listen::BurstLog,
+}
+
+/// Why the API refused a request before routing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestRefusal {
+    /// `Origin` is not the API's own origin (a cross-origin web page).
+    Origin,
+    /// `Host` names neither an IP address, localhost nor a configured name
+    /// (DNS rebinding).
+    Host,
+}
+
+impl RequestRefusal {
+    pub const ALL: [RequestRefusal; 2] = [RequestRefusal::Origin, RequestRefusal::Host];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestRefusal::Origin => "origin",
+            RequestRefusal::Host => "host",
+        }
+    }
 }
 
 impl AgentMetrics {
@@ -207,12 +234,24 @@ impl AgentMetrics {
         )?;
         registry.register(Box::new(http_requests.clone()))?;
 
+        let listeners = isthmus_api::listen::ListenerMetrics::register(&registry, "isthmus_http_")?;
+        let http_refused = isthmus_api::metrics::counter_vec(
+            &registry,
+            "isthmus_http_requests_refused_total",
+            "Requests the HTTP API refused with 403 before routing, by reason \
+             (origin: a cross-origin web page; host: a Host name not allowed, as DNS rebinding sends)",
+            &["reason"],
+        )?;
+
         Ok(AgentMetrics {
             registry,
             replication_messages,
             replication_errors,
             replication_rejected,
             http_requests,
+            api_listener: listeners.listener("api"),
+            request_refusal_log: Default::default(),
+            http_refused: RequestRefusal::ALL.map(|r| http_refused.with_label_values(&[r.label()])),
         })
     }
 
@@ -279,6 +318,10 @@ impl AgentMetrics {
         self.http_requests
             .with_label_values(&[method_label(method), status.as_str()])
             .inc();
+    }
+
+    pub fn http_refused(&self, reason: RequestRefusal) {
+        self.http_refused[reason as usize].inc();
     }
 
     /// Every family: the registry's and the scrape-time ones, by name.
