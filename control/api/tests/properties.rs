@@ -68,6 +68,11 @@ fn server_address() -> impl Strategy<Value = String> {
     (host(), 1u16..=u16::MAX).prop_map(|(host, port)| format!("{host}:{port}"))
 }
 
+/// A UUID in its usual text form, as peering IDs and secrets are.
+fn uuid() -> impl Strategy<Value = String> {
+    "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+}
+
 fn hex64() -> impl Strategy<Value = String> {
     "[0-9a-f]{64}"
 }
@@ -78,8 +83,8 @@ fn valid_token() -> impl Strategy<Value = PeeringToken> {
         prop::collection::vec(server_address(), 1..4),
         any::<bool>(),
         dns_label(),
-        "[0-9a-f-]{8,36}",
-        "[A-Za-z0-9+/=_-]{1,64}",
+        uuid(),
+        uuid(),
         ("[a-z]{0,8}", "[a-z0-9-]{0,12}"),
         hex64(),
         "20[2-9][0-9]-[01][0-9]-[0-2][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9]Z",
