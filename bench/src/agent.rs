@@ -67,6 +67,11 @@ impl Agent {
         })
     }
 
+    /// The agent's process ID, for /proc readings.
+    pub fn pid(&self) -> u32 {
+        self._proc.pid()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.http_addr)
     }
@@ -117,6 +122,12 @@ impl Agent {
             .call(http::Method::POST, path, Bytes::from(value.to_string()))
             .await?;
         serde_json::from_slice(&body).with_context(|| format!("POST {path}: not JSON"))
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.call(http::Method::DELETE, path, Bytes::new())
+            .await
+            .map(drop)
     }
 
     pub async fn put_empty(&self, path: &str) -> Result<()> {

@@ -16,6 +16,7 @@ mod procs;
 mod profile;
 mod report;
 mod scenario;
+mod soak;
 mod topology;
 
 use std::path::PathBuf;
@@ -74,8 +75,14 @@ pub struct RunArgs {
     /// connections again. `profile`: the isthmus topology under a small
     /// fixed load in phases (idle, HTTP/1.1 /1k, /64k; --seconds each,
     /// default 20), bracketed by callgrind_control zero/dump on both hops.
+    /// `soak`: steady mesh traffic through the sidecars plus peering churn
+    /// and intention flips for --soak-duration, reporting each process's
+    /// RSS and fd growth and the errors.
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// How long `--only soak` runs: seconds, or with a unit (90s, 5m, 1h). [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = soak::parse_duration)]
+    soak_duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,6 +90,7 @@ pub enum Only {
     ControlPlane,
     Memory,
     Profile,
+    Soak,
 }
 
 fn main() -> Result<()> {

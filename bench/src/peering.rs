@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use crate::agent::Agent;
 
-const EXPORTER: &str = "cluster-01";
-const IMPORTER: &str = "cluster-02";
+pub const EXPORTER: &str = "cluster-01";
+pub const IMPORTER: &str = "cluster-02";
 /// Concurrent registrations while setting up the bulk service.
 const REGISTER_CONCURRENCY: usize = 8;
 /// Longest wait for one change or for the whole replication.
@@ -56,9 +56,15 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Starts both agents and peers them; returns (exporter, importer).
-async fn peered(bin_dir: &Path) -> Result<(Agent, Agent)> {
+pub async fn peered(bin_dir: &Path) -> Result<(Agent, Agent)> {
     let exporter = Agent::start_peer(bin_dir, EXPORTER).await?;
     let importer = Agent::start_peer(bin_dir, IMPORTER).await?;
+    establish(&exporter, &importer).await?;
+    Ok((exporter, importer))
+}
+
+/// A token from the exporter, established on the importer; waits for ACTIVE.
+pub async fn establish(exporter: &Agent, importer: &Agent) -> Result<()> {
     // The in-process gateway registers itself a moment after start; token
     // generation fails until it has.
     let start = Instant::now();
@@ -94,7 +100,7 @@ async fn peered(bin_dir: &Path) -> Result<(Agent, Agent)> {
             .ok()
             .and_then(|v| v["State"].as_str().map(str::to_owned));
         if state.as_deref() == Some("ACTIVE") {
-            return Ok((exporter, importer));
+            return Ok(());
         }
         if start.elapsed() > Duration::from_secs(20) {
             bail!("peering not ACTIVE after 20 s (state {state:?})");
@@ -103,7 +109,7 @@ async fn peered(bin_dir: &Path) -> Result<(Agent, Agent)> {
     }
 }
 
-async fn export(exporter: &Agent, services: &[&str]) -> Result<()> {
+pub async fn export(exporter: &Agent, services: &[&str]) -> Result<()> {
     let services: Vec<Value> = services
         .iter()
         .map(|s| json!({"Name": s, "Consumers": [{"Peer": IMPORTER}]}))

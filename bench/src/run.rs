@@ -56,6 +56,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     if args.only == Some(Only::Profile) {
         return crate::profile::run(&args, &bin_dir).await;
     }
+    if args.only == Some(Only::Soak) {
+        return crate::soak::run(&args, &bin_dir, &name).await;
+    }
     let machine_start = machine();
     println!("isthmus-bench: {rounds} round(s), {seconds}s per measurement, {} worker(s) per proxy; machine {machine_start}", args.workers);
 

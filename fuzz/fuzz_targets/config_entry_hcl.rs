@@ -1,0 +1,4 @@
+//! cargo fuzz target `config_entry_hcl`: see fuzz/README.md and [`isthmus_fuzz::config_entry_hcl`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| isthmus_fuzz::config_entry_hcl(data));

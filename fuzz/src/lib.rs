@@ -1,0 +1,157 @@
+//! The bodies of the cargo-fuzz targets (`fuzz_targets/*.rs` call these).
+//!
+//! Each function takes arbitrary bytes, feeds them to one parser that takes
+//! outside input, and checks what must hold for any input besides "no panic":
+//! what is accepted survives a round trip, and the ClientHello parser never
+//! asks to look past one TLS record. Being ordinary functions, they also
+//! compile and run on stable (`cargo test --manifest-path fuzz/Cargo.toml`
+//! replays the seeds in `seeds/`).
+#![forbid(unsafe_code)]
+
+use base64::Engine;
+use isthmus_api::config_entry::{parse_document, ConfigEntry};
+use isthmus_api::duration;
+use isthmus_api::peering::PeeringToken;
+use isthmus_gateway::sni::{parse_client_hello, Parsed, MAX_HELLO_BYTES};
+
+/// A target's body.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name `cargo fuzz run` takes.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("peering_token", peering_token),
+    ("sni", sni),
+    ("config_entry_hcl", config_entry_hcl),
+    ("config_entry_json", config_entry_json),
+    ("duration", duration),
+];
+
+/// A peering token as `POST /v1/peering/establish` receives it: as text, and
+/// the bytes as the JSON inside the base64.
+pub fn peering_token(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    check_token(&text);
+    check_token(&base64::engine::general_purpose::STANDARD.encode(data));
+}
+
+fn check_token(text: &str) {
+    if let Ok(token) = PeeringToken::decode(text) {
+        assert_eq!(
+            PeeringToken::decode(&token.encode()).as_ref(),
+            Ok(&token),
+            "an accepted token must survive encode/decode"
+        );
+    }
+}
+
+/// The first bytes of a connection to the gateway.
+pub fn sni(data: &[u8]) {
+    match parse_client_hello(data) {
+        Ok(Parsed::NeedMore(needed)) => {
+            assert!(
+                needed > data.len(),
+                "asks for {needed} with {} there",
+                data.len()
+            );
+            assert!(needed <= MAX_HELLO_BYTES, "asks for {needed} bytes");
+        }
+        Ok(Parsed::Hello(name)) => {
+            if let Some(name) = &name {
+                assert!(!name.is_empty());
+                assert!(name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()));
+            }
+            // The answer comes from the first record alone.
+            let bounded = &data[..data.len().min(MAX_HELLO_BYTES)];
+            assert_eq!(parse_client_hello(bounded).ok(), Some(Parsed::Hello(name)));
+        }
+        Err(_) => {}
+    }
+}
+
+/// A config entry as `isthmus config write` reads it (HCL, or JSON when it
+/// starts with `{`).
+pub fn config_entry_hcl(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(value) = parse_document(&text) {
+        check_entry(value);
+    }
+}
+
+/// A config entry as `PUT /v1/config` receives it.
+pub fn config_entry_json(data: &[u8]) {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        check_entry(value);
+    }
+}
+
+fn check_entry(value: serde_json::Value) {
+    if let Ok(entry) = ConfigEntry::from_json(value) {
+        assert_eq!(
+            ConfigEntry::from_json(entry.to_json()).as_ref(),
+            Ok(&entry),
+            "an accepted entry must survive to_json/from_json"
+        );
+    }
+}
+
+/// A Go duration, as config files and `?wait=` carry them.
+pub fn duration(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(d) = duration::parse(&text) {
+        assert!(d.as_nanos() <= i64::MAX as u128);
+        let formatted = duration::format(d);
+        assert_eq!(duration::parse(&formatted), Ok(d), "{formatted}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Replays every seed of every target (and each seed cut short and with
+    /// a byte flipped), as the fuzzer starts from them.
+    #[test]
+    fn seeds_run_clean() {
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+        for (name, target) in TARGETS {
+            let dir = seeds.join(name);
+            let mut count = 0;
+            for entry in
+                std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                target(&bytes);
+                for cut in 0..bytes.len().min(64) {
+                    target(&bytes[..cut]);
+                }
+                for at in (0..bytes.len()).step_by(7) {
+                    let mut flipped = bytes.clone();
+                    flipped[at] ^= 0x5a;
+                    target(&flipped);
+                }
+                count += 1;
+            }
+            assert!(count > 0, "no seeds for {name}");
+        }
+    }
+
+    #[test]
+    fn the_seeds_are_accepted_where_they_should_be() {
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+        let read = |path: &str| std::fs::read(seeds.join(path)).unwrap();
+        let token = String::from_utf8(read("peering_token/valid")).unwrap();
+        PeeringToken::decode(&token).unwrap();
+        assert_eq!(
+            parse_client_hello(&read("sni/client_hello")).unwrap(),
+            Parsed::Hello(Some("server.c1.peering.abc.isthmus".into()))
+        );
+        let hcl = String::from_utf8(read("config_entry_hcl/intentions.hcl")).unwrap();
+        ConfigEntry::from_json(parse_document(&hcl).unwrap()).unwrap();
+        let json = read("config_entry_json/exported.json");
+        ConfigEntry::from_json(serde_json::from_slice(&json).unwrap()).unwrap();
+    }
+}
