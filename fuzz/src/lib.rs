@@ -11,7 +11,9 @@
 use base64::Engine;
 use isthmus_api::config_entry::{parse_document, ConfigEntry};
 use isthmus_api::duration;
+use isthmus_api::http_path;
 use isthmus_api::peering::PeeringToken;
+use isthmus_api::peering_framing;
 use isthmus_gateway::sni::{parse_client_hello, Parsed, MAX_HELLO_BYTES};
 
 /// A target's body.
@@ -24,6 +26,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config_entry_hcl", config_entry_hcl),
     ("config_entry_json", config_entry_json),
     ("duration", duration),
+    ("http_path", http_path),
+    ("stream_framing", stream_framing),
 ];
 
 /// A peering token as `POST /v1/peering/establish` receives it: as text, and
@@ -103,6 +107,49 @@ pub fn duration(data: &[u8]) {
         assert!(d.as_nanos() <= i64::MAX as u128);
         let formatted = duration::format(d);
         assert_eq!(duration::parse(&formatted), Ok(d), "{formatted}");
+    }
+}
+
+/// A request path as the sidecar's inbound receives it, before L7
+/// intentions judge it.
+pub fn http_path(data: &[u8]) {
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(normal) = http_path::normalize(path) else {
+        return;
+    };
+    let text = normal.as_str();
+    assert!(text.starts_with('/'), "{text:?}");
+    assert!(text.len() <= path.len(), "{path:?} grew into {text:?}");
+    for bad in ["//", "/./", "/../"] {
+        assert!(!text.contains(bad), "{path:?} -> {text:?}");
+    }
+    assert!(!text.ends_with("/.") && !text.ends_with("/.."), "{text:?}");
+    let again = http_path::normalize(text).expect("a normal path is accepted");
+    assert_eq!(again.as_str(), text, "normalizing is idempotent");
+    assert!(!again.is_rewritten(), "a normal path is left alone");
+}
+
+/// The replication stream's bytes as the peer sends them: the first byte
+/// picks where to split the rest into chunks, and framing must not depend
+/// on how the bytes arrive.
+pub fn stream_framing(data: &[u8]) {
+    const MAX_LINE: usize = 1024;
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let whole = peering_framing::decode_all([rest], MAX_LINE);
+    let step = usize::from(split).max(1);
+    let chunked = peering_framing::decode_all(rest.chunks(step), MAX_LINE);
+    assert_eq!(whole.is_ok(), chunked.is_ok(), "{whole:?} vs {chunked:?}");
+    if let (Ok(whole), Ok(chunked)) = (whole, chunked) {
+        assert_eq!(whole, chunked);
+        for message in &whole {
+            let line = peering_framing::encode_message(message);
+            let decoded = peering_framing::decode_all([&line[..]], line.len());
+            assert_eq!(decoded.as_deref(), Ok(std::slice::from_ref(message)));
+        }
     }
 }
 
