@@ -57,8 +57,19 @@ fn dns_label() -> impl Strategy<Value = String> {
 
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::collection::vec(dns_label(), 1..4).prop_map(|labels| labels.join(".")),
-        (1u8..=254, any::<u8>(), any::<u8>(), 1u8..=254)
+        // The last label is not all digits: that would be a malformed IP.
+        (
+            prop::collection::vec(dns_label(), 0..3),
+            "[a-z][a-z0-9]{0,8}"
+        )
+            .prop_map(|(mut labels, last)| {
+                labels.push(last);
+                labels.join(".")
+            }),
+        // Unicast and not link-local: gateway addresses refuse 0/8,
+        // 169.254/16, multicast and broadcast.
+        (1u8..=223, any::<u8>(), any::<u8>(), 1u8..=254)
+            .prop_filter("not link-local", |(a, ..)| *a != 169)
             .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
         Just("[::1]".to_owned()),
     ]
