@@ -13,7 +13,8 @@ pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::L
 pub const DEFAULT_CLUSTER_NAME: &str = "dc1";
 pub const DEFAULT_LEAF_CERT_TTL: Duration = Duration::from_secs(72 * 3600);
 pub const DEFAULT_GATEWAY_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
-/// The CA root lives ten years; a gateway certificate may not outlive it.
+/// The CA root lives ten years; no certificate it signs (gateway or leaf)
+/// may outlive it.
 pub const MAX_GATEWAY_CERT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const DEFAULT_PEERING_HEARTBEAT: Duration = Duration::from_secs(5);
 pub const DEFAULT_PEERING_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -107,6 +108,13 @@ impl AgentConfig {
             return Err(format!(
                 "leaf_cert_ttl {} is too short: it must be at least 1s",
                 isthmus_api::duration::format(self.leaf_cert_ttl)
+            ));
+        }
+        if self.leaf_cert_ttl > MAX_GATEWAY_CERT_TTL {
+            return Err(format!(
+                "leaf_cert_ttl {} is too long: it must be at most {} (the CA root's lifetime)",
+                isthmus_api::duration::format(self.leaf_cert_ttl),
+                isthmus_api::duration::format(MAX_GATEWAY_CERT_TTL)
             ));
         }
         if self.gateway_cert_ttl < Duration::from_secs(1) {
@@ -468,6 +476,18 @@ mod tests {
         assert_eq!(config.peering_max_message_bytes, 16 * 1024 * 1024);
         assert_eq!(config.peering_max_imported_services, 1024);
         assert_eq!(config.peering_max_service_instances, 4096);
+        assert_eq!(config.http_limits, default_http_limits());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn certificate_lifetimes_are_bounded_by_the_roots() {
+        let mut config = AgentConfig::dev();
+        config.leaf_cert_ttl = MAX_GATEWAY_CERT_TTL + Duration::from_secs(1);
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("leaf_cert_ttl") && err.contains("too long"), "{err}");
+        config.leaf_cert_ttl = Duration::from_secs(u64::MAX / 4);
+        assert!(config.validate().is_err());
     }
 
     #[test]

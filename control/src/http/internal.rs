@@ -16,7 +16,7 @@ use super::{blocking_json, json_response, Params, State};
 use crate::error::ApiError;
 use crate::metrics::{Direction, MessageType};
 use crate::peering::stream::{LineReader, ReadError, SessionEnd};
-use crate::peering::{self, hash_secret, Role};
+use crate::peering::{self, secret_matches, Role};
 use crate::store::{Reads, Snapshot, StoreError, Table};
 use isthmus_api::peering_framing::{FrameError, MAX_OPEN_LINE_BYTES};
 
@@ -186,7 +186,11 @@ pub async fn stream(
     ) {
         return Err(invalid_stream(&format!("peering is {}", record.state)));
     }
-    if record.stream_secret.as_deref() != Some(hash_secret(&stream_secret).as_str()) {
+    if !record
+        .stream_secret
+        .as_deref()
+        .is_some_and(|stored| secret_matches(&stream_secret, stored))
+    {
         return Err(invalid_stream("secret does not match"));
     }
     state

@@ -106,6 +106,18 @@ pub fn hash_secret(secret: &str) -> String {
         .collect()
 }
 
+/// Whether `secret` hashes to `stored_hash`, in time that does not depend
+/// on where the two hashes first differ.
+pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
+    let computed = hash_secret(secret);
+    computed.len() == stored_hash.len()
+        && computed
+            .bytes()
+            .zip(stored_hash.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
 /// A random secret: 32 bytes of two v4 UUIDs' randomness, hex.
 pub fn new_secret() -> String {
     let a = uuid::Uuid::new_v4();
@@ -393,4 +405,19 @@ pub fn to_api(
         create_index: record.create_index,
         modify_index: record.modify_index,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hash_secret, new_secret, secret_matches};
+
+    #[test]
+    fn secrets_match_only_their_own_hash() {
+        let secret = new_secret();
+        let stored = hash_secret(&secret);
+        assert!(secret_matches(&secret, &stored));
+        assert!(!secret_matches(&new_secret(), &stored));
+        assert!(!secret_matches(&secret, &stored[..63]));
+        assert!(!secret_matches(&secret, ""));
+    }
 }

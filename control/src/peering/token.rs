@@ -11,7 +11,7 @@ use isthmus_api::peering_limits::{self, AddressPolicy};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{hash_secret, new_secret, PeeringRecord, PendingSecret, Role};
+use super::{hash_secret, new_secret, secret_matches, PeeringRecord, PendingSecret, Role};
 use crate::agent::AgentState;
 use crate::error::ApiError;
 use crate::store::{Reads, StoreError, Table};
@@ -269,7 +269,7 @@ fn check_establishment(record: Option<&PeeringRecord>, secret: &str) -> Result<(
     let Some(pending) = pending else {
         return Err(forbidden(INVALID_SECRET));
     };
-    if hash_secret(secret) != pending.hash {
+    if !secret_matches(secret, &pending.hash) {
         return Err(forbidden(INVALID_SECRET));
     }
     if expired(&pending.expires_at) {
