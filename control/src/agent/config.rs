@@ -485,7 +485,10 @@ mod tests {
         let mut config = AgentConfig::dev();
         config.leaf_cert_ttl = MAX_GATEWAY_CERT_TTL + Duration::from_secs(1);
         let err = config.validate().unwrap_err();
-        assert!(err.contains("leaf_cert_ttl") && err.contains("too long"), "{err}");
+        assert!(
+            err.contains("leaf_cert_ttl") && err.contains("too long"),
+            "{err}"
+        );
         config.leaf_cert_ttl = Duration::from_secs(u64::MAX / 4);
         assert!(config.validate().is_err());
     }
