@@ -165,3 +165,48 @@ async fn unknown_fields_are_refused_naming_them_and_change_nothing() {
         "nothing registered: {services}"
     );
 }
+
+#[tokio::test]
+async fn peering_and_auth_bodies_take_lowercase_keys_too() {
+    let agent = TestAgent::start().await;
+    let (status, text) = raw(
+        agent.addr(),
+        "POST",
+        "/v1/peering/token",
+        &json!({
+            "peer_name": "cluster-02",
+            "meta": {"Env_Name": "test"},
+            "server_external_addresses": ["127.0.0.1:8443"],
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let token: Value = serde_json::from_str(&text).unwrap();
+    assert!(token["PeeringToken"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
+    let (peering, _) = get(&agent.client, "/v1/peering/cluster-02").await;
+    assert_eq!(peering["Meta"], json!({"Env_Name": "test"}), "{peering}");
+
+    let (status, text) = raw(
+        agent.addr(),
+        "POST",
+        "/v1/auth/groups",
+        &json!({"name": "ops", "description": "operators"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (group, _) = get(&agent.client, "/v1/auth/groups/ops").await;
+    assert_eq!(group["Name"], "ops", "{group}");
+    assert_eq!(group["Description"], "operators", "{group}");
+
+    let (status, text) = raw(
+        agent.addr(),
+        "POST",
+        "/v1/auth/groups",
+        &json!({"name": "ops2", "owner": "me"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("unknown field `owner`"), "{text}");
+}
