@@ -150,6 +150,10 @@ async fn unknown_fields_are_refused_naming_them_and_change_nothing() {
             json!({"name": "web", "checks": [{"ttl": "1s"}, {"tcp": "x:1", "interval": "1s", "tls": true}]}),
             "unknown field `Checks[1].tls`",
         ),
+        (
+            json!({"name": "web", "port": "eighty"}),
+            "Port: invalid type: string \"eighty\"",
+        ),
     ];
     for (body, message) in cases {
         let (status, text) = raw(agent.addr(), "PUT", "/v1/agent/service/register", &body).await;

@@ -112,7 +112,7 @@ pub enum DecodeError {
         expected: &'static str,
     },
     /// serde's own complaint after normalization (a wrong scalar type, a
-    /// missing required field).
+    /// missing required field), after the field's path (`Check.TTL: ...`).
     #[error("{0}")]
     Invalid(String),
 }
@@ -259,7 +259,15 @@ fn child_path(path: &str, name: &str) -> String {
 /// Normalizes `value` with `T`'s schema, then decodes it.
 pub fn from_value<T: ConsulBody>(value: Value) -> Result<T, DecodeError> {
     let normalized = normalize(value, T::SCHEMA)?;
-    serde_json::from_value(normalized).map_err(|e| DecodeError::Invalid(e.to_string()))
+    serde_path_to_error::deserialize(normalized).map_err(|error| {
+        let path = error.path().to_string();
+        let error = error.into_inner();
+        if path == "." {
+            DecodeError::Invalid(error.to_string())
+        } else {
+            DecodeError::Invalid(format!("{path}: {error}"))
+        }
+    })
 }
 
 /// Parses a request body and decodes it like Consul would.

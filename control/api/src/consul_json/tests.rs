@@ -109,8 +109,18 @@ fn wrong_container_types_name_the_field() {
     assert_eq!(error.to_string(), "Meta must be an object");
     let error = registration(json!(["web"])).unwrap_err();
     assert_eq!(error.to_string(), "the body must be an object");
-    let error = registration(json!({"Name": "web", "Port": "eighty"})).unwrap_err();
+    let error = registration(json!({"Name": "web", "port": "eighty"})).unwrap_err();
     assert!(matches!(error, DecodeError::Invalid(_)), "{error}");
+    assert!(
+        error.to_string().starts_with("Port: invalid type"),
+        "{error}"
+    );
+    let error =
+        registration(json!({"name": "web", "checks": [{"ttl": "1s"}, {"ttl": 10}]})).unwrap_err();
+    assert!(
+        error.to_string().starts_with("Checks[1].TTL: invalid type"),
+        "{error}"
+    );
 }
 
 #[test]
