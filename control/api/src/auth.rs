@@ -194,6 +194,30 @@ pub struct GroupCreate {
     pub description: String,
 }
 
+mod schemas {
+    //! The request bodies' key schemas (see [`crate::consul_json`]).
+    use crate::consul_json::{value, ConsulBody, Schema};
+
+    use super::{GroupCreate, Permission};
+
+    const GROUP_CREATE: Schema = Schema::closed(&[value("Name"), value("Description")]);
+
+    /// Open: the type ignores unknown fields.
+    const PERMISSION: Schema = Schema::open(&[
+        value("EntityType"),
+        value("EntityName"),
+        value("Entitlement"),
+    ]);
+
+    impl ConsulBody for GroupCreate {
+        const SCHEMA: &'static Schema = &GROUP_CREATE;
+    }
+
+    impl ConsulBody for Permission {
+        const SCHEMA: &'static Schema = &PERMISSION;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

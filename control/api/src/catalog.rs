@@ -336,3 +336,88 @@ pub struct AuthorizeResponse {
     pub authorized: bool,
     pub reason: String,
 }
+
+mod schemas {
+    //! The request bodies' key schemas (see [`crate::consul_json`]); each
+    //! lists exactly the fields its type decodes.
+    use crate::consul_json::{field, value, ConsulBody, Schema, Shape};
+
+    use super::{AuthorizeRequest, CheckDefinition, ServiceRegistration};
+
+    const SERVICE_ADDRESS: Schema = Schema::closed(&[value("Address"), value("Port")]);
+
+    const WEIGHTS: Schema = Schema::closed(&[value("Passing"), value("Warning")]);
+
+    pub(super) const CHECK: Schema = Schema::closed(&[
+        value("CheckID"),
+        value("ID"),
+        value("Name"),
+        value("Notes"),
+        value("Status"),
+        value("TTL"),
+        value("HTTP"),
+        value("Method"),
+        field("Header", Shape::Map),
+        value("TCP"),
+        value("Interval"),
+        value("Timeout"),
+        value("DeregisterCriticalServiceAfter"),
+        value("ServiceID"),
+    ]);
+
+    const UPSTREAM: Schema = Schema::closed(&[
+        value("DestinationType"),
+        value("DestinationName"),
+        value("DestinationNamespace"),
+        value("DestinationPeer"),
+        value("LocalBindAddress"),
+        value("LocalBindPort"),
+    ]);
+
+    const PROXY: Schema = Schema::closed(&[
+        value("DestinationServiceName"),
+        value("DestinationServiceID"),
+        value("LocalServiceAddress"),
+        value("LocalServicePort"),
+        value("Mode"),
+        field("Upstreams", Shape::ListOf(&UPSTREAM)),
+        field("Config", Shape::Map),
+    ]);
+
+    const SERVICE_REGISTRATION: Schema = Schema::closed(&[
+        value("ID"),
+        value("Name"),
+        value("Kind"),
+        value("Tags"),
+        value("Address"),
+        value("Port"),
+        field("TaggedAddresses", Shape::MapOf(&SERVICE_ADDRESS)),
+        field("Meta", Shape::Map),
+        value("EnableTagOverride"),
+        field("Weights", Shape::Object(&WEIGHTS)),
+        field("Proxy", Shape::Object(&PROXY)),
+        field("Check", Shape::Object(&CHECK)),
+        field("Checks", Shape::ListOf(&CHECK)),
+        value("Namespace"),
+        value("Partition"),
+    ]);
+
+    impl ConsulBody for ServiceRegistration {
+        const SCHEMA: &'static Schema = &SERVICE_REGISTRATION;
+    }
+
+    impl ConsulBody for CheckDefinition {
+        const SCHEMA: &'static Schema = &CHECK;
+    }
+
+    /// Open: the type ignores unknown fields, as Consul does for this body.
+    const AUTHORIZE: Schema = Schema::open(&[
+        value("Target"),
+        value("ClientCertURI"),
+        value("ClientCertSerial"),
+    ]);
+
+    impl ConsulBody for AuthorizeRequest {
+        const SCHEMA: &'static Schema = &AUTHORIZE;
+    }
+}

@@ -12,6 +12,7 @@ pub mod ca;
 pub mod catalog;
 pub mod client;
 pub mod config_entry;
+pub mod consul_json;
 pub mod duration;
 pub mod gateway;
 pub mod http_path;

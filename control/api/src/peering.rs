@@ -347,6 +347,37 @@ pub enum StreamMessage {
     },
 }
 
+mod schemas {
+    //! The request bodies' key schemas (see [`crate::consul_json`]).
+    use crate::consul_json::{field, value, ConsulBody, Schema, Shape};
+
+    use super::{EstablishRequest, TokenRequest};
+
+    const TOKEN_REQUEST: Schema = Schema::closed(&[
+        value("PeerName"),
+        value("Partition"),
+        field("Meta", Shape::Map),
+        value("ServerExternalAddresses"),
+        value("AuthGroups"),
+    ]);
+
+    const ESTABLISH_REQUEST: Schema = Schema::closed(&[
+        value("PeerName"),
+        value("PeeringToken"),
+        value("Partition"),
+        field("Meta", Shape::Map),
+        value("AuthGroups"),
+    ]);
+
+    impl ConsulBody for TokenRequest {
+        const SCHEMA: &'static Schema = &TOKEN_REQUEST;
+    }
+
+    impl ConsulBody for EstablishRequest {
+        const SCHEMA: &'static Schema = &ESTABLISH_REQUEST;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

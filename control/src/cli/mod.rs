@@ -7,7 +7,6 @@ mod agent;
 mod auth;
 mod config;
 mod identity;
-mod keys;
 mod link;
 mod output;
 mod peering;

@@ -8,9 +8,9 @@ use clap::{Args, Subcommand};
 use http::Method;
 use isthmus_api::catalog::ServiceRegistration;
 use isthmus_api::client::encode;
+use isthmus_api::consul_json;
 use serde_json::Value;
 
-use super::keys::to_api_keys;
 use super::ApiArgs;
 
 #[derive(Subcommand)]
@@ -60,8 +60,16 @@ fn load_definitions(path: &PathBuf) -> anyhow::Result<Vec<ServiceRegistration>> 
     } else {
         hcl::from_str(&text).with_context(|| format!("parsing {} as HCL", path.display()))?
     };
-    let document = to_api_keys(document);
-    let items: Vec<Value> = match (document.get("Service"), document.get("Services")) {
+    // The top-level key is spelled like any other (`service`, `Service`, `services`).
+    let top = |name: &str| {
+        document.as_object().and_then(|object| {
+            object
+                .iter()
+                .find(|(key, _)| consul_json::key_match(name, &[], key).is_some())
+                .map(|(_, value)| value)
+        })
+    };
+    let items: Vec<Value> = match (top("Service"), top("Services")) {
         (Some(Value::Array(list)), _) | (None, Some(Value::Array(list))) => list.clone(),
         (Some(single @ Value::Object(_)), _) => vec![single.clone()],
         (None, None) => vec![document.clone()],
@@ -77,7 +85,7 @@ fn load_definitions(path: &PathBuf) -> anyhow::Result<Vec<ServiceRegistration>> 
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            serde_json::from_value(item)
+            consul_json::from_value(item)
                 .with_context(|| format!("{}: service definition {i} is invalid", path.display()))
         })
         .collect()

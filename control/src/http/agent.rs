@@ -11,7 +11,9 @@ use isthmus_api::catalog::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{blocking_json, json_response, read_json, Params, State};
+use isthmus_api::consul_json::{value, ConsulBody, Schema};
+
+use super::{blocking_json, json_response, ConsulJson, Params, State};
 use crate::catalog;
 use crate::error::ApiError;
 use crate::store::{Reads, Table};
@@ -110,8 +112,10 @@ pub async fn checks(
     .await
 }
 
-pub async fn register(Extract(state): Extract<State>, body: Body) -> Result<Response, ApiError> {
-    let registration: ServiceRegistration = read_json(body).await?;
+pub async fn register(
+    Extract(state): Extract<State>,
+    ConsulJson(registration): ConsulJson<ServiceRegistration>,
+) -> Result<Response, ApiError> {
     let prepared = catalog::prepare(registration, &state.node)?;
     let registered = state
         .store
@@ -206,12 +210,15 @@ pub struct CheckUpdate {
     output: String,
 }
 
+impl ConsulBody for CheckUpdate {
+    const SCHEMA: &'static Schema = &Schema::closed(&[value("Status"), value("Output")]);
+}
+
 pub async fn check_update(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
-    body: Body,
+    ConsulJson(update): ConsulJson<CheckUpdate>,
 ) -> Result<Response, ApiError> {
-    let update: CheckUpdate = read_json(body).await?;
     let status = match update.status.as_str() {
         STATUS_PASSING => STATUS_PASSING,
         STATUS_WARNING => STATUS_WARNING,

@@ -6,7 +6,9 @@ use axum::response::Response;
 use isthmus_api::auth::{GroupCreate, Permission};
 use serde::Deserialize;
 
-use super::{blocking_json, read_json, Params, State};
+use isthmus_api::consul_json::{value, ConsulBody, Schema};
+
+use super::{blocking_json, ConsulJson, Params, State};
 use crate::auth;
 use crate::error::ApiError;
 use crate::store::{Reads, Snapshot, StoreError, Table};
@@ -33,9 +35,8 @@ pub async fn list_groups(
 
 pub async fn create_group(
     Extract(state): Extract<State>,
-    body: Body,
+    ConsulJson(request): ConsulJson<GroupCreate>,
 ) -> Result<Response, ApiError> {
-    let request: GroupCreate = read_json(body).await?;
     let group = state
         .store
         .write(move |txn| auth::create_group(txn, &request.name, &request.description))
@@ -73,10 +74,9 @@ pub async fn delete_group(
 async fn change_permission(
     state: State,
     group: String,
-    body: Body,
+    permission: Permission,
     add: bool,
 ) -> Result<Response, ApiError> {
-    let permission: Permission = read_json(body).await?;
     let shown = permission.to_string();
     let name = group.clone();
     state
@@ -90,17 +90,17 @@ async fn change_permission(
 pub async fn add_permission(
     Extract(state): Extract<State>,
     Path(group): Path<String>,
-    body: Body,
+    ConsulJson(permission): ConsulJson<Permission>,
 ) -> Result<Response, ApiError> {
-    change_permission(state, group, body, true).await
+    change_permission(state, group, permission, true).await
 }
 
 pub async fn remove_permission(
     Extract(state): Extract<State>,
     Path(group): Path<String>,
-    body: Body,
+    ConsulJson(permission): ConsulJson<Permission>,
 ) -> Result<Response, ApiError> {
-    change_permission(state, group, body, false).await
+    change_permission(state, group, permission, false).await
 }
 
 pub async fn list_identities(
@@ -130,12 +130,15 @@ pub struct GroupRef {
     group: String,
 }
 
+impl ConsulBody for GroupRef {
+    const SCHEMA: &'static Schema = &Schema::closed(&[value("Group")]);
+}
+
 pub async fn add_identity_group(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
-    body: Body,
+    ConsulJson(request): ConsulJson<GroupRef>,
 ) -> Result<Response, ApiError> {
-    let request: GroupRef = read_json(body).await?;
     state
         .store
         .write(move |txn| auth::change_identity_group(txn, &name, &request.group, true))

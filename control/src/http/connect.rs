@@ -1,7 +1,6 @@
 //! `/v1/connect/*` and `/v1/agent/connect/*`: CA roots, leaf certificates,
 //! and authorization against intentions.
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State as Extract};
 use axum::response::{IntoResponse, Response};
 use isthmus_api::catalog::{AuthorizeRequest, AuthorizeResponse};
@@ -9,7 +8,7 @@ use isthmus_api::intentions::Source;
 use isthmus_api::naming::{self, SpiffeId};
 use serde_json::json;
 
-use super::{blocking_json, flag, json_response, read_json, Blocking, Params, State};
+use super::{blocking_json, flag, json_response, Blocking, ConsulJson, Params, State};
 use crate::error::ApiError;
 
 pub async fn roots(
@@ -98,9 +97,8 @@ fn caller_of<'a>(
 pub async fn authorize(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
-    body: Body,
+    ConsulJson(request): ConsulJson<AuthorizeRequest>,
 ) -> Result<Response, ApiError> {
-    let request: AuthorizeRequest = read_json(body).await?;
     if request.target.is_empty() {
         return Err(ApiError::bad_request("Target service must be specified"));
     }

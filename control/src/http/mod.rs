@@ -22,11 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use isthmus_api::consul_json::{self, ConsulBody};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -155,6 +156,22 @@ async fn method_not_allowed(request: Request) -> ApiError {
 
 async fn not_found(request: Request) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {}", request.uri().path()))
+}
+
+/// A request body decoded like Consul decodes it: keys matched
+/// case-insensitively and in snake_case ([`isthmus_api::consul_json`]),
+/// unknown ones refused with their path, the body size limit kept.
+pub struct ConsulJson<T>(pub T);
+
+impl<S: Send + Sync, T: ConsulBody + Send> FromRequest<S> for ConsulJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(request.into_body()).await?;
+        consul_json::from_slice(&bytes)
+            .map(ConsulJson)
+            .map_err(|e| ApiError::bad_request(format!("Body decoding failed: {e}")))
+    }
 }
 
 /// Reads a JSON body, refusing oversize or malformed ones with a message

@@ -9,7 +9,7 @@ use isthmus_api::config_entry::{ConfigEntry, KIND_EXPORTED_SERVICES};
 use isthmus_api::peering::{EstablishRequest, TokenRequest, TokenResponse};
 use serde_json::json;
 
-use super::{blocking_json, json_response, read_json, Params, State};
+use super::{blocking_json, json_response, ConsulJson, Params, State};
 use crate::config_entries;
 use crate::error::ApiError;
 use crate::peering;
@@ -18,9 +18,8 @@ use crate::store::{Reads, Table};
 pub async fn token(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
-    body: Body,
+    ConsulJson(request): ConsulJson<TokenRequest>,
 ) -> Result<Response, ApiError> {
-    let request: TokenRequest = read_json(body).await?;
     let peering_token = peering::token::generate(state, request).await?;
     Ok(json_response(
         &params,
@@ -32,9 +31,8 @@ pub async fn token(
 pub async fn establish(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
-    body: Body,
+    ConsulJson(request): ConsulJson<EstablishRequest>,
 ) -> Result<Response, ApiError> {
-    let request: EstablishRequest = read_json(body).await?;
     peering::dial::establish(state, request).await?;
     Ok(json_response(&params, &json!({}), None))
 }

@@ -1,5 +1,6 @@
 //! Key normalization: Consul accepts `PeerName`, `peer_name` and `peername`
-//! alike. Before typed decoding, every object key is mapped onto its canonical
+//! alike (the matching rule is [`crate::consul_json::key_match`], shared with
+//! every request body). Before typed decoding, every object key is mapped onto its canonical
 //! CamelCase name from the schema below, values are type-checked, and unknown
 //! keys are refused with the path where they appear. `Meta` keys are user data
 //! and are kept verbatim.
@@ -7,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::ConfigEntryError;
+use crate::consul_json::key_match;
 
 /// What a field's value must look like.
 #[derive(Clone, Copy)]
@@ -132,13 +134,8 @@ pub(super) const EXPORTED_SERVICES_FIELDS: &[Field] = &[
     field("ModifyIndex", Shape::Count),
 ];
 
-/// `peer_name`, `PeerName` and `PEERNAME` all become `peername`.
-pub(super) fn comparable_key(key: &str) -> String {
-    key.chars()
-        .filter(|c| *c != '_')
-        .flat_map(char::to_lowercase)
-        .collect()
-}
+/// The key matching rule is the one of every request body ([`crate::consul_json`]).
+pub(super) use crate::consul_json::comparable_key;
 
 /// Rewrites `object`'s keys to their canonical names and checks every value's
 /// type. `path` locates the object in messages (`""` at the top level).
@@ -154,11 +151,10 @@ pub(super) fn normalize_object(
     // Which spelling each canonical name came from, to report duplicates.
     let mut spellings: Vec<(&'static str, String)> = Vec::new();
     for (key, value) in object {
-        let comparable = comparable_key(&key);
-        let Some(field) = fields.iter().find(|field| {
-            field.name.eq_ignore_ascii_case(&comparable)
-                || field.aliases.contains(&comparable.as_str())
-        }) else {
+        let Some(field) = fields
+            .iter()
+            .find(|field| key_match(field.name, field.aliases, &key).is_some())
+        else {
             return Err(ConfigEntryError::UnknownField {
                 path: path.to_owned(),
                 key,
