@@ -86,11 +86,11 @@ impl StoredCheck {
     }
 }
 
-fn parse_duration_field(field: &str, value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_field(field: &str, value: &str) -> Result<Duration, String> {
     duration::parse(value).map_err(|e| format!("{field}: {e}"))
 }
 
-fn check_kind(def: &CheckDefinition, field: &str) -> Result<CheckKind, String> {
+pub(crate) fn check_kind(def: &CheckDefinition, field: &str) -> Result<CheckKind, String> {
     let defined = [def.ttl.is_some(), def.http.is_some(), def.tcp.is_some()]
         .iter()
         .filter(|d| **d)
@@ -170,7 +170,7 @@ fn check_kind(def: &CheckDefinition, field: &str) -> Result<CheckKind, String> {
     })
 }
 
-fn check_type(kind: &CheckKind) -> &'static str {
+pub(crate) fn check_type(kind: &CheckKind) -> &'static str {
     match kind {
         CheckKind::Ttl { .. } => "ttl",
         CheckKind::Http { .. } => "http",
@@ -486,7 +486,7 @@ pub fn service_entries(
             node: api_node.clone(),
             checks: checks
                 .iter()
-                .filter(|c| c.service_id == service.id)
+                .filter(|c| c.service_id == service.id || c.service_id.is_empty())
                 .cloned()
                 .collect(),
             service,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod agent_checks;
 pub mod auth;
 pub mod ca;
 pub mod catalog;

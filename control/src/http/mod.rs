@@ -6,6 +6,7 @@
 //! UI's static assets are served under `/ui/` (see `ui`).
 
 mod agent;
+mod agent_checks;
 mod auth;
 mod catalog;
 mod config;
@@ -59,6 +60,16 @@ pub fn router(state: State) -> Router {
         .route("/v1/agent/check/warn/{id}", put(agent::check_warn))
         .route("/v1/agent/check/fail/{id}", put(agent::check_fail))
         .route("/v1/agent/check/update/{id}", put(agent::check_update))
+        .route("/v1/agent/check/register", put(agent_checks::register))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent_checks::deregister),
+        )
+        .route("/v1/agent/maintenance", put(agent_checks::node_maintenance))
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(agent_checks::service_maintenance),
+        )
         .route("/v1/agent/connect/ca/roots", get(connect::roots))
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect::leaf))
         .route("/v1/agent/connect/authorize", post(connect::authorize))

@@ -216,7 +216,7 @@ pub fn gateway_addresses(r: &impl Reads) -> Result<Vec<String>, StoreError> {
         .filter(|s| {
             checks
                 .iter()
-                .filter(|c| c.state.service_id == s.id)
+                .filter(|c| c.state.service_id == s.id || c.state.service_id.is_empty())
                 .all(|c| c.state.status == isthmus_api::catalog::STATUS_PASSING)
         })
         .map(|s| {
