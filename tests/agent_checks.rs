@@ -292,6 +292,12 @@ async fn registered_checks_and_maintenance_survive_a_restart() {
     .await;
     put(
         &client,
+        "/v1/agent/check/register",
+        json!({"Name": "short", "TTL": "1s", "Status": "passing"}),
+    )
+    .await;
+    put(
+        &client,
         "/v1/agent/service/maintenance/web-1?enable=true&reason=r",
         json!(null),
     )
@@ -306,7 +312,14 @@ async fn registered_checks_and_maintenance_survive_a_restart() {
     assert_eq!(all["_service_maintenance:web-1"]["Status"], "critical");
     assert_eq!(all["_service_maintenance:web-1"]["Notes"], "r");
     assert!(passing(&client, "web").await.is_empty());
-    // The restored TTL check still runs: updates reach it.
+    // The restored TTL checks run again: one expires, one takes updates.
+    put(&client, "/v1/agent/check/pass/short", json!(null)).await;
+    assert_eq!(checks(&client).await["short"]["Status"], "passing");
+    isthmus_tests::eventually("the restored TTL check expires", || async {
+        (checks(&client).await["short"]["Status"] == "critical").then_some(())
+    })
+    .await;
+    put(&client, "/v1/agent/check/deregister/short", json!(null)).await;
     put(&client, "/v1/agent/check/fail/web-disk", json!(null)).await;
     assert_eq!(checks(&client).await["web-disk"]["Status"], "critical");
     put(
@@ -317,4 +330,59 @@ async fn registered_checks_and_maintenance_survive_a_restart() {
     .await;
     put(&client, "/v1/agent/check/deregister/web-disk", json!(null)).await;
     assert_eq!(passing(&client, "web").await, ["web-1"]);
+}
+
+async fn upstream_endpoints(client: &Client, service: &str) -> Value {
+    get(client, &format!("/v1/internal/proxy/upstream/{service}"))
+        .await
+        .0["Endpoints"]
+        .clone()
+}
+
+#[tokio::test]
+async fn maintenance_stops_routing_to_a_sidecar() {
+    let agent = TestAgent::start().await;
+    let client = &agent.client;
+    register_web(client, "web-1").await;
+    put(
+        client,
+        "/v1/agent/service/register",
+        json!({"Name": "web-sidecar-proxy", "ID": "web-1-sidecar", "Kind": "connect-proxy", "Port": 21000,
+               "Address": "127.0.0.1",
+               "Proxy": {"DestinationServiceName": "web", "DestinationServiceID": "web-1", "LocalServicePort": 80},
+               "Check": {"TTL": "1h", "Status": "passing"}}),
+    )
+    .await;
+    assert_eq!(
+        upstream_endpoints(client, "web").await,
+        json!(["127.0.0.1:21000"])
+    );
+
+    put(
+        client,
+        "/v1/agent/service/maintenance/web-1-sidecar?enable=true",
+        json!(null),
+    )
+    .await;
+    assert_eq!(upstream_endpoints(client, "web").await, json!([]));
+    let (connect, _) = get(client, "/v1/health/connect/web?passing").await;
+    assert_eq!(connect, json!([]));
+    put(
+        client,
+        "/v1/agent/service/maintenance/web-1-sidecar?enable=false",
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        upstream_endpoints(client, "web").await,
+        json!(["127.0.0.1:21000"])
+    );
+
+    put(client, "/v1/agent/maintenance?enable=true", json!(null)).await;
+    assert_eq!(upstream_endpoints(client, "web").await, json!([]));
+    put(client, "/v1/agent/maintenance?enable=false", json!(null)).await;
+    assert_eq!(
+        upstream_endpoints(client, "web").await,
+        json!(["127.0.0.1:21000"])
+    );
 }
