@@ -171,6 +171,13 @@ async fn service_maintenance_is_a_critical_check_that_drops_the_instance() {
     assert_eq!(maint["ServiceID"], "web-1");
     assert_eq!(maint["ServiceName"], "web");
     assert_eq!(passing(client, "web").await, ["web-2"]);
+    // Registering the service again does not end its maintenance.
+    register_web(client, "web-1").await;
+    assert_eq!(
+        checks(client).await["_service_maintenance:web-1"]["Notes"],
+        "deploying"
+    );
+    assert_eq!(passing(client, "web").await, ["web-2"]);
 
     put(
         client,

@@ -372,8 +372,13 @@ pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, ApiE
         .map(|c| c.state.check_id.as_str())
         .collect();
     let mut dropped_checks = Vec::new();
-    for old in old_checks {
-        if !keep.contains(old.state.check_id.as_str()) {
+    for mut old in old_checks {
+        if old.state.r#type == crate::agent_checks::TYPE_MAINTENANCE {
+            // Re-registering does not end maintenance (as in Consul).
+            old.state.service_name = reg.service.service.clone();
+            old.state.service_tags = reg.service.tags.clone();
+            txn.put(Table::Checks, &old.state.check_id, &old)?;
+        } else if !keep.contains(old.state.check_id.as_str()) {
             txn.delete(Table::Checks, &old.state.check_id)?;
             dropped_checks.push(old.state.check_id);
         }
