@@ -223,3 +223,59 @@ pub fn service_maintenance(
     );
     put_new(txn, check)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> LocalNode {
+        LocalNode {
+            id: "id".into(),
+            name: "n1".into(),
+            address: "127.0.0.1".into(),
+            datacenter: "dc1".into(),
+        }
+    }
+
+    #[test]
+    fn the_check_id_defaults_to_the_name_and_node_checks_never_deregister() {
+        let check = prepare(
+            CheckDefinition {
+                name: Some("disk".into()),
+                ttl: Some("10s".into()),
+                deregister_critical_service_after: Some("1m".into()),
+                ..CheckDefinition::default()
+            },
+            &node(),
+        )
+        .unwrap();
+        assert_eq!(check.state.check_id, "disk");
+        assert_eq!(check.state.status, STATUS_CRITICAL);
+        assert_eq!(check.state.r#type, "ttl");
+        assert_eq!(check.deregister_after(), None);
+    }
+
+    #[test]
+    fn a_service_check_keeps_its_deregistration_deadline() {
+        let check = prepare(
+            CheckDefinition {
+                name: Some("disk".into()),
+                id: Some("disk-1".into()),
+                service_id: Some("web".into()),
+                tcp: Some("127.0.0.1:80".into()),
+                interval: Some("1s".into()),
+                deregister_critical_service_after: Some("1m".into()),
+                ..CheckDefinition::default()
+            },
+            &node(),
+        )
+        .unwrap();
+        assert_eq!(check.state.check_id, "disk-1");
+        assert_eq!(check.state.service_id, "web");
+        assert_eq!(check.state.r#type, "tcp");
+        assert_eq!(
+            check.deregister_after(),
+            Some(std::time::Duration::from_secs(60))
+        );
+    }
+}
