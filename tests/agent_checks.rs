@@ -77,7 +77,13 @@ async fn a_registered_ttl_check_follows_its_updates_and_goes_on_deregister() {
     assert!(checks(client).await.get("web-disk").is_none());
     assert_eq!(passing(client, "web").await, ["web-1"]);
     let (status, body) = refused(client, "/v1/agent/check/deregister/web-disk", None).await;
-    assert_eq!((status, body.as_str()), (404, "Unknown check \"web-disk\""));
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            404,
+            "Unknown check ID \"web-disk\". Ensure that the check ID is passed, not the check name."
+        )
+    );
 }
 
 #[tokio::test]

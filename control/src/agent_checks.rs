@@ -120,7 +120,10 @@ pub fn register(txn: &mut Txn, mut check: StoredCheck) -> Result<StoredCheck, Ap
 /// Removes a check by ID, whatever registered it.
 pub fn deregister(txn: &mut Txn, check_id: &str) -> Result<(), ApiError> {
     if !txn.delete(Table::Checks, check_id)? {
-        return Err(ApiError::not_found(format!("Unknown check {check_id:?}")));
+        // Consul vets the check ID before deregistering, with this text.
+        return Err(ApiError::not_found(format!(
+            "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
+        )));
     }
     Ok(())
 }
