@@ -251,6 +251,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         source,
     })?;
 
+    // With port 0 the agent answers (status/leader, agent/self) with the
+    // port it actually listens on.
+    let mut config = config;
+    config.http_addr = http_addr;
     let (stop, mut stopped) = watch::channel(false);
     let (config_heartbeat, config_token_ttl) = (config.peering_heartbeat, config.peering_token_ttl);
     let state = Arc::new(AgentState {

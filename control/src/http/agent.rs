@@ -64,8 +64,15 @@ pub async fn members(Extract(state): Extract<State>, Query(params): Query<Params
     json_response(&params, &[member(&state)], None)
 }
 
+/// The address this agent answers as the datacenter's leader (and only
+/// server): `/v1/status/leader`, `/v1/status/peers` and
+/// `Stats.consul.leader_addr` of `/v1/agent/self` all give it.
+pub fn leader_addr(state: &State) -> String {
+    state.config.http_addr.to_string()
+}
+
 pub async fn leader(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
-    json_response(&params, &state.config.http_addr.to_string(), None)
+    json_response(&params, &leader_addr(&state), None)
 }
 
 pub async fn services(

@@ -13,6 +13,7 @@ mod config;
 mod connect;
 mod internal;
 mod metrics;
+mod nodes;
 mod origin;
 mod peering;
 mod proxy;
@@ -86,7 +87,17 @@ pub fn router(state: State) -> Router {
         .route("/v1/health/service/{name}", get(catalog::health_service))
         .route("/v1/health/connect/{name}", get(catalog::health_connect))
         .route("/v1/health/checks/{name}", get(catalog::health_checks))
+        .route("/v1/health/state/", get(nodes::health_state_missing))
+        .route("/v1/health/state/{state}", get(nodes::health_state))
+        .route("/v1/health/node/", get(nodes::node_missing))
+        .route("/v1/health/node/{node}", get(nodes::health_node))
+        .route("/v1/catalog/node-services/", get(nodes::node_missing))
+        .route(
+            "/v1/catalog/node-services/{node}",
+            get(nodes::node_services),
+        )
         .route("/v1/status/leader", get(agent::leader))
+        .route("/v1/status/peers", get(nodes::peers))
         .route("/v1/config", put(config::apply))
         .route("/v1/config/{kind}", get(config::list))
         .route(

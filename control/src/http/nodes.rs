@@ -1,0 +1,127 @@
+//! Node-scoped reads: `/v1/health/state/:state`, `/v1/health/node/:node`,
+//! `/v1/catalog/node-services/:node` and `/v1/status/peers`.
+//!
+//! The catalog holds one node, this agent's; a name that is not it reads
+//! as an empty node the way Consul answers for a node it does not know.
+
+use axum::extract::{Path, Query, State as Extract};
+use axum::response::Response;
+use isthmus_api::catalog::{
+    AgentService, HealthCheck, Node, STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING,
+};
+use serde::Serialize;
+
+use super::{blocking_json, json_response, Params, State};
+use crate::catalog::{self, LocalNode};
+use crate::error::ApiError;
+use crate::store::{Reads, Snapshot, StoreError, Table};
+
+/// Consul's `?state=any`: every check whatever its status.
+const STATE_ANY: &str = "any";
+
+/// Node names compare case-insensitively, as in Consul's catalog.
+fn is_local(node: &LocalNode, name: &str) -> bool {
+    node.name.eq_ignore_ascii_case(name)
+}
+
+fn sorted_checks(snap: &Snapshot, node: &LocalNode) -> Result<Vec<HealthCheck>, StoreError> {
+    let mut checks = catalog::check_states(snap, node)?;
+    checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
+    Ok(checks)
+}
+
+/// `GET /v1/health/state/:state`: the checks in `state` (`any` for all).
+/// As in Consul, a state that is none of these matches no check.
+pub async fn health_state(
+    Extract(state): Extract<State>,
+    Path(wanted): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let known = [STATE_ANY, STATUS_PASSING, STATUS_WARNING, STATUS_CRITICAL];
+    let wanted = known.into_iter().find(|s| *s == wanted);
+    blocking_json(&state, &params, |snap| {
+        let checks: Vec<HealthCheck> = match wanted {
+            None => Vec::new(),
+            Some(STATE_ANY) => sorted_checks(snap, &state.node)?,
+            Some(status) => sorted_checks(snap, &state.node)?
+                .into_iter()
+                .filter(|c| c.status == status)
+                .collect(),
+        };
+        Ok((checks, snap.table_index(Table::Checks)?))
+    })
+    .await
+}
+
+/// `GET /v1/health/state/` without a state.
+pub async fn health_state_missing() -> ApiError {
+    ApiError::bad_request("Missing check state")
+}
+
+/// `GET /v1/health/node/:node`: every check on the node, node-level and
+/// service checks alike; `[]` for a node the catalog does not have.
+pub async fn health_node(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let local = is_local(&state.node, &name);
+    blocking_json(&state, &params, |snap| {
+        let checks = if local {
+            sorted_checks(snap, &state.node)?
+        } else {
+            Vec::new()
+        };
+        Ok((checks, snap.table_index(Table::Checks)?))
+    })
+    .await
+}
+
+/// `GET /v1/health/node/` and `/v1/catalog/node-services/` without a node.
+pub async fn node_missing() -> ApiError {
+    ApiError::bad_request("Missing node name")
+}
+
+/// Consul's `NodeServiceList`: `Node` is `null` for an unknown node.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeServices {
+    node: Option<Node>,
+    services: Vec<AgentService>,
+}
+
+/// `GET /v1/catalog/node-services/:node`.
+pub async fn node_services(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let local = is_local(&state.node, &name);
+    blocking_json(&state, &params, |snap| {
+        let index = snap
+            .table_index(Table::Services)?
+            .max(snap.table_index(Table::Meta)?);
+        if !local {
+            let empty = NodeServices {
+                node: None,
+                services: Vec::new(),
+            };
+            return Ok((empty, index));
+        }
+        let mut services = catalog::all_services(snap)?;
+        services.sort_by(|a, b| a.id.cmp(&b.id));
+        let found = NodeServices {
+            node: Some(state.node.to_api()),
+            services,
+        };
+        Ok((found, index))
+    })
+    .await
+}
+
+/// `GET /v1/status/peers`: the servers of the datacenter's Raft peer set.
+/// An isthmus agent is its own single server, addressed as
+/// `/v1/status/leader` addresses it.
+pub async fn peers(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
+    json_response(&params, &[super::agent::leader_addr(&state)], None)
+}

@@ -1,0 +1,227 @@
+//! `/v1/health/state/:state`, `/v1/health/node/:node`,
+//! `/v1/catalog/node-services/:node` and `/v1/status/peers`, driven over
+//! real HTTP against an in-process agent the way Consul clients call them.
+
+use http::Method;
+use isthmus_tests::api::{get, put, send, text};
+use isthmus_tests::TestAgent;
+use serde_json::{json, Value};
+
+fn ids(checks: &Value, field: &str) -> Vec<String> {
+    checks
+        .as_array()
+        .unwrap_or_else(|| panic!("expected an array, got {checks}"))
+        .iter()
+        .map(|c| c[field].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn register_web(agent: &TestAgent) {
+    put(
+        &agent.client,
+        "/v1/agent/service/register",
+        json!({"name": "web", "id": "web-1", "port": 8080, "tags": ["v1"],
+               "checks": [{"ttl": "60s", "check_id": "web-ttl"},
+                          {"ttl": "60s", "check_id": "web-ok", "status": "passing"}]}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn health_state_lists_checks_by_status() {
+    let agent = TestAgent::start().await;
+    register_web(&agent).await;
+
+    let (critical, _) = get(&agent.client, "/v1/health/state/critical").await;
+    assert!(ids(&critical, "CheckID").contains(&"web-ttl".to_owned()));
+    assert!(!ids(&critical, "CheckID").contains(&"web-ok".to_owned()));
+    let web_ttl = critical
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["CheckID"] == "web-ttl")
+        .unwrap();
+    assert_eq!(web_ttl["Node"], "test-node");
+    assert_eq!(web_ttl["ServiceID"], "web-1");
+    assert_eq!(web_ttl["ServiceName"], "web");
+    assert_eq!(web_ttl["Status"], "critical");
+
+    let (passing, _) = get(&agent.client, "/v1/health/state/passing").await;
+    assert!(ids(&passing, "CheckID").contains(&"web-ok".to_owned()));
+    assert!(passing
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["Status"] == "passing"));
+
+    let (any, _) = get(&agent.client, "/v1/health/state/any").await;
+    for id in ["web-ttl", "web-ok"] {
+        assert!(ids(&any, "CheckID").contains(&id.to_owned()), "{any}");
+    }
+
+    put(&agent.client, "/v1/agent/check/warn/web-ttl", json!(null)).await;
+    let (warning, _) = get(&agent.client, "/v1/health/state/warning").await;
+    assert_eq!(ids(&warning, "CheckID"), ["web-ttl"]);
+
+    // A state that is none of Consul's matches nothing; none at all is a 400.
+    let (bogus, _) = get(&agent.client, "/v1/health/state/bogus").await;
+    assert_eq!(bogus, json!([]));
+    let missing = send(&agent.client, Method::GET, "/v1/health/state/", None).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(text(&missing), "Missing check state");
+}
+
+#[tokio::test]
+async fn health_state_blocks_until_a_check_changes() {
+    let agent = TestAgent::start().await;
+    register_web(&agent).await;
+    let (passing, index) = get(&agent.client, "/v1/health/state/passing").await;
+    assert!(!ids(&passing, "CheckID").contains(&"web-ttl".to_owned()));
+
+    let client = agent.client.clone();
+    let waiter = tokio::spawn(async move {
+        get(
+            &client,
+            &format!("/v1/health/state/passing?index={index}&wait=15s"),
+        )
+        .await
+    });
+    put(&agent.client, "/v1/agent/check/pass/web-ttl", json!(null)).await;
+    let (after, after_index) = tokio::time::timeout(isthmus_tests::WAIT, waiter)
+        .await
+        .expect("the blocking query wakes")
+        .unwrap();
+    assert!(after_index > index);
+    assert!(ids(&after, "CheckID").contains(&"web-ttl".to_owned()));
+}
+
+#[tokio::test]
+async fn health_node_lists_the_nodes_checks_and_blocks() {
+    let agent = TestAgent::start().await;
+    register_web(&agent).await;
+    put(
+        &agent.client,
+        "/v1/agent/check/register",
+        json!({"name": "disk", "ttl": "60s"}),
+    )
+    .await;
+
+    let (checks, index) = get(&agent.client, "/v1/health/node/test-node").await;
+    let found = ids(&checks, "CheckID");
+    for id in ["disk", "web-ok", "web-ttl"] {
+        assert!(found.contains(&id.to_owned()), "{checks}");
+    }
+    assert!(checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["Node"] == "test-node"));
+    let disk = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["CheckID"] == "disk")
+        .unwrap();
+    assert_eq!(disk["ServiceID"], "");
+
+    // Node names are case-insensitive in Consul's catalog.
+    let (upper, _) = get(&agent.client, "/v1/health/node/TEST-NODE").await;
+    assert_eq!(ids(&upper, "CheckID"), found);
+
+    let (unknown, _) = get(&agent.client, "/v1/health/node/elsewhere").await;
+    assert_eq!(unknown, json!([]));
+    let missing = send(&agent.client, Method::GET, "/v1/health/node/", None).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(text(&missing), "Missing node name");
+
+    let client = agent.client.clone();
+    let waiter = tokio::spawn(async move {
+        get(
+            &client,
+            &format!("/v1/health/node/test-node?index={index}&wait=15s"),
+        )
+        .await
+    });
+    put(
+        &agent.client,
+        "/v1/agent/check/deregister/disk",
+        json!(null),
+    )
+    .await;
+    let (after, _) = tokio::time::timeout(isthmus_tests::WAIT, waiter)
+        .await
+        .expect("the blocking query wakes")
+        .unwrap();
+    assert!(!ids(&after, "CheckID").contains(&"disk".to_owned()));
+}
+
+#[tokio::test]
+async fn node_services_answers_consuls_shape() {
+    let agent = TestAgent::start().await;
+    register_web(&agent).await;
+
+    let (body, index) = get(&agent.client, "/v1/catalog/node-services/test-node").await;
+    assert_eq!(body["Node"]["Node"], "test-node");
+    assert_eq!(body["Node"]["Datacenter"], "dc1");
+    assert!(body["Node"]["ID"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(body["Node"]["Address"].is_string());
+    let services = body["Services"].as_array().unwrap();
+    let web = services
+        .iter()
+        .find(|s| s["ID"] == "web-1")
+        .expect("web-1 listed");
+    assert_eq!(web["Service"], "web");
+    assert_eq!(web["Port"], 8080);
+    assert_eq!(web["Tags"], json!(["v1"]));
+
+    // An unknown node: 200 with a null Node and no services, as Consul.
+    let (unknown, _) = get(&agent.client, "/v1/catalog/node-services/elsewhere").await;
+    assert_eq!(unknown, json!({"Node": null, "Services": []}));
+    let missing = send(
+        &agent.client,
+        Method::GET,
+        "/v1/catalog/node-services/",
+        None,
+    )
+    .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(text(&missing), "Missing node name");
+
+    let client = agent.client.clone();
+    let waiter = tokio::spawn(async move {
+        get(
+            &client,
+            &format!("/v1/catalog/node-services/test-node?index={index}&wait=15s"),
+        )
+        .await
+    });
+    put(
+        &agent.client,
+        "/v1/agent/service/register",
+        json!({"name": "api", "port": 9090}),
+    )
+    .await;
+    let (after, _) = tokio::time::timeout(isthmus_tests::WAIT, waiter)
+        .await
+        .expect("the blocking query wakes")
+        .unwrap();
+    assert!(after["Services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["ID"] == "api"));
+}
+
+#[tokio::test]
+async fn status_peers_is_the_leader() {
+    let agent = TestAgent::start().await;
+    let leader = send(&agent.client, Method::GET, "/v1/status/leader", None).await;
+    assert_eq!(leader.status, 200);
+    let leader: Value = serde_json::from_slice(&leader.body).unwrap();
+    let peers = send(&agent.client, Method::GET, "/v1/status/peers", None).await;
+    assert_eq!(peers.status, 200, "{}", text(&peers));
+    let peers: Value = serde_json::from_slice(&peers.body).unwrap();
+    assert_eq!(peers, json!([leader]));
+    let addr: std::net::SocketAddr = peers[0].as_str().unwrap().parse().unwrap();
+    assert_eq!(addr, agent.addr());
+}
