@@ -225,3 +225,61 @@ async fn status_peers_is_the_leader() {
     let addr: std::net::SocketAddr = peers[0].as_str().unwrap().parse().unwrap();
     assert_eq!(addr, agent.addr());
 }
+
+#[tokio::test]
+async fn agent_self_has_consuls_config_and_stats() {
+    let agent = TestAgent::start().await;
+    register_web(&agent).await;
+    let response = send(&agent.client, Method::GET, "/v1/agent/self", None).await;
+    assert_eq!(response.status, 200, "{}", text(&response));
+    let body: Value = serde_json::from_slice(&response.body).unwrap();
+
+    let config = &body["Config"];
+    assert_eq!(config["Datacenter"], "dc1");
+    assert_eq!(config["PrimaryDatacenter"], "dc1");
+    assert_eq!(config["NodeName"], "test-node");
+    assert!(config["NodeID"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(config["Server"], true);
+    assert!(config["Version"].as_str().is_some_and(|v| !v.is_empty()));
+    assert!(config["Revision"].is_string());
+
+    let leader = send(&agent.client, Method::GET, "/v1/status/leader", None).await;
+    let leader: Value = serde_json::from_slice(&leader.body).unwrap();
+    let stats = &body["Stats"];
+    assert_eq!(stats["consul"]["leader_addr"], leader);
+    assert_eq!(stats["consul"]["server"], "true");
+    assert_eq!(stats["consul"]["leader"], "true");
+    // Consul's Stats values are all strings; tools parse them as such.
+    for section in ["agent", "build", "consul", "runtime"] {
+        let fields = stats[section]
+            .as_object()
+            .unwrap_or_else(|| panic!("Stats.{section}"));
+        assert!(!fields.is_empty());
+        for (key, value) in fields {
+            assert!(value.is_string(), "Stats.{section}.{key} = {value}");
+        }
+    }
+    let count = |key: &str| {
+        stats["agent"][key]
+            .as_str()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert!(count("services") >= 1);
+    assert!(count("checks") >= 2);
+    assert!(count("check_ttls") >= 2);
+    assert_eq!(stats["runtime"]["os"], std::env::consts::OS);
+    assert!(
+        stats["runtime"]["cpu_count"]
+            .as_str()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            >= 1
+    );
+
+    // What existed before stays: Member and isthmus's own section.
+    assert_eq!(body["Member"]["Name"], "test-node");
+    assert_eq!(body["Isthmus"]["ClusterName"], "dc1");
+}

@@ -20,10 +20,16 @@ use crate::store::{Reads, Table};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub async fn agent_self(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
+/// `GET /v1/agent/self`: Consul's `Config`, `Member`, `Meta` and `Stats`
+/// sections (Stats values are strings, as in Consul), plus isthmus's own.
+pub async fn agent_self(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
     let body = json!({
         "Config": {
             "Datacenter": state.cluster.name,
+            "PrimaryDatacenter": state.cluster.name,
             "NodeName": state.node.name,
             "NodeID": state.node.id,
             "Server": true,
@@ -32,6 +38,7 @@ pub async fn agent_self(Extract(state): Extract<State>, Query(params): Query<Par
         },
         "Member": member(&state),
         "Meta": {},
+        "Stats": stats(&state)?,
         "Isthmus": {
             "ClusterName": state.cluster.name,
             "ClusterID": state.cluster.id,
@@ -42,7 +49,57 @@ pub async fn agent_self(Extract(state): Extract<State>, Query(params): Query<Par
             "HTTPAddr": state.config.http_addr.to_string(),
         },
     });
-    json_response(&params, &body, None)
+    Ok(json_response(&params, &body, None))
+}
+
+/// The sections of Consul's `Stats` that describe a single-server agent:
+/// `agent` (local services and checks), `build`, `consul` (this agent is
+/// the datacenter's leader and only server) and `runtime`.
+fn stats(state: &State) -> Result<serde_json::Value, ApiError> {
+    let snap = state.store.snapshot()?;
+    let services = catalog::all_services(&snap)?.len();
+    let checks = catalog::all_checks(&snap)?;
+    let ttls = checks.iter().filter(|c| c.state.r#type == "ttl").count();
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    Ok(json!({
+        "agent": {
+            "check_monitors": "0",
+            "check_ttls": ttls.to_string(),
+            "checks": checks.len().to_string(),
+            "services": services.to_string(),
+        },
+        "build": {
+            "prerelease": "",
+            "revision": "",
+            "version": VERSION,
+        },
+        "consul": {
+            "bootstrap": "true",
+            "known_datacenters": "1",
+            "leader": "true",
+            "leader_addr": leader_addr(state),
+            "server": "true",
+        },
+        "runtime": {
+            "arch": go_arch(std::env::consts::ARCH),
+            "cpu_count": cpus.to_string(),
+            "goroutines": runtime.num_alive_tasks().to_string(),
+            "max_procs": runtime.num_workers().to_string(),
+            "os": std::env::consts::OS,
+        },
+    }))
+}
+
+/// Consul reports Go's names for architectures; tools compare against them.
+fn go_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64",
+        other => other,
+    }
 }
 
 fn member(state: &State) -> serde_json::Value {
