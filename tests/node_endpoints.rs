@@ -283,3 +283,61 @@ async fn agent_self_has_consuls_config_and_stats() {
     assert_eq!(body["Member"]["Name"], "test-node");
     assert_eq!(body["Isthmus"]["ClusterName"], "dc1");
 }
+
+/// A fresh `agent --dev` has no local services or checks, as Consul's dev
+/// agent: its in-process mesh gateway is in the catalog (where peering and
+/// the demo look for it), not among the agent's own services.
+#[tokio::test]
+async fn dev_agent_lists_no_local_services_but_catalogs_its_gateway() {
+    let agent = isthmus_tests::process::AgentProcess::spawn(&["--dev"]);
+    let client = isthmus_api::client::Client::new(&agent.http_addr).unwrap();
+    isthmus_tests::eventually("the in-process gateway registered and passing", || async {
+        let (entries, _) = get(&client, "/v1/health/service/mesh-gateway?passing").await;
+        (entries.as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+
+    let (services, services_index) = get(&client, "/v1/agent/services").await;
+    assert_eq!(services, json!({}));
+    let (checks, _) = get(&client, "/v1/agent/checks").await;
+    assert_eq!(checks, json!({}));
+    let (catalog, _) = get(&client, "/v1/catalog/services").await;
+    assert!(catalog.get("mesh-gateway").is_some(), "{catalog}");
+    let response = send(&client, Method::GET, "/v1/agent/self", None).await;
+    let me: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(me["Stats"]["agent"]["services"], "0");
+    assert_eq!(me["Stats"]["agent"]["checks"], "0");
+
+    // A service registered with the agent is listed, and a blocking query
+    // on the list wakes for it.
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            get(
+                &client,
+                &format!("/v1/agent/services?index={services_index}&wait=15s"),
+            )
+            .await
+        })
+    };
+    put(
+        &client,
+        "/v1/agent/service/register",
+        json!({"name": "web", "port": 8080, "check": {"ttl": "60s"}}),
+    )
+    .await;
+    let (after, _) = tokio::time::timeout(isthmus_tests::WAIT, waiter)
+        .await
+        .expect("the blocking query wakes")
+        .unwrap();
+    assert_eq!(
+        after.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["web"]
+    );
+    let (checks, _) = get(&client, "/v1/agent/checks").await;
+    assert_eq!(
+        checks.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["service:web"]
+    );
+    assert!(agent.terminate().success());
+}

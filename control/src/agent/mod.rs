@@ -4,7 +4,7 @@
 pub mod config;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use isthmus_api::config_entry::ServiceIntentions;
 use isthmus_api::intentions::IntentionSet;
@@ -49,9 +49,24 @@ pub struct AgentState {
     pub shutting_down: watch::Receiver<bool>,
     /// The intention set compiled at a config-entries index.
     intentions: Mutex<Option<(u64, Arc<IntentionSet>)>>,
+    /// The service ID of the mesh gateway `agent --dev` runs in-process:
+    /// in the catalog like Consul's mesh gateways, but not one of the
+    /// agent's local services (`/v1/agent/services`, `/v1/agent/checks`).
+    in_process_gateway: OnceLock<String>,
 }
 
 impl AgentState {
+    /// Marks `service_id` as the in-process gateway's registration (once).
+    pub fn set_in_process_gateway(&self, service_id: &str) {
+        let _ = self.in_process_gateway.set(service_id.to_owned());
+    }
+
+    /// Whether the agent endpoints list this service (or its checks) as
+    /// one of the agent's own: everything but the in-process gateway.
+    pub fn is_agent_service(&self, service_id: &str) -> bool {
+        self.in_process_gateway.get().map(String::as_str) != Some(service_id)
+    }
+
     /// The intentions in force in `snapshot`, compiled once per change.
     pub fn intentions(&self, snapshot: &Snapshot) -> Result<Arc<IntentionSet>, StoreError> {
         let index = snapshot.table_index(Table::ConfigEntries)?;
@@ -268,6 +283,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         metrics,
         shutting_down: stopped.clone(),
         intentions: Mutex::new(None),
+        in_process_gateway: OnceLock::new(),
     });
     let router = crate::http::router(state.clone());
     let mut limits = state.config.http_limits;

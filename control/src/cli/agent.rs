@@ -114,7 +114,10 @@ pub fn run(args: AgentArgs) -> ExitCode {
                     ..isthmus_gateway::GatewayConfig::loopback(format!("http://{}", agent.http_addr()))
                 };
                 match isthmus_gateway::start(config).await {
-                    Ok(gateway) => Some(gateway),
+                    Ok(gateway) => {
+                        agent.state.set_in_process_gateway(gateway.service_id());
+                        Some(gateway)
+                    }
                     Err(e) => {
                         eprintln!("Error: starting the in-process mesh gateway: {e} (see --gateway-bind, --gateway-advertise, or --no-gateway)");
                         let _ = agent.shutdown().await;

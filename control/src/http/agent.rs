@@ -57,8 +57,14 @@ pub async fn agent_self(
 /// the datacenter's leader and only server) and `runtime`.
 fn stats(state: &State) -> Result<serde_json::Value, ApiError> {
     let snap = state.store.snapshot()?;
-    let services = catalog::all_services(&snap)?.len();
-    let checks = catalog::all_checks(&snap)?;
+    let services = catalog::all_services(&snap)?
+        .into_iter()
+        .filter(|s| state.is_agent_service(&s.id))
+        .count();
+    let checks: Vec<_> = catalog::all_checks(&snap)?
+        .into_iter()
+        .filter(|c| state.is_agent_service(&c.state.service_id))
+        .collect();
     let ttls = checks.iter().filter(|c| c.state.r#type == "ttl").count();
     let runtime = tokio::runtime::Handle::current().metrics();
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -139,6 +145,7 @@ pub async fn services(
     blocking_json(&state, &params, |snap| {
         let services: BTreeMap<String, _> = catalog::all_services(snap)?
             .into_iter()
+            .filter(|s| state.is_agent_service(&s.id))
             .map(|s| (s.id.clone(), s))
             .collect();
         Ok((services, snap.table_index(Table::Services)?))
@@ -154,6 +161,8 @@ pub async fn service(
     blocking_json(&state, &params, |snap| {
         let service = catalog::all_services(snap)?
             .into_iter()
+            // The in-process gateway watches its own registration here
+            // (isthmus_api::presence), so this still answers for it.
             .find(|s| s.id == id)
             .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
         let index = service.modify_index;
@@ -169,6 +178,7 @@ pub async fn checks(
     blocking_json(&state, &params, |snap| {
         let checks: BTreeMap<String, HealthCheck> = catalog::check_states(snap, &state.node)?
             .into_iter()
+            .filter(|c| state.is_agent_service(&c.service_id))
             .map(|c| (c.check_id.clone(), c))
             .collect();
         Ok((checks, snap.table_index(Table::Checks)?))
