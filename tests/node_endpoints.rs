@@ -62,6 +62,9 @@ async fn health_state_lists_checks_by_status() {
     put(&agent.client, "/v1/agent/check/warn/web-ttl", json!(null)).await;
     let (warning, _) = get(&agent.client, "/v1/health/state/warning").await;
     assert_eq!(ids(&warning, "CheckID"), ["web-ttl"]);
+    // Consul's status index is case-insensitive.
+    let (upper, _) = get(&agent.client, "/v1/health/state/WARNING").await;
+    assert_eq!(ids(&upper, "CheckID"), ["web-ttl"]);
 
     // A state that is none of Consul's matches nothing; none at all is a 400.
     let (bogus, _) = get(&agent.client, "/v1/health/state/bogus").await;
@@ -174,9 +177,9 @@ async fn node_services_answers_consuls_shape() {
     assert_eq!(web["Port"], 8080);
     assert_eq!(web["Tags"], json!(["v1"]));
 
-    // An unknown node: 200 with a null Node and no services, as Consul.
+    // An unknown node: 200 with Consul's zero value.
     let (unknown, _) = get(&agent.client, "/v1/catalog/node-services/elsewhere").await;
-    assert_eq!(unknown, json!({"Node": null, "Services": []}));
+    assert_eq!(unknown, json!({"Node": null, "Services": null}));
     let missing = send(
         &agent.client,
         Method::GET,

@@ -31,14 +31,20 @@ fn sorted_checks(snap: &Snapshot, node: &LocalNode) -> Result<Vec<HealthCheck>, 
 }
 
 /// `GET /v1/health/state/:state`: the checks in `state` (`any` for all).
-/// As in Consul, a state that is none of these matches no check.
+/// As in Consul, a state that is none of these matches no check, and a
+/// status matches whatever its case (`any` only in lowercase).
 pub async fn health_state(
     Extract(state): Extract<State>,
     Path(wanted): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
-    let known = [STATE_ANY, STATUS_PASSING, STATUS_WARNING, STATUS_CRITICAL];
-    let wanted = known.into_iter().find(|s| *s == wanted);
+    let wanted = if wanted == STATE_ANY {
+        Some(STATE_ANY)
+    } else {
+        [STATUS_PASSING, STATUS_WARNING, STATUS_CRITICAL]
+            .into_iter()
+            .find(|s| s.eq_ignore_ascii_case(&wanted))
+    };
     blocking_json(&state, &params, |snap| {
         let checks: Vec<HealthCheck> = match wanted {
             None => Vec::new(),
@@ -82,12 +88,13 @@ pub async fn node_missing() -> ApiError {
     ApiError::bad_request("Missing node name")
 }
 
-/// Consul's `NodeServiceList`: `Node` is `null` for an unknown node.
+/// Consul's `NodeServiceList`: both fields are `null` for an unknown node
+/// (Consul answers its zero value).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct NodeServices {
     node: Option<Node>,
-    services: Vec<AgentService>,
+    services: Option<Vec<AgentService>>,
 }
 
 /// `GET /v1/catalog/node-services/:node`.
@@ -104,7 +111,7 @@ pub async fn node_services(
         if !local {
             let empty = NodeServices {
                 node: None,
-                services: Vec::new(),
+                services: None,
             };
             return Ok((empty, index));
         }
@@ -112,7 +119,7 @@ pub async fn node_services(
         services.sort_by(|a, b| a.id.cmp(&b.id));
         let found = NodeServices {
             node: Some(state.node.to_api()),
-            services,
+            services: Some(services),
         };
         Ok((found, index))
     })
