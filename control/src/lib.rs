@@ -6,6 +6,7 @@ pub mod agent_checks;
 pub mod auth;
 pub mod ca;
 pub mod catalog;
+pub mod catalog_nodes;
 pub mod checks;
 pub mod cli;
 pub mod config_entries;

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod ca;
 pub mod catalog;
+pub mod catalog_register;
 pub mod client;
 pub mod config_entry;
 pub mod consul_json;

@@ -8,6 +8,7 @@ use isthmus_api::catalog::HealthCheck;
 
 use super::{blocking_json, flag, json_response, Params, State};
 use crate::catalog::{self, Select};
+use crate::catalog_nodes;
 use crate::error::ApiError;
 use crate::store::{Reads, Snapshot, StoreError, Table};
 
@@ -15,7 +16,8 @@ use crate::store::{Reads, Snapshot, StoreError, Table};
 fn health_index(snap: &Snapshot) -> Result<u64, StoreError> {
     Ok(snap
         .table_index(Table::Services)?
-        .max(snap.table_index(Table::Checks)?))
+        .max(snap.table_index(Table::Checks)?)
+        .max(snap.table_index(Table::Nodes)?))
 }
 
 fn valid_service_name(name: &str) -> Result<(), ApiError> {
@@ -34,7 +36,13 @@ pub async fn nodes(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
-        Ok((vec![state.node.to_api()], snap.table_index(Table::Meta)?))
+        let mut nodes = vec![state.node.to_api()];
+        nodes.extend(catalog_nodes::all(snap)?.into_iter().map(|n| n.node));
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        let index = snap
+            .table_index(Table::Meta)?
+            .max(snap.table_index(Table::Nodes)?);
+        Ok((nodes, index))
     })
     .await
 }
@@ -64,10 +72,19 @@ pub async fn services(
         .await;
     }
     blocking_json(&state, &params, |snap| {
-        Ok((
-            catalog::service_names(snap)?,
-            snap.table_index(Table::Services)?,
-        ))
+        let mut names = catalog::service_names(snap)?;
+        for node in catalog_nodes::all(snap)? {
+            for service in node.services {
+                let tags = names.entry(service.service).or_default();
+                tags.extend(service.tags);
+                tags.sort();
+                tags.dedup();
+            }
+        }
+        let index = snap
+            .table_index(Table::Services)?
+            .max(snap.table_index(Table::Nodes)?);
+        Ok((names, index))
     })
     .await
 }
@@ -88,10 +105,12 @@ pub async fn service(
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     blocking_json(&state, &params, |snap| {
-        Ok((
-            catalog::catalog_service(snap, &state.node, &name)?,
-            snap.table_index(Table::Services)?,
-        ))
+        let mut rows = catalog::catalog_service(snap, &state.node, &name)?;
+        rows.extend(catalog_nodes::catalog_service(snap, &name)?);
+        let index = snap
+            .table_index(Table::Services)?
+            .max(snap.table_index(Table::Nodes)?);
+        Ok((rows, index))
     })
     .await
 }
@@ -99,10 +118,11 @@ pub async fn service(
 async fn health(state: State, params: Params, select: Select<'_>) -> Result<Response, ApiError> {
     let passing = flag(&params, "passing");
     blocking_json(&state, &params, |snap| {
-        Ok((
-            catalog::service_entries(snap, &state.node, select, passing)?,
-            health_index(snap)?,
-        ))
+        let mut entries = catalog::service_entries(snap, &state.node, select, passing)?;
+        if let Select::Named(name) = select {
+            entries.extend(catalog_nodes::service_entries(snap, name, passing)?);
+        }
+        Ok((entries, health_index(snap)?))
     })
     .await
 }

@@ -9,6 +9,7 @@ mod agent;
 mod agent_checks;
 mod auth;
 mod catalog;
+mod catalog_register;
 mod config;
 mod connect;
 mod internal;
@@ -83,6 +84,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/catalog/nodes", get(catalog::nodes))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/catalog/register", put(catalog_register::register))
+        .route("/v1/catalog/deregister", put(catalog_register::deregister))
         .route("/v1/health/service/", get(catalog::health_service_all))
         .route("/v1/health/service/{name}", get(catalog::health_service))
         .route("/v1/health/connect/{name}", get(catalog::health_connect))

@@ -36,10 +36,13 @@ pub enum Table {
     Imported,
     /// Auth groups, keyed by name.
     AuthGroups,
+    /// Nodes other than this agent's, registered through
+    /// `/v1/catalog/register`, keyed by lowercased node name.
+    Nodes,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Services,
         Table::Checks,
@@ -47,6 +50,7 @@ impl Table {
         Table::Peerings,
         Table::Imported,
         Table::AuthGroups,
+        Table::Nodes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Table {
             Table::Peerings => "peerings",
             Table::Imported => "imported",
             Table::AuthGroups => "auth_groups",
+            Table::Nodes => "nodes",
         }
     }
 
