@@ -252,3 +252,36 @@ async fn a_blocked_catalog_query_wakes_on_register() {
     assert_eq!(rows[0]["ServiceID"], "db-1", "{rows}");
     assert!(elapsed < Duration::from_secs(20), "woke on the change");
 }
+
+#[tokio::test]
+async fn node_reads_show_an_external_node() {
+    let agent = TestAgent::start().await;
+    ok(&agent, "/v1/catalog/register", external_registration()).await;
+
+    let (checks, _) = get(&agent.client, "/v1/health/node/EXT-DB").await;
+    let ids: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CheckID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["db-alive", "node-ok"], "{checks}");
+
+    let (warning, _) = get(&agent.client, "/v1/health/state/warning").await;
+    assert_eq!(warning[0]["CheckID"], "db-alive", "{warning}");
+    assert_eq!(warning[0]["Node"], "ext-db");
+
+    let (services, _) = get(&agent.client, "/v1/catalog/node-services/ext-db").await;
+    assert_eq!(services["Node"]["Address"], "10.1.2.3", "{services}");
+    assert_eq!(services["Services"][0]["ID"], "db-1");
+
+    ok(
+        &agent,
+        "/v1/catalog/deregister",
+        json!({"node": "ext-db", "check_id": "node-ok"}),
+    )
+    .await;
+    let (checks, _) = get(&agent.client, "/v1/health/node/ext-db").await;
+    assert_eq!(checks.as_array().unwrap().len(), 1, "{checks}");
+    assert_eq!(checks[0]["CheckID"], "db-alive");
+}

@@ -238,6 +238,11 @@ pub fn deregister(
     Ok(())
 }
 
+/// The external node named `name` (any case).
+pub fn get(r: &impl Reads, name: &str) -> Result<Option<ExternalNode>, StoreError> {
+    r.get(Table::Nodes, &key(name))
+}
+
 pub fn all(r: &impl Reads) -> Result<Vec<ExternalNode>, StoreError> {
     r.scan(Table::Nodes, "")
 }

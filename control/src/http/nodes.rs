@@ -1,8 +1,9 @@
 //! Node-scoped reads: `/v1/health/state/:state`, `/v1/health/node/:node`,
 //! `/v1/catalog/node-services/:node` and `/v1/status/peers`.
 //!
-//! The catalog holds one node, this agent's; a name that is not it reads
-//! as an empty node the way Consul answers for a node it does not know.
+//! The catalog holds this agent's node and the external nodes written with
+//! `/v1/catalog/register`; a name that is neither reads as an empty node the
+//! way Consul answers for a node it does not know.
 
 use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 use super::{blocking_json, json_response, Params, State};
 use crate::catalog::{self, LocalNode};
+use crate::catalog_nodes;
 use crate::error::ApiError;
 use crate::store::{Reads, Snapshot, StoreError, Table};
 
@@ -28,6 +30,22 @@ fn sorted_checks(snap: &Snapshot, node: &LocalNode) -> Result<Vec<HealthCheck>, 
     let mut checks = catalog::check_states(snap, node)?;
     checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
     Ok(checks)
+}
+
+/// Every check on every node: this agent's first, then external nodes'.
+fn all_checks(snap: &Snapshot, node: &LocalNode) -> Result<Vec<HealthCheck>, StoreError> {
+    let mut checks = sorted_checks(snap, node)?;
+    for external in catalog_nodes::all(snap)? {
+        checks.extend(external.checks);
+    }
+    Ok(checks)
+}
+
+/// Indexes of the tables holding checks.
+fn checks_index(snap: &Snapshot) -> Result<u64, StoreError> {
+    Ok(snap
+        .table_index(Table::Checks)?
+        .max(snap.table_index(Table::Nodes)?))
 }
 
 /// `GET /v1/health/state/:state`: the checks in `state` (`any` for all).
@@ -48,13 +66,13 @@ pub async fn health_state(
     blocking_json(&state, &params, |snap| {
         let checks: Vec<HealthCheck> = match wanted {
             None => Vec::new(),
-            Some(STATE_ANY) => sorted_checks(snap, &state.node)?,
-            Some(status) => sorted_checks(snap, &state.node)?
+            Some(STATE_ANY) => all_checks(snap, &state.node)?,
+            Some(status) => all_checks(snap, &state.node)?
                 .into_iter()
                 .filter(|c| c.status == status)
                 .collect(),
         };
-        Ok((checks, snap.table_index(Table::Checks)?))
+        Ok((checks, checks_index(snap)?))
     })
     .await
 }
@@ -76,9 +94,11 @@ pub async fn health_node(
         let checks = if local {
             sorted_checks(snap, &state.node)?
         } else {
-            Vec::new()
+            catalog_nodes::get(snap, &name)?
+                .map(|n| n.checks)
+                .unwrap_or_default()
         };
-        Ok((checks, snap.table_index(Table::Checks)?))
+        Ok((checks, checks_index(snap)?))
     })
     .await
 }
@@ -107,13 +127,20 @@ pub async fn node_services(
     blocking_json(&state, &params, |snap| {
         let index = snap
             .table_index(Table::Services)?
-            .max(snap.table_index(Table::Meta)?);
+            .max(snap.table_index(Table::Meta)?)
+            .max(snap.table_index(Table::Nodes)?);
         if !local {
-            let empty = NodeServices {
-                node: None,
-                services: None,
+            let answer = match catalog_nodes::get(snap, &name)? {
+                Some(external) => NodeServices {
+                    node: Some(external.node),
+                    services: Some(external.services),
+                },
+                None => NodeServices {
+                    node: None,
+                    services: None,
+                },
             };
-            return Ok((empty, index));
+            return Ok((answer, index));
         }
         let mut services = catalog::all_services(snap)?;
         services.sort_by(|a, b| a.id.cmp(&b.id));
