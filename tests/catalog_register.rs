@@ -271,6 +271,14 @@ async fn node_reads_show_an_external_node() {
     assert_eq!(warning[0]["CheckID"], "db-alive", "{warning}");
     assert_eq!(warning[0]["Node"], "ext-db");
 
+    let (service_checks, _) = get(&agent.client, "/v1/health/checks/db").await;
+    assert_eq!(
+        service_checks.as_array().unwrap().len(),
+        1,
+        "{service_checks}"
+    );
+    assert_eq!(service_checks[0]["CheckID"], "db-alive");
+
     let (services, _) = get(&agent.client, "/v1/catalog/node-services/ext-db").await;
     assert_eq!(services["Node"]["Address"], "10.1.2.3", "{services}");
     assert_eq!(services["Services"][0]["ID"], "db-1");

@@ -145,7 +145,14 @@ pub fn register(
     }
 
     let checks = reg.check.into_iter().chain(reg.checks.unwrap_or_default());
-    for def in checks {
+    for mut def in checks {
+        // As in Consul, a check without an ID is identified by its name.
+        if def.check_id.is_empty() {
+            def.check_id = def.name.clone();
+        }
+        if def.check_id.is_empty() {
+            return Err(ApiError::bad_request("Missing check ID"));
+        }
         if !def.node.is_empty() && !def.node.eq_ignore_ascii_case(&record.node.node) {
             return Err(ApiError::internal(format!(
                 "Check node {:?} does not match the registration's node {:?}",
@@ -305,4 +312,74 @@ pub fn service_entries(
         }
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use isthmus_api::catalog_register::{CatalogCheck, CatalogServiceDef};
+
+    use super::*;
+
+    fn local() -> LocalNode {
+        LocalNode {
+            id: "id".into(),
+            name: "agent-1".into(),
+            address: "127.0.0.1".into(),
+            datacenter: "dc1".into(),
+        }
+    }
+
+    fn reg() -> CatalogRegistration {
+        CatalogRegistration {
+            node: "ext".into(),
+            address: "10.0.0.1".into(),
+            ..CatalogRegistration::default()
+        }
+    }
+
+    #[test]
+    fn validation_uses_consuls_texts_in_consuls_order() {
+        let message = |r: &CatalogRegistration| validate(r, &local()).unwrap_err().to_string();
+        assert!(message(&CatalogRegistration::default()).contains("Missing node name"));
+        let mut r = reg();
+        r.address.clear();
+        assert!(message(&r).contains("Missing node address"));
+        let mut r = reg();
+        r.service = Some(CatalogServiceDef::default());
+        assert!(message(&r).contains("Missing service name"));
+        let mut r = reg();
+        r.datacenter = "dc2".into();
+        assert!(message(&r).contains("No path to datacenter"));
+        let mut r = reg();
+        r.node = "AGENT-1".into();
+        assert!(message(&r).contains("own node"));
+        assert!(validate(&reg(), &local()).is_ok());
+        let mut r = reg();
+        r.datacenter = "dc1".into();
+        assert!(validate(&r, &local()).is_ok());
+    }
+
+    #[test]
+    fn a_service_defaults_its_id_and_a_check_its_id_and_status() {
+        let store = crate::store::Store::in_memory().unwrap();
+        let mut r = reg();
+        r.service = Some(CatalogServiceDef {
+            service: "db".into(),
+            ..CatalogServiceDef::default()
+        });
+        r.checks = Some(vec![CatalogCheck {
+            name: "db-check".into(),
+            service_id: "db".into(),
+            ..CatalogCheck::default()
+        }]);
+        store
+            .write_blocking(|txn| register(txn, r, &local()))
+            .unwrap();
+        let node = get(&store.snapshot().unwrap(), "EXT").unwrap().unwrap();
+        assert_eq!(node.services[0].id, "db");
+        assert_eq!(node.checks[0].check_id, "db-check");
+        assert_eq!(node.checks[0].status, STATUS_CRITICAL);
+        assert_eq!(node.checks[0].service_name, "db");
+        assert_eq!(node.node.datacenter, "dc1");
+    }
 }

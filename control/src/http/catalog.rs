@@ -243,11 +243,17 @@ pub async fn health_checks(
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     blocking_json(&state, &params, |snap| {
-        let checks: Vec<HealthCheck> = catalog::check_states(snap, &state.node)?
+        let mut checks: Vec<HealthCheck> = catalog::check_states(snap, &state.node)?
             .into_iter()
             .filter(|c| c.service_name == name)
             .collect();
-        Ok((checks, snap.table_index(Table::Checks)?))
+        for node in catalog_nodes::all(snap)? {
+            checks.extend(node.checks.into_iter().filter(|c| c.service_name == name));
+        }
+        let index = snap
+            .table_index(Table::Checks)?
+            .max(snap.table_index(Table::Nodes)?);
+        Ok((checks, index))
     })
     .await
 }
