@@ -107,6 +107,8 @@ pub async fn service(
     blocking_json(&state, &params, |snap| {
         let mut rows = catalog::catalog_service(snap, &state.node, &name)?;
         rows.extend(catalog_nodes::catalog_service(snap, &name)?);
+        // By node, then service ID, as Consul's catalog orders them.
+        rows.sort_by(|a, b| (&a.node, &a.service_id).cmp(&(&b.node, &b.service_id)));
         let index = snap
             .table_index(Table::Services)?
             .max(snap.table_index(Table::Nodes)?);
@@ -121,6 +123,8 @@ async fn health(state: State, params: Params, select: Select<'_>) -> Result<Resp
         let mut entries = catalog::service_entries(snap, &state.node, select, passing)?;
         if let Select::Named(name) = select {
             entries.extend(catalog_nodes::service_entries(snap, name, passing)?);
+            entries
+                .sort_by(|a, b| (&a.node.node, &a.service.id).cmp(&(&b.node.node, &b.service.id)));
         }
         Ok((entries, health_index(snap)?))
     })
