@@ -2,46 +2,14 @@
 //! than the agent's (Consul's external nodes), sent the way client libraries
 //! send them: lowercase and snake_case keys, no Content-Type.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use isthmus_tests::api::get;
-use isthmus_tests::{TestAgent, WAIT};
+use isthmus_tests::TestAgent;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// A plain HTTP/1.1 PUT with a JSON body and no Content-Type; returns the
-/// status and the body text.
-async fn put_raw(addr: SocketAddr, path: &str, body: &Value) -> (u16, String) {
-    let body = serde_json::to_vec(body).unwrap();
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(&body).await.unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.unwrap();
-        answer
-    };
-    let answer = tokio::time::timeout(WAIT, exchange)
-        .await
-        .expect("the agent answers");
-    let answer = String::from_utf8(answer).unwrap();
-    let (head, text) = answer.split_once("\r\n\r\n").expect("a complete response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, text.to_owned())
-}
 
 async fn ok(agent: &TestAgent, path: &str, body: Value) {
-    let (status, text) = put_raw(agent.addr(), path, &body).await;
+    let (status, text) = isthmus_tests::api::raw_json(agent.addr(), "PUT", path, &body).await;
     assert_eq!((status, text.trim()), (200, "true"), "PUT {path} {body}");
 }
 
@@ -205,7 +173,7 @@ async fn bad_registrations_answer_consuls_errors() {
         ),
     ];
     for (path, body, status, message) in cases {
-        let answer = put_raw(agent.addr(), path, &body).await;
+        let answer = isthmus_tests::api::raw_json(agent.addr(), "PUT", path, &body).await;
         assert_eq!(answer.0, status, "PUT {path} {body}: {}", answer.1);
         assert!(
             answer.1.contains(message),
@@ -217,8 +185,9 @@ async fn bad_registrations_answer_consuls_errors() {
     let (nodes, _) = get(&agent.client, "/v1/catalog/nodes").await;
     assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
     // The agent's own node is written through the agent endpoints.
-    let (status, text) = put_raw(
+    let (status, text) = isthmus_tests::api::raw_json(
         agent.addr(),
+        "PUT",
         "/v1/catalog/register",
         &json!({"node": "test-node", "address": "127.0.0.1"}),
     )

@@ -4,47 +4,14 @@
 //! isthmus answers them the same way, and reads back in Consul's canonical
 //! field names.
 
-use std::net::SocketAddr;
-
 use isthmus_tests::api::get;
-use isthmus_tests::{TestAgent, WAIT};
+use isthmus_tests::TestAgent;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// A plain HTTP/1.1 request with a JSON body and no Content-Type, as many
-/// client libraries send it. Returns the status and the body text.
-async fn raw(addr: SocketAddr, method: &str, path: &str, body: &Value) -> (u16, String) {
-    let body = serde_json::to_vec(body).unwrap();
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(&body).await.unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.unwrap();
-        answer
-    };
-    let answer = tokio::time::timeout(WAIT, exchange)
-        .await
-        .expect("the agent answers");
-    let answer = String::from_utf8(answer).unwrap();
-    let (head, text) = answer.split_once("\r\n\r\n").expect("a complete response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, text.to_owned())
-}
 
 #[tokio::test]
 async fn a_lowercase_snake_case_registration_reads_back_in_consul_names() {
     let agent = TestAgent::start().await;
-    let (status, text) = raw(
+    let (status, text) = isthmus_tests::api::raw_json(
         agent.addr(),
         "PUT",
         "/v1/agent/service/register",
@@ -95,7 +62,7 @@ async fn a_lowercase_snake_case_registration_reads_back_in_consul_names() {
     assert_eq!(check["Type"], "ttl");
 
     // The check update body, lowercase too.
-    let (status, text) = raw(
+    let (status, text) = isthmus_tests::api::raw_json(
         agent.addr(),
         "PUT",
         "/v1/agent/check/update/web-ttl",
@@ -115,7 +82,9 @@ async fn mixed_case_keys_name_the_same_fields() {
         json!({"Name": "api", "Id": "api-1", "PORT": 81, "Check": {"CheckId": "api-1-ttl", "Ttl": "5s"}}),
         json!({"NAME": "api", "ID": "api-2", "Port": 82, "Checks": [{"TTL": "5s", "check_ID": "api-2-ttl"}]}),
     ] {
-        let (status, text) = raw(agent.addr(), "PUT", "/v1/agent/service/register", &body).await;
+        let (status, text) =
+            isthmus_tests::api::raw_json(agent.addr(), "PUT", "/v1/agent/service/register", &body)
+                .await;
         assert_eq!(status, 200, "{body}: {text}");
     }
     let (instances, _) = get(&agent.client, "/v1/catalog/service/api").await;
@@ -156,7 +125,9 @@ async fn unknown_fields_are_refused_naming_them_and_change_nothing() {
         ),
     ];
     for (body, message) in cases {
-        let (status, text) = raw(agent.addr(), "PUT", "/v1/agent/service/register", &body).await;
+        let (status, text) =
+            isthmus_tests::api::raw_json(agent.addr(), "PUT", "/v1/agent/service/register", &body)
+                .await;
         assert_eq!(status, 400, "{body}: {text}");
         assert!(
             text.starts_with("Body decoding failed: ") && text.contains(message),
@@ -173,7 +144,7 @@ async fn unknown_fields_are_refused_naming_them_and_change_nothing() {
 #[tokio::test]
 async fn peering_and_auth_bodies_take_lowercase_keys_too() {
     let agent = TestAgent::start().await;
-    let (status, text) = raw(
+    let (status, text) = isthmus_tests::api::raw_json(
         agent.addr(),
         "POST",
         "/v1/peering/token",
@@ -192,7 +163,7 @@ async fn peering_and_auth_bodies_take_lowercase_keys_too() {
     let (peering, _) = get(&agent.client, "/v1/peering/cluster-02").await;
     assert_eq!(peering["Meta"], json!({"Env_Name": "test"}), "{peering}");
 
-    let (status, text) = raw(
+    let (status, text) = isthmus_tests::api::raw_json(
         agent.addr(),
         "POST",
         "/v1/auth/groups",
@@ -204,7 +175,7 @@ async fn peering_and_auth_bodies_take_lowercase_keys_too() {
     assert_eq!(group["Name"], "ops", "{group}");
     assert_eq!(group["Description"], "operators", "{group}");
 
-    let (status, text) = raw(
+    let (status, text) = isthmus_tests::api::raw_json(
         agent.addr(),
         "POST",
         "/v1/auth/groups",
