@@ -4,7 +4,7 @@
 //! Consul's status codes and texts for the error cases.
 
 use http::Method;
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use isthmus_tests::api::{get, put, send, text};
 use isthmus_tests::process::AgentProcess;
 use isthmus_tests::TestAgent;

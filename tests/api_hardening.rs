@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use isthmus_api::listen::Limits;
+use isthmus_runtime::listen::Limits;
 use isthmus_tests::{TestAgent, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

@@ -2,7 +2,7 @@
 //! using the seed document's HCL verbatim.
 
 use http::Method;
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use isthmus_tests::api::{get, send, text};
 use isthmus_tests::process::{cli, cli_in, stderr, stdout, AgentProcess};
 use serde_json::{json, Value};

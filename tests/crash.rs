@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::Method;
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use isthmus_tests::process::AgentProcess;
 use isthmus_tests::{eventually, WAIT};
 use serde_json::{json, Value};

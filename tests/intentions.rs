@@ -2,7 +2,7 @@
 //! exact and wildcard sources and destinations, peers and L7 permissions.
 
 use http::Method;
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use isthmus_tests::api::{get, put, send, text};
 use isthmus_tests::TestAgent;
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use http::Method;
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use isthmus_tests::api::{get, put};
 use isthmus_tests::apps::http_app;
 use isthmus_tests::cluster::Cluster;

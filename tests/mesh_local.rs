@@ -9,7 +9,7 @@ use isthmus_tests::proxy_process::ProxyProcess;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn write_intentions(client: &isthmus_api::client::Client, sources: serde_json::Value) {
+async fn write_intentions(client: &isthmus_runtime::client::Client, sources: serde_json::Value) {
     put(
         client,
         "/v1/config",
@@ -21,7 +21,7 @@ async fn write_intentions(client: &isthmus_api::client::Client, sources: serde_j
 #[tokio::test]
 async fn intentions_decide_who_reaches_backend_at_l4_and_l7() {
     let agent = AgentProcess::spawn(&["--dev", "--no-gateway"]);
-    let client = isthmus_api::client::Client::new(&agent.http_addr).unwrap();
+    let client = isthmus_runtime::client::Client::new(&agent.http_addr).unwrap();
     let (roots, _) = api_get(&client, "/v1/connect/ca/roots").await;
     let td = roots["TrustDomain"].as_str().unwrap().to_owned();
     write_intentions(&client, json!([{"Name": "frontend", "Action": "allow"}])).await;
@@ -104,7 +104,7 @@ async fn intentions_decide_who_reaches_backend_at_l4_and_l7() {
 #[tokio::test]
 async fn tcp_passes_through_the_mesh() {
     let agent = AgentProcess::spawn(&["--dev", "--no-gateway"]);
-    let client = isthmus_api::client::Client::new(&agent.http_addr).unwrap();
+    let client = isthmus_runtime::client::Client::new(&agent.http_addr).unwrap();
     put(&client, "/v1/config", json!({"Kind": "service-intentions", "Name": "echo", "Sources": [{"Name": "caller", "Action": "allow"}]})).await;
     let echo = tcp_echo().await.to_string();
     let other = tcp_echo().await.to_string();
@@ -147,7 +147,7 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     // Leaves live 3 s and are renewed at 2 s: the test crosses renewals on
     // both sides while requests keep flowing.
     let agent = AgentProcess::spawn(&["--dev", "--no-gateway", "--leaf-cert-ttl", "3s"]);
-    let client = isthmus_api::client::Client::new(&agent.http_addr).unwrap();
+    let client = isthmus_runtime::client::Client::new(&agent.http_addr).unwrap();
     write_intentions(&client, json!([{"Name": "frontend", "Action": "allow"}])).await;
     let backend_app = http_app("backend").await.to_string();
     let backend = ProxyProcess::spawn(&agent.url(), "backend", &backend_app, &[], &[]);
@@ -200,7 +200,7 @@ async fn callers_without_a_trusted_certificate_are_refused() {
     ]);
     let backend_app = http_app("backend").await.to_string();
     let backend = ProxyProcess::spawn(&agent.url(), "backend", &backend_app, &[], &[]);
-    let client = isthmus_api::client::Client::new(&agent.http_addr).unwrap();
+    let client = isthmus_runtime::client::Client::new(&agent.http_addr).unwrap();
     let (roots, _) = api_get(&client, "/v1/connect/ca/roots").await;
     let root_pem = roots["Roots"][0]["RootCert"].as_str().unwrap().to_owned();
     let td = roots["TrustDomain"].as_str().unwrap().to_owned();
@@ -214,7 +214,7 @@ async fn callers_without_a_trusted_certificate_are_refused() {
 
     // A leaf from a cluster nobody peered with, and no certificate at all.
     let stranger = AgentProcess::spawn(&["--dev", "--no-gateway"]);
-    let stranger_client = isthmus_api::client::Client::new(&stranger.http_addr).unwrap();
+    let stranger_client = isthmus_runtime::client::Client::new(&stranger.http_addr).unwrap();
     let (leaf, _) = api_get(&stranger_client, "/v1/agent/connect/ca/leaf/frontend").await;
     let identity = isthmus_api::tls::certified_key(
         leaf["CertPEM"].as_str().unwrap(),
@@ -223,7 +223,7 @@ async fn callers_without_a_trusted_certificate_are_refused() {
     .unwrap();
     let roots = Arc::new(isthmus_api::tls::root_store([&root_pem]).unwrap());
     let expected = isthmus_api::naming::SpiffeId::service(&td, "dc1", "backend");
-    let with_stranger_cert = isthmus_api::mtls::outbound_client_config(
+    let with_stranger_cert = isthmus_dataplane::mtls::outbound_client_config(
         identity,
         roots.clone(),
         &expected,
@@ -234,7 +234,7 @@ async fn callers_without_a_trusted_certificate_are_refused() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(isthmus_api::mtls::SpiffeServerVerifier::new(
+        .with_custom_certificate_verifier(isthmus_dataplane::mtls::SpiffeServerVerifier::new(
             roots, &expected,
         ))
         .with_no_client_auth();

@@ -198,7 +198,7 @@ async fn call_backend_as_cluster_03(
     let store = isthmus_api::tls::root_store(roots.roots.iter().map(|r| &r.root_cert))
         .map_err(|e| e.to_string())?;
     let backend = SpiffeId::service(&roots.trust_domain, "cluster-01", "backend");
-    let config = isthmus_api::mtls::outbound_client_config(
+    let config = isthmus_dataplane::mtls::outbound_client_config(
         key,
         std::sync::Arc::new(store),
         &backend,

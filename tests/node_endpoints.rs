@@ -293,7 +293,7 @@ async fn agent_self_has_consuls_config_and_stats() {
 #[tokio::test]
 async fn dev_agent_lists_no_local_services_but_catalogs_its_gateway() {
     let agent = isthmus_tests::process::AgentProcess::spawn(&["--dev"]);
-    let client = isthmus_api::client::Client::new(&agent.http_addr).unwrap();
+    let client = isthmus_runtime::client::Client::new(&agent.http_addr).unwrap();
     isthmus_tests::eventually("the in-process gateway registered and passing", || async {
         let (entries, _) = get(&client, "/v1/health/service/mesh-gateway?passing").await;
         (entries.as_array().map(Vec::len) == Some(1)).then_some(())

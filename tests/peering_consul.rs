@@ -419,8 +419,8 @@ async fn two_dev_agents_peer_through_their_in_process_gateways() {
         "--peering-heartbeat",
         "200ms",
     ]);
-    let client1 = isthmus_api::client::Client::new(&c1.http_addr).unwrap();
-    let client2 = isthmus_api::client::Client::new(&c2.http_addr).unwrap();
+    let client1 = isthmus_runtime::client::Client::new(&c1.http_addr).unwrap();
+    let client2 = isthmus_runtime::client::Client::new(&c2.http_addr).unwrap();
     // The in-process gateway registers itself; a token needs it.
     let token = eventually("dev gateway registered", || async {
         let output = cli(

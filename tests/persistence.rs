@@ -1,6 +1,6 @@
 //! The agent's state survives a restart of the process on the same data dir.
 
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use isthmus_tests::api::{get, put};
 use isthmus_tests::process::{cli, stderr, AgentProcess};
 use serde_json::json;

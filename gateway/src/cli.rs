@@ -144,7 +144,7 @@ impl Cli {
 /// that really are long flags of this command, so values such as `-` or a
 /// negative number are left alone.
 pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    isthmus_api::process::normalize_go_flags(&Cli::command(), args)
+    isthmus_runtime::process::normalize_go_flags(&Cli::command(), args)
 }
 
 #[cfg(test)]

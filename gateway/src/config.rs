@@ -6,12 +6,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use isthmus_api::listen::Limits;
+use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
 
 pub use crate::exchange::ExchangeLimits;
 
-pub const DEFAULT_CONTROL: &str = isthmus_api::client::DEFAULT_ADDR;
+pub const DEFAULT_CONTROL: &str = isthmus_runtime::client::DEFAULT_ADDR;
 pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8443);
 pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 19100);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +81,7 @@ impl Default for GatewayConfig {
             },
             limits: Limits::with_max_conns(DEFAULT_MAX_CONNS),
             passthrough_idle_timeout: DEFAULT_PASSTHROUGH_IDLE_TIMEOUT,
-            admin_max_conns: isthmus_api::listen::DEFAULT_ADMIN_MAX_CONNS,
+            admin_max_conns: isthmus_runtime::listen::DEFAULT_ADMIN_MAX_CONNS,
         }
     }
 }

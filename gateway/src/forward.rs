@@ -42,7 +42,7 @@ pub(crate) enum ForwardError {
 impl ForwardError {
     /// The message for the 502 answer, with the underlying causes.
     pub(crate) fn detail(&self) -> String {
-        isthmus_api::retry::error_chain(self)
+        isthmus_dataplane::retry::error_chain(self)
     }
 }
 

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
@@ -252,7 +252,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let registered = match registrar.register().await {
         Ok(()) => true,
         Err(e) => {
-            let error = isthmus_api::retry::error_chain(&e);
+            let error = isthmus_dataplane::retry::error_chain(&e);
             tracing::warn!(error = %error, "catalog registration failed; retrying in the background");
             false
         }
@@ -341,7 +341,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
         match tokio::time::timeout(DEREGISTER_TIMEOUT, tasks.registrar.deregister()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %isthmus_api::retry::error_chain(&e), "deregistration failed")
+                tracing::warn!(error = %isthmus_dataplane::retry::error_chain(&e), "deregistration failed")
             }
             Err(_) => tracing::warn!("deregistration timed out"),
         }

@@ -13,7 +13,7 @@
 //! within the header-read timeout of its TLS handshake, and is closed
 //! after the idle timeout with no request or HTTP/2 stream open (a
 //! replication stream is an open stream, so it is never idle); see
-//! [`isthmus_api::listen`].
+//! [`isthmus_runtime::listen`].
 //!
 //! On shutdown it stops accepting, asks every HTTP connection to finish
 //! (HTTP/2 GOAWAY, HTTP/1 close after the current request), lets
@@ -28,8 +28,8 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use isthmus_api::listen::{ConnLimiter, ConnPermit, Limits, Watchdog};
 use isthmus_api::naming::parse_peered_sni;
+use isthmus_runtime::listen::{ConnLimiter, ConnPermit, Limits, Watchdog};
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -83,7 +83,7 @@ impl Listener {
             passthrough: Passthrough::new(metrics.clone(), passthrough_idle),
             metrics,
             peering,
-            http: isthmus_api::listen::server(&limits),
+            http: isthmus_runtime::listen::server(&limits),
             limits,
             limiter,
         }
@@ -199,7 +199,7 @@ impl Listener {
             .serve_connection(TokioIo::new(tls), watchdog.track(service));
         let graceful = async move { crate::stopped(&mut shutdown).await };
         let ended = watchdog.drive(http, graceful, std::future::pending()).await;
-        if let isthmus_api::listen::Ended::TimedOut(timeout) = ended {
+        if let isthmus_runtime::listen::Ended::TimedOut(timeout) = ended {
             tracing::debug!(remote = %remote, timeout = timeout.label(), "closed a peering connection: timed out");
         }
     }

@@ -8,14 +8,14 @@ use isthmus_gateway::cli::Cli;
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 async fn terminated() {
-    let signal = isthmus_api::process::shutdown_signal().await;
+    let signal = isthmus_runtime::process::shutdown_signal().await;
     tracing::info!(signal, "shutting down");
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    isthmus_api::process::init_logging(cli.log_json);
-    isthmus_api::process::raise_fd_limit();
+    isthmus_runtime::process::init_logging(cli.log_json);
+    isthmus_runtime::process::raise_fd_limit();
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(e) => {

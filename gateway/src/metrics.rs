@@ -2,7 +2,7 @@
 //! several can run in one process); the data path only touches atomic
 //! counters, and encoding happens on the admin listener's side.
 
-use isthmus_api::listen::{ListenerCounters, ListenerMetrics};
+use isthmus_runtime::listen::{ListenerCounters, ListenerMetrics};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Which peering endpoint a request addressed (bounded label values).
@@ -150,7 +150,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Result<Metrics, prometheus::Error> {
-        let registry = isthmus_api::metrics::component_registry()?;
+        let registry = isthmus_runtime::metrics::component_registry()?;
 
         let tcp_open = IntCounterVec::new(
             Opts::new(
@@ -327,7 +327,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub(crate) fn encode(&self) -> Result<String, prometheus::Error> {
-        isthmus_api::metrics::encode_text(&self.registry.gather())
+        isthmus_runtime::metrics::encode_text(&self.registry.gather())
     }
 }
 

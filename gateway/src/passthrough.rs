@@ -224,7 +224,7 @@ impl Passthrough {
                 }
             },
             _ = idle(&moved, self.idle_timeout) => {
-                self.metrics.passthrough_listener.timed_out(isthmus_api::listen::Timeout::Idle);
+                self.metrics.passthrough_listener.timed_out(isthmus_runtime::listen::Timeout::Idle);
                 tracing::debug!(remote = %remote, endpoint = %endpoint, sni, idle_timeout = ?self.idle_timeout, "closing an idle service connection");
             }
         }

@@ -8,13 +8,13 @@ use http::Method;
 use isthmus_api::catalog::{
     CheckDefinition, ServiceRegistration, KIND_MESH_GATEWAY, STATUS_PASSING,
 };
-use isthmus_api::client::{encode, Client};
 use isthmus_api::gateway::SERVICE_NAME;
+use isthmus_runtime::client::{encode, Client};
 use tokio::sync::{watch, Notify};
 
 use crate::admin::Readiness;
 use crate::config::Advertise;
-use isthmus_api::retry::{Backoff, FailureLog};
+use isthmus_dataplane::retry::{Backoff, FailureLog};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A registration that lasted less than this before it vanished makes the
@@ -29,7 +29,7 @@ pub(crate) enum RegistrationError {
         id: String,
         control: String,
         #[source]
-        source: isthmus_api::client::ClientError,
+        source: isthmus_runtime::client::ClientError,
     },
     #[error("{action} {id} at the agent {control}: no answer within {CALL_TIMEOUT:?}")]
     Timeout {
@@ -156,7 +156,7 @@ impl Registrar {
                 tokio::select! {
                     _ = crate::stopped(&mut shutdown) => return,
                     _ = agent_restarted.notified() => {}
-                    _ = isthmus_api::presence::wait_until_gone(&self.client, &self.id) => {
+                    _ = isthmus_dataplane::presence::wait_until_gone(&self.client, &self.id) => {
                         readiness.set_registered(false);
                         tracing::warn!(id = %self.id, "the registration is gone from the agent's catalog; registering again");
                     }
@@ -183,7 +183,7 @@ impl Registrar {
                     failures.recovered();
                 }
                 Err(e) => {
-                    let message = isthmus_api::retry::error_chain(&e);
+                    let message = isthmus_dataplane::retry::error_chain(&e);
                     if failures.failed(&message) {
                         tracing::warn!(error = %message, "catalog registration failed; retrying with backoff");
                     }

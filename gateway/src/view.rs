@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use isthmus_api::client::{Client, ClientError};
 use isthmus_api::gateway::{GatewayPeer, GatewayView, AGENT_PATH_VIEW};
 use isthmus_api::tls::{root_store, TlsError};
+use isthmus_runtime::client::{Client, ClientError};
 use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::admin::Readiness;
-use isthmus_api::retry::{error_chain, Backoff, FailureLog};
+use isthmus_dataplane::retry::{error_chain, Backoff, FailureLog};
 
 /// How long each blocking query may wait on the agent.
 const BLOCKING_WAIT: &str = "5m";

@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use isthmus_api::listen::{ConnLimiter, Limits};
+use isthmus_runtime::listen::{ConnLimiter, Limits};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -146,7 +146,7 @@ pub(crate) async fn serve(
             tower::ServiceExt::oneshot(router.clone(), request)
         })
     };
-    isthmus_api::listen::serve(listener, limiter, limits, counters, make_service, stop).await;
+    isthmus_runtime::listen::serve(listener, limiter, limits, counters, make_service, stop).await;
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use isthmus_api::client::{Client, ClientError};
+use isthmus_runtime::client::{Client, ClientError};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use isthmus_api::retry::{error_chain, Backoff, FailureLog};
+use isthmus_dataplane::retry::{error_chain, Backoff, FailureLog};
 
 /// How long each blocking query may wait on the agent.
 const BLOCKING_WAIT: &str = "5m";

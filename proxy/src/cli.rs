@@ -124,7 +124,7 @@ impl Cli {
 /// Rewrites `-name` / `-name=value` into `--name` forms, only for names
 /// that really are long flags of this command.
 pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    isthmus_api::process::normalize_go_flags(&Cli::command(), args)
+    isthmus_runtime::process::normalize_go_flags(&Cli::command(), args)
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use isthmus_api::listen::Limits;
 use isthmus_api::naming::validate_dns_label;
+use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
 
-pub const DEFAULT_CONTROL: &str = isthmus_api::client::DEFAULT_ADDR;
+pub const DEFAULT_CONTROL: &str = isthmus_runtime::client::DEFAULT_ADDR;
 pub const DEFAULT_INBOUND_BIND: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 21000);
 pub const DEFAULT_ADMIN_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 19000);
@@ -185,7 +185,7 @@ impl ProxyConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             log_json: false,
             limits: default_limits(),
-            admin_max_conns: isthmus_api::listen::DEFAULT_ADMIN_MAX_CONNS,
+            admin_max_conns: isthmus_runtime::listen::DEFAULT_ADMIN_MAX_CONNS,
         }
     }
 

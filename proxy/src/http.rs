@@ -16,7 +16,7 @@ use hyper::service::Service;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use isthmus_api::listen::{Limits, ListenerCounters, Watchdog};
+use isthmus_runtime::listen::{Limits, ListenerCounters, Watchdog};
 
 use crate::balance::InFlight;
 use crate::drain::Drain;
@@ -178,7 +178,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// The server side of both directions: HTTP/1.1 (with upgrades) or HTTP/2,
 /// detected from the connection preface, with `limits`' header-read timeout.
 pub(crate) fn server(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    isthmus_api::listen::server(limits)
+    isthmus_runtime::listen::server(limits)
 }
 
 /// Serves one connection until it ends; when draining starts, HTTP/2 gets

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwapOption, Guard};
 use isthmus_api::ca::LeafCert;
-use isthmus_api::client::{encode, Client};
 use isthmus_api::intentions::IntentionSet;
-use isthmus_api::mtls::{inbound_server_config, spiffe_id_of, TrustBundle};
 use isthmus_api::naming::SpiffeId;
 use isthmus_api::proxy::{ProxyView, AGENT_PATH_VIEW};
 use isthmus_api::tls::{certified_key, certs_from_pem};
+use isthmus_dataplane::mtls::{inbound_server_config, spiffe_id_of, TrustBundle};
+use isthmus_runtime::client::{encode, Client};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::sync::{watch, Notify};

@@ -25,8 +25,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use isthmus_api::intentions::{Decision, Source};
-use isthmus_api::mtls::spiffe_id_of;
 use isthmus_api::naming::SpiffeId;
+use isthmus_dataplane::mtls::spiffe_id_of;
 use prometheus::IntCounter;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -53,7 +53,7 @@ pub(crate) struct Inbound {
     app: http::LocalApp,
     app_addr: SocketAddr,
     server: auto::Builder<TokioExecutor>,
-    limits: isthmus_api::listen::Limits,
+    limits: isthmus_runtime::listen::Limits,
 }
 
 /// Assembles the inbound side and starts accepting on `listener`.
@@ -77,7 +77,7 @@ pub(crate) fn start(
     });
     let mut cap = config.limits;
     cap.fit_fd_limit("inbound");
-    let limiter = isthmus_api::listen::ConnLimiter::new(
+    let limiter = isthmus_runtime::listen::ConnLimiter::new(
         "inbound",
         &cap,
         inbound.metrics.inbound_listener.clone(),

@@ -20,7 +20,7 @@
 //! | `inbound` (+ `http`, `tcp`) | accept, mTLS, caller identity, intentions, forward to the local app |
 //! | `outbound` (+ `http`), `upstream`, `balance`, `pool` | per-upstream listener, route (endpoints + TLS) watching, P2C balancing, pooled HTTP/2 mTLS |
 //! | `http`, `io`, `drain` | shared HTTP plumbing, byte counting and splicing, graceful drain |
-//! | `admin`, `metrics`, `registration` | admin listener, Prometheus metrics, catalog registration (backoff: `isthmus_api::retry`) |
+//! | `admin`, `metrics`, `registration` | admin listener, Prometheus metrics, catalog registration (backoff: `isthmus_dataplane::retry`) |
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -43,7 +43,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
@@ -407,7 +407,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
         match tokio::time::timeout(DEREGISTER_TIMEOUT, tasks.registrar.deregister()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %isthmus_api::retry::error_chain(&e), "deregistration failed")
+                tracing::warn!(error = %isthmus_dataplane::retry::error_chain(&e), "deregistration failed")
             }
             Err(_) => tracing::warn!("deregistration timed out"),
         }

@@ -8,7 +8,7 @@ use isthmus_proxy::cli::Cli;
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 async fn terminated() {
-    let signal = isthmus_api::process::shutdown_signal().await;
+    let signal = isthmus_runtime::process::shutdown_signal().await;
     tracing::info!(signal, "shutting down");
 }
 
@@ -20,8 +20,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    isthmus_api::process::init_logging(config.log_json);
-    isthmus_api::process::raise_fd_limit();
+    isthmus_runtime::process::init_logging(config.log_json);
+    isthmus_runtime::process::raise_fd_limit();
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

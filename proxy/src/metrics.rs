@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use http::StatusCode;
 use isthmus_api::http_path::PathError;
-use isthmus_api::metrics::counter_vec;
+use isthmus_runtime::metrics::counter_vec;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -241,14 +241,14 @@ pub(crate) struct Metrics {
     inbound_request_errors: Box<[IntCounter]>,
     outbound_errors: IntCounterVec,
     /// Cap refusals and timeouts, per listener (`inbound`, `outbound`, `admin`).
-    pub(crate) inbound_listener: isthmus_api::listen::ListenerCounters,
-    pub(crate) outbound_listener: isthmus_api::listen::ListenerCounters,
-    pub(crate) admin_listener: isthmus_api::listen::ListenerCounters,
+    pub(crate) inbound_listener: isthmus_runtime::listen::ListenerCounters,
+    pub(crate) outbound_listener: isthmus_runtime::listen::ListenerCounters,
+    pub(crate) admin_listener: isthmus_runtime::listen::ListenerCounters,
 }
 
 impl Metrics {
     pub(crate) fn new() -> Result<Metrics, prometheus::Error> {
-        let registry = isthmus_api::metrics::component_registry()?;
+        let registry = isthmus_runtime::metrics::component_registry()?;
 
         let r = &registry;
         let latency = HistogramVec::new(
@@ -319,7 +319,7 @@ impl Metrics {
             "Outbound requests or connections that failed, by upstream and kind",
             &["upstream", "kind"],
         )?;
-        let listeners = isthmus_api::listen::ListenerMetrics::register(r, "")?;
+        let listeners = isthmus_runtime::listen::ListenerMetrics::register(r, "")?;
         Ok(Metrics {
             inbound_listener: listeners.listener("inbound"),
             outbound_listener: listeners.listener("outbound"),
@@ -386,7 +386,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub(crate) fn encode(&self) -> Result<String, prometheus::Error> {
-        isthmus_api::metrics::encode_text(&self.registry.gather())
+        isthmus_runtime::metrics::encode_text(&self.registry.gather())
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,7 +31,7 @@ pub(crate) struct Outbound {
     protocol: Protocol,
     metrics: Arc<Metrics>,
     server: auto::Builder<TokioExecutor>,
-    limits: isthmus_api::listen::Limits,
+    limits: isthmus_runtime::listen::Limits,
 }
 
 /// A bound upstream listener, waiting to be served.
@@ -82,7 +82,7 @@ pub(crate) fn start(
             listener,
             format!("upstream {}", upstream.label),
             drain.clone(),
-            isthmus_api::listen::ConnLimiter::new(
+            isthmus_runtime::listen::ConnLimiter::new(
                 "outbound",
                 &limits,
                 metrics.outbound_listener.clone(),

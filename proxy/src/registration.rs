@@ -13,12 +13,12 @@ use isthmus_api::catalog::{
     CheckDefinition, ProxyConfig as CatalogProxy, ServiceRegistration, Upstream as CatalogUpstream,
     KIND_CONNECT_PROXY, STATUS_PASSING,
 };
-use isthmus_api::client::{encode, Client, ClientError};
+use isthmus_runtime::client::{encode, Client, ClientError};
 use tokio::sync::{watch, Notify};
 
 use crate::admin::Readiness;
 use crate::config::{Advertise, ProxyConfig};
-use isthmus_api::retry::{error_chain, Backoff, FailureLog};
+use isthmus_dataplane::retry::{error_chain, Backoff, FailureLog};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
@@ -185,7 +185,7 @@ impl Registrar {
                     tokio::select! {
                         _ = crate::stopped(&mut stop) => return,
                         _ = agent_restarted.notified() => {}
-                        _ = isthmus_api::presence::wait_until_gone(&self.client, &self.id) => {
+                        _ = isthmus_dataplane::presence::wait_until_gone(&self.client, &self.id) => {
                             readiness.set_registered(false);
                             tracing::warn!(id = %self.id, "the registration is gone from the agent's catalog; registering again");
                         }

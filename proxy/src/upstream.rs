@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use isthmus_api::client::Client;
-use isthmus_api::mtls::outbound_client_config;
 use isthmus_api::naming::SpiffeId;
 use isthmus_api::proxy::{agent_path_upstream, UpstreamView};
+use isthmus_dataplane::mtls::outbound_client_config;
+use isthmus_runtime::client::Client;
 use rustls_pki_types::ServerName;
 use serde_json::{json, Value};
 use tokio::sync::watch;

@@ -560,7 +560,7 @@ async fn admin_shutdown_cuts_what_outlives_the_drain_timeout() {
     let slow = tokio::spawn(async move { stuck.call("GET", "/slow", &[]).await });
     app.slow_arrived().await;
 
-    let admin = isthmus_api::client::Client::new(&proxy.admin_addr().to_string()).unwrap();
+    let admin = isthmus_runtime::client::Client::new(&proxy.admin_addr().to_string()).unwrap();
     let response = admin
         .send(http::Method::POST, "/shutdown", None)
         .await

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 
 use serde_json::json;
 

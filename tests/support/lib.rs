@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use isthmus_api::client::Client;
 use isthmus_control::agent::{self, AgentConfig, RunningAgent};
+use isthmus_runtime::client::Client;
 
 /// Every wait in the tests is bounded by this unless it says otherwise.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -135,7 +135,7 @@ impl TestHttpServer {
 pub mod api {
     use bytes::Bytes;
     use http::Method;
-    use isthmus_api::client::{ApiResponse, Client};
+    use isthmus_runtime::client::{ApiResponse, Client};
     use serde_json::Value;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

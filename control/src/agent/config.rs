@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use isthmus_api::listen::Limits;
 use isthmus_api::peering_limits::DEFAULT_IMPORT_LIMITS;
+use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
 
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8500);

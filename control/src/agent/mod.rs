@@ -289,7 +289,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     let mut limits = state.config.http_limits;
     limits.fit_fd_limit("api");
     let counters = state.metrics.api_listener.clone();
-    let limiter = isthmus_api::listen::ConnLimiter::new("api", &limits, counters.clone());
+    let limiter = isthmus_runtime::listen::ConnLimiter::new("api", &limits, counters.clone());
     let server = tokio::spawn(async move {
         let make_service = move |_remote| {
             let router = router.clone();
@@ -297,7 +297,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
                 tower::ServiceExt::oneshot(router.clone(), request)
             })
         };
-        isthmus_api::listen::serve(
+        isthmus_runtime::listen::serve(
             listener,
             limiter,
             limits,

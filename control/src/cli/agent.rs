@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::dev_gateway::{DevGatewaySettings, DevGatewayStarter};
 use crate::agent::config::{AgentConfig, Settings, Source};
 
 #[derive(Args)]
@@ -53,17 +54,21 @@ impl AgentArgs {
     }
 }
 
-pub fn run(args: AgentArgs) -> ExitCode {
+pub fn run(args: AgentArgs, start_gateway: Option<DevGatewayStarter>) -> ExitCode {
     let json = args.log_json;
-    // Under --dev the agent also runs a mesh gateway, so one command gives
-    // a cluster that can peer.
-    let dev_gateway = (args.dev && !args.no_gateway).then(|| {
-        (
-            args.gateway_bind,
-            args.gateway_admin_bind,
-            args.gateway_advertise.clone(),
-        )
-    });
+    // Under --dev the agent also runs a mesh gateway (when the binary was
+    // composed with one), so one command gives a cluster that can peer.
+    let dev_gateway = (args.dev && !args.no_gateway)
+        .then_some(())
+        .and(start_gateway)
+        .map(|start| {
+            (
+                args.gateway_bind,
+                args.gateway_admin_bind,
+                args.gateway_advertise.clone(),
+                start,
+            )
+        });
     let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -71,8 +76,8 @@ pub fn run(args: AgentArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    isthmus_api::process::init_logging(json);
-    isthmus_api::process::raise_fd_limit();
+    isthmus_runtime::process::init_logging(json);
+    isthmus_runtime::process::raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,7 +93,7 @@ pub fn run(args: AgentArgs) -> ExitCode {
         // future has installed its handlers, so a signal that arrives
         // before we wait for it (say, right after the line below) is kept
         // for run_until_stopped instead of killing the process outright.
-        let signal = isthmus_api::process::shutdown_signal();
+        let signal = isthmus_runtime::process::shutdown_signal();
         tokio::pin!(signal);
         tokio::select! {
             biased;
@@ -106,14 +111,14 @@ pub fn run(args: AgentArgs) -> ExitCode {
             }
         };
         let gateway = match dev_gateway {
-            Some((bind, admin_bind, advertise)) => {
-                let config = isthmus_gateway::GatewayConfig {
+            Some((bind, admin_bind, advertise, start)) => {
+                let settings = DevGatewaySettings {
                     bind,
                     admin_bind,
                     advertise,
-                    ..isthmus_gateway::GatewayConfig::loopback(format!("http://{}", agent.http_addr()))
+                    agent_url: format!("http://{}", agent.http_addr()),
                 };
-                match isthmus_gateway::start(config).await {
+                match start(settings).await {
                     Ok(gateway) => {
                         agent.state.set_in_process_gateway(gateway.service_id());
                         Some(gateway)

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use http::Method;
 use isthmus_api::auth::{Group, GroupCreate, Permission};
-use isthmus_api::client::{encode, Client};
+use isthmus_runtime::client::{encode, Client};
 use serde::Serialize;
 use serde_json::Value;
 

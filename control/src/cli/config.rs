@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use http::Method;
-use isthmus_api::client::encode;
 use isthmus_api::config_entry;
+use isthmus_runtime::client::encode;
 
 use super::ApiArgs;
 

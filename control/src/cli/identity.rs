@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use http::Method;
 use isthmus_api::auth::Identity;
-use isthmus_api::client::encode;
+use isthmus_runtime::client::encode;
 use serde::Serialize;
 use serde_json::json;
 

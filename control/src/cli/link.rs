@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use http::Method;
-use isthmus_api::client::encode;
 use isthmus_api::peering::{EstablishRequest, Peering, TokenRequest, TokenResponse, STATE_PENDING};
+use isthmus_runtime::client::encode;
 use serde::Serialize;
 use serde_json::Value;
 

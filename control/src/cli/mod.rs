@@ -6,6 +6,7 @@
 mod agent;
 mod auth;
 mod config;
+pub mod dev_gateway;
 mod identity;
 mod link;
 mod output;
@@ -17,7 +18,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use isthmus_api::client::{Client, DEFAULT_ADDR};
+use dev_gateway::DevGatewayStarter;
+use isthmus_runtime::client::{Client, DEFAULT_ADDR};
 
 #[derive(Parser)]
 #[command(
@@ -86,13 +88,15 @@ impl ApiArgs {
 
 /// Rewrites Consul-style `-name` flags of this CLI into `--name`.
 pub fn normalize_go_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    isthmus_api::process::normalize_go_flags(&Cli::command(), args)
+    isthmus_runtime::process::normalize_go_flags(&Cli::command(), args)
 }
 
-pub fn main() -> ExitCode {
+/// The `isthmus` command. `start_gateway` runs the in-process mesh gateway
+/// of `agent --dev`; `None` runs dev agents without one.
+pub fn main(start_gateway: Option<DevGatewayStarter>) -> ExitCode {
     let cli = Cli::parse_from(normalize_go_flags(std::env::args_os()));
     match cli.command {
-        Command::Agent(args) => agent::run(*args),
+        Command::Agent(args) => agent::run(*args, start_gateway),
         Command::Demo(args) => crate::demo::run(args),
         other => {
             let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use http::{Method, StatusCode};
-use isthmus_api::client::{encode, Client, ClientError};
 use isthmus_api::peering::{EstablishRequest, Peering, TokenRequest, TokenResponse};
+use isthmus_runtime::client::{encode, Client, ClientError};
 use serde_json::Value;
 
 use super::output;

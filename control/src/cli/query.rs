@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use isthmus_api::client::encode;
+use isthmus_runtime::client::encode;
 use serde_json::Value;
 
 use super::ApiArgs;

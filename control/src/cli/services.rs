@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use http::Method;
 use isthmus_api::catalog::ServiceRegistration;
-use isthmus_api::client::encode;
 use isthmus_api::consul_json;
+use isthmus_runtime::client::encode;
 use serde_json::Value;
 
 use super::ApiArgs;

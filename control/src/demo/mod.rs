@@ -66,7 +66,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         let result = demo(&args, &dir, &mut processes, apps_stop).await;
         if args.keep_running {
             // Even after a failure: what is up is worth a look.
-            let signal = isthmus_api::process::shutdown_signal().await;
+            let signal = isthmus_runtime::process::shutdown_signal().await;
             println!("\n{signal}: stopping everything");
         }
         result
@@ -167,7 +167,7 @@ async fn demo(
     };
     tokio::select! {
         result = walkthrough => result?,
-        signal = isthmus_api::process::shutdown_signal() => {
+        signal = isthmus_runtime::process::shutdown_signal() => {
             return Err(anyhow!("interrupted by {signal}"));
         }
     }

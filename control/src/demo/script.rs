@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use http::Method;
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 
 /// How long one command or request may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use isthmus_api::client::Client;
+use isthmus_runtime::client::Client;
 use tokio::sync::watch;
 
 use super::procs::{field, Launcher, Processes};

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
-use isthmus_api::client::Client;
 use isthmus_api::peering::Peering;
+use isthmus_runtime::client::Client;
 
 use super::script::{self, wait_for, Script};
 use super::setup::{self, Cluster, Environment};

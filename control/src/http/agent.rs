@@ -162,7 +162,7 @@ pub async fn service(
         let service = catalog::all_services(snap)?
             .into_iter()
             // The in-process gateway watches its own registration here
-            // (isthmus_api::presence), so this still answers for it.
+            // (isthmus_dataplane::presence), so this still answers for it.
             .find(|s| s.id == id)
             .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
         let index = service.modify_index;

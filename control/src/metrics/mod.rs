@@ -166,11 +166,11 @@ pub struct AgentMetrics {
     replication_rejected: IntCounterVec,
     http_requests: IntCounterVec,
     /// The HTTP API listener's refusals and timeouts.
-    pub api_listener: isthmus_api::listen::ListenerCounters,
+    pub api_listener: isthmus_runtime::listen::ListenerCounters,
     /// Requests refused for a foreign `Origin` or `Host`, by reason.
     http_refused: [IntCounter; 2],
     /// Limits the log lines of refused requests to one per burst.
-    pub request_refusal_log: isthmus_api::listen::BurstLog,
+    pub request_refusal_log: isthmus_runtime::listen::BurstLog,
 }
 
 /// Why the API refused a request before routing it.
@@ -196,7 +196,7 @@ impl RequestRefusal {
 
 impl AgentMetrics {
     pub fn new() -> Result<AgentMetrics, prometheus::Error> {
-        let registry = isthmus_api::metrics::component_registry()?;
+        let registry = isthmus_runtime::metrics::component_registry()?;
 
         let replication_messages = IntCounterVec::new(
             Opts::new(
@@ -234,8 +234,9 @@ impl AgentMetrics {
         )?;
         registry.register(Box::new(http_requests.clone()))?;
 
-        let listeners = isthmus_api::listen::ListenerMetrics::register(&registry, "isthmus_http_")?;
-        let http_refused = isthmus_api::metrics::counter_vec(
+        let listeners =
+            isthmus_runtime::listen::ListenerMetrics::register(&registry, "isthmus_http_")?;
+        let http_refused = isthmus_runtime::metrics::counter_vec(
             &registry,
             "isthmus_http_requests_refused_total",
             "Requests the HTTP API refused with 403 before routing, by reason \
@@ -336,7 +337,7 @@ impl AgentMetrics {
     }
 }
 
-pub use isthmus_api::metrics::encode_text;
+pub use isthmus_runtime::metrics::encode_text;
 
 /// Standard methods by name; anything else is `OTHER`, so a client cannot
 /// mint label values.

@@ -283,7 +283,7 @@ async fn forward(
         }
         Err(e) => {
             let unreachable = e.is_connect();
-            tracing::debug!(error = %isthmus_api::retry::error_chain(&e), "forwarding to the local application failed");
+            tracing::debug!(error = %isthmus_dataplane::retry::error_chain(&e), "forwarding to the local application failed");
             if unreachable {
                 local_response(
                     StatusCode::SERVICE_UNAVAILABLE,

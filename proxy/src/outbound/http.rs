@@ -130,7 +130,7 @@ async fn forward(
                     let error = e.into_error();
                     return Err(Failure::new(
                         OutboundError::Request,
-                        isthmus_api::retry::error_chain(&error),
+                        isthmus_dataplane::retry::error_chain(&error),
                     ));
                 }
             },
@@ -208,7 +208,10 @@ async fn upgrade(
     strip_hop_by_hop(request.headers_mut(), true);
     let mut response = sender.send_request(request).await.map_err(|e| {
         upstream.errors.count(OutboundError::Request);
-        Failure::new(OutboundError::Request, isthmus_api::retry::error_chain(&e))
+        Failure::new(
+            OutboundError::Request,
+            isthmus_dataplane::retry::error_chain(&e),
+        )
     })?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let remote = hyper::upgrade::on(&mut response);

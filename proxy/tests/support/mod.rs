@@ -288,7 +288,7 @@ pub fn parse_prometheus(text: &str) -> HashMap<String, f64> {
 
 /// GET on a proxy's admin listener: status and body.
 pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let client = isthmus_api::client::Client::new(&admin.to_string()).unwrap();
+    let client = isthmus_runtime::client::Client::new(&admin.to_string()).unwrap();
     let response = tokio::time::timeout(WAIT, client.send(http::Method::GET, path, None))
         .await
         .expect("admin hung")

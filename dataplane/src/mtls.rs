@@ -16,8 +16,8 @@ use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::naming::SpiffeId;
-use crate::tls::{provider, root_store, uri_sans, TlsError};
+use isthmus_api::naming::SpiffeId;
+use isthmus_api::tls::{provider, root_store, uri_sans, TlsError};
 
 /// Who may be trusted, by trust domain.
 #[derive(Debug, Clone)]
@@ -269,7 +269,7 @@ pub fn inbound_server_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(e.to_string()))?
         .with_client_cert_verifier(SpiffeClientVerifier::new(bundle)?)
-        .with_cert_resolver(Arc::new(crate::tls::SingleCert(identity)));
+        .with_cert_resolver(Arc::new(isthmus_api::tls::SingleCert(identity)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -287,7 +287,7 @@ pub fn outbound_client_config(
         .map_err(|e| TlsError(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(SpiffeServerVerifier::new(roots, expected))
-        .with_client_cert_resolver(Arc::new(crate::tls::SingleCert(identity)));
+        .with_client_cert_resolver(Arc::new(isthmus_api::tls::SingleCert(identity)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use crate::client::{encode, Client};
 use crate::retry::Backoff;
+use isthmus_runtime::client::{encode, Client};
 
 /// How long each blocking query may wait on the agent.
 const WAIT: &str = "30s";

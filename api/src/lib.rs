@@ -3,7 +3,8 @@
 //! Everything the control plane, the sidecar proxy and the mesh gateway must
 //! agree on lives here: the JSON shapes of the Consul-compatible HTTP API,
 //! config entries and their validation, intention evaluation, SPIFFE and SNI
-//! naming, and a small client for the HTTP API. The proxy and the gateway
+//! naming, and certificate helpers. No sockets, tasks or processes (those are
+//! `isthmus-runtime`). The proxy and the gateway
 //! depend on this crate, never on the control plane's internals.
 #![forbid(unsafe_code)]
 
@@ -11,22 +12,15 @@ pub mod auth;
 pub mod ca;
 pub mod catalog;
 pub mod catalog_register;
-pub mod client;
 pub mod config_entry;
 pub mod consul_json;
 pub mod duration;
 pub mod gateway;
 pub mod http_path;
 pub mod intentions;
-pub mod listen;
-pub mod metrics;
-pub mod mtls;
 pub mod naming;
 pub mod peering;
 pub mod peering_framing;
 pub mod peering_limits;
-pub mod presence;
-pub mod process;
 pub mod proxy;
-pub mod retry;
 pub mod tls;
