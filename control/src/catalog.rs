@@ -13,7 +13,43 @@ use isthmus_api::duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::store::{Reads, StoreError, Table, Txn};
+use crate::store::{Reads, Schema, StoreError, Table, Txn};
+
+/// Index of `services` by service name.
+pub const BY_NAME: &str = "name";
+/// Index of `services` by the service a sidecar proxy fronts.
+pub const BY_DESTINATION: &str = "destination";
+/// Index of `checks` by service ID (`""` for node checks).
+pub const BY_SERVICE: &str = "service";
+
+/// The catalog's tables as the store keeps them: decoded once, indexed by
+/// what health and catalog queries select on, so a query costs what it
+/// returns, not the size of the catalog.
+pub fn schema() -> Schema {
+    fn service_name(s: &AgentService) -> Vec<String> {
+        vec![s.service.clone()]
+    }
+    fn destination(s: &AgentService) -> Vec<String> {
+        match &s.proxy {
+            Some(proxy) if s.kind.as_deref() == Some(KIND_CONNECT_PROXY) => {
+                vec![proxy.destination_service_name.clone()]
+            }
+            _ => Vec::new(),
+        }
+    }
+    fn check_service(c: &StoredCheck) -> Vec<String> {
+        vec![c.state.service_id.clone()]
+    }
+    Schema::new()
+        .table::<AgentService>(
+            Table::Services,
+            vec![
+                (BY_NAME, service_name as fn(&AgentService) -> Vec<String>),
+                (BY_DESTINATION, destination),
+            ],
+        )
+        .table::<StoredCheck>(Table::Checks, vec![(BY_SERVICE, check_service)])
+}
 
 /// The node this agent represents in the catalog.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -453,10 +489,27 @@ pub fn get_check(r: &impl Reads, check_id: &str) -> Result<Option<StoredCheck>, 
 }
 
 fn service_checks(r: &impl Reads, service_id: &str) -> Result<Vec<StoredCheck>, StoreError> {
-    Ok(all_checks(r)?
+    r.lookup(Table::Checks, BY_SERVICE, service_id)
+}
+
+/// The checks that apply to one instance (its own, then the node's), as
+/// the API shows them: on this node as it is named now.
+fn instance_checks(
+    r: &impl Reads,
+    node: &LocalNode,
+    service_id: &str,
+    node_checks: &[HealthCheck],
+) -> Result<Vec<HealthCheck>, StoreError> {
+    let mut checks: Vec<HealthCheck> = service_checks(r, service_id)?
         .into_iter()
-        .filter(|c| c.state.service_id == service_id)
-        .collect())
+        .map(|c| HealthCheck {
+            node: node.name.clone(),
+            ..c.state
+        })
+        .chain(node_checks.iter().cloned())
+        .collect();
+    checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
+    Ok(checks)
 }
 
 /// Which instances a health query returns.
@@ -475,29 +528,30 @@ pub fn service_entries(
     select: Select<'_>,
     passing_only: bool,
 ) -> Result<Vec<ServiceEntry>, StoreError> {
-    let services = all_services(r)?.into_iter().filter(|s| match select {
-        Select::Named(name) => s.service == name,
-        Select::ConnectFor(name) => {
-            s.kind.as_deref() == Some(KIND_CONNECT_PROXY)
-                && s.proxy
-                    .as_ref()
-                    .is_some_and(|p| p.destination_service_name == name)
-        }
-    });
-    let checks = check_states(r, node)?;
-    let api_node = node.to_api();
-    let mut entries: Vec<ServiceEntry> = services
-        .map(|service| ServiceEntry {
-            node: api_node.clone(),
-            checks: checks
-                .iter()
-                .filter(|c| c.service_id == service.id || c.service_id.is_empty())
-                .cloned()
-                .collect(),
-            service,
+    let services: Vec<AgentService> = match select {
+        Select::Named(name) => r.lookup(Table::Services, BY_NAME, name)?,
+        Select::ConnectFor(name) => r.lookup(Table::Services, BY_DESTINATION, name)?,
+    };
+    let node_checks: Vec<HealthCheck> = service_checks(r, "")?
+        .into_iter()
+        .map(|c| HealthCheck {
+            node: node.name.clone(),
+            ..c.state
         })
-        .filter(|e| !passing_only || e.checks.iter().all(|c| c.status == STATUS_PASSING))
         .collect();
+    let api_node = node.to_api();
+    let mut entries = Vec::with_capacity(services.len());
+    for service in services {
+        let checks = instance_checks(r, node, &service.id, &node_checks)?;
+        if passing_only && !checks.iter().all(|c| c.status == STATUS_PASSING) {
+            continue;
+        }
+        entries.push(ServiceEntry {
+            node: api_node.clone(),
+            checks,
+            service,
+        });
+    }
     entries.sort_by(|a, b| a.service.id.cmp(&b.service.id));
     Ok(entries)
 }
@@ -509,9 +563,9 @@ pub fn catalog_service(
     name: &str,
 ) -> Result<Vec<CatalogService>, StoreError> {
     let api_node = node.to_api();
-    let mut rows: Vec<CatalogService> = all_services(r)?
+    let mut rows: Vec<CatalogService> = r
+        .lookup::<AgentService>(Table::Services, BY_NAME, name)?
         .into_iter()
-        .filter(|s| s.service == name)
         .map(|s| CatalogService {
             id: api_node.id.clone(),
             node: api_node.node.clone(),

@@ -149,9 +149,13 @@ fn open_store(config: &AgentConfig) -> Result<Store, StartError> {
             // It holds the CA key, the gateway key and the stream secrets.
             crate::store::private::create_private_dir(dir)
                 .map_err(|e| StartError::Config(format!("data dir: {e}")))?;
-            Ok(Store::open(&dir.join(STORE_FILE))?)
+            let log = crate::store::RedbBackend::open(&dir.join(STORE_FILE))?;
+            Ok(Store::with_log(Box::new(log), crate::catalog::schema())?)
         }
-        None => Ok(Store::in_memory()?),
+        None => Ok(Store::with_log(
+            Box::new(crate::store::NoLog),
+            crate::catalog::schema(),
+        )?),
     }
 }
 

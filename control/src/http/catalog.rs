@@ -20,6 +20,14 @@ fn health_index(snap: &Snapshot) -> Result<u64, StoreError> {
         .max(snap.table_index(Table::Nodes)?))
 }
 
+/// The index of a query that read only what it answers with (one
+/// service's instances and their checks): where that last changed, as
+/// Consul's per-service indexes do, so its watchers sleep through changes
+/// to other services.
+fn read_index(snap: &Snapshot) -> u64 {
+    snap.watch_index()
+}
+
 fn valid_service_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() {
         return Err(ApiError::bad_request("Missing service name"));
@@ -109,10 +117,7 @@ pub async fn service(
         rows.extend(catalog_nodes::catalog_service(snap, &name)?);
         // By node, then service ID, as Consul's catalog orders them.
         rows.sort_by(|a, b| (&a.node, &a.service_id).cmp(&(&b.node, &b.service_id)));
-        let index = snap
-            .table_index(Table::Services)?
-            .max(snap.table_index(Table::Nodes)?);
-        Ok((rows, index))
+        Ok((rows, read_index(snap)))
     })
     .await
 }
@@ -126,7 +131,7 @@ async fn health(state: State, params: Params, select: Select<'_>) -> Result<Resp
             entries
                 .sort_by(|a, b| (&a.node.node, &a.service.id).cmp(&(&b.node.node, &b.service.id)));
         }
-        Ok((entries, health_index(snap)?))
+        Ok((entries, read_index(snap)))
     })
     .await
 }

@@ -286,7 +286,10 @@ impl Blocking {
 
 /// Runs `query` against a fresh snapshot until the index it reports moves
 /// past `?index=`, the wait elapses or the agent shuts down, then answers
-/// with the latest result. Idle waits cost a parked task and nothing else.
+/// with the latest result. Between runs it waits on exactly what the query
+/// read (the snapshot records it): a write elsewhere does not wake it, and a
+/// query woken by a change that leaves its index where it was goes back to
+/// waiting. Idle waits cost a parked task and nothing else.
 pub async fn blocking_json<T, F>(
     state: &AgentState,
     params: &Params,
@@ -298,11 +301,10 @@ where
 {
     let blocking = Blocking::from_params(params)?;
     let deadline = tokio::time::Instant::now() + blocking.wait;
-    let mut changes = state.store.subscribe();
     let mut shutting_down = state.shutting_down.clone();
     loop {
-        changes.borrow_and_update();
-        let (value, index) = query(&state.store.snapshot()?)?;
+        let snap = state.store.recording_snapshot();
+        let (value, index) = query(&snap)?;
         let index = index.max(1);
         let done = match blocking.min_index {
             None => true,
@@ -313,14 +315,14 @@ where
         if done || *shutting_down.borrow() {
             return Ok(json_response(params, &value, Some(index)));
         }
+        let watched = snap.watch_set();
         tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() {
+            changed = state.store.wait_for_change(&watched, snap.state_index(), deadline) => {
+                if !changed {
                     return Ok(json_response(params, &value, Some(index)));
                 }
             }
             _ = shutting_down.changed() => return Ok(json_response(params, &value, Some(index))),
-            _ = tokio::time::sleep_until(deadline) => return Ok(json_response(params, &value, Some(index))),
         }
     }
 }

@@ -77,16 +77,9 @@ pub async fn upstream(
             None => local_upstream(&state, snap, &service)?,
             Some(peer) => peer_upstream(snap, &service, peer)?,
         };
-        let index = max_index(
-            snap,
-            &[
-                Table::Services,
-                Table::Checks,
-                Table::Peerings,
-                Table::Imported,
-            ],
-        )?;
-        Ok((view, index))
+        // Only what this upstream's view was built from: a sidecar's
+        // upstream watch sleeps through changes to other services.
+        Ok((view, snap.watch_index()))
     })
     .await
 }

@@ -242,11 +242,7 @@ pub fn drop_imported(txn: &mut Txn, peer: &str) -> Result<(), StoreError> {
 }
 
 fn imported_keys(r: &impl Reads, peer: &str) -> Result<Vec<String>, StoreError> {
-    Ok(r.raw()
-        .scan(Table::Imported, &format!("{peer}/"))?
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect())
+    Ok(r.keys(Table::Imported, &format!("{peer}/")))
 }
 
 /// Names of the services imported from `peer`.

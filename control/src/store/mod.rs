@@ -1,29 +1,47 @@
-//! The control plane's state: keyed tables, transactions, a monotonic index
-//! and a watch on it.
+//! The control plane's state: keyed tables held in memory, indexed, fed by
+//! an ordered durable log, with fine-grained watches for blocking queries.
 //!
-//! Everything above this module sees only [`Store`], [`Snapshot`] and [`Txn`]:
-//! typed reads and writes over named tables. The backend behind them is a
-//! small trait ([`Backend`]) so that a distributed backend (etcd) can replace
-//! the embedded one (redb) without touching callers.
+//! Everything above this module sees only [`Store`], [`Snapshot`] and
+//! [`Txn`]: typed reads and writes over named tables. Reads are answered
+//! from an in-memory [`state`](state) (persistent maps: a snapshot is a
+//! pointer copy, consistent, and never blocks a writer); values are decoded
+//! once, and tables that have a [`Schema`] keep secondary indexes, so a
+//! query costs what it returns, not the size of the catalog. Writes run one
+//! at a time against the newest state, then wait for the [`log`](log) (redb
+//! by default) to make them durable with group commit: concurrent writes
+//! share one transaction and one fsync, and each is acknowledged, and
+//! visible to readers, only once durable.
 //!
-//! Every committed write transaction that changes something bumps the global
-//! index by one and records it as the index of each table it touched; blocking
-//! queries compare those indexes and wait on [`Store::subscribe`].
+//! Every committed write transaction that changes something bumps the
+//! global index by one and records it as the index of each table, row and
+//! index value it touched; blocking queries wait on exactly what they read
+//! ([`watch`](watch)).
 
+mod log;
 pub mod private;
 mod redb_backend;
+mod schema;
+mod state;
+mod watch;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
-use serde::de::DeserializeOwned;
+use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::watch as index_watch;
 
+pub use log::{Log, NoLog, Op};
 pub use redb_backend::RedbBackend;
+pub use schema::{Schema, Stored};
+pub use state::MemState;
+pub use watch::WatchKey;
+
+use log::{Ack, Pending, Publish};
+use state::Cell;
+use watch::Watches;
 
 /// The tables the control plane keeps. Keys are strings, values JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     /// Indexes and singletons: cluster identity, CA.
     Meta,
@@ -65,10 +83,6 @@ impl Table {
             Table::Nodes => "nodes",
         }
     }
-
-    fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,34 +103,21 @@ pub enum StoreError {
     },
     #[error("store write task failed: {0}")]
     Task(String),
-}
-
-/// A consistent read view of the backend.
-pub trait ReadTxn: Send {
-    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// All entries whose key starts with `prefix`, in key order.
-    fn scan(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-}
-
-/// A read-write transaction; nothing is visible to others until `commit`.
-pub trait WriteTxn: ReadTxn {
-    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError>;
-    fn delete(&mut self, table: Table, key: &str) -> Result<bool, StoreError>;
-    /// Makes the transaction durable; returns only once it is.
-    fn commit(self: Box<Self>) -> Result<(), StoreError>;
-}
-
-/// What a storage engine must provide.
-pub trait Backend: Send + Sync + 'static {
-    fn begin_read(&self) -> Result<Box<dyn ReadTxn>, StoreError>;
-    /// Write transactions are serialized by the backend.
-    fn begin_write(&self) -> Result<Box<dyn WriteTxn>, StoreError>;
+    #[error("stored value {table}/{key} cannot be read as {wanted}")]
+    WrongType {
+        table: &'static str,
+        key: String,
+        wanted: &'static str,
+    },
+    #[error("table {table} has no index {index:?}")]
+    UnknownIndex { table: &'static str, index: String },
 }
 
 const GLOBAL_INDEX_KEY: &str = "index";
+const TABLE_INDEX_PREFIX: &str = "index/";
 
 fn table_index_key(table: Table) -> String {
-    format!("index/{}", table.name())
+    format!("{TABLE_INDEX_PREFIX}{}", table.name())
 }
 
 /// Handle to the state; cheap to clone.
@@ -126,104 +127,309 @@ pub struct Store {
 }
 
 struct Inner {
-    backend: Box<dyn Backend>,
-    index: watch::Sender<u64>,
+    shared: Arc<Shared>,
+    queue: Mutex<Option<mpsc::Sender<Pending<Arc<MemState>>>>>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl Store {
-    /// Opens (creating if needed) a crash-safe store file.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::with_backend(Box::new(RedbBackend::open(path)?))
-    }
-
-    /// A store that lives only in memory (for `--dev`).
-    pub fn in_memory() -> Result<Store, StoreError> {
-        Self::with_backend(Box::new(RedbBackend::in_memory()?))
-    }
-
-    pub fn with_backend(backend: Box<dyn Backend>) -> Result<Store, StoreError> {
-        let current = read_index(backend.begin_read()?.as_ref(), GLOBAL_INDEX_KEY)?;
-        let (index, _) = watch::channel(current);
-        Ok(Store {
-            inner: Arc::new(Inner { backend, index }),
-        })
-    }
-
-    /// The index of the last committed change.
-    pub fn index(&self) -> u64 {
-        *self.inner.index.borrow()
-    }
-
-    /// Wakes whenever a write commits a change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.index.subscribe()
-    }
-
-    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        Ok(Snapshot {
-            txn: self.inner.backend.begin_read()?,
-        })
-    }
-
-    /// Runs `f` in one write transaction on a blocking thread (commits wait
-    /// for the disk). If `f` fails, nothing it wrote is kept.
-    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        F: FnOnce(&mut Txn) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-    {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.write_blocking(f))
-            .await
-            .map_err(|e| E::from(StoreError::Task(e.to_string())))?
-    }
-
-    /// The synchronous form of [`Store::write`], for start-up code.
-    pub fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        F: FnOnce(&mut Txn) -> Result<T, E>,
-        E: From<StoreError>,
-    {
-        let raw = self.inner.backend.begin_write()?;
-        let previous = read_index(raw.as_ref(), GLOBAL_INDEX_KEY)?;
-        let mut txn = Txn {
-            raw,
-            index: previous + 1,
-            touched: 0,
-        };
-        let value = f(&mut txn)?;
-        if txn.touched == 0 {
-            // Nothing changed: dropping the transaction aborts it and the
-            // index stays where it is, so blocked readers are not woken.
-            return Ok(value);
+impl Drop for Inner {
+    /// Closes the queue and waits for the committer to finish what was
+    /// queued and release the log (a reopened file must not find it busy).
+    fn drop(&mut self) {
+        let queue = self.queue.get_mut().unwrap_or_else(|e| e.into_inner());
+        drop(queue.take());
+        let committer = self.committer.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(thread) = committer.take() {
+            let _ = thread.join();
         }
-        let new_index = txn.index;
-        txn.stamp_indexes()?;
-        txn.raw.commit()?;
-        // Writers commit one at a time but may publish out of order; never
-        // let the published index go backwards.
-        self.inner.index.send_if_modified(|current| {
+    }
+}
+
+/// What writers, readers and the committer thread share.
+struct Shared {
+    /// The newest state, including writes not yet durable: writers build
+    /// on it, one at a time.
+    head: Mutex<Head>,
+    /// The newest durable state: what readers see.
+    published: ArcSwap<MemState>,
+    index: index_watch::Sender<u64>,
+    watches: Arc<Watches>,
+}
+
+struct Head {
+    state: Arc<MemState>,
+    generation: u64,
+}
+
+impl Publish<Arc<MemState>> for Arc<Shared> {
+    fn generation(&self) -> u64 {
+        self.head
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
+    }
+
+    fn publish(&self, state: Arc<MemState>, touched: &[WatchKey]) {
+        let new_index = state.index;
+        self.published.store(state);
+        self.watches.notify(touched);
+        self.index.send_if_modified(|current| {
             let moved = new_index > *current;
             if moved {
                 *current = new_index;
             }
             moved
         });
+    }
+
+    fn rollback(&self) {
+        let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        head.state = self.published.load_full();
+        head.generation += 1;
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) a crash-safe store file, with no schema.
+    pub fn open(path: &std::path::Path) -> Result<Store, StoreError> {
+        Self::with_log(Box::new(RedbBackend::open(path)?), Schema::new())
+    }
+
+    /// A store that lives only in memory (for `--dev`), with no schema.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Self::with_log(Box::new(NoLog), Schema::new())
+    }
+
+    /// Loads every row from `log` into memory, builds the indexes `schema`
+    /// names, and starts the committer.
+    pub fn with_log(mut log: Box<dyn Log>, schema: Schema) -> Result<Store, StoreError> {
+        let mut state = MemState::empty(Arc::new(schema));
+        let mut index = 0;
+        let mut table_index = [0; Table::ALL.len()];
+        for (table, key, bytes) in log.load()? {
+            if table == Table::Meta && key == GLOBAL_INDEX_KEY {
+                index = decode_index(&key, &bytes)?;
+            } else if let Some(name) = key
+                .strip_prefix(TABLE_INDEX_PREFIX)
+                .filter(|_| table == Table::Meta)
+            {
+                if let Some(t) = Table::ALL.iter().find(|t| t.name() == name) {
+                    table_index[*t as usize] = decode_index(&key, &bytes)?;
+                }
+            } else {
+                state.load_row(table, &key, bytes);
+            }
+        }
+        state.finish_load(index, table_index);
+        state.build_indexes()?;
+        let state = Arc::new(state);
+        let (index_tx, _) = index_watch::channel(index);
+        let shared = Arc::new(Shared {
+            head: Mutex::new(Head {
+                state: state.clone(),
+                generation: 0,
+            }),
+            published: ArcSwap::new(state),
+            index: index_tx,
+            watches: Arc::new(Watches::default()),
+        });
+        let (queue, pending) = mpsc::channel();
+        let publisher = shared.clone();
+        let committer = std::thread::Builder::new()
+            .name("store-commit".into())
+            .spawn(move || log::run_committer(log, pending, publisher))
+            .map_err(|e| StoreError::Backend(format!("starting the commit thread: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                shared,
+                queue: Mutex::new(Some(queue)),
+                committer: Mutex::new(Some(committer)),
+            }),
+        })
+    }
+
+    /// The index of the last committed change.
+    pub fn index(&self) -> u64 {
+        self.inner.shared.published.load().index
+    }
+
+    /// Wakes whenever a write commits a change (any change: prefer
+    /// [`Store::wait_for_change`] for one query's keys).
+    pub fn subscribe(&self) -> index_watch::Receiver<u64> {
+        self.inner.shared.index.subscribe()
+    }
+
+    /// A consistent view of the durable state.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot {
+            state: self.inner.shared.published.load_full(),
+            recorded: None,
+        })
+    }
+
+    /// A snapshot that records what is read through it, so a blocking
+    /// query can wait on exactly that ([`Snapshot::watch_set`]).
+    pub fn recording_snapshot(&self) -> Snapshot {
+        Snapshot {
+            state: self.inner.shared.published.load_full(),
+            recorded: Some(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Waits until one of `keys` changes after index `since` or `deadline`
+    /// passes; returns whether something changed. Only commits that touch
+    /// one of `keys` wake it.
+    pub async fn wait_for_change(
+        &self,
+        keys: &[WatchKey],
+        since: u64,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        let shared = &self.inner.shared;
+        if keys.is_empty() {
+            let mut changes = self.subscribe();
+            if *changes.borrow_and_update() > since {
+                return true;
+            }
+            return tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_ok();
+        }
+        let registration = shared.watches.register(keys);
+        // Dropped before the registration, which then sees who else waits.
+        let notifies: Vec<_> = registration
+            .notifies
+            .iter()
+            .map(|(_, notify)| notify.clone())
+            .collect();
+        let mut waits: Vec<_> = notifies
+            .iter()
+            .map(|notify| Box::pin(notify.notified()))
+            .collect();
+        // Enabled before looking at the state: a commit between the look
+        // and the wait still wakes us.
+        for wait in &mut waits {
+            wait.as_mut().enable();
+        }
+        let state = shared.published.load();
+        if keys.iter().any(|key| state.key_index(key) > since) {
+            return true;
+        }
+        drop(state);
+        let woken = tokio::time::timeout_at(deadline, futures_util::future::select_all(waits))
+            .await
+            .is_ok();
+        woken
+    }
+
+    /// Runs `f` in one write transaction against the newest state, then
+    /// waits until the change is durable. If `f` fails, nothing it wrote is
+    /// kept. `f` runs in memory and must not block.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Txn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let value = match self.apply(f, Ack::Async(tx))? {
+            Applied::Unchanged(value) => return Ok(value),
+            Applied::Queued(value) => value,
+        };
+        rx.await
+            .map_err(|_| E::from(StoreError::Task("the commit thread stopped".into())))??;
         Ok(value)
     }
-}
 
-fn read_index(txn: &dyn ReadTxn, key: &str) -> Result<u64, StoreError> {
-    match txn.get(Table::Meta, key)? {
-        Some(bytes) => decode(Table::Meta, key, &bytes),
-        None => Ok(0),
+    /// The synchronous form of [`Store::write`], for start-up code and
+    /// blocking threads (never on an async worker).
+    pub fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Txn) -> Result<T, E>,
+        E: From<StoreError>,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let value = match self.apply(f, Ack::Blocking(tx))? {
+            Applied::Unchanged(value) => return Ok(value),
+            Applied::Queued(value) => value,
+        };
+        rx.recv()
+            .map_err(|_| E::from(StoreError::Task("the commit thread stopped".into())))??;
+        Ok(value)
+    }
+
+    /// Runs `f` on a copy of the head state; if it changed something, makes
+    /// that the head and queues it for the committer (under the head lock,
+    /// so the queue's order is the head's).
+    fn apply<T, E, F>(&self, f: F, ack: Ack) -> Result<Applied<T>, E>
+    where
+        F: FnOnce(&mut Txn) -> Result<T, E>,
+        E: From<StoreError>,
+    {
+        let shared = &self.inner.shared;
+        let mut head = shared.head.lock().unwrap_or_else(|e| e.into_inner());
+        let index = head.state.index + 1;
+        let mut txn = Txn {
+            state: (*head.state).clone(),
+            index,
+            ops: Vec::new(),
+            touched: Vec::new(),
+        };
+        let value = f(&mut txn)?;
+        if txn.ops.is_empty() {
+            // Nothing changed: the index stays and no reader is woken.
+            return Ok(Applied::Unchanged(value));
+        }
+        let Txn {
+            mut state,
+            mut ops,
+            touched,
+            ..
+        } = txn;
+        state.stamp(index, &touched);
+        let stamp = serde_json::to_vec(&index).expect("u64 serializes");
+        let mut tables: Vec<Table> = touched.iter().map(WatchKey::table).collect();
+        tables.sort();
+        tables.dedup();
+        for table in tables {
+            ops.push(Op::Put {
+                table: Table::Meta,
+                key: table_index_key(table).into(),
+                bytes: stamp.clone(),
+            });
+        }
+        ops.push(Op::Put {
+            table: Table::Meta,
+            key: GLOBAL_INDEX_KEY.into(),
+            bytes: stamp,
+        });
+        let state = Arc::new(state);
+        head.state = state.clone();
+        let pending = Pending {
+            ops,
+            touched,
+            state,
+            generation: head.generation,
+            ack,
+        };
+        let queue = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue
+            .as_ref()
+            .ok_or_else(|| StoreError::Task("the store is closed".into()))?
+            .send(pending)
+            .map_err(|_| StoreError::Task("the commit thread stopped".into()))?;
+        Ok(Applied::Queued(value))
     }
 }
 
-fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+enum Applied<T> {
+    Unchanged(T),
+    Queued(T),
+}
+
+fn decode_index(key: &str, bytes: &[u8]) -> Result<u64, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
-        table: table.name(),
+        table: Table::Meta.name(),
         key: key.to_owned(),
         source,
     })
@@ -231,48 +437,138 @@ fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<
 
 /// Typed reads, shared by snapshots and write transactions.
 pub trait Reads {
-    fn raw(&self) -> &dyn ReadTxn;
+    #[doc(hidden)]
+    fn state(&self) -> &MemState;
 
-    fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, StoreError> {
-        match self.raw().get(table, key)? {
-            Some(bytes) => decode(table, key, &bytes).map(Some),
+    /// Notes that the reader depends on `key` (recording snapshots only).
+    #[doc(hidden)]
+    fn record(&self, _key: impl FnOnce() -> WatchKey) {}
+
+    fn get<T: Stored>(&self, table: Table, key: &str) -> Result<Option<T>, StoreError> {
+        self.record(|| WatchKey::Key(table, key.into()));
+        let state = self.state();
+        match state.cell(table, key) {
+            Some(cell) => cell.value(table, key, state.schema(table)).map(Some),
             None => Ok(None),
         }
     }
 
-    fn scan<T: DeserializeOwned>(&self, table: Table, prefix: &str) -> Result<Vec<T>, StoreError> {
-        self.raw()
-            .scan(table, prefix)?
-            .into_iter()
-            .map(|(key, bytes)| decode(table, &key, &bytes))
+    /// Every row whose key starts with `prefix`, in key order.
+    fn scan<T: Stored>(&self, table: Table, prefix: &str) -> Result<Vec<T>, StoreError> {
+        self.record(|| WatchKey::Table(table));
+        let state = self.state();
+        let schema = state.schema(table);
+        state
+            .range(table, prefix)
+            .map(|(key, cell)| cell.value(table, key, schema))
+            .collect()
+    }
+
+    /// The keys of the rows whose key starts with `prefix`, in order.
+    fn keys(&self, table: Table, prefix: &str) -> Vec<String> {
+        self.record(|| WatchKey::Table(table));
+        self.state()
+            .range(table, prefix)
+            .map(|(key, _)| key.to_string())
+            .collect()
+    }
+
+    /// The rows filed under `value` in the table's index `index`, in key
+    /// order; costs what it returns.
+    fn lookup<T: Stored>(
+        &self,
+        table: Table,
+        index: &'static str,
+        value: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.record(|| WatchKey::Index(table, index, value.into()));
+        let state = self.state();
+        let schema = state.schema(table);
+        state
+            .lookup(table, index, value)?
+            .map(|key| match state.cell(table, key) {
+                Some(cell) => cell.value(table, key, schema),
+                None => Err(StoreError::Backend(format!(
+                    "index {index} of {} names missing row {key}",
+                    table.name()
+                ))),
+            })
             .collect()
     }
 
     /// The index of the last change to `table` (0 if never written).
     fn table_index(&self, table: Table) -> Result<u64, StoreError> {
-        read_index(self.raw(), &table_index_key(table))
+        self.record(|| WatchKey::Table(table));
+        Ok(self.state().table_index(table))
+    }
+
+    /// How many rows `table` holds.
+    fn count(&self, table: Table) -> usize {
+        self.state().len(table)
     }
 }
 
+/// A consistent read view: the durable state at one index.
 pub struct Snapshot {
-    txn: Box<dyn ReadTxn>,
+    state: Arc<MemState>,
+    recorded: Option<Mutex<Vec<WatchKey>>>,
+}
+
+impl Snapshot {
+    /// The index of the state this snapshot shows.
+    pub fn state_index(&self) -> u64 {
+        self.state.index
+    }
+
+    /// What was read through this snapshot (recording snapshots only).
+    pub fn watch_set(&self) -> Vec<WatchKey> {
+        let Some(recorded) = &self.recorded else {
+            return Vec::new();
+        };
+        let mut keys = recorded.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        keys.dedup();
+        keys
+    }
+
+    /// The index at which what was read through this snapshot last
+    /// changed: the `X-Consul-Index` of a query that read only that.
+    pub fn watch_index(&self) -> u64 {
+        self.watch_set()
+            .iter()
+            .map(|key| self.state.key_index(key))
+            .max()
+            .unwrap_or(self.state.index)
+    }
 }
 
 impl Reads for Snapshot {
-    fn raw(&self) -> &dyn ReadTxn {
-        self.txn.as_ref()
+    fn state(&self) -> &MemState {
+        &self.state
+    }
+
+    fn record(&self, key: impl FnOnce() -> WatchKey) {
+        if let Some(recorded) = &self.recorded {
+            recorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(key());
+        }
     }
 }
 
+/// A write transaction: a private copy of the newest state plus the log
+/// records of what changed.
 pub struct Txn {
-    raw: Box<dyn WriteTxn>,
+    state: MemState,
     index: u64,
-    touched: u32,
+    ops: Vec<Op>,
+    touched: Vec<WatchKey>,
 }
 
 impl Reads for Txn {
-    fn raw(&self) -> &dyn ReadTxn {
-        self.raw.as_ref()
+    fn state(&self) -> &MemState {
+        &self.state
     }
 }
 
@@ -283,7 +579,7 @@ impl Txn {
         self.index
     }
 
-    pub fn put<T: Serialize>(
+    pub fn put<T: Serialize + ?Sized>(
         &mut self,
         table: Table,
         key: &str,
@@ -294,95 +590,41 @@ impl Txn {
             key: key.to_owned(),
             source,
         })?;
-        self.raw.put(table, key, &bytes)?;
-        self.touched |= table.bit();
+        // Typed tables keep the value decoded as their type (which also
+        // checks that it is one); others keep the JSON, decoded on read.
+        let cell = match self.state.schema(table) {
+            Some(schema) => {
+                Cell::typed(
+                    (schema.decode)(&bytes).map_err(|source| StoreError::Encode {
+                        table: table.name(),
+                        key: key.to_owned(),
+                        source,
+                    })?,
+                )
+            }
+            None => Cell::loaded(bytes.clone()),
+        };
+        self.state.put(table, key, cell, &mut self.touched)?;
+        self.ops.push(Op::Put {
+            table,
+            key: key.into(),
+            bytes,
+        });
         Ok(())
     }
 
     /// Deletes `key`; returns whether it existed.
     pub fn delete(&mut self, table: Table, key: &str) -> Result<bool, StoreError> {
-        let existed = self.raw.delete(table, key)?;
+        let existed = self.state.delete(table, key, &mut self.touched)?;
         if existed {
-            self.touched |= table.bit();
+            self.ops.push(Op::Delete {
+                table,
+                key: key.into(),
+            });
         }
         Ok(existed)
-    }
-
-    fn stamp_indexes(&mut self) -> Result<(), StoreError> {
-        let index = serde_json::to_vec(&self.index).expect("u64 serializes");
-        for table in Table::ALL {
-            if self.touched & table.bit() != 0 {
-                self.raw.put(Table::Meta, &table_index_key(table), &index)?;
-            }
-        }
-        self.raw.put(Table::Meta, GLOBAL_INDEX_KEY, &index)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn writes_bump_the_index_and_only_touched_tables() {
-        let store = Store::in_memory().unwrap();
-        assert_eq!(store.index(), 0);
-        store
-            .write_blocking(|txn| txn.put(Table::Services, "web", &"v1"))
-            .unwrap();
-        assert_eq!(store.index(), 1);
-        store
-            .write_blocking(|txn| txn.put(Table::Checks, "c", &"v"))
-            .unwrap();
-        let snap = store.snapshot().unwrap();
-        assert_eq!(snap.table_index(Table::Services).unwrap(), 1);
-        assert_eq!(snap.table_index(Table::Checks).unwrap(), 2);
-        assert_eq!(
-            snap.get::<String>(Table::Services, "web").unwrap().unwrap(),
-            "v1"
-        );
-    }
-
-    #[test]
-    fn failed_or_empty_transactions_change_nothing() {
-        let store = Store::in_memory().unwrap();
-        let result: Result<(), StoreError> = store.write_blocking(|txn| {
-            txn.put(Table::Services, "web", &"v1")?;
-            Err(StoreError::Backend("boom".into()))
-        });
-        assert!(result.is_err());
-        store
-            .write_blocking::<_, StoreError, _>(|_| Ok(()))
-            .unwrap();
-        assert_eq!(store.index(), 0);
-        let snap = store.snapshot().unwrap();
-        assert!(snap
-            .get::<String>(Table::Services, "web")
-            .unwrap()
-            .is_none());
-    }
-
-    #[test]
-    fn scan_honours_prefixes_and_persists_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.redb");
-        {
-            let store = Store::open(&path).unwrap();
-            store
-                .write_blocking(|txn| {
-                    txn.put(Table::ConfigEntries, "a/1", &1)?;
-                    txn.put(Table::ConfigEntries, "a/2", &2)?;
-                    txn.put(Table::ConfigEntries, "b/1", &3)
-                })
-                .unwrap();
-        }
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.index(), 1);
-        let got: Vec<u32> = store
-            .snapshot()
-            .unwrap()
-            .scan(Table::ConfigEntries, "a/")
-            .unwrap();
-        assert_eq!(got, vec![1, 2]);
-    }
-}
+mod tests;

@@ -1,10 +1,13 @@
-//! The embedded backend: one redb database, one redb table per [`Table`].
+//! The embedded log: one redb database, one redb table per [`Table`].
+//! Each group of writes is one redb transaction, made durable (fsync)
+//! before it returns.
 
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Backend, ReadTxn, StoreError, Table, WriteTxn};
+use super::log::{Log, Op};
+use super::{StoreError, Table};
 
 fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(table.name())
@@ -35,8 +38,7 @@ impl RedbBackend {
         Self::init(db)
     }
 
-    /// Creates every table up front so read transactions never meet a
-    /// missing one.
+    /// Creates every table up front so loading never meets a missing one.
     fn init(db: Database) -> Result<RedbBackend, StoreError> {
         let txn = db.begin_write().map_err(backend_err)?;
         for table in Table::ALL {
@@ -47,96 +49,43 @@ impl RedbBackend {
     }
 }
 
-impl Backend for RedbBackend {
-    fn begin_read(&self) -> Result<Box<dyn ReadTxn>, StoreError> {
-        Ok(Box::new(RedbRead(
-            self.db.begin_read().map_err(backend_err)?,
-        )))
-    }
-
-    fn begin_write(&self) -> Result<Box<dyn WriteTxn>, StoreError> {
-        let txn = self.db.begin_write().map_err(backend_err)?;
-        Ok(Box::new(RedbWrite(txn)))
-    }
-}
-
-struct RedbRead(redb::ReadTransaction);
-
-fn get_from(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &str,
-) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(table
-        .get(key)
-        .map_err(backend_err)?
-        .map(|v| v.value().to_vec()))
-}
-
-fn scan_from(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    prefix: &str,
-) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    let mut out = Vec::new();
-    for item in table.range(prefix..).map_err(backend_err)? {
-        let (key, value) = item.map_err(backend_err)?;
-        let key = key.value();
-        if !key.starts_with(prefix) {
-            break;
+impl Log for RedbBackend {
+    fn load(&mut self) -> Result<Vec<(Table, String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend_err)?;
+        let mut rows = Vec::new();
+        for table in Table::ALL {
+            let t = txn.open_table(definition(table)).map_err(backend_err)?;
+            for item in t.iter().map_err(backend_err)? {
+                let (key, value) = item.map_err(backend_err)?;
+                rows.push((table, key.value().to_owned(), value.value().to_vec()));
+            }
         }
-        out.push((key.to_owned(), value.value().to_vec()));
-    }
-    Ok(out)
-}
-
-impl ReadTxn for RedbRead {
-    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        get_from(
-            &self.0.open_table(definition(table)).map_err(backend_err)?,
-            key,
-        )
+        Ok(rows)
     }
 
-    fn scan(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        scan_from(
-            &self.0.open_table(definition(table)).map_err(backend_err)?,
-            prefix,
-        )
-    }
-}
-
-struct RedbWrite(redb::WriteTransaction);
-
-impl ReadTxn for RedbWrite {
-    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        get_from(
-            &self.0.open_table(definition(table)).map_err(backend_err)?,
-            key,
-        )
-    }
-
-    fn scan(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        scan_from(
-            &self.0.open_table(definition(table)).map_err(backend_err)?,
-            prefix,
-        )
-    }
-}
-
-impl WriteTxn for RedbWrite {
-    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut t = self.0.open_table(definition(table)).map_err(backend_err)?;
-        t.insert(key, value).map_err(backend_err)?;
-        Ok(())
-    }
-
-    fn delete(&mut self, table: Table, key: &str) -> Result<bool, StoreError> {
-        let mut t = self.0.open_table(definition(table)).map_err(backend_err)?;
-        let existed = t.remove(key).map_err(backend_err)?.is_some();
-        Ok(existed)
-    }
-
-    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+    fn append(&mut self, ops: &[&Op]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend_err)?;
+        {
+            let mut tables: Vec<_> = Table::ALL
+                .iter()
+                .map(|t| txn.open_table(definition(*t)).map_err(backend_err))
+                .collect::<Result<_, _>>()?;
+            for op in ops {
+                match op {
+                    Op::Put { table, key, bytes } => {
+                        tables[*table as usize]
+                            .insert(&**key, bytes.as_slice())
+                            .map_err(backend_err)?;
+                    }
+                    Op::Delete { table, key } => {
+                        tables[*table as usize]
+                            .remove(&**key)
+                            .map_err(backend_err)?;
+                    }
+                }
+            }
+        }
         // redb's default durability is immediate: commit returns after fsync.
-        self.0.commit().map_err(backend_err)
+        txn.commit().map_err(backend_err)
     }
 }

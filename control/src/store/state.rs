@@ -1,0 +1,353 @@
+//! The materialized state every read is answered from: each table a
+//! persistent ordered map (structural sharing, so a snapshot is one pointer
+//! copy and a write copies only the path it changes), secondary indexes
+//! kept beside it, and the index at which each watched key last changed.
+//!
+//! Values are kept decoded: a write hands over the typed value it stored, a
+//! value loaded at start-up is decoded on its first typed read (or at once
+//! when its table has a schema), and either way never re-parsed per read.
+
+use std::borrow::Cow;
+use std::ops::Bound;
+use std::sync::{Arc, OnceLock};
+
+use imbl::{HashMap, OrdMap, OrdSet};
+
+use super::schema::{Decoded, Schema, Stored, TableSchema};
+use super::watch::WatchKey;
+use super::{StoreError, Table};
+
+/// One stored value: decoded once, shared by every snapshot that holds it.
+pub(crate) struct Cell {
+    /// The bytes it was loaded from (start-up), until they are decoded.
+    raw: Option<Box<[u8]>>,
+    typed: OnceLock<Decoded>,
+}
+
+impl Cell {
+    pub(crate) fn typed(value: Decoded) -> Arc<Cell> {
+        let typed = OnceLock::new();
+        let _ = typed.set(value);
+        Arc::new(Cell { raw: None, typed })
+    }
+
+    pub(crate) fn loaded(bytes: Vec<u8>) -> Arc<Cell> {
+        Arc::new(Cell {
+            raw: Some(bytes.into_boxed_slice()),
+            typed: OnceLock::new(),
+        })
+    }
+
+    /// The value as a `T`: a clone of the decoded value, or decoded from
+    /// the JSON the first time (or when read as another type than stored).
+    pub(crate) fn value<T: Stored>(
+        &self,
+        table: Table,
+        key: &str,
+        schema: Option<&TableSchema>,
+    ) -> Result<T, StoreError> {
+        let typed = self.typed.get();
+        if let Some(value) = typed.and_then(|d| d.downcast_ref::<T>()) {
+            return Ok(value.clone());
+        }
+        let wrong_type = || StoreError::WrongType {
+            table: table.name(),
+            key: key.to_owned(),
+            wanted: std::any::type_name::<T>(),
+        };
+        let bytes: Cow<'_, [u8]> = match (&self.raw, typed, schema) {
+            (Some(raw), _, _) => Cow::Borrowed(raw),
+            (None, Some(decoded), Some(schema)) => {
+                Cow::Owned((schema.encode)(decoded.as_ref()).ok_or_else(wrong_type)?)
+            }
+            _ => return Err(wrong_type()),
+        };
+        let value: T = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+            table: table.name(),
+            key: key.to_owned(),
+            source,
+        })?;
+        if typed.is_none() {
+            let _ = self.typed.set(Arc::new(value.clone()));
+        }
+        Ok(value)
+    }
+
+    /// The decoded value, decoding the loaded bytes with `decode` if needed.
+    pub(crate) fn decoded_with(
+        &self,
+        decode: fn(&[u8]) -> Result<Decoded, serde_json::Error>,
+        table: Table,
+        key: &str,
+    ) -> Result<&Decoded, StoreError> {
+        if let Some(decoded) = self.typed.get() {
+            return Ok(decoded);
+        }
+        let raw = self.raw.as_deref().unwrap_or_default();
+        let decoded = decode(raw).map_err(|source| StoreError::Corrupt {
+            table: table.name(),
+            key: key.to_owned(),
+            source,
+        })?;
+        let _ = self.typed.set(decoded);
+        Ok(self.typed.get().expect("set just above"))
+    }
+}
+
+/// Secondary-index entries are `<value>\0<primary key>`, so the rows of one
+/// value are one contiguous range.
+const INDEX_SEPARATOR: char = '\0';
+
+fn index_entry(value: &str, key: &str) -> Arc<str> {
+    let mut entry = String::with_capacity(value.len() + 1 + key.len());
+    entry.push_str(value);
+    entry.push(INDEX_SEPARATOR);
+    entry.push_str(key);
+    entry.into()
+}
+
+#[derive(Clone, Default)]
+struct TableState {
+    rows: OrdMap<Arc<str>, Arc<Cell>>,
+    /// One ordered set per index the table's schema names, in schema order.
+    indexes: Vec<OrdSet<Arc<str>>>,
+}
+
+/// Everything the store holds at one index. Cloning is cheap (a few
+/// reference counts); a clone is a consistent snapshot.
+#[derive(Clone)]
+pub struct MemState {
+    tables: Vec<TableState>,
+    schema: Arc<Schema>,
+    /// The index of the last committed change.
+    pub(crate) index: u64,
+    table_index: [u64; Table::ALL.len()],
+    /// Where each key and index value last changed (since start-up; before
+    /// that, its table's index at start-up stands in, which is never lower).
+    changed: HashMap<WatchKey, u64>,
+    loaded_table_index: [u64; Table::ALL.len()],
+}
+
+impl MemState {
+    pub(crate) fn empty(schema: Arc<Schema>) -> MemState {
+        MemState {
+            tables: vec![TableState::default(); Table::ALL.len()],
+            schema,
+            index: 0,
+            table_index: [0; Table::ALL.len()],
+            changed: HashMap::new(),
+            loaded_table_index: [0; Table::ALL.len()],
+        }
+    }
+
+    /// Marks the loaded rows as the state at `index`, with the table indexes
+    /// read from the log.
+    pub(crate) fn finish_load(&mut self, index: u64, table_index: [u64; Table::ALL.len()]) {
+        self.index = index;
+        self.table_index = table_index;
+        self.loaded_table_index = table_index;
+    }
+
+    pub(crate) fn table_index(&self, table: Table) -> u64 {
+        self.table_index[table as usize]
+    }
+
+    /// The index at which the result behind `key` last changed.
+    pub(crate) fn key_index(&self, key: &WatchKey) -> u64 {
+        match key {
+            WatchKey::Table(table) => self.table_index(*table),
+            WatchKey::Key(table, _) | WatchKey::Index(table, _, _) => self
+                .changed
+                .get(key)
+                .copied()
+                .unwrap_or(self.loaded_table_index[*table as usize]),
+        }
+    }
+
+    pub(crate) fn schema(&self, table: Table) -> Option<&TableSchema> {
+        self.schema.table_schema(table)
+    }
+
+    pub(crate) fn cell(&self, table: Table, key: &str) -> Option<&Arc<Cell>> {
+        self.tables[table as usize].rows.get(key)
+    }
+
+    /// Rows whose key starts with `prefix`, in key order.
+    pub(crate) fn range<'a>(
+        &'a self,
+        table: Table,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a Arc<str>, &'a Arc<Cell>)> + 'a {
+        self.tables[table as usize]
+            .rows
+            .range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+    }
+
+    /// Primary keys of the rows whose index `index` holds `value`.
+    pub(crate) fn lookup<'a>(
+        &'a self,
+        table: Table,
+        index: &str,
+        value: &str,
+    ) -> Result<impl Iterator<Item = &'a str> + 'a, StoreError> {
+        let position =
+            self.schema
+                .index_position(table, index)
+                .ok_or_else(|| StoreError::UnknownIndex {
+                    table: table.name(),
+                    index: index.to_owned(),
+                })?;
+        let prefix: Arc<str> = index_entry(value, "");
+        let set = &self.tables[table as usize].indexes[position];
+        let start = prefix.len();
+        Ok(set
+            .range::<_, str>((Bound::Included(&*prefix), Bound::Unbounded))
+            .take_while(move |entry| entry.starts_with(&*prefix))
+            .map(move |entry| &entry[start..]))
+    }
+
+    /// Index values `cell` files under for each of `table`'s indexes.
+    fn index_values(
+        &self,
+        table: Table,
+        key: &str,
+        cell: &Cell,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        let Some(table_schema) = self.schema.table_schema(table) else {
+            return Ok(Vec::new());
+        };
+        let decoded = cell.decoded_with(table_schema.decode, table, key)?;
+        Ok(table_schema
+            .indexes
+            .iter()
+            .map(|index| (index.extract)(decoded.as_ref()))
+            .collect())
+    }
+
+    /// Inserts or replaces a row, keeping the indexes; returns the watch
+    /// keys the change touches.
+    pub(crate) fn put(
+        &mut self,
+        table: Table,
+        key: &str,
+        cell: Arc<Cell>,
+        touched: &mut Vec<WatchKey>,
+    ) -> Result<(), StoreError> {
+        let new_values = self.index_values(table, key, &cell)?;
+        let key: Arc<str> = key.into();
+        let old = self.tables[table as usize].rows.insert(key.clone(), cell);
+        let old_values = match &old {
+            Some(old) => self.index_values(table, &key, old)?,
+            None => Vec::new(),
+        };
+        self.reindex(table, &key, &old_values, &new_values, touched);
+        touched.push(WatchKey::Key(table, key));
+        Ok(())
+    }
+
+    /// Removes a row; returns whether it existed.
+    pub(crate) fn delete(
+        &mut self,
+        table: Table,
+        key: &str,
+        touched: &mut Vec<WatchKey>,
+    ) -> Result<bool, StoreError> {
+        let Some((key, old)) = self.tables[table as usize].rows.remove_with_key(key) else {
+            return Ok(false);
+        };
+        let old_values = self.index_values(table, &key, &old)?;
+        self.reindex(table, &key, &old_values, &[], touched);
+        touched.push(WatchKey::Key(table, key));
+        Ok(true)
+    }
+
+    fn reindex(
+        &mut self,
+        table: Table,
+        key: &Arc<str>,
+        old_values: &[Vec<String>],
+        new_values: &[Vec<String>],
+        touched: &mut Vec<WatchKey>,
+    ) {
+        let Some(table_schema) = self.schema.table_schema(table) else {
+            return;
+        };
+        let names: Vec<&'static str> = table_schema.indexes.iter().map(|i| i.name).collect();
+        let state = &mut self.tables[table as usize];
+        if state.indexes.len() < names.len() {
+            state.indexes.resize(names.len(), OrdSet::new());
+        }
+        let none: Vec<String> = Vec::new();
+        for (position, name) in names.into_iter().enumerate() {
+            let old = old_values.get(position).unwrap_or(&none);
+            let new = new_values.get(position).unwrap_or(&none);
+            let set = &mut state.indexes[position];
+            for value in old {
+                if !new.contains(value) {
+                    set.remove(&*index_entry(value, key));
+                }
+            }
+            for value in new {
+                if !old.contains(value) {
+                    set.insert(index_entry(value, key));
+                }
+            }
+            // The old and new values' results both change (a row moved
+            // from one to the other, or changed within one).
+            for value in old.iter().chain(new.iter().filter(|v| !old.contains(v))) {
+                touched.push(WatchKey::Index(table, name, value.as_str().into()));
+            }
+        }
+    }
+
+    /// Builds every index of the schema from the rows (start-up).
+    pub(crate) fn build_indexes(&mut self) -> Result<(), StoreError> {
+        for table in Table::ALL {
+            let Some(table_schema) = self.schema.table_schema(table) else {
+                continue;
+            };
+            let mut sets = vec![OrdSet::new(); table_schema.indexes.len()];
+            let mut rows = OrdMap::new();
+            for (key, cell) in self.tables[table as usize].rows.iter() {
+                let decoded = cell.decoded_with(table_schema.decode, table, key)?;
+                for (position, index) in table_schema.indexes.iter().enumerate() {
+                    for value in (index.extract)(decoded.as_ref()) {
+                        sets[position].insert(index_entry(&value, key));
+                    }
+                }
+                // Keep the decoded value only: one copy of each row.
+                rows.insert(key.clone(), Cell::typed(decoded.clone()));
+            }
+            self.tables[table as usize].rows = rows;
+            self.tables[table as usize].indexes = sets;
+        }
+        Ok(())
+    }
+
+    /// Records that the keys in `touched` (and their tables) changed at
+    /// `index`.
+    pub(crate) fn stamp(&mut self, index: u64, touched: &[WatchKey]) {
+        for key in touched {
+            match key {
+                WatchKey::Table(table) => self.table_index[*table as usize] = index,
+                WatchKey::Key(table, _) | WatchKey::Index(table, _, _) => {
+                    self.table_index[*table as usize] = index;
+                    self.changed.insert(key.clone(), index);
+                }
+            }
+        }
+        self.index = index;
+    }
+
+    /// Inserts a row loaded from the log (indexes are built afterwards).
+    pub(crate) fn load_row(&mut self, table: Table, key: &str, bytes: Vec<u8>) {
+        self.tables[table as usize]
+            .rows
+            .insert(key.into(), Cell::loaded(bytes));
+    }
+
+    pub(crate) fn len(&self, table: Table) -> usize {
+        self.tables[table as usize].rows.len()
+    }
+}

@@ -1,0 +1,342 @@
+//! The store's contract: indexes, fine-grained watches, group commit,
+//! durability and failure.
+
+use super::*;
+
+#[test]
+fn writes_bump_the_index_and_only_touched_tables() {
+    let store = Store::in_memory().unwrap();
+    assert_eq!(store.index(), 0);
+    store
+        .write_blocking(|txn| txn.put(Table::Services, "web", &"v1"))
+        .unwrap();
+    assert_eq!(store.index(), 1);
+    store
+        .write_blocking(|txn| txn.put(Table::Checks, "c", &"v"))
+        .unwrap();
+    let snap = store.snapshot().unwrap();
+    assert_eq!(snap.table_index(Table::Services).unwrap(), 1);
+    assert_eq!(snap.table_index(Table::Checks).unwrap(), 2);
+    assert_eq!(
+        snap.get::<String>(Table::Services, "web").unwrap().unwrap(),
+        "v1"
+    );
+}
+
+#[test]
+fn failed_or_empty_transactions_change_nothing() {
+    let store = Store::in_memory().unwrap();
+    let result: Result<(), StoreError> = store.write_blocking(|txn| {
+        txn.put(Table::Services, "web", &"v1")?;
+        Err(StoreError::Backend("boom".into()))
+    });
+    assert!(result.is_err());
+    store
+        .write_blocking::<_, StoreError, _>(|_| Ok(()))
+        .unwrap();
+    assert_eq!(store.index(), 0);
+    let snap = store.snapshot().unwrap();
+    assert!(snap
+        .get::<String>(Table::Services, "web")
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn scan_honours_prefixes_and_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .write_blocking(|txn| {
+                txn.put(Table::ConfigEntries, "a/1", &1)?;
+                txn.put(Table::ConfigEntries, "a/2", &2)?;
+                txn.put(Table::ConfigEntries, "b/1", &3)
+            })
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.index(), 1);
+    let got: Vec<u32> = store
+        .snapshot()
+        .unwrap()
+        .scan(Table::ConfigEntries, "a/")
+        .unwrap();
+    assert_eq!(got, vec![1, 2]);
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Instance {
+    id: String,
+    name: String,
+}
+
+fn instance(id: &str, name: &str) -> Instance {
+    Instance {
+        id: id.into(),
+        name: name.into(),
+    }
+}
+
+fn by_name(i: &Instance) -> Vec<String> {
+    vec![i.name.clone()]
+}
+
+fn schema() -> Schema {
+    Schema::new().table::<Instance>(
+        Table::Services,
+        vec![("name", by_name as fn(&Instance) -> Vec<String>)],
+    )
+}
+
+fn indexed(log: Box<dyn Log>) -> Store {
+    Store::with_log(log, schema()).unwrap()
+}
+
+fn put(store: &Store, i: &Instance) {
+    let i = i.clone();
+    store
+        .write_blocking(|txn| txn.put(Table::Services, &i.id.clone(), &i))
+        .unwrap();
+}
+
+fn named(store: &Store, name: &str) -> Vec<String> {
+    let found: Vec<Instance> = store
+        .snapshot()
+        .unwrap()
+        .lookup(Table::Services, "name", name)
+        .unwrap();
+    found.into_iter().map(|i| i.id).collect()
+}
+
+#[test]
+fn lookups_follow_inserts_renames_and_deletes() {
+    let store = indexed(Box::new(NoLog));
+    put(&store, &instance("web-1", "web"));
+    put(&store, &instance("web-2", "web"));
+    put(&store, &instance("db-1", "db"));
+    assert_eq!(named(&store, "web"), ["web-1", "web-2"]);
+    // A row whose indexed value changes moves from one to the other.
+    put(&store, &instance("web-2", "db"));
+    assert_eq!(named(&store, "web"), ["web-1"]);
+    assert_eq!(named(&store, "db"), ["db-1", "web-2"]);
+    store
+        .write_blocking(|txn| txn.delete(Table::Services, "db-1"))
+        .unwrap();
+    assert_eq!(named(&store, "db"), ["web-2"]);
+    assert!(named(&store, "nothing").is_empty());
+    // A value that is a prefix of another is its own value.
+    put(&store, &instance("w", "we"));
+    assert_eq!(named(&store, "we"), ["w"]);
+    assert_eq!(named(&store, "web"), ["web-1"]);
+    let unknown = store
+        .snapshot()
+        .unwrap()
+        .lookup::<Instance>(Table::Services, "tag", "x");
+    assert!(matches!(unknown, Err(StoreError::UnknownIndex { .. })));
+}
+
+#[test]
+fn indexes_are_rebuilt_from_the_log_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = indexed(Box::new(RedbBackend::open(&path).unwrap()));
+        put(&store, &instance("web-1", "web"));
+        put(&store, &instance("db-1", "db"));
+        put(&store, &instance("web-2", "web"));
+    }
+    let store = indexed(Box::new(RedbBackend::open(&path).unwrap()));
+    assert_eq!(store.index(), 3);
+    assert_eq!(named(&store, "web"), ["web-1", "web-2"]);
+    assert_eq!(
+        store
+            .snapshot()
+            .unwrap()
+            .table_index(Table::Services)
+            .unwrap(),
+        3
+    );
+}
+
+#[test]
+fn a_snapshot_does_not_see_later_writes() {
+    let store = indexed(Box::new(NoLog));
+    put(&store, &instance("web-1", "web"));
+    let before = store.snapshot().unwrap();
+    put(&store, &instance("web-2", "web"));
+    let old: Vec<Instance> = before.lookup(Table::Services, "name", "web").unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(named(&store, "web").len(), 2);
+}
+
+#[tokio::test]
+async fn a_write_wakes_only_the_watchers_of_what_it_changed() {
+    let store = indexed(Box::new(NoLog));
+    put(&store, &instance("web-1", "web"));
+    put(&store, &instance("db-1", "db"));
+    // What a `health/service/web` query reads.
+    let snap = store.recording_snapshot();
+    let _: Vec<Instance> = snap.lookup(Table::Services, "name", "web").unwrap();
+    let web_index = snap.watch_index();
+    assert_eq!(web_index, 1);
+    let keys = snap.watch_set();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let wait = store.wait_for_change(&keys, snap.state_index(), deadline);
+    tokio::pin!(wait);
+    assert!(futures_util::FutureExt::now_or_never(wait.as_mut()).is_none());
+    assert_eq!(store.inner.shared.watches.slot_count(), 1);
+
+    // Another service changes: durable and published, and still asleep.
+    let other = instance("db-2", "db");
+    store
+        .write(move |txn| txn.put(Table::Services, "db-2", &other))
+        .await
+        .unwrap();
+    assert!(futures_util::FutureExt::now_or_never(wait.as_mut()).is_none());
+    // A new instance of web wakes it, and its index moves.
+    let web = instance("web-2", "web");
+    store
+        .write(move |txn| txn.put(Table::Services, "web-2", &web))
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .expect("woken");
+    assert!(woken);
+    assert_eq!(store.inner.shared.watches.slot_count(), 0);
+    let again = store.recording_snapshot();
+    let _: Vec<Instance> = again.lookup(Table::Services, "name", "web").unwrap();
+    assert_eq!(again.watch_index(), 4);
+}
+
+#[tokio::test]
+async fn a_change_before_the_wait_begins_is_not_missed() {
+    let store = indexed(Box::new(NoLog));
+    let snap = store.recording_snapshot();
+    let _: Option<Instance> = snap.get(Table::Services, "web-1").unwrap();
+    put(&store, &instance("web-1", "web"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let woken = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.wait_for_change(&snap.watch_set(), snap.state_index(), deadline),
+    )
+    .await
+    .expect("returns at once");
+    assert!(woken);
+}
+
+/// Polls `condition` until it holds (bounded).
+async fn until(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// A log that counts its transactions and can be held shut or made to fail.
+#[derive(Clone, Default)]
+struct Gate {
+    appends: Arc<std::sync::atomic::AtomicUsize>,
+    held: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    fn hold(&self, held: bool) {
+        *self.held.0.lock().unwrap() = held;
+        self.held.1.notify_all();
+    }
+}
+
+impl Log for Gate {
+    fn load(&mut self) -> Result<Vec<(Table, String, Vec<u8>)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn append(&mut self, _ops: &[&Op]) -> Result<(), StoreError> {
+        let mut held = self.held.0.lock().unwrap();
+        while *held {
+            held = self.held.1.wait(held).unwrap();
+        }
+        self.appends
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Backend("disk full".into()));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_one_commit_and_are_acknowledged_only_once_durable() {
+    let gate = Gate::default();
+    let store = indexed(Box::new(gate.clone()));
+    gate.hold(true);
+    // The first write reaches the log and waits there.
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let i = instance("web-0", "web");
+            store
+                .write(move |txn| txn.put(Table::Services, "web-0", &i))
+                .await
+        }
+    });
+    let mut writes = Vec::new();
+    for n in 1..=50 {
+        let store = store.clone();
+        writes.push(tokio::spawn(async move {
+            let i = instance(&format!("web-{n}"), "web");
+            let id = i.id.clone();
+            store
+                .write(move |txn| txn.put(Table::Services, &id, &i))
+                .await
+        }));
+    }
+    // Every write is applied to the head and queued, none acknowledged nor
+    // visible to readers while the log holds.
+    until(|| store.inner.shared.head.lock().unwrap().state.index == 51).await;
+    assert!(!first.is_finished());
+    assert!(writes.iter().all(|w| !w.is_finished()));
+    assert_eq!(store.index(), 0);
+    assert!(named(&store, "web").is_empty());
+    gate.hold(false);
+    first.await.unwrap().unwrap();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(named(&store, "web").len(), 51);
+    assert_eq!(store.index(), 51);
+    // The one held commit, then the 50 queued behind it together.
+    assert_eq!(gate.appends.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_fails_its_writes_and_leaves_no_trace() {
+    let gate = Gate::default();
+    let store = indexed(Box::new(gate.clone()));
+    put(&store, &instance("web-1", "web"));
+    gate.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let i = instance("web-2", "web");
+    let failed = store
+        .write(move |txn| txn.put(Table::Services, "web-2", &i))
+        .await;
+    assert!(matches!(failed, Err(StoreError::Backend(ref m)) if m.contains("disk full")));
+    assert_eq!(named(&store, "web"), ["web-1"]);
+    assert_eq!(store.index(), 1);
+    gate.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    // Later writes build on the durable state, not on the failed one.
+    let i = instance("web-3", "web");
+    store
+        .write(move |txn| txn.put(Table::Services, "web-3", &i))
+        .await
+        .unwrap();
+    assert_eq!(named(&store, "web"), ["web-1", "web-3"]);
+    assert_eq!(store.index(), 2);
+}
