@@ -15,6 +15,7 @@ mod peers;
 mod procs;
 mod profile;
 mod report;
+mod scale;
 mod scenario;
 mod soak;
 mod topology;
@@ -77,7 +78,10 @@ pub struct RunArgs {
     /// default 20), bracketed by callgrind_control zero/dump on both hops.
     /// `soak`: steady mesh traffic through the sidecars plus peering churn
     /// and intention flips for --soak-duration, reporting each process's
-    /// RSS and fd growth and the errors.
+    /// RSS and fd growth and the errors. `scale`: one durable agent as the
+    /// catalog grows to 10k, 50k and 100k instances (--quick: 1k, 2k):
+    /// registrations/s, health/service latency, RSS per instance, one write
+    /// while 1,000 blocking queries wait on other services, restart time.
     #[arg(long, value_enum)]
     only: Option<Only>,
     /// How long `--only soak` runs: seconds, or with a unit (90s, 5m, 1h). [default: 5m]
@@ -90,6 +94,7 @@ pub enum Only {
     ControlPlane,
     Memory,
     Profile,
+    Scale,
     Soak,
 }
 

@@ -19,7 +19,7 @@ fn timestamp() -> String {
         .unwrap_or_else(|_| "run".into())
 }
 
-fn machine() -> serde_json::Value {
+pub fn machine() -> serde_json::Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let cpu_model = read("/proc/cpuinfo")
         .lines()
@@ -55,6 +55,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     }
     if args.only == Some(Only::Profile) {
         return crate::profile::run(&args, &bin_dir).await;
+    }
+    if args.only == Some(Only::Scale) {
+        return crate::scale::run(&args, &bin_dir, &name).await;
     }
     if args.only == Some(Only::Soak) {
         return crate::soak::run(&args, &bin_dir, &name).await;

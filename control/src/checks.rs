@@ -214,6 +214,10 @@ struct Probe {
 }
 
 impl Probe {
+    /// One task per check, so its future stays small (a TTL check is mostly
+    /// a timer: 100,000 of them must not cost the size of an HTTP probe
+    /// each): the probe and the store write are boxed, allocated only while
+    /// they run.
     async fn run(self, kind: CheckKind, ttl_refresh: Option<Arc<Notify>>) {
         match kind {
             CheckKind::Ttl { ttl } => {
@@ -226,7 +230,7 @@ impl Probe {
                     tokio::select! {
                         _ = refresh.notified() => {}
                         _ = tokio::time::sleep(ttl) => {
-                            if !self.report(STATUS_CRITICAL, &output).await {
+                            if !Box::pin(self.report(STATUS_CRITICAL, &output)).await {
                                 return;
                             }
                         }
@@ -240,8 +244,9 @@ impl Probe {
                 interval,
                 timeout,
             } => loop {
-                let (status, output) = self.probe_http(&url, &method, &headers, timeout).await;
-                if !self.report(status, &output).await {
+                let (status, output) =
+                    Box::pin(self.probe_http(&url, &method, &headers, timeout)).await;
+                if !Box::pin(self.report(status, &output)).await {
                     return;
                 }
                 tokio::time::sleep(interval).await;
@@ -265,7 +270,7 @@ impl Probe {
                             ),
                         ),
                     };
-                if !self.report(status, &output).await {
+                if !Box::pin(self.report(status, &output)).await {
                     return;
                 }
                 tokio::time::sleep(interval).await;

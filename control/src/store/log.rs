@@ -33,8 +33,12 @@ pub enum Op {
 
 /// A durable, ordered home for the rows.
 pub trait Log: Send + 'static {
-    /// Every stored row, table by table.
-    fn load(&mut self) -> Result<Vec<(Table, String, Vec<u8>)>, StoreError>;
+    /// Hands every stored row to `row`, table by table (one row at a time,
+    /// so loading never holds the whole log in memory twice).
+    fn load(
+        &mut self,
+        row: &mut dyn FnMut(Table, &str, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
     /// Applies `ops` in order as one transaction; returns once durable.
     fn append(&mut self, ops: &[&Op]) -> Result<(), StoreError>;
 }
@@ -43,8 +47,11 @@ pub trait Log: Send + 'static {
 pub struct NoLog;
 
 impl Log for NoLog {
-    fn load(&mut self) -> Result<Vec<(Table, String, Vec<u8>)>, StoreError> {
-        Ok(Vec::new())
+    fn load(
+        &mut self,
+        _row: &mut dyn FnMut(Table, &str, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn append(&mut self, _ops: &[&Op]) -> Result<(), StoreError> {

@@ -206,20 +206,21 @@ impl Store {
         let mut state = MemState::empty(Arc::new(schema));
         let mut index = 0;
         let mut table_index = [0; Table::ALL.len()];
-        for (table, key, bytes) in log.load()? {
+        log.load(&mut |table, key, bytes| {
             if table == Table::Meta && key == GLOBAL_INDEX_KEY {
-                index = decode_index(&key, &bytes)?;
+                index = decode_index(key, bytes)?;
             } else if let Some(name) = key
                 .strip_prefix(TABLE_INDEX_PREFIX)
                 .filter(|_| table == Table::Meta)
             {
                 if let Some(t) = Table::ALL.iter().find(|t| t.name() == name) {
-                    table_index[*t as usize] = decode_index(&key, &bytes)?;
+                    table_index[*t as usize] = decode_index(key, bytes)?;
                 }
             } else {
-                state.load_row(table, &key, bytes);
+                state.load_row(table, key, bytes)?;
             }
-        }
+            Ok(())
+        })?;
         state.finish_load(index, table_index);
         state.build_indexes()?;
         let state = Arc::new(state);

@@ -13,6 +13,12 @@ fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [
     TableDefinition::new(table.name())
 }
 
+/// redb's page cache. Reads are answered from the in-memory state, so redb
+/// reads only at start-up and to find the pages a commit rewrites: a small
+/// cache serves that, where redb's default (1 GiB) would grow the agent by
+/// the size of the whole file.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 fn backend_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -26,6 +32,7 @@ impl RedbBackend {
     pub fn open(path: &Path) -> Result<RedbBackend, StoreError> {
         let file = super::private::open_private_file(path).map_err(backend_err)?;
         let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
             .create_file(file)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         Self::init(db)
@@ -50,17 +57,19 @@ impl RedbBackend {
 }
 
 impl Log for RedbBackend {
-    fn load(&mut self) -> Result<Vec<(Table, String, Vec<u8>)>, StoreError> {
+    fn load(
+        &mut self,
+        row: &mut dyn FnMut(Table, &str, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(backend_err)?;
-        let mut rows = Vec::new();
         for table in Table::ALL {
             let t = txn.open_table(definition(table)).map_err(backend_err)?;
             for item in t.iter().map_err(backend_err)? {
                 let (key, value) = item.map_err(backend_err)?;
-                rows.push((table, key.value().to_owned(), value.value().to_vec()));
+                row(table, key.value(), value.value())?;
             }
         }
-        Ok(rows)
+        Ok(())
     }
 
     fn append(&mut self, ops: &[&Op]) -> Result<(), StoreError> {

@@ -308,7 +308,6 @@ impl MemState {
                 continue;
             };
             let mut sets = vec![OrdSet::new(); table_schema.indexes.len()];
-            let mut rows = OrdMap::new();
             for (key, cell) in self.tables[table as usize].rows.iter() {
                 let decoded = cell.decoded_with(table_schema.decode, table, key)?;
                 for (position, index) in table_schema.indexes.iter().enumerate() {
@@ -316,10 +315,7 @@ impl MemState {
                         sets[position].insert(index_entry(&value, key));
                     }
                 }
-                // Keep the decoded value only: one copy of each row.
-                rows.insert(key.clone(), Cell::typed(decoded.clone()));
             }
-            self.tables[table as usize].rows = rows;
             self.tables[table as usize].indexes = sets;
         }
         Ok(())
@@ -340,11 +336,28 @@ impl MemState {
         self.index = index;
     }
 
-    /// Inserts a row loaded from the log (indexes are built afterwards).
-    pub(crate) fn load_row(&mut self, table: Table, key: &str, bytes: Vec<u8>) {
-        self.tables[table as usize]
-            .rows
-            .insert(key.into(), Cell::loaded(bytes));
+    /// Inserts a row loaded from the log (indexes are built afterwards):
+    /// decoded at once when its table has a schema, kept as JSON otherwise.
+    pub(crate) fn load_row(
+        &mut self,
+        table: Table,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let cell = match self.schema.table_schema(table) {
+            Some(schema) => {
+                Cell::typed(
+                    (schema.decode)(bytes).map_err(|source| StoreError::Corrupt {
+                        table: table.name(),
+                        key: key.to_owned(),
+                        source,
+                    })?,
+                )
+            }
+            None => Cell::loaded(bytes.to_vec()),
+        };
+        self.tables[table as usize].rows.insert(key.into(), cell);
+        Ok(())
     }
 
     pub(crate) fn len(&self, table: Table) -> usize {

@@ -242,6 +242,7 @@ async fn until(condition: impl Fn() -> bool) {
 /// A log that counts its transactions and can be held shut or made to fail.
 #[derive(Clone, Default)]
 struct Gate {
+    entered: Arc<std::sync::atomic::AtomicUsize>,
     appends: Arc<std::sync::atomic::AtomicUsize>,
     held: Arc<(Mutex<bool>, std::sync::Condvar)>,
     fail: Arc<std::sync::atomic::AtomicBool>,
@@ -255,11 +256,16 @@ impl Gate {
 }
 
 impl Log for Gate {
-    fn load(&mut self) -> Result<Vec<(Table, String, Vec<u8>)>, StoreError> {
-        Ok(Vec::new())
+    fn load(
+        &mut self,
+        _row: &mut dyn FnMut(Table, &str, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn append(&mut self, _ops: &[&Op]) -> Result<(), StoreError> {
+        self.entered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut held = self.held.0.lock().unwrap();
         while *held {
             held = self.held.1.wait(held).unwrap();
@@ -288,6 +294,7 @@ async fn concurrent_writes_share_one_commit_and_are_acknowledged_only_once_durab
                 .await
         }
     });
+    until(|| gate.entered.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
     let mut writes = Vec::new();
     for n in 1..=50 {
         let store = store.clone();
