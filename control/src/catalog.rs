@@ -12,7 +12,6 @@ use isthmus_api::catalog::{
 use isthmus_api::duration;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
 use crate::store::{Reads, StoreError, Table, Txn};
 
 /// The node this agent represents in the catalog.
@@ -178,6 +177,25 @@ pub(crate) fn check_type(kind: &CheckKind) -> &'static str {
     }
 }
 
+/// Why a service registration, deregistration or check update failed.
+/// The texts are Consul's, as clients and scripts match on them.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The registration body is not a valid service definition.
+    #[error("{0}")]
+    InvalidRegistration(String),
+    #[error("CheckID {check_id:?} already belongs to service {owner:?}")]
+    CheckOwnedByAnotherService { check_id: String, owner: String },
+    #[error(
+        "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+    )]
+    UnknownService { id: String },
+    #[error("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name.")]
+    UnknownCheck { id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A validated registration, ready to write.
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -185,9 +203,9 @@ pub struct Registration {
     pub checks: Vec<StoredCheck>,
 }
 
-fn validate_service_id(id: &str) -> Result<(), ApiError> {
+fn validate_service_id(id: &str) -> Result<(), CatalogError> {
     if id.is_empty() || id.len() > 256 || id.contains('/') || id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
+        return Err(CatalogError::InvalidRegistration(format!(
             "ID: {id:?} is not a valid service ID: it must be 1 to 256 characters without '/'"
         )));
     }
@@ -195,18 +213,20 @@ fn validate_service_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// Validates a `PUT /v1/agent/service/register` body.
-pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registration, ApiError> {
+pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registration, CatalogError> {
     if reg.name.is_empty() {
-        return Err(ApiError::bad_request("Missing service name"));
+        return Err(CatalogError::InvalidRegistration(
+            "Missing service name".into(),
+        ));
     }
     isthmus_api::naming::validate_dns_label("Name: service name", &reg.name)
-        .map_err(ApiError::bad_request)?;
+        .map_err(CatalogError::InvalidRegistration)?;
     let id = reg.id.clone().unwrap_or_else(|| reg.name.clone());
     validate_service_id(&id)?;
     for (field, value) in [("Namespace", &reg.namespace), ("Partition", &reg.partition)] {
         if let Some(v) = value {
             if !v.is_empty() && v != "default" {
-                return Err(ApiError::bad_request(format!(
+                return Err(CatalogError::InvalidRegistration(format!(
                     "{field}: {v:?} is not supported: isthmus has only the \"default\" {}",
                     field.to_lowercase()
                 )));
@@ -217,25 +237,25 @@ pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registratio
     match kind.as_deref() {
         None => {
             if reg.proxy.is_some() {
-                return Err(ApiError::bad_request("Proxy: only valid for services of Kind \"connect-proxy\" or \"mesh-gateway\""));
+                return Err(CatalogError::InvalidRegistration("Proxy: only valid for services of Kind \"connect-proxy\" or \"mesh-gateway\"".into()));
             }
         }
         Some(KIND_CONNECT_PROXY) => {
             let dest = reg.proxy.as_ref().map(|p| p.destination_service_name.as_str());
             if dest.is_none_or(str::is_empty) {
-                return Err(ApiError::bad_request("Proxy.DestinationServiceName must be set for Connect proxy"));
+                return Err(CatalogError::InvalidRegistration("Proxy.DestinationServiceName must be set for Connect proxy".into()));
             }
             if reg.port.unwrap_or(0) == 0 {
-                return Err(ApiError::bad_request("Port must be set for a Connect proxy"));
+                return Err(CatalogError::InvalidRegistration("Port must be set for a Connect proxy".into()));
             }
         }
         Some(KIND_MESH_GATEWAY) => {
             if reg.port.unwrap_or(0) == 0 {
-                return Err(ApiError::bad_request("Port must be set for a mesh-gateway"));
+                return Err(CatalogError::InvalidRegistration("Port must be set for a mesh-gateway".into()));
             }
         }
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(CatalogError::InvalidRegistration(format!(
                 "Kind: invalid service kind {other:?}: expected \"connect-proxy\" or \"mesh-gateway\" (or none)"
             )))
         }
@@ -252,17 +272,17 @@ pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registratio
     let mut seen = HashSet::new();
     let mut checks = Vec::with_capacity(definitions.len());
     for (n, (field, mut def)) in definitions.into_iter().enumerate() {
-        let kind = check_kind(&def, &field).map_err(ApiError::bad_request)?;
+        let kind = check_kind(&def, &field).map_err(CatalogError::InvalidRegistration)?;
         if let Some(d) = &def.deregister_critical_service_after {
             parse_duration_field(&format!("{field}.DeregisterCriticalServiceAfter"), d)
-                .map_err(ApiError::bad_request)?;
+                .map_err(CatalogError::InvalidRegistration)?;
         }
         let status = def
             .status
             .clone()
             .unwrap_or_else(|| STATUS_CRITICAL.to_owned());
         if ![STATUS_PASSING, STATUS_WARNING, STATUS_CRITICAL].contains(&status.as_str()) {
-            return Err(ApiError::bad_request(format!(
+            return Err(CatalogError::InvalidRegistration(format!(
                 "{field}.Status: {status:?} is not one of passing, warning or critical"
             )));
         }
@@ -279,12 +299,12 @@ pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registratio
                 }
             });
         if check_id.contains('/') {
-            return Err(ApiError::bad_request(format!(
+            return Err(CatalogError::InvalidRegistration(format!(
                 "{field}.CheckID: {check_id:?} must not contain '/'"
             )));
         }
         if !seen.insert(check_id.clone()) {
-            return Err(ApiError::bad_request(format!(
+            return Err(CatalogError::InvalidRegistration(format!(
                 "{field}.CheckID: {check_id:?} is used more than once"
             )));
         }
@@ -341,7 +361,7 @@ pub struct Registered {
 
 /// Writes a registration, replacing the service's previous checks. A check
 /// that already existed keeps its status, so re-registering does not flap.
-pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, ApiError> {
+pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, CatalogError> {
     let index = txn.index();
     let previous: Option<AgentService> = txn.get(Table::Services, &reg.service.id)?;
     reg.service.create_index = previous.map_or(index, |p| p.create_index);
@@ -351,10 +371,10 @@ pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, ApiE
     for check in &mut reg.checks {
         if let Some(existing) = txn.get::<StoredCheck>(Table::Checks, &check.state.check_id)? {
             if existing.state.service_id != reg.service.id {
-                return Err(ApiError::bad_request(format!(
-                    "CheckID {:?} already belongs to service {:?}",
-                    check.state.check_id, existing.state.service_id
-                )));
+                return Err(CatalogError::CheckOwnedByAnotherService {
+                    check_id: check.state.check_id.clone(),
+                    owner: existing.state.service_id,
+                });
             }
             check.state.create_index = existing.state.create_index;
             if existing.state.r#type == check.state.r#type {
@@ -394,11 +414,11 @@ pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, ApiE
 }
 
 /// Removes a service and its checks; returns the removed check IDs.
-pub fn deregister(txn: &mut Txn, service_id: &str) -> Result<Vec<String>, ApiError> {
+pub fn deregister(txn: &mut Txn, service_id: &str) -> Result<Vec<String>, CatalogError> {
     if !txn.delete(Table::Services, service_id)? {
-        return Err(ApiError::not_found(format!(
-            "Unknown service ID {service_id:?}. Ensure that the service ID is passed, not the service name."
-        )));
+        return Err(CatalogError::UnknownService {
+            id: service_id.to_owned(),
+        });
     }
     let mut removed = Vec::new();
     for check in service_checks(txn, service_id)? {
@@ -414,12 +434,12 @@ pub fn set_check_status(
     check_id: &str,
     status: &str,
     output: &str,
-) -> Result<StoredCheck, ApiError> {
-    let mut check: StoredCheck = txn.get(Table::Checks, check_id)?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
-        ))
-    })?;
+) -> Result<StoredCheck, CatalogError> {
+    let mut check: StoredCheck =
+        txn.get(Table::Checks, check_id)?
+            .ok_or_else(|| CatalogError::UnknownCheck {
+                id: check_id.to_owned(),
+            })?;
     if check.state.status != status || check.state.output != output {
         check.state.status = status.to_owned();
         check.state.output = output.to_owned();

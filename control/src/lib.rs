@@ -11,7 +11,6 @@ pub mod checks;
 pub mod cli;
 pub mod config_entries;
 pub mod demo;
-pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod peering;

@@ -12,8 +12,8 @@ use isthmus_api::gateway::{GatewayPeer, GatewayView};
 use isthmus_api::peering::{self as api, ExchangeRequest, StreamMessage};
 use tokio::sync::mpsc;
 
+use super::error::ApiError;
 use super::{blocking_json, json_response, Params, State};
-use crate::error::ApiError;
 use crate::metrics::{Direction, MessageType};
 use crate::peering::stream::{LineReader, ReadError, SessionEnd};
 use crate::peering::{self, secret_matches, Role};

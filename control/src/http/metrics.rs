@@ -10,8 +10,8 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
 use super::{json_response, Params, State};
-use crate::error::ApiError;
 use crate::metrics::{self, scrape::Figures, summary};
 
 enum Format {

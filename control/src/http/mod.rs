@@ -12,6 +12,7 @@ mod catalog;
 mod catalog_register;
 mod config;
 mod connect;
+pub mod error;
 mod internal;
 mod metrics;
 mod nodes;
@@ -34,8 +35,8 @@ use isthmus_api::consul_json::{self, ConsulBody};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use self::error::ApiError;
 use crate::agent::AgentState;
-use crate::error::ApiError;
 use crate::store::Snapshot;
 
 type State = Arc<AgentState>;

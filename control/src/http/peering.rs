@@ -9,9 +9,9 @@ use isthmus_api::config_entry::{ConfigEntry, KIND_EXPORTED_SERVICES};
 use isthmus_api::peering::{EstablishRequest, TokenRequest, TokenResponse};
 use serde_json::json;
 
+use super::error::ApiError;
 use super::{blocking_json, json_response, ConsulJson, Params, State};
 use crate::config_entries;
-use crate::error::ApiError;
 use crate::peering;
 use crate::store::{Reads, Table};
 

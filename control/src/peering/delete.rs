@@ -15,16 +15,16 @@ use std::time::Duration;
 use isthmus_api::peering as api;
 use time::format_description::well_known::Rfc3339;
 
+use super::error::PeeringError;
 use super::Role;
 use crate::agent::AgentState;
-use crate::error::ApiError;
 use crate::store::{StoreError, Table};
 
 /// Marks `name` `DELETING` (unless it already is), makes sure a deletion
 /// task runs for it, and waits until that task has removed the peering.
 /// Returns at once if there is no such peering. Dropping the returned
 /// future (the client went away) does not stop the deletion.
-pub async fn delete(state: &Arc<AgentState>, name: &str) -> Result<(), ApiError> {
+pub async fn delete(state: &Arc<AgentState>, name: &str) -> Result<(), PeeringError> {
     let deleted_at = time::OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .expect("timestamps format");
@@ -53,10 +53,9 @@ pub async fn delete(state: &Arc<AgentState>, name: &str) -> Result<(), ApiError>
     if finished {
         Ok(())
     } else {
-        Err(ApiError::new(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("the deletion of peering {name} was interrupted; it resumes when the agent next starts"),
-        ))
+        Err(PeeringError::DeletionInterrupted {
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -90,7 +89,7 @@ fn spawn(state: Arc<AgentState>, name: String) -> tokio::sync::watch::Receiver<b
 
 /// Tells the peer (best effort, bounded), stops dialing, then removes the
 /// peering and everything imported from the peer in one write.
-async fn finish(state: &Arc<AgentState>, name: &str) -> Result<(), ApiError> {
+async fn finish(state: &Arc<AgentState>, name: &str) -> Result<(), StoreError> {
     let Some(record) = super::get(&state.store.snapshot()?, name)? else {
         return Ok(());
     };

@@ -5,6 +5,7 @@
 
 pub mod delete;
 pub mod dial;
+pub mod error;
 pub mod manager;
 pub mod stream;
 pub mod token;
@@ -22,6 +23,7 @@ use crate::catalog::{self, LocalNode, Select};
 use crate::config_entries;
 use crate::store::{Reads, StoreError, Table, Txn};
 
+pub use error::PeeringError;
 pub use manager::PeeringManager;
 
 /// Which end of the peering this cluster is.
