@@ -10,11 +10,9 @@ use isthmus_api::catalog::{
     AgentService, CheckDefinition, HealthCheck, STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING,
 };
 
-use crate::catalog::{self, LocalNode, StoredCheck};
+use crate::catalog::{self, LocalNode, StoredCheck, TYPE_MAINTENANCE};
 use crate::store::{Reads, StoreError, Table, Txn};
 
-/// `Type` of the maintenance checks; the check runner leaves them alone.
-pub const TYPE_MAINTENANCE: &str = "maintenance";
 pub const NODE_MAINTENANCE_CHECK_ID: &str = "_node_maintenance";
 const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
 const DEFAULT_NODE_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";

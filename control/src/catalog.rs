@@ -66,6 +66,10 @@ pub enum CheckKind {
     },
 }
 
+/// `Type` of the maintenance checks (`agent_checks`): the check runner
+/// leaves them alone and re-registering a service keeps them.
+pub const TYPE_MAINTENANCE: &str = "maintenance";
+
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -393,7 +397,7 @@ pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, Cata
         .collect();
     let mut dropped_checks = Vec::new();
     for mut old in old_checks {
-        if old.state.r#type == crate::agent_checks::TYPE_MAINTENANCE {
+        if old.state.r#type == TYPE_MAINTENANCE {
             // Re-registering does not end maintenance (as in Consul).
             old.state.service_name = reg.service.service.clone();
             old.state.service_tags = reg.service.tags.clone();

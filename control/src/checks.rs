@@ -61,7 +61,7 @@ impl CheckRunner {
 
     /// Starts (or restarts) the task for `check`.
     pub fn start(self: &Arc<Self>, check: &StoredCheck) {
-        if check.state.r#type == crate::agent_checks::TYPE_MAINTENANCE {
+        if check.state.r#type == catalog::TYPE_MAINTENANCE {
             return; // critical until maintenance is turned off; nothing to run
         }
         let kind = match check.kind() {

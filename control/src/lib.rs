@@ -9,6 +9,8 @@ pub mod catalog;
 pub mod catalog_nodes;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
+pub mod config;
 pub mod config_entries;
 pub mod demo;
 pub mod http;

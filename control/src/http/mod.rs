@@ -19,6 +19,7 @@ mod nodes;
 mod origin;
 mod peering;
 mod proxy;
+mod state;
 pub mod ui;
 
 use std::collections::HashMap;
@@ -36,8 +37,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use self::error::ApiError;
-use crate::agent::AgentState;
 use crate::store::Snapshot;
+pub use state::AgentState;
 
 type State = Arc<AgentState>;
 /// Query-string parameters as given (`?passing` arrives as `passing=""`).

@@ -7,8 +7,8 @@ use isthmus_api::peering as api;
 use isthmus_api::proxy::{PeerTrust, ProxyView, UpstreamView};
 
 use super::error::ApiError;
+use super::AgentState;
 use super::{blocking_json, Params, State};
-use crate::agent::AgentState;
 use crate::peering;
 use crate::store::{Reads, Snapshot, StoreError, Table};
 

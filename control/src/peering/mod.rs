@@ -3,6 +3,7 @@
 //! establish and the dialing loop (dialer side), and the replication
 //! stream both sides speak.
 
+pub mod context;
 pub mod delete;
 pub mod dial;
 pub mod error;
@@ -23,6 +24,7 @@ use crate::catalog::{self, LocalNode, Select};
 use crate::config_entries;
 use crate::store::{Reads, StoreError, Table, Txn};
 
+pub use context::PeeringContext;
 pub use error::PeeringError;
 pub use manager::PeeringManager;
 

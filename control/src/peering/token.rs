@@ -11,9 +11,9 @@ use isthmus_api::peering_limits::{self, AddressPolicy};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::context::PeeringContext;
 use super::error::PeeringError;
 use super::{hash_secret, new_secret, secret_matches, PeeringRecord, PendingSecret, Role};
-use crate::agent::AgentState;
 use crate::store::{Reads, StoreError, Table};
 
 /// Fails unless every group exists (the built-in one always does).
@@ -40,8 +40,8 @@ pub fn groups_or_default(groups: Vec<String>) -> Vec<String> {
 /// Which gateway addresses a peer may name: loopback only when this
 /// cluster's own mesh gateways are on loopback (tests, `agent --dev`, the
 /// demo). See [`isthmus_api::peering_limits`].
-pub fn address_policy(state: &AgentState) -> Result<AddressPolicy, StoreError> {
-    let own = super::gateway_addresses(&state.store.snapshot()?)?;
+pub fn address_policy(peering: &PeeringContext) -> Result<AddressPolicy, StoreError> {
+    let own = super::gateway_addresses(&peering.store.snapshot()?)?;
     Ok(AddressPolicy {
         allow_loopback: peering_limits::all_loopback(&own),
     })
@@ -97,25 +97,25 @@ pub fn validate_partition(partition: &Option<String>) -> Result<(), PeeringError
 /// This cluster as it describes itself to a peer; `peer_name` is our name
 /// for that peer.
 pub fn own_info(
-    state: &AgentState,
+    peering: &PeeringContext,
     r: &impl Reads,
     peering_id: &str,
     peer_name: &str,
 ) -> Result<PeerInfo, StoreError> {
     Ok(PeerInfo {
-        cluster_name: state.cluster.name.clone(),
-        trust_domain: state.cluster.trust_domain.clone(),
+        cluster_name: peering.cluster.name.clone(),
+        trust_domain: peering.cluster.trust_domain.clone(),
         peering_id: peering_id.to_owned(),
-        ca_pems: state.ca.root_pems(),
+        ca_pems: peering.ca.root_pems(),
         gateway_addresses: super::gateway_addresses(r)?,
-        gateway_fingerprint: state.ca.gateway_cert().fingerprint.clone(),
+        gateway_fingerprint: peering.ca.gateway_cert().fingerprint.clone(),
         peer_name: peer_name.to_owned(),
     })
 }
 
 /// `POST /v1/peering/token`.
 pub async fn generate(
-    state: Arc<AgentState>,
+    peering: Arc<PeeringContext>,
     request: TokenRequest,
 ) -> Result<String, PeeringError> {
     if request.peer_name.is_empty() {
@@ -140,18 +140,18 @@ pub async fn generate(
         }
     }
     let addresses = if request.server_external_addresses.is_empty() {
-        super::gateway_addresses(&state.store.snapshot()?)?
+        super::gateway_addresses(&peering.store.snapshot()?)?
     } else {
         request.server_external_addresses.clone()
     };
     if addresses.is_empty() {
         return Err(PeeringError::NoMeshGateway {
-            cluster: state.cluster.name.clone(),
+            cluster: peering.cluster.name.clone(),
         });
     }
 
     let secret = new_secret();
-    let expires_at = (OffsetDateTime::now_utc() + state.peering.token_ttl)
+    let expires_at = (OffsetDateTime::now_utc() + peering.manager.token_ttl)
         .format(&Rfc3339)
         .expect("timestamps format");
     let pending = PendingSecret {
@@ -162,7 +162,7 @@ pub async fn generate(
     let groups = groups_or_default(request.auth_groups.clone());
     let name = request.peer_name.clone();
     let meta = request.meta.clone();
-    let record = state
+    let record = peering
         .store
         .write(move |txn| -> Result<PeeringRecord, PeeringError> {
             check_groups(txn, &groups)?;
@@ -189,17 +189,17 @@ pub async fn generate(
     tracing::info!(peer = %record.name, expires_at = %expires_at, "peering token generated");
 
     let token = PeeringToken {
-        ca: state.ca.root_pems(),
+        ca: peering.ca.root_pems(),
         manual_server_addresses: !request.server_external_addresses.is_empty(),
         server_addresses: addresses,
-        server_name: api::server_name(&state.cluster.name, &state.cluster.trust_domain),
+        server_name: api::server_name(&peering.cluster.name, &peering.cluster.trust_domain),
         peer_id: record.id,
         establishment_secret: secret,
         remote: Remote {
             partition: "default".into(),
-            datacenter: state.cluster.name.clone(),
+            datacenter: peering.cluster.name.clone(),
         },
-        gateway_fingerprint: state.ca.gateway_cert().fingerprint.clone(),
+        gateway_fingerprint: peering.ca.gateway_cert().fingerprint.clone(),
         expires_at,
     };
     Ok(token.encode())
@@ -283,7 +283,7 @@ fn expired(expires_at: &str) -> bool {
 /// `POST /v1/internal/peering/exchange`, forwarded by our gateway with the
 /// SHA-256 of the caller's client certificate.
 pub async fn exchange(
-    state: Arc<AgentState>,
+    peering: Arc<PeeringContext>,
     client_fingerprint: String,
     request: ExchangeRequest,
 ) -> Result<ExchangeResponse, PeeringError> {
@@ -296,7 +296,7 @@ pub async fn exchange(
             "exchange request is missing the dialer's identity".into(),
         ));
     }
-    if dialer.trust_domain == state.cluster.trust_domain {
+    if dialer.trust_domain == peering.cluster.trust_domain {
         return Err(PeeringError::Invalid(
             "cannot create a peering within the same cluster".into(),
         ));
@@ -315,17 +315,17 @@ pub async fn exchange(
     // replayed secret never takes the store's write lock. The write below
     // checks again, against the state it changes.
     {
-        let snapshot = state.store.snapshot()?;
+        let snapshot = peering.store.snapshot()?;
         let record = super::find_by_id(&snapshot, &request.peer_id)?;
         check_establishment(record.as_ref(), &request.establishment_secret)?;
     }
-    validate_peer_info(&dialer, address_policy(&state)?)?;
+    validate_peer_info(&dialer, address_policy(&peering)?)?;
     let stream_secret = new_secret();
     let stream_hash = hash_secret(&stream_secret);
-    let (record, acceptor) = state
+    let (record, acceptor) = peering
         .store
         .write({
-            let state = state.clone();
+            let peering = peering.clone();
             move |txn| -> Result<(PeeringRecord, PeerInfo), PeeringError> {
                 let found = super::find_by_id(txn, &request.peer_id)?;
                 check_establishment(found.as_ref(), &request.establishment_secret)?;
@@ -353,7 +353,7 @@ pub async fn exchange(
                     partition: "default".into(),
                     datacenter: dialer.cluster_name.clone(),
                 };
-                let info = own_info(&state, txn, &record.id, &record.name)?;
+                let info = own_info(&peering, txn, &record.id, &record.name)?;
                 Ok((super::put(txn, record)?, info))
             }
         })
