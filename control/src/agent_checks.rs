@@ -11,6 +11,7 @@ use isthmus_api::catalog::{
 };
 
 use crate::catalog::{self, LocalNode, StoredCheck, TYPE_MAINTENANCE};
+use crate::check_kind;
 use crate::store::{Reads, StoreError, Table, Txn};
 
 pub const NODE_MAINTENANCE_CHECK_ID: &str = "_node_maintenance";
@@ -54,10 +55,10 @@ pub fn prepare(mut def: CheckDefinition, node: &LocalNode) -> Result<StoredCheck
             return Err(AgentCheckError::InvalidCheck("Bad check status".into()));
         }
     }
-    let kind = catalog::check_kind(&def, "Check")
+    let kind = check_kind::check_kind(&def, "Check")
         .map_err(|e| AgentCheckError::InvalidCheck(format!("Invalid check: {e}")))?;
     if let Some(d) = &def.deregister_critical_service_after {
-        catalog::parse_duration_field("DeregisterCriticalServiceAfter", d)
+        check_kind::parse_duration_field("DeregisterCriticalServiceAfter", d)
             .map_err(|e| AgentCheckError::InvalidCheck(format!("Invalid check: {e}")))?;
     }
     let check_id = def
@@ -87,7 +88,7 @@ pub fn prepare(mut def: CheckDefinition, node: &LocalNode) -> Result<StoredCheck
             status: status.unwrap_or_else(|| STATUS_CRITICAL.to_owned()),
             notes: def.notes.clone().unwrap_or_default(),
             service_id,
-            r#type: catalog::check_type(&kind).to_owned(),
+            r#type: check_kind::check_type(&kind).to_owned(),
             interval: def.interval.clone().unwrap_or_default(),
             timeout: def.timeout.clone().unwrap_or_default(),
             ..HealthCheck::default()

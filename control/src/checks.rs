@@ -19,7 +19,8 @@ use isthmus_api::catalog::{STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use crate::catalog::{self, CatalogError, CheckKind, StoredCheck};
+use crate::catalog::{self, CatalogError, StoredCheck};
+use crate::check_kind::CheckKind;
 use crate::store::Store;
 
 /// How much of an HTTP check's response body is read and kept as its

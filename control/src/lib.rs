@@ -7,6 +7,7 @@ pub mod auth;
 pub mod ca;
 pub mod catalog;
 pub mod catalog_nodes;
+pub mod check_kind;
 pub mod checks;
 pub mod cli;
 pub mod cluster;
