@@ -179,3 +179,84 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: impl Into<ApiError>) -> (StatusCode, String) {
+        let e = e.into();
+        (e.status, e.message)
+    }
+
+    #[test]
+    fn domain_errors_answer_consuls_statuses_and_texts() {
+        assert_eq!(
+            answer(CatalogError::UnknownService { id: "web-1".into() }),
+            (
+                StatusCode::NOT_FOUND,
+                "Unknown service ID \"web-1\". Ensure that the service ID is passed, not the service name.".into()
+            )
+        );
+        assert_eq!(
+            answer(CatalogError::InvalidRegistration(
+                "Missing service name".into()
+            )),
+            (StatusCode::BAD_REQUEST, "Missing service name".into())
+        );
+        assert_eq!(
+            answer(AgentCheckError::UnknownOwner {
+                service_id: "db".into()
+            }),
+            (
+                StatusCode::NOT_FOUND,
+                "ServiceID \"db\" does not exist".into()
+            )
+        );
+        assert_eq!(
+            answer(CatalogNodeError::NoPathToDatacenter),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No path to datacenter".into()
+            )
+        );
+        assert_eq!(
+            answer(AuthError::GroupExists { name: "ops".into() }),
+            (StatusCode::CONFLICT, "Group \"ops\" already exists".into())
+        );
+        assert_eq!(
+            answer(PeeringError::InvalidEstablishmentSecret),
+            (
+                StatusCode::FORBIDDEN,
+                "a new peering token must be generated: invalid peering establishment secret"
+                    .into()
+            )
+        );
+        assert_eq!(
+            answer(PeeringError::PeerRefused(
+                "peering token has expired".into()
+            )),
+            (StatusCode::BAD_REQUEST, "peering token has expired".into())
+        );
+        assert_eq!(
+            answer(PeeringError::ExchangeTimedOut {
+                name: "east".into(),
+                after: std::time::Duration::from_secs(5)
+            }),
+            (
+                StatusCode::BAD_GATEWAY,
+                "establishing peering \"east\": no peering server answered within 5s".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_domain_errors_store_failure_answers_as_the_stores_own() {
+        let store = || StoreError::Task("gone".into());
+        let direct = answer(store());
+        assert_eq!(direct.0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(answer(CatalogError::Store(store())), direct);
+        assert_eq!(answer(AuthError::Store(store())), direct);
+        assert_eq!(answer(PeeringError::Store(store())), direct);
+    }
+}
