@@ -10,16 +10,33 @@ use isthmus_api::catalog::{
     AgentService, CheckDefinition, HealthCheck, STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING,
 };
 
-use crate::catalog::{self, LocalNode, StoredCheck};
-use crate::error::ApiError;
-use crate::store::{Reads, Table, Txn};
+use crate::catalog::{self, LocalNode, StoredCheck, TYPE_MAINTENANCE};
+use crate::check_kind;
+use crate::store::{Reads, StoreError, Table, Txn};
 
-/// `Type` of the maintenance checks; the check runner leaves them alone.
-pub const TYPE_MAINTENANCE: &str = "maintenance";
 pub const NODE_MAINTENANCE_CHECK_ID: &str = "_node_maintenance";
 const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
 const DEFAULT_NODE_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
 const DEFAULT_SERVICE_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
+
+/// Why a check registration, deregistration or maintenance change failed,
+/// with Consul's texts.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentCheckError {
+    /// The check definition is not valid.
+    #[error("{0}")]
+    InvalidCheck(String),
+    /// The check names a ServiceID that is not registered.
+    #[error("ServiceID {service_id:?} does not exist")]
+    UnknownOwner { service_id: String },
+    #[error("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name.")]
+    UnknownCheck { id: String },
+    /// Maintenance asked for a service that is not registered.
+    #[error("No service registered with ID {id:?}")]
+    UnknownService { id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 pub fn service_maintenance_check_id(service_id: &str) -> String {
     format!("{SERVICE_MAINTENANCE_PREFIX}{service_id}")
@@ -27,22 +44,22 @@ pub fn service_maintenance_check_id(service_id: &str) -> String {
 
 /// Validates a `PUT /v1/agent/check/register` body into the check to
 /// store (its ServiceID is checked against the store by [`register`]).
-pub fn prepare(mut def: CheckDefinition, node: &LocalNode) -> Result<StoredCheck, ApiError> {
+pub fn prepare(mut def: CheckDefinition, node: &LocalNode) -> Result<StoredCheck, AgentCheckError> {
     let name = def.name.clone().filter(|n| !n.is_empty());
     let Some(name) = name else {
-        return Err(ApiError::bad_request("Missing check name"));
+        return Err(AgentCheckError::InvalidCheck("Missing check name".into()));
     };
     let status = def.status.clone().filter(|s| !s.is_empty());
     if let Some(s) = &status {
         if ![STATUS_PASSING, STATUS_WARNING, STATUS_CRITICAL].contains(&s.as_str()) {
-            return Err(ApiError::bad_request("Bad check status"));
+            return Err(AgentCheckError::InvalidCheck("Bad check status".into()));
         }
     }
-    let kind = catalog::check_kind(&def, "Check")
-        .map_err(|e| ApiError::bad_request(format!("Invalid check: {e}")))?;
+    let kind = check_kind::check_kind(&def, "Check")
+        .map_err(|e| AgentCheckError::InvalidCheck(format!("Invalid check: {e}")))?;
     if let Some(d) = &def.deregister_critical_service_after {
-        catalog::parse_duration_field("DeregisterCriticalServiceAfter", d)
-            .map_err(|e| ApiError::bad_request(format!("Invalid check: {e}")))?;
+        check_kind::parse_duration_field("DeregisterCriticalServiceAfter", d)
+            .map_err(|e| AgentCheckError::InvalidCheck(format!("Invalid check: {e}")))?;
     }
     let check_id = def
         .check_id
@@ -51,7 +68,7 @@ pub fn prepare(mut def: CheckDefinition, node: &LocalNode) -> Result<StoredCheck
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| name.clone());
     if check_id.contains('/') || check_id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
+        return Err(AgentCheckError::InvalidCheck(format!(
             "Invalid check: CheckID {check_id:?} must not contain '/'"
         )));
     }
@@ -71,7 +88,7 @@ pub fn prepare(mut def: CheckDefinition, node: &LocalNode) -> Result<StoredCheck
             status: status.unwrap_or_else(|| STATUS_CRITICAL.to_owned()),
             notes: def.notes.clone().unwrap_or_default(),
             service_id,
-            r#type: catalog::check_type(&kind).to_owned(),
+            r#type: check_kind::check_type(&kind).to_owned(),
             interval: def.interval.clone().unwrap_or_default(),
             timeout: def.timeout.clone().unwrap_or_default(),
             ..HealthCheck::default()
@@ -80,20 +97,22 @@ pub fn prepare(mut def: CheckDefinition, node: &LocalNode) -> Result<StoredCheck
     })
 }
 
-fn owning_service(txn: &Txn, service_id: &str) -> Result<Option<AgentService>, ApiError> {
+fn owning_service(txn: &Txn, service_id: &str) -> Result<Option<AgentService>, AgentCheckError> {
     if service_id.is_empty() {
         return Ok(None);
     }
     let service: Option<AgentService> = txn.get(Table::Services, service_id)?;
     service
         .map(Some)
-        .ok_or_else(|| ApiError::not_found(format!("ServiceID {service_id:?} does not exist")))
+        .ok_or_else(|| AgentCheckError::UnknownOwner {
+            service_id: service_id.to_owned(),
+        })
 }
 
 /// Writes a check registered on its own, replacing one with the same ID
 /// (which keeps its status when it is of the same type, so re-registering
 /// does not flap).
-pub fn register(txn: &mut Txn, mut check: StoredCheck) -> Result<StoredCheck, ApiError> {
+pub fn register(txn: &mut Txn, mut check: StoredCheck) -> Result<StoredCheck, AgentCheckError> {
     if let Some(service) = owning_service(txn, &check.state.service_id)? {
         check.state.service_name = service.service;
         check.state.service_tags = service.tags;
@@ -118,12 +137,12 @@ pub fn register(txn: &mut Txn, mut check: StoredCheck) -> Result<StoredCheck, Ap
 }
 
 /// Removes a check by ID, whatever registered it.
-pub fn deregister(txn: &mut Txn, check_id: &str) -> Result<(), ApiError> {
+pub fn deregister(txn: &mut Txn, check_id: &str) -> Result<(), AgentCheckError> {
     if !txn.delete(Table::Checks, check_id)? {
         // Consul vets the check ID before deregistering, with this text.
-        return Err(ApiError::not_found(format!(
-            "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
-        )));
+        return Err(AgentCheckError::UnknownCheck {
+            id: check_id.to_owned(),
+        });
     }
     Ok(())
 }
@@ -159,7 +178,7 @@ fn maintenance_check(
     }
 }
 
-fn put_new(txn: &mut Txn, mut check: StoredCheck) -> Result<(), ApiError> {
+fn put_new(txn: &mut Txn, mut check: StoredCheck) -> Result<(), AgentCheckError> {
     if catalog::get_check(txn, &check.state.check_id)?.is_some() {
         return Ok(()); // already in maintenance: Consul keeps the first reason
     }
@@ -176,7 +195,7 @@ pub fn node_maintenance(
     node: &LocalNode,
     enable: bool,
     reason: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), AgentCheckError> {
     if !enable {
         txn.delete(Table::Checks, NODE_MAINTENANCE_CHECK_ID)?;
         return Ok(());
@@ -203,10 +222,12 @@ pub fn service_maintenance(
     service_id: &str,
     enable: bool,
     reason: &str,
-) -> Result<(), ApiError> {
-    let service: AgentService = txn.get(Table::Services, service_id)?.ok_or_else(|| {
-        ApiError::not_found(format!("No service registered with ID {service_id:?}"))
-    })?;
+) -> Result<(), AgentCheckError> {
+    let service: AgentService =
+        txn.get(Table::Services, service_id)?
+            .ok_or_else(|| AgentCheckError::UnknownService {
+                id: service_id.to_owned(),
+            })?;
     let check_id = service_maintenance_check_id(service_id);
     if !enable {
         txn.delete(Table::Checks, &check_id)?;

@@ -3,7 +3,6 @@
 
 use isthmus_api::auth::{self, Group, Identity, Permission};
 
-use crate::error::ApiError;
 use crate::peering;
 use crate::store::{Reads, StoreError, Table, Txn};
 
@@ -18,15 +17,52 @@ fn builtin_group() -> Group {
     }
 }
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::not_found(format!("Group {name:?} not found"))
+/// Why a change to auth groups or identities failed, with the texts the
+/// CLI shows.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    InvalidGroupName(String),
+    #[error("{0}")]
+    InvalidPermission(String),
+    #[error("group {name:?} is built in and cannot be changed or deleted")]
+    BuiltinGroup { name: String },
+    #[error("Group {name:?} already exists")]
+    GroupExists { name: String },
+    #[error("Group {name:?} not found")]
+    GroupNotFound { name: String },
+    #[error("Group {group:?} already has permission \"{permission}\"")]
+    PermissionPresent {
+        group: String,
+        permission: Permission,
+    },
+    #[error("Group {group:?} does not have permission \"{permission}\"")]
+    PermissionAbsent {
+        group: String,
+        permission: Permission,
+    },
+    /// Adding an identity to a group that does not exist.
+    #[error("One or more groups were not found")]
+    UnknownGroups,
+    #[error("Identity \"tls/{name}\" not found")]
+    IdentityNotFound { name: String },
+    #[error("Identity \"tls/{name}\" is not in group {group:?}")]
+    NotInGroup { name: String, group: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-fn refuse_builtin(name: &str) -> Result<(), ApiError> {
+fn not_found(name: &str) -> AuthError {
+    AuthError::GroupNotFound {
+        name: name.to_owned(),
+    }
+}
+
+fn refuse_builtin(name: &str) -> Result<(), AuthError> {
     if name == auth::BUILTIN_PEERING_GROUP {
-        return Err(ApiError::bad_request(format!(
-            "group {name:?} is built in and cannot be changed or deleted"
-        )));
+        return Err(AuthError::BuiltinGroup {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -45,13 +81,12 @@ pub fn get_group(r: &impl Reads, name: &str) -> Result<Option<Group>, StoreError
     r.get(Table::AuthGroups, name)
 }
 
-pub fn create_group(txn: &mut Txn, name: &str, description: &str) -> Result<Group, ApiError> {
-    auth::validate_group_name(name).map_err(ApiError::bad_request)?;
+pub fn create_group(txn: &mut Txn, name: &str, description: &str) -> Result<Group, AuthError> {
+    auth::validate_group_name(name).map_err(AuthError::InvalidGroupName)?;
     if get_group(txn, name)?.is_some() {
-        return Err(ApiError::new(
-            http::StatusCode::CONFLICT,
-            format!("Group {name:?} already exists"),
-        ));
+        return Err(AuthError::GroupExists {
+            name: name.to_owned(),
+        });
     }
     let index = txn.index();
     let group = Group {
@@ -67,7 +102,7 @@ pub fn create_group(txn: &mut Txn, name: &str, description: &str) -> Result<Grou
 }
 
 /// Deletes a group and takes it off every identity that had it.
-pub fn delete_group(txn: &mut Txn, name: &str) -> Result<(), ApiError> {
+pub fn delete_group(txn: &mut Txn, name: &str) -> Result<(), AuthError> {
     refuse_builtin(name)?;
     if !txn.delete(Table::AuthGroups, name)? {
         return Err(not_found(name));
@@ -86,24 +121,27 @@ pub fn change_permission(
     group: &str,
     permission: Permission,
     add: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), AuthError> {
     refuse_builtin(group)?;
-    permission.validate().map_err(ApiError::bad_request)?;
+    permission
+        .validate()
+        .map_err(AuthError::InvalidPermission)?;
     let mut stored: Group = txn
         .get(Table::AuthGroups, group)?
         .ok_or_else(|| not_found(group))?;
     let present = stored.permissions.contains(&permission);
     match (add, present) {
         (true, true) => {
-            return Err(ApiError::new(
-                http::StatusCode::CONFLICT,
-                format!("Group {group:?} already has permission \"{permission}\""),
-            ))
+            return Err(AuthError::PermissionPresent {
+                group: group.to_owned(),
+                permission,
+            })
         }
         (false, false) => {
-            return Err(ApiError::not_found(format!(
-                "Group {group:?} does not have permission \"{permission}\""
-            )))
+            return Err(AuthError::PermissionAbsent {
+                group: group.to_owned(),
+                permission,
+            })
         }
         (true, false) => stored.permissions.push(permission),
         (false, true) => stored.permissions.retain(|p| *p != permission),
@@ -117,10 +155,12 @@ pub fn identities(r: &impl Reads) -> Result<Vec<Identity>, StoreError> {
     Ok(peering::list(r)?.iter().map(|p| p.identity()).collect())
 }
 
-pub fn identity(r: &impl Reads, name: &str) -> Result<Identity, ApiError> {
+pub fn identity(r: &impl Reads, name: &str) -> Result<Identity, AuthError> {
     peering::get(r, name)?
         .map(|p| p.identity())
-        .ok_or_else(|| ApiError::not_found(format!("Identity \"tls/{name}\" not found")))
+        .ok_or_else(|| AuthError::IdentityNotFound {
+            name: name.to_owned(),
+        })
 }
 
 /// Adds or removes one group on identity `tls/<name>`.
@@ -129,12 +169,13 @@ pub fn change_identity_group(
     name: &str,
     group: &str,
     add: bool,
-) -> Result<(), ApiError> {
-    let mut record = peering::get(txn, name)?
-        .ok_or_else(|| ApiError::not_found(format!("Identity \"tls/{name}\" not found")))?;
+) -> Result<(), AuthError> {
+    let mut record = peering::get(txn, name)?.ok_or_else(|| AuthError::IdentityNotFound {
+        name: name.to_owned(),
+    })?;
     if add {
         if get_group(txn, group)?.is_none() {
-            return Err(ApiError::bad_request("One or more groups were not found"));
+            return Err(AuthError::UnknownGroups);
         }
         if record.groups.iter().any(|g| g == group) {
             return Ok(());
@@ -142,9 +183,10 @@ pub fn change_identity_group(
         record.groups.push(group.to_owned());
     } else {
         if !record.groups.iter().any(|g| g == group) {
-            return Err(ApiError::not_found(format!(
-                "Identity \"tls/{name}\" is not in group {group:?}"
-            )));
+            return Err(AuthError::NotInGroup {
+                name: name.to_owned(),
+                group: group.to_owned(),
+            });
         }
         record.groups.retain(|g| g != group);
     }

@@ -422,20 +422,20 @@ pub fn open(
 /// Renews the mesh gateway certificate whenever it is due, for as long as
 /// the agent runs: the gateways pick it up from their view, peers from the
 /// replication stream.
-pub async fn keep_gateway_renewed(state: Arc<crate::agent::AgentState>) {
-    let mut stop = state.shutting_down.clone();
+pub async fn keep_gateway_renewed(
+    store: Store,
+    ca: Arc<CertificateAuthority>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         // Never back to back, whatever the clock says.
-        let wait = state.ca.gateway_renew_in().max(GATEWAY_RENEW_MIN_WAIT);
+        let wait = ca.gateway_renew_in().max(GATEWAY_RENEW_MIN_WAIT);
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        let renewing = state.clone();
-        let renewed = state
-            .store
-            .write(move |txn| renewing.ca.renew_gateway(txn))
-            .await;
+        let renewing = ca.clone();
+        let renewed = store.write(move |txn| renewing.renew_gateway(txn)).await;
         match renewed {
             Ok(cert) => tracing::info!(
                 fingerprint = %cert.fingerprint,

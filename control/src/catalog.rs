@@ -12,7 +12,7 @@ use isthmus_api::catalog::{
 use isthmus_api::duration;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::check_kind::{check_kind, check_type, parse_duration_field, CheckKind};
 use crate::store::{Reads, Schema, StoreError, Table, Txn};
 
 /// Index of `services` by service name.
@@ -83,28 +83,9 @@ pub struct StoredCheck {
     pub definition: CheckDefinition,
 }
 
-/// What the agent does to decide a check's status.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckKind {
-    Ttl {
-        ttl: Duration,
-    },
-    Http {
-        url: http::Uri,
-        method: http::Method,
-        headers: Vec<(http::HeaderName, http::HeaderValue)>,
-        interval: Duration,
-        timeout: Duration,
-    },
-    Tcp {
-        address: String,
-        interval: Duration,
-        timeout: Duration,
-    },
-}
-
-const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// `Type` of the maintenance checks (`agent_checks`): the check runner
+/// leaves them alone and re-registering a service keeps them.
+pub const TYPE_MAINTENANCE: &str = "maintenance";
 
 impl StoredCheck {
     /// How to run this check; definitions are validated at registration so
@@ -122,96 +103,23 @@ impl StoredCheck {
     }
 }
 
-pub(crate) fn parse_duration_field(field: &str, value: &str) -> Result<Duration, String> {
-    duration::parse(value).map_err(|e| format!("{field}: {e}"))
-}
-
-pub(crate) fn check_kind(def: &CheckDefinition, field: &str) -> Result<CheckKind, String> {
-    let defined = [def.ttl.is_some(), def.http.is_some(), def.tcp.is_some()]
-        .iter()
-        .filter(|d| **d)
-        .count();
-    if defined != 1 {
-        return Err(format!(
-            "{field}: must define exactly one of TTL, HTTP or TCP"
-        ));
-    }
-    let timeout = match &def.timeout {
-        Some(t) => parse_duration_field(&format!("{field}.Timeout"), t)?,
-        None => DEFAULT_CHECK_TIMEOUT,
-    };
-    let interval = |kind: &str| -> Result<Duration, String> {
-        let raw = def
-            .interval
-            .as_deref()
-            .ok_or_else(|| format!("{field}: Interval is required for {kind} checks"))?;
-        let interval = parse_duration_field(&format!("{field}.Interval"), raw)?;
-        if interval < MIN_CHECK_INTERVAL {
-            return Err(format!(
-                "{field}.Interval: {raw} is shorter than the minimum of 100ms"
-            ));
-        }
-        Ok(interval)
-    };
-    if let Some(ttl) = &def.ttl {
-        let ttl = parse_duration_field(&format!("{field}.TTL"), ttl)?;
-        if ttl.is_zero() {
-            return Err(format!("{field}.TTL must be greater than zero"));
-        }
-        return Ok(CheckKind::Ttl { ttl });
-    }
-    if let Some(raw) = &def.http {
-        let url: http::Uri = raw
-            .parse()
-            .map_err(|e| format!("{field}.HTTP: {raw:?} is not a valid URL: {e}"))?;
-        if url.scheme_str() != Some("http") || url.authority().is_none() {
-            return Err(format!(
-                "{field}.HTTP: {raw:?} must be an absolute http:// URL (https checks are not supported yet)"
-            ));
-        }
-        let method = match &def.method {
-            Some(m) => http::Method::from_bytes(m.as_bytes())
-                .map_err(|_| format!("{field}.Method: {m:?} is not a valid HTTP method"))?,
-            None => http::Method::GET,
-        };
-        let mut headers = Vec::new();
-        for (name, values) in &def.header {
-            let header = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{field}.Header: {name:?} is not a valid header name"))?;
-            for value in values {
-                let value = http::HeaderValue::from_str(value)
-                    .map_err(|_| format!("{field}.Header[{name}]: invalid value {value:?}"))?;
-                headers.push((header.clone(), value));
-            }
-        }
-        return Ok(CheckKind::Http {
-            url,
-            method,
-            headers,
-            interval: interval("HTTP")?,
-            timeout,
-        });
-    }
-    let address = def.tcp.clone().unwrap_or_default();
-    let valid = address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !valid {
-        return Err(format!("{field}.TCP: {address:?} must be host:port"));
-    }
-    Ok(CheckKind::Tcp {
-        address,
-        interval: interval("TCP")?,
-        timeout,
-    })
-}
-
-pub(crate) fn check_type(kind: &CheckKind) -> &'static str {
-    match kind {
-        CheckKind::Ttl { .. } => "ttl",
-        CheckKind::Http { .. } => "http",
-        CheckKind::Tcp { .. } => "tcp",
-    }
+/// Why a service registration, deregistration or check update failed.
+/// The texts are Consul's, as clients and scripts match on them.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The registration body is not a valid service definition.
+    #[error("{0}")]
+    InvalidRegistration(String),
+    #[error("CheckID {check_id:?} already belongs to service {owner:?}")]
+    CheckOwnedByAnotherService { check_id: String, owner: String },
+    #[error(
+        "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+    )]
+    UnknownService { id: String },
+    #[error("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name.")]
+    UnknownCheck { id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A validated registration, ready to write.
@@ -221,9 +129,9 @@ pub struct Registration {
     pub checks: Vec<StoredCheck>,
 }
 
-fn validate_service_id(id: &str) -> Result<(), ApiError> {
+fn validate_service_id(id: &str) -> Result<(), CatalogError> {
     if id.is_empty() || id.len() > 256 || id.contains('/') || id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
+        return Err(CatalogError::InvalidRegistration(format!(
             "ID: {id:?} is not a valid service ID: it must be 1 to 256 characters without '/'"
         )));
     }
@@ -231,18 +139,20 @@ fn validate_service_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// Validates a `PUT /v1/agent/service/register` body.
-pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registration, ApiError> {
+pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registration, CatalogError> {
     if reg.name.is_empty() {
-        return Err(ApiError::bad_request("Missing service name"));
+        return Err(CatalogError::InvalidRegistration(
+            "Missing service name".into(),
+        ));
     }
     isthmus_api::naming::validate_dns_label("Name: service name", &reg.name)
-        .map_err(ApiError::bad_request)?;
+        .map_err(CatalogError::InvalidRegistration)?;
     let id = reg.id.clone().unwrap_or_else(|| reg.name.clone());
     validate_service_id(&id)?;
     for (field, value) in [("Namespace", &reg.namespace), ("Partition", &reg.partition)] {
         if let Some(v) = value {
             if !v.is_empty() && v != "default" {
-                return Err(ApiError::bad_request(format!(
+                return Err(CatalogError::InvalidRegistration(format!(
                     "{field}: {v:?} is not supported: isthmus has only the \"default\" {}",
                     field.to_lowercase()
                 )));
@@ -253,25 +163,25 @@ pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registratio
     match kind.as_deref() {
         None => {
             if reg.proxy.is_some() {
-                return Err(ApiError::bad_request("Proxy: only valid for services of Kind \"connect-proxy\" or \"mesh-gateway\""));
+                return Err(CatalogError::InvalidRegistration("Proxy: only valid for services of Kind \"connect-proxy\" or \"mesh-gateway\"".into()));
             }
         }
         Some(KIND_CONNECT_PROXY) => {
             let dest = reg.proxy.as_ref().map(|p| p.destination_service_name.as_str());
             if dest.is_none_or(str::is_empty) {
-                return Err(ApiError::bad_request("Proxy.DestinationServiceName must be set for Connect proxy"));
+                return Err(CatalogError::InvalidRegistration("Proxy.DestinationServiceName must be set for Connect proxy".into()));
             }
             if reg.port.unwrap_or(0) == 0 {
-                return Err(ApiError::bad_request("Port must be set for a Connect proxy"));
+                return Err(CatalogError::InvalidRegistration("Port must be set for a Connect proxy".into()));
             }
         }
         Some(KIND_MESH_GATEWAY) => {
             if reg.port.unwrap_or(0) == 0 {
-                return Err(ApiError::bad_request("Port must be set for a mesh-gateway"));
+                return Err(CatalogError::InvalidRegistration("Port must be set for a mesh-gateway".into()));
             }
         }
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(CatalogError::InvalidRegistration(format!(
                 "Kind: invalid service kind {other:?}: expected \"connect-proxy\" or \"mesh-gateway\" (or none)"
             )))
         }
@@ -288,17 +198,17 @@ pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registratio
     let mut seen = HashSet::new();
     let mut checks = Vec::with_capacity(definitions.len());
     for (n, (field, mut def)) in definitions.into_iter().enumerate() {
-        let kind = check_kind(&def, &field).map_err(ApiError::bad_request)?;
+        let kind = check_kind(&def, &field).map_err(CatalogError::InvalidRegistration)?;
         if let Some(d) = &def.deregister_critical_service_after {
             parse_duration_field(&format!("{field}.DeregisterCriticalServiceAfter"), d)
-                .map_err(ApiError::bad_request)?;
+                .map_err(CatalogError::InvalidRegistration)?;
         }
         let status = def
             .status
             .clone()
             .unwrap_or_else(|| STATUS_CRITICAL.to_owned());
         if ![STATUS_PASSING, STATUS_WARNING, STATUS_CRITICAL].contains(&status.as_str()) {
-            return Err(ApiError::bad_request(format!(
+            return Err(CatalogError::InvalidRegistration(format!(
                 "{field}.Status: {status:?} is not one of passing, warning or critical"
             )));
         }
@@ -315,12 +225,12 @@ pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registratio
                 }
             });
         if check_id.contains('/') {
-            return Err(ApiError::bad_request(format!(
+            return Err(CatalogError::InvalidRegistration(format!(
                 "{field}.CheckID: {check_id:?} must not contain '/'"
             )));
         }
         if !seen.insert(check_id.clone()) {
-            return Err(ApiError::bad_request(format!(
+            return Err(CatalogError::InvalidRegistration(format!(
                 "{field}.CheckID: {check_id:?} is used more than once"
             )));
         }
@@ -377,7 +287,7 @@ pub struct Registered {
 
 /// Writes a registration, replacing the service's previous checks. A check
 /// that already existed keeps its status, so re-registering does not flap.
-pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, ApiError> {
+pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, CatalogError> {
     let index = txn.index();
     let previous: Option<AgentService> = txn.get(Table::Services, &reg.service.id)?;
     reg.service.create_index = previous.map_or(index, |p| p.create_index);
@@ -387,10 +297,10 @@ pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, ApiE
     for check in &mut reg.checks {
         if let Some(existing) = txn.get::<StoredCheck>(Table::Checks, &check.state.check_id)? {
             if existing.state.service_id != reg.service.id {
-                return Err(ApiError::bad_request(format!(
-                    "CheckID {:?} already belongs to service {:?}",
-                    check.state.check_id, existing.state.service_id
-                )));
+                return Err(CatalogError::CheckOwnedByAnotherService {
+                    check_id: check.state.check_id.clone(),
+                    owner: existing.state.service_id,
+                });
             }
             check.state.create_index = existing.state.create_index;
             if existing.state.r#type == check.state.r#type {
@@ -409,7 +319,7 @@ pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, ApiE
         .collect();
     let mut dropped_checks = Vec::new();
     for mut old in old_checks {
-        if old.state.r#type == crate::agent_checks::TYPE_MAINTENANCE {
+        if old.state.r#type == TYPE_MAINTENANCE {
             // Re-registering does not end maintenance (as in Consul).
             old.state.service_name = reg.service.service.clone();
             old.state.service_tags = reg.service.tags.clone();
@@ -430,11 +340,11 @@ pub fn register(txn: &mut Txn, mut reg: Registration) -> Result<Registered, ApiE
 }
 
 /// Removes a service and its checks; returns the removed check IDs.
-pub fn deregister(txn: &mut Txn, service_id: &str) -> Result<Vec<String>, ApiError> {
+pub fn deregister(txn: &mut Txn, service_id: &str) -> Result<Vec<String>, CatalogError> {
     if !txn.delete(Table::Services, service_id)? {
-        return Err(ApiError::not_found(format!(
-            "Unknown service ID {service_id:?}. Ensure that the service ID is passed, not the service name."
-        )));
+        return Err(CatalogError::UnknownService {
+            id: service_id.to_owned(),
+        });
     }
     let mut removed = Vec::new();
     for check in service_checks(txn, service_id)? {
@@ -450,12 +360,12 @@ pub fn set_check_status(
     check_id: &str,
     status: &str,
     output: &str,
-) -> Result<StoredCheck, ApiError> {
-    let mut check: StoredCheck = txn.get(Table::Checks, check_id)?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
-        ))
-    })?;
+) -> Result<StoredCheck, CatalogError> {
+    let mut check: StoredCheck =
+        txn.get(Table::Checks, check_id)?
+            .ok_or_else(|| CatalogError::UnknownCheck {
+                id: check_id.to_owned(),
+            })?;
     if check.state.status != status || check.state.output != output {
         check.state.status = status.to_owned();
         check.state.output = output.to_owned();

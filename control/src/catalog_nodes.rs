@@ -12,7 +12,6 @@ use isthmus_api::catalog_register::{CatalogDeregistration, CatalogRegistration};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::LocalNode;
-use crate::error::ApiError;
 use crate::store::{Reads, StoreError, Table, Txn};
 
 /// One external node with everything registered on it.
@@ -25,40 +24,63 @@ pub struct ExternalNode {
     pub checks: Vec<HealthCheck>,
 }
 
+/// Why an external node's registration or deregistration failed, with
+/// Consul's texts (the 500s are Consul's RPC errors, kept for clients that
+/// match on them).
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogNodeError {
+    /// A required field is missing ("Missing node name", ...).
+    #[error("{0}")]
+    Missing(&'static str),
+    #[error(
+        "Node {name:?} is this agent's own node: register its services and checks with \
+         /v1/agent/service/register and /v1/agent/check/register"
+    )]
+    LocalNode { name: String },
+    #[error("No path to datacenter")]
+    NoPathToDatacenter,
+    #[error("Check node {check_node:?} does not match the registration's node {node:?}")]
+    CheckNodeMismatch { check_node: String, node: String },
+    /// A check names a ServiceID the node does not have.
+    #[error("Missing service registration")]
+    MissingServiceRegistration,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Node names compare case-insensitively, as in Consul's catalog.
 fn key(name: &str) -> String {
     name.to_lowercase()
 }
 
-fn refuse_local(local: &LocalNode, name: &str) -> Result<(), ApiError> {
+fn refuse_local(local: &LocalNode, name: &str) -> Result<(), CatalogNodeError> {
     if local.name.eq_ignore_ascii_case(name) {
-        return Err(ApiError::bad_request(format!(
-            "Node {name:?} is this agent's own node: register its services and checks with \
-             /v1/agent/service/register and /v1/agent/check/register"
-        )));
+        return Err(CatalogNodeError::LocalNode {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
 
 /// Consul's answer for a datacenter other than ours (an RPC routing error).
-pub fn check_datacenter(local: &LocalNode, dc: &str) -> Result<(), ApiError> {
+pub fn check_datacenter(local: &LocalNode, dc: &str) -> Result<(), CatalogNodeError> {
     if !dc.is_empty() && dc != local.datacenter {
-        return Err(ApiError::internal("No path to datacenter"));
+        return Err(CatalogNodeError::NoPathToDatacenter);
     }
     Ok(())
 }
 
 /// Validates a registration before any write, with Consul's texts.
-pub fn validate(reg: &CatalogRegistration, local: &LocalNode) -> Result<(), ApiError> {
+pub fn validate(reg: &CatalogRegistration, local: &LocalNode) -> Result<(), CatalogNodeError> {
     if reg.node.is_empty() {
-        return Err(ApiError::bad_request("Missing node name"));
+        return Err(CatalogNodeError::Missing("Missing node name"));
     }
     if reg.address.is_empty() && !reg.skip_node_update {
-        return Err(ApiError::bad_request("Missing node address"));
+        return Err(CatalogNodeError::Missing("Missing node address"));
     }
     if let Some(service) = &reg.service {
         if service.service.is_empty() {
-            return Err(ApiError::bad_request("Missing service name"));
+            return Err(CatalogNodeError::Missing("Missing service name"));
         }
     }
     check_datacenter(local, &reg.datacenter)?;
@@ -71,7 +93,7 @@ pub fn register(
     txn: &mut Txn,
     reg: CatalogRegistration,
     local: &LocalNode,
-) -> Result<(), ApiError> {
+) -> Result<(), CatalogNodeError> {
     let index = txn.index();
     let key = key(&reg.node);
     let existing: Option<ExternalNode> = txn.get(Table::Nodes, &key)?;
@@ -93,7 +115,7 @@ pub fn register(
         }
         None => {
             if reg.address.is_empty() {
-                return Err(ApiError::bad_request("Missing node address"));
+                return Err(CatalogNodeError::Missing("Missing node address"));
             }
             ExternalNode {
                 node: Node {
@@ -151,13 +173,13 @@ pub fn register(
             def.check_id = def.name.clone();
         }
         if def.check_id.is_empty() {
-            return Err(ApiError::bad_request("Missing check ID"));
+            return Err(CatalogNodeError::Missing("Missing check ID"));
         }
         if !def.node.is_empty() && !def.node.eq_ignore_ascii_case(&record.node.node) {
-            return Err(ApiError::internal(format!(
-                "Check node {:?} does not match the registration's node {:?}",
-                def.node, record.node.node
-            )));
+            return Err(CatalogNodeError::CheckNodeMismatch {
+                check_node: def.node,
+                node: record.node.node,
+            });
         }
         let (service_name, service_tags) = if def.service_id.is_empty() {
             (String::new(), Vec::new())
@@ -166,7 +188,7 @@ pub fn register(
                 .services
                 .iter()
                 .find(|s| s.id == def.service_id)
-                .ok_or_else(|| ApiError::internal("Missing service registration"))?;
+                .ok_or(CatalogNodeError::MissingServiceRegistration)?;
             (service.service.clone(), service.tags.clone())
         };
         let previous = record
@@ -220,9 +242,9 @@ pub fn deregister(
     txn: &mut Txn,
     dereg: CatalogDeregistration,
     local: &LocalNode,
-) -> Result<(), ApiError> {
+) -> Result<(), CatalogNodeError> {
     if dereg.node.is_empty() {
-        return Err(ApiError::bad_request("Missing node name"));
+        return Err(CatalogNodeError::Missing("Missing node name"));
     }
     check_datacenter(local, &dereg.datacenter)?;
     refuse_local(local, &dereg.node)?;

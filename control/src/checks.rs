@@ -19,8 +19,8 @@ use isthmus_api::catalog::{STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use crate::catalog::{self, CheckKind, StoredCheck};
-use crate::error::ApiError;
+use crate::catalog::{self, CatalogError, StoredCheck};
+use crate::check_kind::CheckKind;
 use crate::store::Store;
 
 /// How much of an HTTP check's response body is read and kept as its
@@ -62,7 +62,7 @@ impl CheckRunner {
 
     /// Starts (or restarts) the task for `check`.
     pub fn start(self: &Arc<Self>, check: &StoredCheck) {
-        if check.state.r#type == crate::agent_checks::TYPE_MAINTENANCE {
+        if check.state.r#type == catalog::TYPE_MAINTENANCE {
             return; // critical until maintenance is turned off; nothing to run
         }
         let kind = match check.kind() {
@@ -149,7 +149,7 @@ impl CheckRunner {
             .expect("reaper lock poisoned")
             .remove(&check_id);
         let id = check_id.clone();
-        let result: Result<Option<(String, Vec<String>)>, ApiError> = self
+        let result: Result<Option<(String, Vec<String>)>, CatalogError> = self
             .store
             .write(move |txn| {
                 let Some(check) = catalog::get_check(txn, &id)? else {
@@ -347,7 +347,7 @@ impl Probe {
                 self.runner.observe(&check);
                 true
             }
-            Err(e) if e.status == http::StatusCode::NOT_FOUND => false,
+            Err(CatalogError::UnknownCheck { .. }) => false,
             Err(e) => {
                 tracing::warn!(check = %self.check_id, error = %e, "recording check result failed");
                 true

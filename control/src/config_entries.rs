@@ -2,7 +2,6 @@
 
 use isthmus_api::config_entry::{ConfigEntry, ServiceIntentions, KIND_SERVICE_INTENTIONS};
 
-use crate::error::ApiError;
 use crate::store::{Reads, StoreError, Table, Txn};
 
 fn key(kind: &str, name: &str) -> String {
@@ -29,7 +28,7 @@ pub fn service_intentions(r: &impl Reads) -> Result<Vec<ServiceIntentions>, Stor
 
 /// Writes `entry`. With `cas`, only if the stored entry's ModifyIndex equals
 /// it (0: only if absent); returns whether it was written.
-pub fn set(txn: &mut Txn, mut entry: ConfigEntry, cas: Option<u64>) -> Result<bool, ApiError> {
+pub fn set(txn: &mut Txn, mut entry: ConfigEntry, cas: Option<u64>) -> Result<bool, StoreError> {
     let key = key(entry.kind(), entry.name());
     let existing: Option<ConfigEntry> = txn.get(Table::ConfigEntries, &key)?;
     let current = existing.as_ref().map_or(0, ConfigEntry::modify_index);
@@ -45,7 +44,7 @@ pub fn set(txn: &mut Txn, mut entry: ConfigEntry, cas: Option<u64>) -> Result<bo
 
 /// Deletes an entry; deleting a missing one succeeds (Consul does the same).
 /// With `cas`, only if the stored ModifyIndex equals it.
-pub fn delete(txn: &mut Txn, kind: &str, name: &str, cas: Option<u64>) -> Result<bool, ApiError> {
+pub fn delete(txn: &mut Txn, kind: &str, name: &str, cas: Option<u64>) -> Result<bool, StoreError> {
     let key = key(kind, name);
     if let Some(cas) = cas {
         let existing: Option<ConfigEntry> = txn.get(Table::ConfigEntries, &key)?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::dev_gateway::{DevGatewaySettings, DevGatewayStarter};
-use crate::agent::config::{AgentConfig, Settings, Source};
+use crate::config::{AgentConfig, Settings, Source};
 
 #[derive(Args)]
 pub struct AgentArgs {
@@ -146,7 +146,7 @@ pub fn run(args: AgentArgs, start_gateway: Option<DevGatewayStarter>) -> ExitCod
         let code = run_until_stopped(&mut agent, signal).await;
         // Peering streams pass through the in-process gateway: end them
         // first so its drain does not wait them out.
-        agent.state.peering.stop_all();
+        agent.state.peering.manager.stop_all();
         if let Some(gateway) = gateway {
             if let Err(e) = gateway.shutdown().await {
                 tracing::warn!(error = %e, "gateway shutdown");

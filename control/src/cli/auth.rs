@@ -9,12 +9,12 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use http::Method;
 use isthmus_api::auth::{Group, GroupCreate, Permission};
-use isthmus_runtime::client::{encode, Client};
+use isthmus_runtime::client::encode;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::identity::{self, IdentityCommand};
-use super::output::{self, ListFormat};
+use super::lxd::{format_yaml, send, ListArgs};
+use super::output;
 use super::ApiArgs;
 
 #[derive(Subcommand)]
@@ -93,15 +93,6 @@ pub struct GroupArgs {
 }
 
 #[derive(Args)]
-pub struct ListArgs {
-    /// Output format.
-    #[arg(long, short = 'f', value_enum, default_value_t)]
-    pub(super) format: ListFormat,
-    #[command(flatten)]
-    pub(super) api: ApiArgs,
-}
-
-#[derive(Args)]
 pub struct PermissionArgs {
     /// The group to change.
     group: String,
@@ -139,17 +130,6 @@ pub fn parse_permission(entity_type: &str, second: &str, third: Option<&str>) ->
         entity_name,
         entitlement,
     }
-}
-
-/// POST/DELETE with a JSON body, ignoring any answer.
-pub(super) async fn send(
-    client: &Client,
-    method: Method,
-    path: &str,
-    body: &impl Serialize,
-) -> anyhow::Result<()> {
-    let _: Value = client.send_json(method, path, body).await?;
-    Ok(())
 }
 
 fn group_path(group: &str) -> String {
@@ -206,10 +186,6 @@ pub fn group_rows(groups: &[GroupView]) -> Vec<Vec<String>> {
             ]
         })
         .collect()
-}
-
-pub fn format_yaml(view: &impl Serialize) -> anyhow::Result<String> {
-    Ok(output::yaml(&serde_json::to_value(view)?))
 }
 
 async fn group_create(args: GroupCreateArgs) -> anyhow::Result<ExitCode> {
@@ -285,6 +261,7 @@ async fn permission(command: PermissionCommand) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::super::identity::IdentityGroupCommand;
+    use super::super::output::ListFormat;
     use super::super::{normalize_go_flags, Cli, Command};
     use super::*;
     use clap::Parser;

@@ -11,7 +11,7 @@ use isthmus_runtime::client::encode;
 use serde::Serialize;
 use serde_json::json;
 
-use super::auth::{format_yaml, send, ListArgs};
+use super::lxd::{format_yaml, send, ListArgs};
 use super::output;
 use super::ApiArgs;
 

@@ -5,14 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use http::Method;
-use isthmus_api::peering::{EstablishRequest, Peering, TokenRequest, TokenResponse, STATE_PENDING};
-use isthmus_runtime::client::encode;
+use isthmus_api::peering::{EstablishRequest, Peering, TokenRequest, STATE_PENDING};
 use serde::Serialize;
-use serde_json::Value;
 
-use super::output::{self, ListFormat};
-use super::peering::{list_peerings, read_peering};
+use super::lxd::{format_yaml, ListArgs};
+use super::output;
+use super::peering_api::{self, list_peerings, read_peering};
 use super::ApiArgs;
 
 /// The Meta key that holds a link's description.
@@ -64,15 +62,6 @@ pub struct CreateArgs {
     /// Print only the trust token (nothing when completing a link with --token).
     #[arg(long, short = 'q')]
     quiet: bool,
-    #[command(flatten)]
-    api: ApiArgs,
-}
-
-#[derive(Args)]
-pub struct ListArgs {
-    /// Output format.
-    #[arg(long, short = 'f', value_enum, default_value_t)]
-    format: ListFormat,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -164,8 +153,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let context = || format!("Error creating cluster link {name}");
     match create_request(&args) {
         CreateRequest::Token(request) => {
-            let response: TokenResponse = client
-                .send_json(Method::POST, "/v1/peering/token", &request)
+            let response = peering_api::generate_token(&client, &request)
                 .await
                 .with_context(context)?;
             if !args.quiet {
@@ -174,8 +162,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             println!("{}", response.peering_token);
         }
         CreateRequest::Establish(request) => {
-            let _: Value = client
-                .send_json(Method::POST, "/v1/peering/establish", &request)
+            peering_api::establish(&client, &request)
                 .await
                 .with_context(context)?;
             if !args.quiet {
@@ -224,7 +211,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn format_show(link: &LinkView) -> anyhow::Result<String> {
-    Ok(output::yaml(&serde_json::to_value(link)?))
+    format_yaml(link)
 }
 
 async fn show(args: NameArgs) -> anyhow::Result<ExitCode> {
@@ -242,13 +229,7 @@ async fn show(args: NameArgs) -> anyhow::Result<ExitCode> {
 
 async fn delete(args: NameArgs) -> anyhow::Result<ExitCode> {
     let name = &args.name;
-    args.api
-        .client()?
-        .call(
-            Method::DELETE,
-            &format!("/v1/peering/{}", encode(name)),
-            None,
-        )
+    peering_api::delete_peering(&args.api.client()?, name)
         .await
         .with_context(|| format!("Error deleting cluster link {name}"))?;
     println!("Cluster link {name} deleted");
@@ -257,10 +238,11 @@ async fn delete(args: NameArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::output::ListFormat;
     use super::super::{normalize_go_flags, Cli, Command};
     use super::*;
     use clap::Parser;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use std::ffi::OsString;
 
     fn parse(args: &[&str]) -> LinkCommand {

@@ -9,8 +9,10 @@ mod config;
 pub mod dev_gateway;
 mod identity;
 mod link;
+mod lxd;
 mod output;
 mod peering;
+mod peering_api;
 mod query;
 mod services;
 

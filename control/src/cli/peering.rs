@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use http::{Method, StatusCode};
-use isthmus_api::peering::{EstablishRequest, Peering, TokenRequest, TokenResponse};
-use isthmus_runtime::client::{encode, Client, ClientError};
+
+use isthmus_api::peering::{EstablishRequest, Peering, TokenRequest};
 use serde_json::Value;
 
 use super::output;
+use super::peering_api::{self, list_peerings, read_peering};
 use super::ApiArgs;
 
 #[derive(Subcommand)]
@@ -138,41 +138,6 @@ fn required<'a>(value: &'a Option<String>, flag: &str) -> anyhow::Result<&'a str
     }
 }
 
-/// `GET /v1/peering/<name>`; `None` when the agent has no such peering.
-pub(super) async fn read_peering(
-    client: &Client,
-    name: &str,
-) -> Result<Option<Value>, ClientError> {
-    match client
-        .get_json::<Value>(&format!("/v1/peering/{}", encode(name)))
-        .await
-    {
-        Ok((peering, _)) => Ok(Some(peering)),
-        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// `GET /v1/peerings`, raw (for `-format json`) and decoded, sorted by name.
-pub(super) async fn list_peerings(client: &Client) -> anyhow::Result<(Vec<Value>, Vec<Peering>)> {
-    let (mut raw, _): (Vec<Value>, _) = client.get_json("/v1/peerings").await?;
-    raw.sort_by(|a, b| {
-        let name = |v: &Value| {
-            v.get("Name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned()
-        };
-        name(a).cmp(&name(b))
-    });
-    let peerings = raw
-        .iter()
-        .map(|v| serde_json::from_value(v.clone()))
-        .collect::<Result<Vec<Peering>, _>>()
-        .context("decoding the agent's peerings")?;
-    Ok((raw, peerings))
-}
-
 async fn generate_token(args: GenerateTokenArgs) -> anyhow::Result<ExitCode> {
     let name = required(&args.name, "name")?;
     let request = TokenRequest {
@@ -186,10 +151,7 @@ async fn generate_token(args: GenerateTokenArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         ..TokenRequest::default()
     };
-    let response: TokenResponse = args
-        .api
-        .client()?
-        .send_json(Method::POST, "/v1/peering/token", &request)
+    let response = peering_api::generate_token(&args.api.client()?, &request)
         .await
         .with_context(|| format!("Error generating peering token for {name}"))?;
     match args.format {
@@ -208,10 +170,7 @@ async fn establish(args: EstablishArgs) -> anyhow::Result<ExitCode> {
         meta: args.meta.into_iter().collect(),
         ..EstablishRequest::default()
     };
-    let _: Value = args
-        .api
-        .client()?
-        .send_json(Method::POST, "/v1/peering/establish", &request)
+    peering_api::establish(&args.api.client()?, &request)
         .await
         .with_context(|| format!("Error establishing peering for {name}"))?;
     println!("Successfully established peering connection with {name}");
@@ -250,13 +209,7 @@ async fn read(args: NameFormatArgs) -> anyhow::Result<ExitCode> {
 
 async fn delete(args: NameArgs) -> anyhow::Result<ExitCode> {
     let name = required(&args.name, "name")?;
-    args.api
-        .client()?
-        .call(
-            Method::DELETE,
-            &format!("/v1/peering/{}", encode(name)),
-            None,
-        )
+    peering_api::delete_peering(&args.api.client()?, name)
         .await
         .with_context(|| format!("Error deleting peering for {name}"))?;
     println!("Successfully submitted peering connection, {name}, for deletion");

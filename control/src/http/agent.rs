@@ -13,9 +13,9 @@ use serde_json::json;
 
 use isthmus_api::consul_json::{value, ConsulBody, Schema};
 
+use super::error::ApiError;
 use super::{blocking_json, json_response, ConsulJson, Params, State};
 use crate::catalog;
-use crate::error::ApiError;
 use crate::store::{Reads, Table};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

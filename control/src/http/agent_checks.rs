@@ -6,9 +6,9 @@ use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::catalog::CheckDefinition;
 
+use super::error::ApiError;
 use super::{ConsulJson, Params, State};
 use crate::agent_checks;
-use crate::error::ApiError;
 
 pub async fn register(
     Extract(state): Extract<State>,

@@ -8,9 +8,9 @@ use serde::Deserialize;
 
 use isthmus_api::consul_json::{value, ConsulBody, Schema};
 
+use super::error::ApiError;
 use super::{blocking_json, ConsulJson, Params, State};
 use crate::auth;
-use crate::error::ApiError;
 use crate::store::{Reads, Snapshot, StoreError, Table};
 
 fn auth_index(snap: &Snapshot) -> Result<u64, StoreError> {

@@ -6,10 +6,10 @@ use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::catalog::HealthCheck;
 
+use super::error::ApiError;
 use super::{blocking_json, flag, json_response, Params, State};
 use crate::catalog::{self, Select};
 use crate::catalog_nodes;
-use crate::error::ApiError;
 use crate::store::{Reads, Snapshot, StoreError, Table};
 
 /// Health answers depend on both services and checks.

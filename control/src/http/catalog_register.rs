@@ -4,12 +4,15 @@ use axum::extract::{Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::catalog_register::{CatalogDeregistration, CatalogRegistration};
 
+use super::error::ApiError;
 use super::{json_response, ConsulJson, Params, State};
 use crate::catalog_nodes;
-use crate::error::ApiError;
 
 fn dc_param(state: &State, params: &Params) -> Result<(), ApiError> {
-    catalog_nodes::check_datacenter(&state.node, params.get("dc").map_or("", String::as_str))
+    Ok(catalog_nodes::check_datacenter(
+        &state.node,
+        params.get("dc").map_or("", String::as_str),
+    )?)
 }
 
 pub async fn register(

@@ -5,9 +5,9 @@ use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::config_entry::{self, ConfigEntry};
 
+use super::error::ApiError;
 use super::{blocking_json, json_response, read_json, Params, State};
 use crate::config_entries;
-use crate::error::ApiError;
 use crate::store::{Reads, Table};
 
 fn cas(params: &Params) -> Result<Option<u64>, ApiError> {

@@ -8,8 +8,8 @@ use isthmus_api::intentions::Source;
 use isthmus_api::naming::{self, SpiffeId};
 use serde_json::json;
 
+use super::error::ApiError;
 use super::{blocking_json, flag, json_response, Blocking, ConsulJson, Params, State};
-use crate::error::ApiError;
 
 pub async fn roots(
     Extract(state): Extract<State>,

@@ -12,8 +12,8 @@ use isthmus_api::gateway::{GatewayPeer, GatewayView};
 use isthmus_api::peering::{self as api, ExchangeRequest, StreamMessage};
 use tokio::sync::mpsc;
 
+use super::error::ApiError;
 use super::{blocking_json, json_response, Params, State};
-use crate::error::ApiError;
 use crate::metrics::{Direction, MessageType};
 use crate::peering::stream::{LineReader, ReadError, SessionEnd};
 use crate::peering::{self, secret_matches, Role};
@@ -24,7 +24,7 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// An exchange is a few KiB (identity, CA roots, addresses).
 const MAX_EXCHANGE_BODY_BYTES: usize = 64 * 1024;
 
-fn view(state: &crate::agent::AgentState, snap: &Snapshot) -> Result<GatewayView, StoreError> {
+fn view(state: &super::AgentState, snap: &Snapshot) -> Result<GatewayView, StoreError> {
     let gateway = state.ca.gateway_cert();
     let mut peers = Vec::new();
     let mut endpoints = std::collections::BTreeMap::new();
@@ -121,7 +121,7 @@ pub async fn exchange(
         })?;
     let request: ExchangeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Body decoding failed: {e}")))?;
-    let response = peering::token::exchange(state, fingerprint, request).await?;
+    let response = peering::token::exchange(state.peering.clone(), fingerprint, request).await?;
     Ok(json_response(&params, &response, None))
 }
 
@@ -195,6 +195,7 @@ pub async fn stream(
     }
     state
         .metrics
+        .peers
         .peer(&record.name)
         .count(Direction::Received, MessageType::Open);
     reader.set_max_line(state.config.peering_max_message_bytes);
@@ -202,7 +203,9 @@ pub async fn stream(
     let session_state = state.clone();
     let name = record.name.clone();
     tokio::spawn(async move {
-        let end = peering::stream::run_session(session_state, name, reader, outgoing).await;
+        let end =
+            peering::stream::run_session(session_state.peering.clone(), name, reader, outgoing)
+                .await;
         if end == SessionEnd::PeerTerminated {
             tracing::info!("peer deleted the peering; it is TERMINATED here");
         }

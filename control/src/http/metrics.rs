@@ -10,9 +10,15 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{json_response, Params, State};
-use crate::error::ApiError;
-use crate::metrics::{self, scrape::Figures, summary};
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::{json_response, AgentState, Params, State};
+use crate::catalog;
+use crate::metrics::scrape::{healthy, Figures, PeerFigures, CHECK_STATUSES};
+use crate::metrics::{self, summary};
+use crate::peering;
+use crate::store::StoreError;
 
 enum Format {
     Prometheus,
@@ -53,7 +59,7 @@ pub async fn prometheus(Extract(state): Extract<State>) -> Result<Response, ApiE
 /// blocking thread, off the async workers.
 async fn gather(state: State) -> Result<Vec<prometheus::proto::MetricFamily>, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let figures = Figures::compute(&state)?;
+        let figures = figures(&state)?;
         state
             .metrics
             .gather(&figures)
@@ -61,6 +67,43 @@ async fn gather(state: State) -> Result<Vec<prometheus::proto::MetricFamily>, Ap
     })
     .await
     .map_err(|e| ApiError::internal(format!("gathering metrics: {e}")))?
+}
+
+/// The scrape-time figures: one snapshot of the store and the live
+/// peering status.
+fn figures(state: &AgentState) -> Result<Figures, StoreError> {
+    let snapshot = state.store.snapshot()?;
+    let now = OffsetDateTime::now_utc();
+    let live = &state.peering.manager;
+    let mut peers = Vec::new();
+    for record in peering::list(&snapshot)? {
+        let last_heartbeat = live.last_heartbeat(&record.name);
+        peers.push(PeerFigures {
+            healthy: healthy(&record.state, last_heartbeat, now, live.heartbeat),
+            imported_services: peering::imported_names(&snapshot, &record.name)?.len(),
+            // As the peering API shows it: nothing until established.
+            exported_services: if record.established() {
+                peering::exported_names(&snapshot, &record)?.len()
+            } else {
+                0
+            },
+            last_heartbeat: last_heartbeat.map(|t| t.unix_timestamp_nanos() as f64 / 1e9),
+            state: record.state,
+            name: record.name,
+        });
+    }
+    let mut checks = [0; 3];
+    for check in catalog::all_checks(&snapshot)? {
+        if let Some(i) = CHECK_STATUSES.iter().position(|s| *s == check.state.status) {
+            checks[i] += 1;
+        }
+    }
+    Ok(Figures {
+        peers,
+        catalog_services: catalog::service_names(&snapshot)?.len(),
+        catalog_service_instances: catalog::all_services(&snapshot)?.len(),
+        checks,
+    })
 }
 
 fn prometheus_response(families: &[prometheus::proto::MetricFamily]) -> Result<Response, ApiError> {

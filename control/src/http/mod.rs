@@ -12,12 +12,14 @@ mod catalog;
 mod catalog_register;
 mod config;
 mod connect;
+pub mod error;
 mod internal;
 mod metrics;
 mod nodes;
 mod origin;
 mod peering;
 mod proxy;
+mod state;
 pub mod ui;
 
 use std::collections::HashMap;
@@ -34,9 +36,9 @@ use isthmus_api::consul_json::{self, ConsulBody};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::agent::AgentState;
-use crate::error::ApiError;
+use self::error::ApiError;
 use crate::store::Snapshot;
+pub use state::AgentState;
 
 type State = Arc<AgentState>;
 /// Query-string parameters as given (`?passing` arrives as `passing=""`).

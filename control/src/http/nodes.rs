@@ -12,10 +12,10 @@ use isthmus_api::catalog::{
 };
 use serde::Serialize;
 
+use super::error::ApiError;
 use super::{blocking_json, json_response, Params, State};
 use crate::catalog::{self, LocalNode};
 use crate::catalog_nodes;
-use crate::error::ApiError;
 use crate::store::{Reads, Snapshot, StoreError, Table};
 
 /// Consul's `?state=any`: every check whatever its status.

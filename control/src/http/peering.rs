@@ -9,9 +9,9 @@ use isthmus_api::config_entry::{ConfigEntry, KIND_EXPORTED_SERVICES};
 use isthmus_api::peering::{EstablishRequest, TokenRequest, TokenResponse};
 use serde_json::json;
 
+use super::error::ApiError;
 use super::{blocking_json, json_response, ConsulJson, Params, State};
 use crate::config_entries;
-use crate::error::ApiError;
 use crate::peering;
 use crate::store::{Reads, Table};
 
@@ -20,7 +20,7 @@ pub async fn token(
     Query(params): Query<Params>,
     ConsulJson(request): ConsulJson<TokenRequest>,
 ) -> Result<Response, ApiError> {
-    let peering_token = peering::token::generate(state, request).await?;
+    let peering_token = peering::token::generate(state.peering.clone(), request).await?;
     Ok(json_response(
         &params,
         &TokenResponse { peering_token },
@@ -33,7 +33,7 @@ pub async fn establish(
     Query(params): Query<Params>,
     ConsulJson(request): ConsulJson<EstablishRequest>,
 ) -> Result<Response, ApiError> {
-    peering::dial::establish(state, request).await?;
+    peering::dial::establish(state.peering.clone(), request).await?;
     Ok(json_response(&params, &json!({}), None))
 }
 
@@ -44,7 +44,7 @@ pub async fn list(
     blocking_json(&state, &params, |snap| {
         let peerings = peering::list(snap)?
             .iter()
-            .map(|record| peering::to_api(snap, record, state.peering.status(&record.name)))
+            .map(|record| peering::to_api(snap, record, state.peering.manager.status(&record.name)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((peerings, snap.table_index(Table::Peerings)?))
     })
@@ -63,7 +63,7 @@ pub async fn read(
             .table_index(Table::Peerings)?
             .max(snap.table_index(Table::Imported)?);
         Ok((
-            peering::to_api(snap, &record, state.peering.status(&name))?,
+            peering::to_api(snap, &record, state.peering.manager.status(&name))?,
             index,
         ))
     })
@@ -79,7 +79,7 @@ pub async fn delete(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    peering::delete::delete(&state, &name).await?;
+    peering::delete::delete(&state.peering, &name).await?;
     Ok(Response::new(Body::empty()))
 }
 

@@ -6,9 +6,9 @@ use isthmus_api::naming::{self, SpiffeId};
 use isthmus_api::peering as api;
 use isthmus_api::proxy::{PeerTrust, ProxyView, UpstreamView};
 
+use super::error::ApiError;
+use super::AgentState;
 use super::{blocking_json, Params, State};
-use crate::agent::AgentState;
-use crate::error::ApiError;
 use crate::peering;
 use crate::store::{Reads, Snapshot, StoreError, Table};
 

@@ -158,12 +158,20 @@ impl PeerCounters {
     }
 }
 
-/// The agent's registry and the counters the hot paths bump.
-pub struct AgentMetrics {
-    registry: Registry,
+/// The replication counters of every peer, as the peering code bumps
+/// them: cheap to clone (the series are shared with the registry).
+#[derive(Clone)]
+pub struct PeerMetrics {
     replication_messages: IntCounterVec,
     replication_errors: IntCounterVec,
     replication_rejected: IntCounterVec,
+}
+
+/// The agent's registry and the counters the hot paths bump.
+pub struct AgentMetrics {
+    registry: Registry,
+    /// Replication counters, by peer.
+    pub peers: PeerMetrics,
     http_requests: IntCounterVec,
     /// The HTTP API listener's refusals and timeouts.
     pub api_listener: isthmus_runtime::listen::ListenerCounters,
@@ -194,68 +202,7 @@ impl RequestRefusal {
     }
 }
 
-impl AgentMetrics {
-    pub fn new() -> Result<AgentMetrics, prometheus::Error> {
-        let registry = isthmus_runtime::metrics::component_registry()?;
-
-        let replication_messages = IntCounterVec::new(
-            Opts::new(
-                "isthmus_peering_replication_messages_total",
-                "Replication stream messages, by peer, direction (sent or received) and message type",
-            ),
-            &["peer", "direction", "type"],
-        )?;
-        registry.register(Box::new(replication_messages.clone()))?;
-
-        let replication_errors = IntCounterVec::new(
-            Opts::new(
-                "isthmus_peering_replication_errors_total",
-                "Replication streams that failed to open or broke, by peer and reason",
-            ),
-            &["peer", "reason"],
-        )?;
-        registry.register(Box::new(replication_errors.clone()))?;
-
-        let replication_rejected = IntCounterVec::new(
-            Opts::new(
-                "isthmus_peering_replication_rejected_total",
-                "Replication messages from a peer dropped as invalid (nothing of them stored), by peer and reason",
-            ),
-            &["peer", "reason"],
-        )?;
-        registry.register(Box::new(replication_rejected.clone()))?;
-
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "isthmus_http_requests_total",
-                "Requests answered by the agent's HTTP API, by method and status code",
-            ),
-            &["method", "code"],
-        )?;
-        registry.register(Box::new(http_requests.clone()))?;
-
-        let listeners =
-            isthmus_runtime::listen::ListenerMetrics::register(&registry, "isthmus_http_")?;
-        let http_refused = isthmus_runtime::metrics::counter_vec(
-            &registry,
-            "isthmus_http_requests_refused_total",
-            "Requests the HTTP API refused with 403 before routing, by reason \
-             (origin: a cross-origin web page; host: a Host name not allowed, as DNS rebinding sends)",
-            &["reason"],
-        )?;
-
-        Ok(AgentMetrics {
-            registry,
-            replication_messages,
-            replication_errors,
-            replication_rejected,
-            http_requests,
-            api_listener: listeners.listener("api"),
-            request_refusal_log: Default::default(),
-            http_refused: RequestRefusal::ALL.map(|r| http_refused.with_label_values(&[r.label()])),
-        })
-    }
-
+impl PeerMetrics {
     /// `peer`'s counters, every series created (at zero if new) so that
     /// rates work from the first scrape. `peer` must name a stored peering:
     /// that is what bounds the label.
@@ -314,6 +261,71 @@ impl AgentMetrics {
                 .remove_label_values(&[peer, reason.label()]);
         }
     }
+}
+
+impl AgentMetrics {
+    pub fn new() -> Result<AgentMetrics, prometheus::Error> {
+        let registry = isthmus_runtime::metrics::component_registry()?;
+
+        let replication_messages = IntCounterVec::new(
+            Opts::new(
+                "isthmus_peering_replication_messages_total",
+                "Replication stream messages, by peer, direction (sent or received) and message type",
+            ),
+            &["peer", "direction", "type"],
+        )?;
+        registry.register(Box::new(replication_messages.clone()))?;
+
+        let replication_errors = IntCounterVec::new(
+            Opts::new(
+                "isthmus_peering_replication_errors_total",
+                "Replication streams that failed to open or broke, by peer and reason",
+            ),
+            &["peer", "reason"],
+        )?;
+        registry.register(Box::new(replication_errors.clone()))?;
+
+        let replication_rejected = IntCounterVec::new(
+            Opts::new(
+                "isthmus_peering_replication_rejected_total",
+                "Replication messages from a peer dropped as invalid (nothing of them stored), by peer and reason",
+            ),
+            &["peer", "reason"],
+        )?;
+        registry.register(Box::new(replication_rejected.clone()))?;
+
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "isthmus_http_requests_total",
+                "Requests answered by the agent's HTTP API, by method and status code",
+            ),
+            &["method", "code"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+
+        let listeners =
+            isthmus_runtime::listen::ListenerMetrics::register(&registry, "isthmus_http_")?;
+        let http_refused = isthmus_runtime::metrics::counter_vec(
+            &registry,
+            "isthmus_http_requests_refused_total",
+            "Requests the HTTP API refused with 403 before routing, by reason \
+             (origin: a cross-origin web page; host: a Host name not allowed, as DNS rebinding sends)",
+            &["reason"],
+        )?;
+
+        Ok(AgentMetrics {
+            registry,
+            peers: PeerMetrics {
+                replication_messages,
+                replication_errors,
+                replication_rejected,
+            },
+            http_requests,
+            api_listener: listeners.listener("api"),
+            request_refusal_log: Default::default(),
+            http_refused: RequestRefusal::ALL.map(|r| http_refused.with_label_values(&[r.label()])),
+        })
+    }
 
     pub fn http_request(&self, method: &Method, status: StatusCode) {
         self.http_requests
@@ -365,7 +377,7 @@ mod tests {
     #[test]
     fn counts_messages_per_peer_direction_and_type() {
         let metrics = AgentMetrics::new().unwrap();
-        let peer = metrics.peer("cluster-02");
+        let peer = metrics.peers.peer("cluster-02");
         peer.message(Direction::Sent, &StreamMessage::Heartbeat);
         peer.message(Direction::Sent, &StreamMessage::Heartbeat);
         peer.message(
@@ -389,11 +401,11 @@ mod tests {
     #[test]
     fn forgetting_a_peer_removes_its_series_and_late_counts_stay_hidden() {
         let metrics = AgentMetrics::new().unwrap();
-        let gone = metrics.peer("gone");
-        let kept = metrics.peer("kept");
+        let gone = metrics.peers.peer("gone");
+        let kept = metrics.peers.peer("kept");
         gone.message(Direction::Sent, &StreamMessage::Heartbeat);
         kept.message(Direction::Sent, &StreamMessage::Heartbeat);
-        metrics.forget_peer("gone");
+        metrics.peers.forget_peer("gone");
         // A session that still holds its handles counts into the void.
         gone.message(Direction::Sent, &StreamMessage::Heartbeat);
         gone.error(ErrorReason::Disconnected);

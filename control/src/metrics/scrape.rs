@@ -1,6 +1,7 @@
 //! Gauges computed at scrape time from one store snapshot and the live
-//! peering status. Nothing here is maintained on events, so the figures
-//! cannot drift from the store, and a deleted peering has no series.
+//! peering status (the HTTP API reads them, see `http::metrics`). Nothing
+//! here is maintained on events, so the figures cannot drift from the
+//! store, and a deleted peering has no series.
 
 use std::time::Duration;
 
@@ -9,11 +10,6 @@ use isthmus_api::peering as api;
 use prometheus::proto::MetricFamily;
 use prometheus::{GaugeVec, IntGauge, IntGaugeVec, Opts, Registry};
 use time::OffsetDateTime;
-
-use crate::agent::AgentState;
-use crate::catalog;
-use crate::peering;
-use crate::store::StoreError;
 
 /// Every state a peering can be in: the bounded `state` label.
 pub const STATES: [&str; 6] = [
@@ -26,7 +22,7 @@ pub const STATES: [&str; 6] = [
 ];
 
 /// Check statuses counted by `isthmus_catalog_checks`.
-const CHECK_STATUSES: [&str; 3] = [STATUS_PASSING, STATUS_WARNING, STATUS_CRITICAL];
+pub const CHECK_STATUSES: [&str; 3] = [STATUS_PASSING, STATUS_WARNING, STATUS_CRITICAL];
 
 /// One peering's figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,41 +64,6 @@ pub fn healthy(
 }
 
 impl Figures {
-    /// Reads one snapshot of the store and the live peering status.
-    pub fn compute(state: &AgentState) -> Result<Figures, StoreError> {
-        let snapshot = state.store.snapshot()?;
-        let now = OffsetDateTime::now_utc();
-        let mut peers = Vec::new();
-        for record in peering::list(&snapshot)? {
-            let last_heartbeat = state.peering.last_heartbeat(&record.name);
-            peers.push(PeerFigures {
-                healthy: healthy(&record.state, last_heartbeat, now, state.peering.heartbeat),
-                imported_services: peering::imported_names(&snapshot, &record.name)?.len(),
-                // As the peering API shows it: nothing until established.
-                exported_services: if record.established() {
-                    peering::exported_names(&snapshot, &record)?.len()
-                } else {
-                    0
-                },
-                last_heartbeat: last_heartbeat.map(|t| t.unix_timestamp_nanos() as f64 / 1e9),
-                state: record.state,
-                name: record.name,
-            });
-        }
-        let mut checks = [0; 3];
-        for check in catalog::all_checks(&snapshot)? {
-            if let Some(i) = CHECK_STATUSES.iter().position(|s| *s == check.state.status) {
-                checks[i] += 1;
-            }
-        }
-        Ok(Figures {
-            peers,
-            catalog_services: catalog::service_names(&snapshot)?.len(),
-            catalog_service_instances: catalog::all_services(&snapshot)?.len(),
-            checks,
-        })
-    }
-
     /// The figures as metric families, through a registry of their own
     /// built per scrape: concurrent scrapes share no mutable gauges.
     pub fn families(&self) -> Result<Vec<MetricFamily>, prometheus::Error> {

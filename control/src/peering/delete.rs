@@ -15,21 +15,21 @@ use std::time::Duration;
 use isthmus_api::peering as api;
 use time::format_description::well_known::Rfc3339;
 
+use super::context::PeeringContext;
+use super::error::PeeringError;
 use super::Role;
-use crate::agent::AgentState;
-use crate::error::ApiError;
 use crate::store::{StoreError, Table};
 
 /// Marks `name` `DELETING` (unless it already is), makes sure a deletion
 /// task runs for it, and waits until that task has removed the peering.
 /// Returns at once if there is no such peering. Dropping the returned
 /// future (the client went away) does not stop the deletion.
-pub async fn delete(state: &Arc<AgentState>, name: &str) -> Result<(), ApiError> {
+pub async fn delete(peering: &Arc<PeeringContext>, name: &str) -> Result<(), PeeringError> {
     let deleted_at = time::OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .expect("timestamps format");
     let target = name.to_owned();
-    let exists = state
+    let exists = peering
         .store
         .write(move |txn| -> Result<bool, StoreError> {
             let Some(mut record) = super::get(txn, &target)? else {
@@ -46,35 +46,34 @@ pub async fn delete(state: &Arc<AgentState>, name: &str) -> Result<(), ApiError>
     if !exists {
         return Ok(());
     }
-    let mut done = spawn(state.clone(), name.to_owned());
+    let mut done = spawn(peering.clone(), name.to_owned());
     // Resolves when the task finished (true) or ended without finishing
     // (sender dropped: the runtime is shutting down).
     let finished = done.wait_for(|finished| *finished).await.is_ok();
     if finished {
         Ok(())
     } else {
-        Err(ApiError::new(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("the deletion of peering {name} was interrupted; it resumes when the agent next starts"),
-        ))
+        Err(PeeringError::DeletionInterrupted {
+            name: name.to_owned(),
+        })
     }
 }
 
 /// Starts a deletion task for every peering stored as `DELETING` (an agent
 /// that stopped mid-way through deleting).
-pub fn resume(state: &Arc<AgentState>, names: Vec<String>) {
+pub fn resume(peering: &Arc<PeeringContext>, names: Vec<String>) {
     for name in names {
         tracing::info!(peer = %name, "resuming the deletion of a peering");
-        drop(spawn(state.clone(), name));
+        drop(spawn(peering.clone(), name));
     }
 }
 
 /// The deletion task for `name`: the running one, or a new one.
-fn spawn(state: Arc<AgentState>, name: String) -> tokio::sync::watch::Receiver<bool> {
-    let (done, start) = state.peering.deletion(&name);
+fn spawn(peering: Arc<PeeringContext>, name: String) -> tokio::sync::watch::Receiver<bool> {
+    let (done, start) = peering.manager.deletion(&name);
     if let Some(finished) = start {
         tokio::spawn(async move {
-            match finish(&state, &name).await {
+            match finish(&peering, &name).await {
                 Ok(()) => {}
                 Err(e) => {
                     // Only the store can fail here; the next DELETE or the
@@ -82,7 +81,7 @@ fn spawn(state: Arc<AgentState>, name: String) -> tokio::sync::watch::Receiver<b
                     tracing::error!(peer = %name, error = %e, "deleting the peering failed");
                 }
             }
-            state.peering.deletion_finished(&name, finished);
+            peering.manager.deletion_finished(&name, finished);
         });
     }
     done
@@ -90,8 +89,8 @@ fn spawn(state: Arc<AgentState>, name: String) -> tokio::sync::watch::Receiver<b
 
 /// Tells the peer (best effort, bounded), stops dialing, then removes the
 /// peering and everything imported from the peer in one write.
-async fn finish(state: &Arc<AgentState>, name: &str) -> Result<(), ApiError> {
-    let Some(record) = super::get(&state.store.snapshot()?, name)? else {
+async fn finish(peering: &Arc<PeeringContext>, name: &str) -> Result<(), StoreError> {
+    let Some(record) = super::get(&peering.store.snapshot()?, name)? else {
         return Ok(());
     };
     if record.state != api::STATE_DELETING {
@@ -100,22 +99,22 @@ async fn finish(state: &Arc<AgentState>, name: &str) -> Result<(), ApiError> {
     }
     // Tell the peer over the live session first: on the dialer the session
     // runs inside the dial task, so that task is stopped only afterwards.
-    let told = state
-        .peering
+    let told = peering
+        .manager
         .terminate_session(
             name,
             super::stream::TERMINATE_DRAIN + Duration::from_secs(1),
         )
         .await;
-    state.peering.stop_dialer(name);
+    peering.manager.stop_dialer(name);
     if !told && record.role == Role::Dialer && !record.peer_trust_domain.is_empty() {
-        if let Err(e) = super::dial::send_terminate(state, &record).await {
+        if let Err(e) = super::dial::send_terminate(peering, &record).await {
             tracing::warn!(peer = %name, error = %e, "could not tell the peer about the deletion; it will find out when it next connects");
         }
     }
     let target = name.to_owned();
     let id = record.id.clone();
-    state
+    peering
         .store
         .write(move |txn| -> Result<(), StoreError> {
             // Only the peering this task was deleting.
@@ -126,8 +125,8 @@ async fn finish(state: &Arc<AgentState>, name: &str) -> Result<(), ApiError> {
             Ok(())
         })
         .await?;
-    state.peering.forget(name);
-    state.metrics.forget_peer(name);
+    peering.manager.forget(name);
+    peering.metrics.forget_peer(name);
     tracing::info!(peer = %name, "peering deleted");
     Ok(())
 }

@@ -3,8 +3,10 @@
 //! establish and the dialing loop (dialer side), and the replication
 //! stream both sides speak.
 
+pub mod context;
 pub mod delete;
 pub mod dial;
+pub mod error;
 pub mod manager;
 pub mod stream;
 pub mod token;
@@ -22,6 +24,8 @@ use crate::catalog::{self, LocalNode, Select};
 use crate::config_entries;
 use crate::store::{Reads, StoreError, Table, Txn};
 
+pub use context::PeeringContext;
+pub use error::PeeringError;
 pub use manager::PeeringManager;
 
 /// Which end of the peering this cluster is.

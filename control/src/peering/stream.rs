@@ -16,12 +16,12 @@ use futures_util::{Stream, StreamExt};
 use isthmus_api::catalog::ServiceEntry;
 use isthmus_api::peering::{self as api, StreamMessage};
 use isthmus_api::peering_framing::{encode_message, parse_message, FrameError, LineFramer};
-use isthmus_api::peering_limits::{self, ImportLimits, Invalid, InvalidReason};
+use isthmus_api::peering_limits::{self, Invalid, InvalidReason};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::context::PeeringContext;
 use super::manager::Control;
-use crate::agent::AgentState;
 use crate::metrics::{Direction, ErrorReason, PeerCounters};
 use crate::store::{Reads, StoreError, Table};
 
@@ -140,16 +140,16 @@ fn content_hash(instances: &[ServiceEntry]) -> u64 {
 
 /// Runs a session with `peer` over `incoming` / `outgoing` until it ends.
 pub async fn run_session(
-    state: Arc<AgentState>,
+    peering: Arc<PeeringContext>,
     peer: String,
     mut incoming: LineReader,
     outgoing: mpsc::Sender<Bytes>,
 ) -> SessionEnd {
-    let (session_id, mut control) = state.peering.open_session(&peer);
+    let (session_id, mut control) = peering.manager.open_session(&peer);
     tracing::info!(peer = %peer, "peering stream opened");
-    let counters = state.metrics.peer(&peer);
+    let counters = peering.metrics.peer(&peer);
     let end = session_loop(
-        &state,
+        &peering,
         &peer,
         &counters,
         &mut incoming,
@@ -163,13 +163,13 @@ pub async fn run_session(
         SessionEnd::ProtocolError(_) => counters.error(ErrorReason::Protocol),
         SessionEnd::PeerTerminated | SessionEnd::WeTerminated | SessionEnd::Replaced => {}
     }
-    let current = state.peering.close_session(&peer, session_id);
+    let current = peering.manager.close_session(&peer, session_id);
     match &end {
         SessionEnd::Disconnected(_) | SessionEnd::Silent | SessionEnd::ProtocolError(_)
             if current =>
         {
             let name = peer.clone();
-            let result = state
+            let result = peering
                 .store
                 .write(move |txn| -> Result<(), StoreError> {
                     if let Some(record) = super::get(txn, &name)? {
@@ -194,28 +194,28 @@ pub async fn run_session(
 }
 
 async fn session_loop(
-    state: &Arc<AgentState>,
+    peering: &Arc<PeeringContext>,
     peer: &str,
     counters: &PeerCounters,
     incoming: &mut LineReader,
     outgoing: &mpsc::Sender<Bytes>,
     control: &mut mpsc::Receiver<Control>,
 ) -> SessionEnd {
-    let heartbeat = state.peering.heartbeat;
-    let mut changes = state.store.subscribe();
+    let heartbeat = peering.manager.heartbeat;
+    let mut changes = peering.store.subscribe();
     let mut exported = Exported::default();
     let send = |message: StreamMessage| async move {
         let ok = outgoing.send(encode(&message)).await.is_ok();
         if ok {
-            state.peering.sent(peer);
+            peering.manager.sent(peer);
             counters.message(Direction::Sent, &message);
         }
         ok
     };
 
     let bundle = StreamMessage::TrustBundle {
-        trust_domain: state.cluster.trust_domain.clone(),
-        root_pems: state.ca.root_pems(),
+        trust_domain: peering.cluster.trust_domain.clone(),
+        root_pems: peering.ca.root_pems(),
     };
     if !send(bundle).await {
         return SessionEnd::Disconnected("peer closed the stream".into());
@@ -228,12 +228,12 @@ async fn session_loop(
     let mut sent_fingerprint = None;
     loop {
         changes.borrow_and_update();
-        if let Some(message) = gateway_certificate_update(state, &mut sent_fingerprint) {
+        if let Some(message) = gateway_certificate_update(peering, &mut sent_fingerprint) {
             if !send(message).await {
                 return SessionEnd::Disconnected("peer closed the stream".into());
             }
         }
-        match push_changes(state, peer, &mut exported).await {
+        match push_changes(peering, peer, &mut exported).await {
             Ok(messages) => {
                 for message in messages {
                     if !send(message).await {
@@ -254,14 +254,14 @@ async fn session_loop(
                 };
                 last_heard = Instant::now();
                 counters.message(Direction::Received, &message);
-                state.peering.received(peer, matches!(message, StreamMessage::Heartbeat));
+                peering.manager.received(peer, matches!(message, StreamMessage::Heartbeat));
                 if !activated {
                     activated = true;
-                    if let Err(e) = mark_active(state, peer).await {
+                    if let Err(e) = mark_active(peering, peer).await {
                         tracing::warn!(peer = %peer, error = %e, "recording peering activation");
                     }
                 }
-                let message = match check(state, message, &mut peer_exports) {
+                let message = match check(peering, message, &mut peer_exports) {
                     Ok(message) => message,
                     Err(invalid) => {
                         // Dropped: what we stored before stays, the session goes on.
@@ -275,7 +275,7 @@ async fn session_loop(
                         continue;
                     }
                 };
-                if let Some(end) = apply(state, peer, message).await {
+                if let Some(end) = apply(peering, peer, message).await {
                     return end;
                 }
             }
@@ -303,9 +303,9 @@ async fn session_loop(
     }
 }
 
-async fn mark_active(state: &Arc<AgentState>, peer: &str) -> Result<(), StoreError> {
+async fn mark_active(peering: &Arc<PeeringContext>, peer: &str) -> Result<(), StoreError> {
     let name = peer.to_owned();
-    state
+    peering
         .store
         .write(move |txn| {
             if let Some(record) = super::get(txn, &name)? {
@@ -323,11 +323,11 @@ async fn mark_active(state: &Arc<AgentState>, peer: &str) -> Result<(), StoreErr
 
 /// The messages that bring the peer up to date with our exports.
 async fn push_changes(
-    state: &Arc<AgentState>,
+    peering: &Arc<PeeringContext>,
     peer: &str,
     exported: &mut Exported,
 ) -> Result<Vec<StreamMessage>, SessionEnd> {
-    let snapshot = state
+    let snapshot = peering
         .store
         .snapshot()
         .map_err(|e| SessionEnd::Disconnected(e.to_string()))?;
@@ -363,7 +363,7 @@ async fn push_changes(
         });
     }
     for name in names {
-        let instances = super::flattened_instances(&snapshot, &state.node, &name).map_err(err)?;
+        let instances = super::flattened_instances(&snapshot, &peering.node, &name).map_err(err)?;
         let hash = content_hash(&instances);
         if exported.services.get(&name) != Some(&hash) {
             exported.services.insert(name.clone(), hash);
@@ -377,23 +377,19 @@ async fn push_changes(
 /// service names, counts and sizes, services against what the peer said
 /// it exports, gateway addresses against the address policy.
 fn check(
-    state: &Arc<AgentState>,
+    peering: &Arc<PeeringContext>,
     message: StreamMessage,
     peer_exports: &mut Option<Vec<String>>,
 ) -> Result<StreamMessage, Invalid> {
-    let limits = ImportLimits {
-        max_services: state.config.peering_max_imported_services,
-        max_instances: state.config.peering_max_service_instances,
-        ..ImportLimits::default()
-    };
+    let limits = &peering.import_limits;
     match &message {
         StreamMessage::ExportedServices { services } => {
-            peering_limits::validate_exported_names(services, &limits)?;
+            peering_limits::validate_exported_names(services, limits)?;
             *peer_exports = Some(services.clone());
         }
         StreamMessage::Service { name, instances } => {
             let exported = peer_exports.as_deref().unwrap_or_default();
-            peering_limits::validate_service(name, instances, exported, &limits)?;
+            peering_limits::validate_service(name, instances, exported, limits)?;
         }
         StreamMessage::TrustBundle { root_pems, .. } if root_pems.len() > MAX_PEER_ROOTS => {
             return Err(Invalid {
@@ -405,7 +401,7 @@ fn check(
             });
         }
         StreamMessage::Gateways { addresses } => {
-            let policy = super::token::address_policy(state).map_err(|e| Invalid {
+            let policy = super::token::address_policy(peering).map_err(|e| Invalid {
                 reason: InvalidReason::GatewayAddress,
                 detail: format!("reading our own gateway addresses: {e}"),
             })?;
@@ -422,13 +418,17 @@ fn check(
 }
 
 /// Applies one (checked) message from the peer; `Some` ends the session.
-async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> Option<SessionEnd> {
+async fn apply(
+    peering: &Arc<PeeringContext>,
+    peer: &str,
+    message: StreamMessage,
+) -> Option<SessionEnd> {
     let name = peer.to_owned();
     let result: Result<Option<SessionEnd>, StoreError> = match message {
         StreamMessage::Heartbeat => Ok(None),
         StreamMessage::Open { .. } => Ok(Some(SessionEnd::ProtocolError("unexpected Open".into()))),
         StreamMessage::ExportedServices { services } => {
-            state
+            peering
                 .store
                 .write(move |txn| {
                     for imported in super::imported_names(txn, &name)? {
@@ -451,7 +451,7 @@ async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> O
                     check.peer_name = Some(name.clone());
                 }
             }
-            state
+            peering
                 .store
                 .write(move |txn| {
                     if super::get(txn, &name)?.is_none_or(|r| !r.established()) {
@@ -478,7 +478,7 @@ async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> O
                     "trust bundle has no usable roots".into(),
                 ));
             }
-            state
+            peering
                 .store
                 .write(move |txn| {
                     let Some(mut record) = super::get(txn, &name)? else {
@@ -499,7 +499,7 @@ async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> O
                 .await
         }
         StreamMessage::Gateways { addresses } => {
-            state
+            peering
                 .store
                 .write(move |txn| {
                     let Some(mut record) = super::get(txn, &name)? else {
@@ -514,10 +514,10 @@ async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> O
                 .await
         }
         StreamMessage::GatewayCertificate { fingerprint } => {
-            return apply_gateway_certificate(state, name, fingerprint).await;
+            return apply_gateway_certificate(peering, name, fingerprint).await;
         }
         StreamMessage::Terminate => {
-            state
+            peering
                 .store
                 .write(move |txn| {
                     super::mark_terminated(txn, &name)?;
@@ -535,10 +535,10 @@ async fn apply(state: &Arc<AgentState>, peer: &str, message: StreamMessage) -> O
 /// Our gateway certificate's fingerprint, if the peer has not been told it
 /// yet in this session (at its start, and after each renewal).
 fn gateway_certificate_update(
-    state: &AgentState,
+    peering: &PeeringContext,
     sent: &mut Option<String>,
 ) -> Option<StreamMessage> {
-    let fingerprint = state.ca.gateway_cert().fingerprint.clone();
+    let fingerprint = peering.ca.gateway_cert().fingerprint.clone();
     if sent.as_ref() == Some(&fingerprint) {
         return None;
     }
@@ -550,7 +550,7 @@ fn gateway_certificate_update(
 /// the pin (the link identity's identifier). It proves nothing by itself;
 /// the peer's connections are still checked against its pinned roots.
 async fn apply_gateway_certificate(
-    state: &Arc<AgentState>,
+    peering: &Arc<PeeringContext>,
     name: String,
     fingerprint: String,
 ) -> Option<SessionEnd> {
@@ -563,7 +563,7 @@ async fn apply_gateway_certificate(
             "invalid gateway certificate fingerprint".into(),
         ));
     }
-    let result = state
+    let result = peering
         .store
         .write(move |txn| -> Result<Option<SessionEnd>, StoreError> {
             let Some(mut record) = super::get(txn, &name)? else {

@@ -11,21 +11,18 @@ use isthmus_api::peering_limits::{self, AddressPolicy};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::context::PeeringContext;
+use super::error::PeeringError;
 use super::{hash_secret, new_secret, secret_matches, PeeringRecord, PendingSecret, Role};
-use crate::agent::AgentState;
-use crate::error::ApiError;
 use crate::store::{Reads, StoreError, Table};
 
-const INVALID_SECRET: &str =
-    "a new peering token must be generated: invalid peering establishment secret";
-
 /// Fails unless every group exists (the built-in one always does).
-pub fn check_groups(r: &impl Reads, groups: &[String]) -> Result<(), ApiError> {
+pub fn check_groups(r: &impl Reads, groups: &[String]) -> Result<(), PeeringError> {
     for group in groups {
         if group != auth::BUILTIN_PEERING_GROUP
             && r.get::<auth::Group>(Table::AuthGroups, group)?.is_none()
         {
-            return Err(ApiError::bad_request("One or more groups were not found"));
+            return Err(PeeringError::UnknownGroups);
         }
     }
     Ok(())
@@ -43,28 +40,30 @@ pub fn groups_or_default(groups: Vec<String>) -> Vec<String> {
 /// Which gateway addresses a peer may name: loopback only when this
 /// cluster's own mesh gateways are on loopback (tests, `agent --dev`, the
 /// demo). See [`isthmus_api::peering_limits`].
-pub fn address_policy(state: &AgentState) -> Result<AddressPolicy, StoreError> {
-    let own = super::gateway_addresses(&state.store.snapshot()?)?;
+pub fn address_policy(peering: &PeeringContext) -> Result<AddressPolicy, StoreError> {
+    let own = super::gateway_addresses(&peering.store.snapshot()?)?;
     Ok(AddressPolicy {
         allow_loopback: peering_limits::all_loopback(&own),
     })
 }
 
 /// Peering `Meta` from the API: Consul's limits for service meta.
-pub fn validate_meta(meta: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+pub fn validate_meta(
+    meta: &std::collections::BTreeMap<String, String>,
+) -> Result<(), PeeringError> {
     peering_limits::validate_meta("Meta", meta).map_err(|e| {
         tracing::info!(error = %e, "refused peering Meta");
-        ApiError::bad_request(e)
+        PeeringError::Invalid(e)
     })
 }
 
 /// What a peer says about itself when establishing (either side): names
 /// that end up in SNIs and SPIFFE IDs, and the gateway addresses we would
 /// dial, checked before anything is stored.
-pub fn validate_peer_info(info: &PeerInfo, policy: AddressPolicy) -> Result<(), ApiError> {
+pub fn validate_peer_info(info: &PeerInfo, policy: AddressPolicy) -> Result<(), PeeringError> {
     let bad = |e: String| {
         tracing::info!(error = %e, cluster = %info.cluster_name, "refused the peer's description of itself");
-        ApiError::bad_request(e)
+        PeeringError::Invalid(e)
     };
     isthmus_api::naming::validate_dns_label("peer cluster name", &info.cluster_name)
         .map_err(bad)?;
@@ -86,10 +85,10 @@ pub fn validate_peer_info(info: &PeerInfo, policy: AddressPolicy) -> Result<(), 
     peering_limits::validate_gateway_addresses(&info.gateway_addresses, policy).map_err(bad)
 }
 
-pub fn validate_partition(partition: &Option<String>) -> Result<(), ApiError> {
+pub fn validate_partition(partition: &Option<String>) -> Result<(), PeeringError> {
     match partition.as_deref() {
         None | Some("") | Some("default") => Ok(()),
-        Some(other) => Err(ApiError::bad_request(format!(
+        Some(other) => Err(PeeringError::Invalid(format!(
             "Partition {other:?} is not supported: isthmus peers default partitions only"
         ))),
     }
@@ -98,59 +97,61 @@ pub fn validate_partition(partition: &Option<String>) -> Result<(), ApiError> {
 /// This cluster as it describes itself to a peer; `peer_name` is our name
 /// for that peer.
 pub fn own_info(
-    state: &AgentState,
+    peering: &PeeringContext,
     r: &impl Reads,
     peering_id: &str,
     peer_name: &str,
 ) -> Result<PeerInfo, StoreError> {
     Ok(PeerInfo {
-        cluster_name: state.cluster.name.clone(),
-        trust_domain: state.cluster.trust_domain.clone(),
+        cluster_name: peering.cluster.name.clone(),
+        trust_domain: peering.cluster.trust_domain.clone(),
         peering_id: peering_id.to_owned(),
-        ca_pems: state.ca.root_pems(),
+        ca_pems: peering.ca.root_pems(),
         gateway_addresses: super::gateway_addresses(r)?,
-        gateway_fingerprint: state.ca.gateway_cert().fingerprint.clone(),
+        gateway_fingerprint: peering.ca.gateway_cert().fingerprint.clone(),
         peer_name: peer_name.to_owned(),
     })
 }
 
 /// `POST /v1/peering/token`.
-pub async fn generate(state: Arc<AgentState>, request: TokenRequest) -> Result<String, ApiError> {
+pub async fn generate(
+    peering: Arc<PeeringContext>,
+    request: TokenRequest,
+) -> Result<String, PeeringError> {
     if request.peer_name.is_empty() {
-        return Err(ApiError::bad_request(
-            "PeerName is required in the payload when generating a new peering token.",
+        return Err(PeeringError::Invalid(
+            "PeerName is required in the payload when generating a new peering token.".into(),
         ));
     }
-    api::validate_peer_name(&request.peer_name).map_err(ApiError::bad_request)?;
+    api::validate_peer_name(&request.peer_name).map_err(PeeringError::Invalid)?;
     validate_partition(&request.partition)?;
     validate_meta(&request.meta)?;
     if request.server_external_addresses.len() > peering_limits::MAX_GATEWAY_ADDRESSES {
-        return Err(ApiError::bad_request(format!(
+        return Err(PeeringError::Invalid(format!(
             "ServerExternalAddresses: at most {} addresses",
             peering_limits::MAX_GATEWAY_ADDRESSES
         )));
     }
     for addr in &request.server_external_addresses {
         if !api::valid_server_address(addr) {
-            return Err(ApiError::bad_request(format!(
+            return Err(PeeringError::Invalid(format!(
                 "{addr} is not a valid peering server address"
             )));
         }
     }
     let addresses = if request.server_external_addresses.is_empty() {
-        super::gateway_addresses(&state.store.snapshot()?)?
+        super::gateway_addresses(&peering.store.snapshot()?)?
     } else {
         request.server_external_addresses.clone()
     };
     if addresses.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "cannot generate a peering token: cluster {} has no healthy mesh gateway registered; start isthmus-gateway (or pass ServerExternalAddresses)",
-            state.cluster.name
-        )));
+        return Err(PeeringError::NoMeshGateway {
+            cluster: peering.cluster.name.clone(),
+        });
     }
 
     let secret = new_secret();
-    let expires_at = (OffsetDateTime::now_utc() + state.peering.token_ttl)
+    let expires_at = (OffsetDateTime::now_utc() + peering.manager.token_ttl)
         .format(&Rfc3339)
         .expect("timestamps format");
     let pending = PendingSecret {
@@ -161,24 +162,22 @@ pub async fn generate(state: Arc<AgentState>, request: TokenRequest) -> Result<S
     let groups = groups_or_default(request.auth_groups.clone());
     let name = request.peer_name.clone();
     let meta = request.meta.clone();
-    let record = state
+    let record = peering
         .store
-        .write(move |txn| -> Result<PeeringRecord, ApiError> {
+        .write(move |txn| -> Result<PeeringRecord, PeeringError> {
             check_groups(txn, &groups)?;
             let record = match super::get(txn, &name)? {
                 Some(existing) if existing.state == api::STATE_DELETING => {
-                    return Err(ApiError::new(
-                        http::StatusCode::CONFLICT,
-                        format!("peering {name:?} is being deleted"),
-                    ))
+                    return Err(PeeringError::BeingDeleted { name: name.clone() })
                 }
-                Some(existing) if existing.role == Role::Dialer && existing.state != api::STATE_TERMINATED => {
-                    return Err(ApiError::bad_request(format!(
-                        "cannot create peering with name: {name:?}; there is already an established peering"
-                    )))
+                Some(existing)
+                    if existing.role == Role::Dialer && existing.state != api::STATE_TERMINATED =>
+                {
+                    return Err(PeeringError::AlreadyDialed { name: name.clone() })
                 }
                 Some(existing) if existing.role == Role::Acceptor => {
-                    let record = renew_acceptor(existing, pending, explicit_groups.then_some(groups), meta);
+                    let record =
+                        renew_acceptor(existing, pending, explicit_groups.then_some(groups), meta);
                     validate_meta(&record.meta)?;
                     record
                 }
@@ -190,17 +189,17 @@ pub async fn generate(state: Arc<AgentState>, request: TokenRequest) -> Result<S
     tracing::info!(peer = %record.name, expires_at = %expires_at, "peering token generated");
 
     let token = PeeringToken {
-        ca: state.ca.root_pems(),
+        ca: peering.ca.root_pems(),
         manual_server_addresses: !request.server_external_addresses.is_empty(),
         server_addresses: addresses,
-        server_name: api::server_name(&state.cluster.name, &state.cluster.trust_domain),
+        server_name: api::server_name(&peering.cluster.name, &peering.cluster.trust_domain),
         peer_id: record.id,
         establishment_secret: secret,
         remote: Remote {
             partition: "default".into(),
-            datacenter: state.cluster.name.clone(),
+            datacenter: peering.cluster.name.clone(),
         },
-        gateway_fingerprint: state.ca.gateway_cert().fingerprint.clone(),
+        gateway_fingerprint: peering.ca.gateway_cert().fingerprint.clone(),
         expires_at,
     };
     Ok(token.encode())
@@ -261,19 +260,18 @@ fn renew_acceptor(
 
 /// The acceptor peering `record` has a pending establishment secret equal
 /// to `secret`, not expired and not being deleted.
-fn check_establishment(record: Option<&PeeringRecord>, secret: &str) -> Result<(), ApiError> {
-    let forbidden = |m: &str| ApiError::new(http::StatusCode::FORBIDDEN, m);
+fn check_establishment(record: Option<&PeeringRecord>, secret: &str) -> Result<(), PeeringError> {
     let pending = record
         .filter(|r| r.role == Role::Acceptor && r.state != api::STATE_DELETING)
         .and_then(|r| r.establishment.as_ref());
     let Some(pending) = pending else {
-        return Err(forbidden(INVALID_SECRET));
+        return Err(PeeringError::InvalidEstablishmentSecret);
     };
     if !secret_matches(secret, &pending.hash) {
-        return Err(forbidden(INVALID_SECRET));
+        return Err(PeeringError::InvalidEstablishmentSecret);
     }
     if expired(&pending.expires_at) {
-        return Err(forbidden("peering token has expired"));
+        return Err(PeeringError::EstablishmentSecretExpired);
     }
     Ok(())
 }
@@ -285,53 +283,50 @@ fn expired(expires_at: &str) -> bool {
 /// `POST /v1/internal/peering/exchange`, forwarded by our gateway with the
 /// SHA-256 of the caller's client certificate.
 pub async fn exchange(
-    state: Arc<AgentState>,
+    peering: Arc<PeeringContext>,
     client_fingerprint: String,
     request: ExchangeRequest,
-) -> Result<ExchangeResponse, ApiError> {
-    let forbidden = |m: &str| ApiError::new(http::StatusCode::FORBIDDEN, m);
+) -> Result<ExchangeResponse, PeeringError> {
     let dialer = request.dialer.clone();
     if dialer.trust_domain.is_empty()
         || dialer.cluster_name.is_empty()
         || dialer.peering_id.is_empty()
     {
-        return Err(ApiError::bad_request(
-            "exchange request is missing the dialer's identity",
+        return Err(PeeringError::Invalid(
+            "exchange request is missing the dialer's identity".into(),
         ));
     }
-    if dialer.trust_domain == state.cluster.trust_domain {
-        return Err(ApiError::bad_request(
-            "cannot create a peering within the same cluster",
+    if dialer.trust_domain == peering.cluster.trust_domain {
+        return Err(PeeringError::Invalid(
+            "cannot create a peering within the same cluster".into(),
         ));
     }
     isthmus_api::tls::root_store(&dialer.ca_pems)
-        .map_err(|e| ApiError::bad_request(format!("dialer CA is unusable: {e}")))?;
+        .map_err(|e| PeeringError::Invalid(format!("dialer CA is unusable: {e}")))?;
     if dialer.ca_pems.is_empty() {
-        return Err(ApiError::bad_request(
-            "dialer CA is unusable: no certificates",
+        return Err(PeeringError::Invalid(
+            "dialer CA is unusable: no certificates".into(),
         ));
     }
     if dialer.gateway_fingerprint != client_fingerprint {
-        return Err(forbidden(
-            "the client certificate is not the dialer's gateway certificate",
-        ));
+        return Err(PeeringError::NotTheDialersGateway);
     }
     // The secret is checked against a read snapshot first: a wrong or
     // replayed secret never takes the store's write lock. The write below
     // checks again, against the state it changes.
     {
-        let snapshot = state.store.snapshot()?;
+        let snapshot = peering.store.snapshot()?;
         let record = super::find_by_id(&snapshot, &request.peer_id)?;
         check_establishment(record.as_ref(), &request.establishment_secret)?;
     }
-    validate_peer_info(&dialer, address_policy(&state)?)?;
+    validate_peer_info(&dialer, address_policy(&peering)?)?;
     let stream_secret = new_secret();
     let stream_hash = hash_secret(&stream_secret);
-    let (record, acceptor) = state
+    let (record, acceptor) = peering
         .store
         .write({
-            let state = state.clone();
-            move |txn| -> Result<(PeeringRecord, PeerInfo), ApiError> {
+            let peering = peering.clone();
+            move |txn| -> Result<(PeeringRecord, PeerInfo), PeeringError> {
                 let found = super::find_by_id(txn, &request.peer_id)?;
                 check_establishment(found.as_ref(), &request.establishment_secret)?;
                 let mut record = found.expect("checked");
@@ -341,10 +336,7 @@ pub async fn exchange(
                         && other.state != api::STATE_TERMINATED
                 });
                 if duplicate {
-                    return Err(ApiError::new(
-                        http::StatusCode::CONFLICT,
-                        "A cluster link already exists between these clusters",
-                    ));
+                    return Err(PeeringError::AlreadyLinked);
                 }
                 record.state = api::STATE_ESTABLISHING.into();
                 record.establishment = None;
@@ -361,7 +353,7 @@ pub async fn exchange(
                     partition: "default".into(),
                     datacenter: dialer.cluster_name.clone(),
                 };
-                let info = own_info(&state, txn, &record.id, &record.name)?;
+                let info = own_info(&peering, txn, &record.id, &record.name)?;
                 Ok((super::put(txn, record)?, info))
             }
         })

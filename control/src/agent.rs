@@ -1,87 +1,30 @@
 //! `isthmus agent`: opens the store, loads the cluster identity and CA,
 //! restarts the health checks and serves the HTTP API until told to stop.
-
-pub mod config;
+//!
+//! This is the composition root: it builds the narrow handles the other
+//! modules work with (the store, the CA, the peering context, the metrics)
+//! and the router over them; nothing else in the crate depends on it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
-use isthmus_api::config_entry::ServiceIntentions;
-use isthmus_api::intentions::IntentionSet;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::ca::{self, CertificateAuthority};
+use crate::ca;
 use crate::catalog::{self, LocalNode};
 use crate::checks::CheckRunner;
-use crate::config_entries;
+pub use crate::cluster::ClusterIdentity;
+pub use crate::config::{AgentConfig, IntentionPolicy};
+pub use crate::http::AgentState;
 use crate::metrics::AgentMetrics;
-use crate::peering::{self, PeeringManager};
-use crate::store::{Reads, Snapshot, Store, StoreError, Table};
-pub use config::{AgentConfig, IntentionPolicy};
+use crate::peering::{self, PeeringContext, PeeringManager};
+use crate::store::{Reads, Store, StoreError, Table};
 
 const CLUSTER_KEY: &str = "cluster";
 const NODE_KEY: &str = "node";
 const STORE_FILE: &str = "state.redb";
-
-/// Who this cluster is; fixed at first start and kept in the store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterIdentity {
-    pub id: String,
-    pub name: String,
-    pub trust_domain: String,
-}
-
-/// Everything request handlers need.
-pub struct AgentState {
-    pub config: AgentConfig,
-    pub store: Store,
-    pub cluster: ClusterIdentity,
-    pub node: LocalNode,
-    pub ca: CertificateAuthority,
-    pub checks: Arc<CheckRunner>,
-    pub peering: PeeringManager,
-    /// This agent's own registry (several agents can share a process).
-    pub metrics: AgentMetrics,
-    /// Becomes true when the agent stops; blocking queries end early on it.
-    pub shutting_down: watch::Receiver<bool>,
-    /// The intention set compiled at a config-entries index.
-    intentions: Mutex<Option<(u64, Arc<IntentionSet>)>>,
-    /// The service ID of the mesh gateway `agent --dev` runs in-process:
-    /// in the catalog like Consul's mesh gateways, but not one of the
-    /// agent's local services (`/v1/agent/services`, `/v1/agent/checks`).
-    in_process_gateway: OnceLock<String>,
-}
-
-impl AgentState {
-    /// Marks `service_id` as the in-process gateway's registration (once).
-    pub fn set_in_process_gateway(&self, service_id: &str) {
-        let _ = self.in_process_gateway.set(service_id.to_owned());
-    }
-
-    /// Whether the agent endpoints list this service (or its checks) as
-    /// one of the agent's own: everything but the in-process gateway.
-    pub fn is_agent_service(&self, service_id: &str) -> bool {
-        self.in_process_gateway.get().map(String::as_str) != Some(service_id)
-    }
-
-    /// The intentions in force in `snapshot`, compiled once per change.
-    pub fn intentions(&self, snapshot: &Snapshot) -> Result<Arc<IntentionSet>, StoreError> {
-        let index = snapshot.table_index(Table::ConfigEntries)?;
-        if let Some((cached_at, set)) = &*self.intentions.lock().expect("intentions lock poisoned")
-        {
-            if *cached_at == index {
-                return Ok(set.clone());
-            }
-        }
-        let entries: Vec<ServiceIntentions> = config_entries::service_intentions(snapshot)?;
-        let set = Arc::new(IntentionSet::compile(&entries, self.config.default_allow()));
-        *self.intentions.lock().expect("intentions lock poisoned") = Some((index, set.clone()));
-        Ok(set)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -120,7 +63,7 @@ impl RunningAgent {
     pub async fn shutdown(self) -> std::io::Result<()> {
         // End peering sessions first: their open streams would otherwise
         // hold the HTTP server's graceful shutdown (and a gateway's drain).
-        self.state.peering.stop_all();
+        self.state.peering.manager.stop_all();
         let _ = self.stop.send(true);
         let result = match self.server {
             Some(server) => server
@@ -226,7 +169,7 @@ async fn resume_peerings(state: &Arc<AgentState>) -> Result<(), StartError> {
         .filter(|r| r.state == isthmus_api::peering::STATE_DELETING)
         .map(|r| r.name.clone())
         .collect();
-    peering::delete::resume(state, deleting);
+    peering::delete::resume(&state.peering, deleting);
     for record in records {
         let redial = record.role == peering::Role::Dialer
             && !matches!(
@@ -234,7 +177,7 @@ async fn resume_peerings(state: &Arc<AgentState>) -> Result<(), StartError> {
                 isthmus_api::peering::STATE_TERMINATED | isthmus_api::peering::STATE_DELETING
             );
         if redial {
-            peering::dial::start_dialer(state.clone(), record.name);
+            peering::dial::start_dialer(state.peering.clone(), record.name);
         }
     }
     Ok(())
@@ -275,20 +218,27 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     let mut config = config;
     config.http_addr = http_addr;
     let (stop, mut stopped) = watch::channel(false);
-    let (config_heartbeat, config_token_ttl) = (config.peering_heartbeat, config.peering_token_ttl);
-    let state = Arc::new(AgentState {
-        config,
+    let peering = Arc::new(PeeringContext {
         store,
         cluster,
         node,
-        ca,
-        checks,
-        peering: PeeringManager::new(config_heartbeat, config_token_ttl),
-        metrics,
-        shutting_down: stopped.clone(),
-        intentions: Mutex::new(None),
-        in_process_gateway: OnceLock::new(),
+        ca: Arc::new(ca),
+        manager: PeeringManager::new(config.peering_heartbeat, config.peering_token_ttl),
+        metrics: metrics.peers.clone(),
+        max_message_bytes: config.peering_max_message_bytes,
+        import_limits: isthmus_api::peering_limits::ImportLimits {
+            max_services: config.peering_max_imported_services,
+            max_instances: config.peering_max_service_instances,
+            ..isthmus_api::peering_limits::ImportLimits::default()
+        },
     });
+    let state = Arc::new(AgentState::new(
+        config,
+        peering,
+        checks,
+        metrics,
+        stopped.clone(),
+    ));
     let router = crate::http::router(state.clone());
     let mut limits = state.config.http_limits;
     limits.fit_fd_limit("api");
@@ -315,7 +265,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         Ok(())
     });
     resume_peerings(&state).await?;
-    tokio::spawn(ca::keep_gateway_renewed(state.clone()));
+    tokio::spawn(ca::keep_gateway_renewed(
+        state.store.clone(),
+        state.ca.clone(),
+        state.shutting_down.clone(),
+    ));
     tracing::info!(
         cluster = %state.cluster.name,
         trust_domain = %state.cluster.trust_domain,
