@@ -46,7 +46,7 @@ pub fn locate(name: &str, no_setup: bool) -> Result<PathBuf, String> {
 }
 
 /// Makes sure `isthmus` and `isthmus-proxy` release binaries sit next to
-/// this binary: runs `cargo build --release -p isthmus-control -p
+/// this binary: runs `cargo build --release -p isthmus -p
 /// isthmus-proxy --bins` into the same target directory (a no-op when they
 /// are up to date).
 pub fn ensure_isthmus(bin_dir: &Path) -> Result<()> {
@@ -78,7 +78,7 @@ pub fn ensure_isthmus(bin_dir: &Path) -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "{missing:?} missing from {} and `cargo build --release -p isthmus-control -p isthmus-proxy --bins` failed",
+            "{missing:?} missing from {} and `cargo build --release -p isthmus -p isthmus-proxy --bins` failed",
             bin_dir.display()
         ),
     }
