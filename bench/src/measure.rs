@@ -104,3 +104,22 @@ pub fn cpu_of(pids: &[u32]) -> CpuSnapshot {
         seconds: pids.iter().map(|p| cpu_seconds(*p)).sum(),
     }
 }
+
+/// What the figures were measured on.
+pub fn machine() -> serde_json::Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu_model = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu_model,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "loadavg": read("/proc/loadavg").trim(),
+        "clk_tck": clk_tck(),
+    })
+}

@@ -59,7 +59,7 @@ pub fn ensure_isthmus(bin_dir: &Path) -> Result<()> {
             "build",
             "--release",
             "-p",
-            "isthmus-control",
+            "isthmus",
             "-p",
             "isthmus-proxy",
             "--bins",

@@ -19,24 +19,6 @@ fn timestamp() -> String {
         .unwrap_or_else(|_| "run".into())
 }
 
-pub fn machine() -> serde_json::Value {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpu_model = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default();
-    json!({
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu_model": cpu_model,
-        "kernel": read("/proc/sys/kernel/osrelease").trim(),
-        "loadavg": read("/proc/loadavg").trim(),
-        "clk_tck": measure::clk_tck(),
-    })
-}
-
 pub async fn run(args: RunArgs) -> Result<i32> {
     // `--only control-plane`: the isthmus topology for the intention
     // change, no load rounds, no Envoy or nginx, then the peering figures.
@@ -62,7 +44,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     if args.only == Some(Only::Soak) {
         return crate::soak::run(&args, &bin_dir, &name).await;
     }
-    let machine_start = machine();
+    let machine_start = measure::machine();
     println!("isthmus-bench: {rounds} round(s), {seconds}s per measurement, {} worker(s) per proxy; machine {machine_start}", args.workers);
 
     let scratch = tempfile::Builder::new()
@@ -255,7 +237,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         "closed_loop_concurrency": scenario::CONCURRENCY,
         "churn_concurrency": scenario::CHURN_CONCURRENCY,
         "machine_at_start": machine_start,
-        "machine_at_end": machine(),
+        "machine_at_end": measure::machine(),
         "scenarios": scenarios,
         "topologies": results,
         "targets": targets,

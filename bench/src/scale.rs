@@ -407,7 +407,7 @@ pub async fn run(args: &RunArgs, bin_dir: &Path, name: &str) -> Result<i32> {
     );
     let document = json!({
         "kind": "scale",
-        "machine": crate::run::machine(),
+        "machine": measure::machine(),
         "clients": CLIENTS,
         "instances_per_service": INSTANCES_PER_SERVICE,
         "sizes": rows,
