@@ -69,6 +69,51 @@ async fn unrelated_changes_do_not_end_a_blocking_query() {
 }
 
 #[tokio::test]
+async fn a_service_query_sleeps_through_changes_to_other_services() {
+    let agent = TestAgent::start().await;
+    let register = |body: serde_json::Value| {
+        let client = agent.client.clone();
+        async move { put(&client, "/v1/agent/service/register", body).await }
+    };
+    register(json!({"Name": "web", "ID": "web-1", "Port": 80})).await;
+    register(json!({"Name": "db", "ID": "db-1", "Port": 5432})).await;
+    let (_, web_index) = get(&agent.client, "/v1/health/service/web").await;
+    let (_, catalog_index) = get(&agent.client, "/v1/catalog/service/web").await;
+
+    let client = agent.client.clone();
+    let blocked = tokio::spawn(async move {
+        get(
+            &client,
+            &format!("/v1/health/service/web?index={web_index}&wait=60s"),
+        )
+        .await
+    });
+    // Another service changes: web's answer and its index stay where they
+    // were (as Consul's per-service indexes do), so the query keeps waiting.
+    register(json!({"Name": "db", "ID": "db-2", "Port": 5432})).await;
+    let (_, still) = get(&agent.client, "/v1/health/service/web").await;
+    assert_eq!(still, web_index);
+    let (_, catalog_still) = get(&agent.client, "/v1/catalog/service/web").await;
+    assert_eq!(catalog_still, catalog_index);
+    assert!(!blocked.is_finished());
+
+    // web changes: the query answers with the new instance.
+    register(json!({"Name": "web", "ID": "web-2", "Port": 81})).await;
+    let (entries, index) = tokio::time::timeout(Duration::from_secs(20), blocked)
+        .await
+        .expect("the blocked query returned")
+        .unwrap();
+    assert!(index > web_index);
+    let ids: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Service"]["ID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["web-1", "web-2"]);
+}
+
+#[tokio::test]
 async fn every_read_endpoint_has_an_index_and_bad_parameters_are_refused() {
     let agent = TestAgent::start().await;
     put(

@@ -19,6 +19,11 @@ use crate::store::{Reads, Schema, StoreError, Table, Txn};
 pub const BY_NAME: &str = "name";
 /// Index of `services` by the service a sidecar proxy fronts.
 pub const BY_DESTINATION: &str = "destination";
+/// Index of `services` by kind (`""` for typical services).
+pub const BY_KIND: &str = "kind";
+/// Index of typical services (not proxies or gateways) by name: its
+/// values are the names a `*` export covers.
+pub const TYPICAL_BY_NAME: &str = "typical-name";
 /// Index of `checks` by service ID (`""` for node checks).
 pub const BY_SERVICE: &str = "service";
 
@@ -37,6 +42,15 @@ pub fn schema() -> Schema {
             _ => Vec::new(),
         }
     }
+    fn kind(s: &AgentService) -> Vec<String> {
+        vec![s.kind.clone().unwrap_or_default()]
+    }
+    fn typical_name(s: &AgentService) -> Vec<String> {
+        match s.kind.as_deref() {
+            None | Some("") => vec![s.service.clone()],
+            Some(_) => Vec::new(),
+        }
+    }
     fn check_service(c: &StoredCheck) -> Vec<String> {
         vec![c.state.service_id.clone()]
     }
@@ -46,6 +60,8 @@ pub fn schema() -> Schema {
             vec![
                 (BY_NAME, service_name as fn(&AgentService) -> Vec<String>),
                 (BY_DESTINATION, destination),
+                (BY_KIND, kind),
+                (TYPICAL_BY_NAME, typical_name),
             ],
         )
         .table::<StoredCheck>(Table::Checks, vec![(BY_SERVICE, check_service)])
@@ -375,6 +391,10 @@ pub fn set_check_status(
     Ok(check)
 }
 
+pub fn get_service(r: &impl Reads, service_id: &str) -> Result<Option<AgentService>, StoreError> {
+    r.get(Table::Services, service_id)
+}
+
 pub fn all_services(r: &impl Reads) -> Result<Vec<AgentService>, StoreError> {
     r.scan(Table::Services, "")
 }
@@ -420,6 +440,13 @@ fn instance_checks(
         .collect();
     checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
     Ok(checks)
+}
+
+/// Whether every check of an instance (its own and the node's) passes.
+pub fn instance_passing(r: &impl Reads, service_id: &str) -> Result<bool, StoreError> {
+    let passing =
+        |checks: Vec<StoredCheck>| checks.iter().all(|c| c.state.status == STATUS_PASSING);
+    Ok(passing(service_checks(r, service_id)?) && passing(service_checks(r, "")?))
 }
 
 /// Which instances a health query returns.

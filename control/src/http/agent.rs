@@ -159,11 +159,10 @@ pub async fn service(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
-        let service = catalog::all_services(snap)?
-            .into_iter()
-            // The in-process gateway watches its own registration here
-            // (isthmus_dataplane::presence), so this still answers for it.
-            .find(|s| s.id == id)
+        // The in-process gateway watches its own registration here
+        // (isthmus_dataplane::presence), so this still answers for it. One
+        // row read: its watchers wake only when this service changes.
+        let service = catalog::get_service(snap, &id)?
             .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
         let index = service.modify_index;
         Ok((service, index))

@@ -18,7 +18,7 @@ use crate::catalog;
 use crate::metrics::scrape::{healthy, Figures, PeerFigures, CHECK_STATUSES};
 use crate::metrics::{self, summary};
 use crate::peering;
-use crate::store::StoreError;
+use crate::store::{Reads, StoreError, Table};
 
 enum Format {
     Prometheus,
@@ -101,7 +101,7 @@ fn figures(state: &AgentState) -> Result<Figures, StoreError> {
     Ok(Figures {
         peers,
         catalog_services: catalog::service_names(&snapshot)?.len(),
-        catalog_service_instances: catalog::all_services(&snapshot)?.len(),
+        catalog_service_instances: snapshot.count(Table::Services),
         checks,
     })
 }

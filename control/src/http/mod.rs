@@ -304,6 +304,7 @@ where
     let blocking = Blocking::from_params(params)?;
     let deadline = tokio::time::Instant::now() + blocking.wait;
     let mut shutting_down = state.shutting_down.clone();
+    let mut last_run = false;
     loop {
         let snap = state.store.recording_snapshot();
         let (value, index) = query(&snap)?;
@@ -314,17 +315,20 @@ where
             // agent restarted): answer at once so the client resyncs.
             Some(min) => index > min || min > state.store.index(),
         };
-        if done || *shutting_down.borrow() {
+        if done || last_run || *shutting_down.borrow() {
             return Ok(json_response(params, &value, Some(index)));
         }
+        // Not kept while parked (a result can be large and thousands of
+        // queries wait): the wait's end runs the query once more instead.
+        drop(value);
         let watched = snap.watch_set();
+        let since = snap.state_index();
+        drop(snap);
         tokio::select! {
-            changed = state.store.wait_for_change(&watched, snap.state_index(), deadline) => {
-                if !changed {
-                    return Ok(json_response(params, &value, Some(index)));
-                }
+            changed = state.store.wait_for_change(&watched, since, deadline) => {
+                last_run = !changed;
             }
-            _ = shutting_down.changed() => return Ok(json_response(params, &value, Some(index))),
+            _ = shutting_down.changed() => last_run = true,
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod token;
 use std::collections::BTreeMap;
 
 use isthmus_api::auth::{self, Permission};
-use isthmus_api::catalog::{ServiceEntry, KIND_CONNECT_PROXY, KIND_MESH_GATEWAY};
+use isthmus_api::catalog::{AgentService, ServiceEntry, KIND_MESH_GATEWAY};
 use isthmus_api::config_entry::{ConfigEntry, KIND_EXPORTED_SERVICES};
 use isthmus_api::peering::{self as api, Peering, Remote, StreamStatus};
 use serde::{Deserialize, Serialize};
@@ -213,16 +213,14 @@ pub fn mark_terminated(txn: &mut Txn, name: &str) -> Result<(), StoreError> {
 
 /// Addresses of this cluster's mesh gateways whose checks pass.
 pub fn gateway_addresses(r: &impl Reads) -> Result<Vec<String>, StoreError> {
-    let checks = catalog::all_checks(r)?;
-    let mut addresses: Vec<String> = catalog::all_services(r)?
+    let mut gateways = Vec::new();
+    for s in r.lookup::<AgentService>(Table::Services, catalog::BY_KIND, KIND_MESH_GATEWAY)? {
+        if catalog::instance_passing(r, &s.id)? {
+            gateways.push(s);
+        }
+    }
+    let mut addresses: Vec<String> = gateways
         .into_iter()
-        .filter(|s| s.kind.as_deref() == Some(KIND_MESH_GATEWAY))
-        .filter(|s| {
-            checks
-                .iter()
-                .filter(|c| c.state.service_id == s.id || c.state.service_id.is_empty())
-                .all(|c| c.state.status == isthmus_api::catalog::STATUS_PASSING)
-        })
         .map(|s| {
             if s.address.contains(':') && !s.address.starts_with('[') {
                 format!("[{}]:{}", s.address, s.port)
@@ -302,20 +300,12 @@ pub fn exported_names(r: &impl Reads, record: &PeeringRecord) -> Result<Vec<Stri
         return Ok(Vec::new());
     };
     let permissions = permissions(r, &record.groups)?;
-    let registered: Vec<String> = catalog::all_services(r)?
-        .into_iter()
-        .filter(|s| {
-            !matches!(
-                s.kind.as_deref(),
-                Some(KIND_CONNECT_PROXY) | Some(KIND_MESH_GATEWAY)
-            )
-        })
-        .map(|s| s.service)
-        .collect();
     let mut names: Vec<String> = Vec::new();
     for exported in exports.services_for_peer(&record.name) {
         if exported == "*" {
-            names.extend(registered.iter().cloned());
+            // Every typical service's name, from the index: no scan, and
+            // a watcher wakes only when a name appears or goes.
+            names.extend(r.index_values(Table::Services, catalog::TYPICAL_BY_NAME)?);
         } else {
             names.push(exported.to_owned());
         }

@@ -497,6 +497,17 @@ pub trait Reads {
             .collect()
     }
 
+    /// The values the table's index `index` holds, in order (for an index
+    /// by name: the distinct names).
+    fn index_values(&self, table: Table, index: &'static str) -> Result<Vec<String>, StoreError> {
+        self.record(|| WatchKey::Values(table, index));
+        Ok(self
+            .state()
+            .index_values(table, index)?
+            .map(|v| v.to_string())
+            .collect())
+    }
+
     /// The index of the last change to `table` (0 if never written).
     fn table_index(&self, table: Table) -> Result<u64, StoreError> {
         self.record(|| WatchKey::Table(table));

@@ -111,6 +111,8 @@ struct TableState {
     rows: OrdMap<Arc<str>, Arc<Cell>>,
     /// One ordered set per index the table's schema names, in schema order.
     indexes: Vec<OrdSet<Arc<str>>>,
+    /// Per index: each value it holds and how many rows it files there.
+    counts: Vec<OrdMap<Arc<str>, usize>>,
 }
 
 /// Everything the store holds at one index. Cloning is cheap (a few
@@ -156,11 +158,12 @@ impl MemState {
     pub(crate) fn key_index(&self, key: &WatchKey) -> u64 {
         match key {
             WatchKey::Table(table) => self.table_index(*table),
-            WatchKey::Key(table, _) | WatchKey::Index(table, _, _) => self
-                .changed
-                .get(key)
-                .copied()
-                .unwrap_or(self.loaded_table_index[*table as usize]),
+            WatchKey::Key(table, _) | WatchKey::Index(table, _, _) | WatchKey::Values(table, _) => {
+                self.changed
+                    .get(key)
+                    .copied()
+                    .unwrap_or(self.loaded_table_index[*table as usize])
+            }
         }
     }
 
@@ -207,8 +210,28 @@ impl MemState {
             .map(move |entry| &entry[start..]))
     }
 
+    /// The values index `index` holds, in order; costs what it returns.
+    pub(crate) fn index_values(
+        &self,
+        table: Table,
+        index: &str,
+    ) -> Result<impl Iterator<Item = &Arc<str>> + '_, StoreError> {
+        let position =
+            self.schema
+                .index_position(table, index)
+                .ok_or_else(|| StoreError::UnknownIndex {
+                    table: table.name(),
+                    index: index.to_owned(),
+                })?;
+        Ok(self.tables[table as usize]
+            .counts
+            .get(position)
+            .into_iter()
+            .flat_map(|counts| counts.keys()))
+    }
+
     /// Index values `cell` files under for each of `table`'s indexes.
-    fn index_values(
+    fn values_of(
         &self,
         table: Table,
         key: &str,
@@ -234,11 +257,11 @@ impl MemState {
         cell: Arc<Cell>,
         touched: &mut Vec<WatchKey>,
     ) -> Result<(), StoreError> {
-        let new_values = self.index_values(table, key, &cell)?;
+        let new_values = self.values_of(table, key, &cell)?;
         let key: Arc<str> = key.into();
         let old = self.tables[table as usize].rows.insert(key.clone(), cell);
         let old_values = match &old {
-            Some(old) => self.index_values(table, &key, old)?,
+            Some(old) => self.values_of(table, &key, old)?,
             None => Vec::new(),
         };
         self.reindex(table, &key, &old_values, &new_values, touched);
@@ -256,7 +279,7 @@ impl MemState {
         let Some((key, old)) = self.tables[table as usize].rows.remove_with_key(key) else {
             return Ok(false);
         };
-        let old_values = self.index_values(table, &key, &old)?;
+        let old_values = self.values_of(table, &key, &old)?;
         self.reindex(table, &key, &old_values, &[], touched);
         touched.push(WatchKey::Key(table, key));
         Ok(true)
@@ -277,21 +300,37 @@ impl MemState {
         let state = &mut self.tables[table as usize];
         if state.indexes.len() < names.len() {
             state.indexes.resize(names.len(), OrdSet::new());
+            state.counts.resize(names.len(), OrdMap::new());
         }
         let none: Vec<String> = Vec::new();
         for (position, name) in names.into_iter().enumerate() {
             let old = old_values.get(position).unwrap_or(&none);
             let new = new_values.get(position).unwrap_or(&none);
             let set = &mut state.indexes[position];
+            let counts = &mut state.counts[position];
+            let mut values_changed = false;
             for value in old {
                 if !new.contains(value) {
                     set.remove(&*index_entry(value, key));
+                    let count = counts.get(value.as_str()).copied().unwrap_or(1);
+                    if count <= 1 {
+                        counts.remove(value.as_str());
+                        values_changed = true;
+                    } else {
+                        counts.insert(value.as_str().into(), count - 1);
+                    }
                 }
             }
             for value in new {
                 if !old.contains(value) {
                     set.insert(index_entry(value, key));
+                    let count = counts.get(value.as_str()).copied().unwrap_or(0);
+                    values_changed |= count == 0;
+                    counts.insert(value.as_str().into(), count + 1);
                 }
+            }
+            if values_changed {
+                touched.push(WatchKey::Values(table, name));
             }
             // The old and new values' results both change (a row moved
             // from one to the other, or changed within one).
@@ -308,15 +347,19 @@ impl MemState {
                 continue;
             };
             let mut sets = vec![OrdSet::new(); table_schema.indexes.len()];
+            let mut counts: Vec<OrdMap<Arc<str>, usize>> =
+                vec![OrdMap::new(); table_schema.indexes.len()];
             for (key, cell) in self.tables[table as usize].rows.iter() {
                 let decoded = cell.decoded_with(table_schema.decode, table, key)?;
                 for (position, index) in table_schema.indexes.iter().enumerate() {
                     for value in (index.extract)(decoded.as_ref()) {
                         sets[position].insert(index_entry(&value, key));
+                        *counts[position].entry(value.as_str().into()).or_insert(0) += 1;
                     }
                 }
             }
             self.tables[table as usize].indexes = sets;
+            self.tables[table as usize].counts = counts;
         }
         Ok(())
     }
@@ -327,7 +370,9 @@ impl MemState {
         for key in touched {
             match key {
                 WatchKey::Table(table) => self.table_index[*table as usize] = index,
-                WatchKey::Key(table, _) | WatchKey::Index(table, _, _) => {
+                WatchKey::Key(table, _)
+                | WatchKey::Index(table, _, _)
+                | WatchKey::Values(table, _) => {
                     self.table_index[*table as usize] = index;
                     self.changed.insert(key.clone(), index);
                 }

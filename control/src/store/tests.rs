@@ -347,3 +347,33 @@ async fn a_failed_commit_fails_its_writes_and_leaves_no_trace() {
     assert_eq!(named(&store, "web"), ["web-1", "web-3"]);
     assert_eq!(store.index(), 2);
 }
+
+#[test]
+fn index_values_are_the_distinct_values_and_change_only_at_first_and_last_row() {
+    let store = indexed(Box::new(NoLog));
+    let values = |store: &Store| {
+        store
+            .snapshot()
+            .unwrap()
+            .index_values(Table::Services, "name")
+            .unwrap()
+    };
+    let values_index = |store: &Store| {
+        let snap = store.recording_snapshot();
+        snap.index_values(Table::Services, "name").unwrap();
+        snap.watch_index()
+    };
+    put(&store, &instance("web-1", "web"));
+    put(&store, &instance("db-1", "db"));
+    assert_eq!(values(&store), ["db", "web"]);
+    let before = values_index(&store);
+    // A second instance of a known name: the set of names is unchanged.
+    put(&store, &instance("web-2", "web"));
+    assert_eq!(values_index(&store), before);
+    // The last instance of db goes: db goes, and the set changed.
+    store
+        .write_blocking(|txn| txn.delete(Table::Services, "db-1"))
+        .unwrap();
+    assert_eq!(values(&store), ["web"]);
+    assert!(values_index(&store) > before);
+}

@@ -19,12 +19,18 @@ pub enum WatchKey {
     Key(Table, Arc<str>),
     /// The rows filed under one value of a secondary index.
     Index(Table, &'static str, Arc<str>),
+    /// Which values a secondary index holds (changes only when a value
+    /// gets its first row or loses its last).
+    Values(Table, &'static str),
 }
 
 impl WatchKey {
     pub fn table(&self) -> Table {
         match self {
-            WatchKey::Table(t) | WatchKey::Key(t, _) | WatchKey::Index(t, _, _) => *t,
+            WatchKey::Table(t)
+            | WatchKey::Key(t, _)
+            | WatchKey::Index(t, _, _)
+            | WatchKey::Values(t, _) => *t,
         }
     }
 }
