@@ -13,7 +13,7 @@ use isthmus_api::duration;
 use serde::{Deserialize, Serialize};
 
 use crate::check_kind::{check_kind, check_type, parse_duration_field, CheckKind};
-use crate::store::{Reads, Schema, StoreError, Table, Txn};
+use crate::store::{Reads, Schema, StoreError, Table, Txn, WatchKey};
 
 /// Index of `services` by service name.
 pub const BY_NAME: &str = "name";
@@ -26,6 +26,8 @@ pub const BY_KIND: &str = "kind";
 pub const TYPICAL_BY_NAME: &str = "typical-name";
 /// Index of `checks` by service ID (`""` for node checks).
 pub const BY_SERVICE: &str = "service";
+/// Index of `checks` by the name of their service (`""` for node checks).
+pub const BY_SERVICE_NAME: &str = "service-name";
 
 /// The catalog's tables as the store keeps them: decoded once, indexed by
 /// what health and catalog queries select on, so a query costs what it
@@ -54,6 +56,9 @@ pub fn schema() -> Schema {
     fn check_service(c: &StoredCheck) -> Vec<String> {
         vec![c.state.service_id.clone()]
     }
+    fn check_service_name(c: &StoredCheck) -> Vec<String> {
+        vec![c.state.service_name.clone()]
+    }
     Schema::new()
         .table::<AgentService>(
             Table::Services,
@@ -64,7 +69,13 @@ pub fn schema() -> Schema {
                 (TYPICAL_BY_NAME, typical_name),
             ],
         )
-        .table::<StoredCheck>(Table::Checks, vec![(BY_SERVICE, check_service)])
+        .table::<StoredCheck>(
+            Table::Checks,
+            vec![
+                (BY_SERVICE, check_service as fn(&StoredCheck) -> Vec<String>),
+                (BY_SERVICE_NAME, check_service_name),
+            ],
+        )
 }
 
 /// The node this agent represents in the catalog.
@@ -440,6 +451,21 @@ fn instance_checks(
         .collect();
     checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
     Ok(checks)
+}
+
+/// The index at which anything a health answer for `service` is built
+/// from last changed: its instances, their checks, the node's checks. One
+/// lookup each, no rows read.
+pub fn service_changed_at(r: &impl Reads, service: &str) -> u64 {
+    [
+        WatchKey::Index(Table::Services, BY_NAME, service.into()),
+        WatchKey::Index(Table::Checks, BY_SERVICE_NAME, service.into()),
+        WatchKey::Index(Table::Checks, BY_SERVICE, "".into()),
+    ]
+    .iter()
+    .map(|key| r.changed_at(key))
+    .max()
+    .unwrap_or(0)
 }
 
 /// Whether every check of an instance (its own and the node's) passes.

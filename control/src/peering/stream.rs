@@ -126,7 +126,9 @@ struct Exported {
     /// Table indexes the last computation saw; unchanged means nothing to do.
     seen: Option<[u64; 5]>,
     names: Option<Vec<String>>,
-    services: HashMap<String, u64>,
+    /// Per exported service: the content hash last sent, and the index at
+    /// which what it was computed from last changed.
+    services: HashMap<String, (u64, u64)>,
     gateways: Vec<String>,
 }
 
@@ -363,10 +365,20 @@ async fn push_changes(
         });
     }
     for name in names {
+        // Unchanged since it was last computed: skip it without reading
+        // its instances, so a write costs the services it touched.
+        let changed_at = crate::catalog::service_changed_at(&snapshot, &name);
+        if exported
+            .services
+            .get(&name)
+            .is_some_and(|(_, at)| *at == changed_at)
+        {
+            continue;
+        }
         let instances = super::flattened_instances(&snapshot, &peering.node, &name).map_err(err)?;
         let hash = content_hash(&instances);
-        if exported.services.get(&name) != Some(&hash) {
-            exported.services.insert(name.clone(), hash);
+        let sent = exported.services.insert(name.clone(), (hash, changed_at));
+        if sent.map(|(h, _)| h) != Some(hash) {
             messages.push(StreamMessage::Service { name, instances });
         }
     }

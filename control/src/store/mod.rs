@@ -514,6 +514,12 @@ pub trait Reads {
         Ok(self.state().table_index(table))
     }
 
+    /// The index at which `key` last changed (not recorded: for callers
+    /// that track changes themselves).
+    fn changed_at(&self, key: &WatchKey) -> u64 {
+        self.state().key_index(key)
+    }
+
     /// How many rows `table` holds.
     fn count(&self, table: Table) -> usize {
         self.state().len(table)
