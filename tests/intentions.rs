@@ -185,3 +185,56 @@ async fn default_policy_is_configurable_and_changes_apply_at_once() {
     assert_eq!(deleted.status, 200);
     assert!(check(&agent.client, "x", None, "y").await.0);
 }
+
+/// A sidecar's view carries only the intentions that concern its service
+/// (`?service=`), and its index does not move when others' entries or
+/// instances change.
+#[tokio::test]
+async fn a_sidecars_view_holds_only_its_own_intentions() {
+    let agent = TestAgent::start().await;
+    write_entries(&agent.client).await;
+    put(
+        &agent.client,
+        "/v1/config",
+        json!({"Kind": "service-intentions", "Name": "db", "Sources": [{"Name": "backend", "Action": "allow"}]}),
+    )
+    .await;
+    let view = "/v1/internal/proxy/view?service=backend";
+    let (body, index) = get(&agent.client, view).await;
+    let mut names: Vec<&str> = body["Intentions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["*", "backend"]);
+    let (all, _) = get(&agent.client, "/v1/internal/proxy/view").await;
+    assert_eq!(all["Intentions"].as_array().unwrap().len(), 3);
+
+    // Another service's entry and a new instance: the view stays as it was.
+    put(
+        &agent.client,
+        "/v1/config",
+        json!({"Kind": "service-intentions", "Name": "db", "Sources": [{"Name": "web", "Action": "deny"}]}),
+    )
+    .await;
+    put(
+        &agent.client,
+        "/v1/agent/service/register",
+        json!({"Name": "web", "Port": 80}),
+    )
+    .await;
+    let (_, unchanged) = get(&agent.client, view).await;
+    assert_eq!(unchanged, index);
+    // Its own entry changes: the index moves.
+    put(
+        &agent.client,
+        "/v1/config",
+        json!({"Kind": "service-intentions", "Name": "backend", "Sources": [{"Name": "web", "Action": "allow"}]}),
+    )
+    .await;
+    let (body, moved) = get(&agent.client, view).await;
+    assert!(moved > index);
+    assert_eq!(body["Intentions"].as_array().unwrap().len(), 2);
+}

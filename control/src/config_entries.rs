@@ -26,6 +26,20 @@ pub fn service_intentions(r: &impl Reads) -> Result<Vec<ServiceIntentions>, Stor
         .collect())
 }
 
+/// The service-intentions entries that can apply to calls to `service`:
+/// its own and the `*` entry. Two row reads, so a watcher wakes only when
+/// one of them changes.
+pub fn intentions_for(r: &impl Reads, service: &str) -> Result<Vec<ServiceIntentions>, StoreError> {
+    let mut found = Vec::new();
+    for name in [service, "*"] {
+        if let Some(ConfigEntry::ServiceIntentions(entry)) = get(r, KIND_SERVICE_INTENTIONS, name)?
+        {
+            found.push(entry);
+        }
+    }
+    Ok(found)
+}
+
 /// Writes `entry`. With `cas`, only if the stored entry's ModifyIndex equals
 /// it (0: only if absent); returns whether it was written.
 pub fn set(txn: &mut Txn, mut entry: ConfigEntry, cas: Option<u64>) -> Result<bool, StoreError> {

@@ -10,15 +10,7 @@ use super::error::ApiError;
 use super::AgentState;
 use super::{blocking_json, Params, State};
 use crate::peering;
-use crate::store::{Reads, Snapshot, StoreError, Table};
-
-fn max_index(snap: &Snapshot, tables: &[Table]) -> Result<u64, StoreError> {
-    let mut index = 0;
-    for table in tables {
-        index = index.max(snap.table_index(*table)?);
-    }
-    Ok(index)
-}
+use crate::store::Snapshot;
 
 pub async fn view(
     Extract(state): Extract<State>,
@@ -42,24 +34,24 @@ pub async fn view(
                 connectable_services,
             });
         }
+        // With `?service=`, only the entries that concern the sidecar's own
+        // service (its entry and `*`): smaller, and it sleeps through
+        // changes to others' intentions. Without it, every entry.
+        let intentions = match params.get("service").filter(|s| !s.is_empty()) {
+            Some(service) => crate::config_entries::intentions_for(snap, service)?,
+            None => crate::config_entries::service_intentions(snap)?,
+        };
         let view = ProxyView {
             cluster: state.cluster.name.clone(),
             trust_domain: state.cluster.trust_domain.clone(),
             default_allow: state.config.default_allow(),
             local_root_pems: state.ca.root_pems(),
             peers,
-            intentions: crate::config_entries::service_intentions(snap)?,
+            intentions,
         };
-        let index = max_index(
-            snap,
-            &[
-                Table::Peerings,
-                Table::ConfigEntries,
-                Table::Services,
-                Table::AuthGroups,
-            ],
-        )?
-        .max(state.ca.roots_index());
+        // Where what the view was read from last changed: registrations of
+        // more instances of known services do not move it.
+        let index = snap.watch_index().max(state.ca.roots_index());
         Ok((view, index))
     })
     .await
