@@ -59,7 +59,7 @@ struct Fixture {
 impl Fixture {
     async fn start() -> Fixture {
         let c = Clusters::new();
-        let stub = StubAgent::start(c.local.view(c.peers())).await;
+        let stub = StubAgent::for_gateway(c.local.view(c.peers())).await;
         let mut config = GatewayConfig::loopback(stub.url());
         config.drain_timeout = Duration::from_secs(1);
         config.startup_timeout = WAIT;
@@ -382,8 +382,8 @@ async fn view_changes_apply_without_a_restart() {
     // cluster-02 now exports only `web`.
     let mut peers = f.c.peers();
     peers[0].exported_services = vec!["web".into()];
-    let index = f.stub.set_view(f.c.local.view(peers.clone()));
-    f.stub.wait_for_query(index).await;
+    let index = f.stub.set_gateway_view(f.c.local.view(peers.clone()));
+    f.stub.gateway_view_in_effect(index).await;
     assert_eq!(
         conn.call("GET", "/v1/health/service/backend").await,
         (
@@ -395,8 +395,8 @@ async fn view_changes_apply_without_a_restart() {
 
     // The peering is deleted: the same connection, and new ones, are strangers.
     peers.remove(0);
-    let index = f.stub.set_view(f.c.local.view(peers));
-    f.stub.wait_for_query(index).await;
+    let index = f.stub.set_gateway_view(f.c.local.view(peers));
+    f.stub.gateway_view_in_effect(index).await;
     assert_eq!(
         conn.call("GET", "/v1/health/service/web").await,
         (403, NOT_PEERED.into())
@@ -413,13 +413,13 @@ async fn a_new_certificate_is_served_to_new_connections() {
     let f = Fixture::start().await;
     let old = f.connect(&f.c.peer.gateway).await;
     drop(old);
-    let rotated = f.c.local.ca.gateway(LOCAL_CLUSTER, LOCAL_TD);
+    let rotated = f.c.local.ca.gateway_leaf();
     let mut view = f.c.local.view(f.c.peers());
     view.certificate_pem = rotated.cert_pem.clone();
     view.private_key_pem = rotated.key_pem.clone();
     view.fingerprint = rotated.fingerprint.clone();
-    let index = f.stub.set_view(view);
-    f.stub.wait_for_query(index).await;
+    let index = f.stub.set_gateway_view(view);
+    f.stub.gateway_view_in_effect(index).await;
     let tls = tls_connect(
         f.gateway.bind_addr(),
         &server_name(),
@@ -534,7 +534,7 @@ async fn the_binary_prints_its_addresses_and_stops_cleanly_on_sigterm() {
     use tokio::io::AsyncBufReadExt;
 
     let c = Clusters::new();
-    let stub = StubAgent::start(c.local.view(c.peers())).await;
+    let stub = StubAgent::for_gateway(c.local.view(c.peers())).await;
     let mut child = gateway_binary()
         .args([
             "-control",

@@ -28,7 +28,8 @@ impl Fixture {
     async fn start(customize: impl FnOnce(&mut GatewayConfig)) -> Fixture {
         let local = LocalCluster::new();
         let peer = PeerCluster::new("cluster-02", "bbbb.isthmus");
-        let stub = StubAgent::start(local.view(vec![peer.peer("ACTIVE", &["backend"])])).await;
+        let stub =
+            StubAgent::for_gateway(local.view(vec![peer.peer("ACTIVE", &["backend"])])).await;
         let mut config = GatewayConfig::loopback(stub.url());
         config.drain_timeout = Duration::from_secs(1);
         config.startup_timeout = WAIT;
