@@ -28,7 +28,7 @@ struct Fixture {
 impl Fixture {
     async fn start(view: impl FnOnce(&Ca) -> ProxyView) -> Fixture {
         let ca = Ca::local();
-        let stub = StubAgent::start(ca.leaf(BACKEND).leaf_cert(BACKEND), view(&ca)).await;
+        let stub = StubAgent::for_proxy(ca.leaf(BACKEND).leaf_cert(BACKEND), view(&ca)).await;
         let app = HttpApp::start(BACKEND).await;
         let proxy = start_ready(proxy_config(&stub, BACKEND, app.addr, Protocol::Http, &[])).await;
         Fixture {
@@ -39,17 +39,17 @@ impl Fixture {
         }
     }
 
-    async fn conn(&self, leaf: &TestLeaf, h2: bool) -> HttpConn {
+    async fn conn(&self, leaf: &Leaf, h2: bool) -> HttpConn {
         inbound_conn(self.proxy.inbound_addr(), leaf, &self.ca, BACKEND, h2).await
     }
 
     async fn set_view(&self, view: ProxyView) {
-        let index = self.stub.set_view(view);
-        self.stub.view_in_effect(index).await;
+        let index = self.stub.set_proxy_view(view);
+        self.stub.proxy_view_in_effect(index).await;
     }
 
     /// One raw HTTP/1.1 request over mutual TLS, bytes as given: the status.
-    async fn raw_h1(&self, leaf: &TestLeaf, target: &str) -> u16 {
+    async fn raw_h1(&self, leaf: &Leaf, target: &str) -> u16 {
         let config = tls_config(leaf, &self.ca, BACKEND, &[b"http/1.1"]);
         let mut tls = mtls(self.proxy.inbound_addr(), config).await.unwrap();
         let request =
@@ -227,7 +227,7 @@ async fn a_peer_that_may_view_but_not_connect_is_refused_over_http() {
 }
 
 impl Fixture {
-    async fn raw_get(&self, leaf: &TestLeaf, path: &str) -> Result<Reply, String> {
+    async fn raw_get(&self, leaf: &Leaf, path: &str) -> Result<Reply, String> {
         let config = tls_config(leaf, &self.ca, BACKEND, &[b"http/1.1"]);
         try_get(self.proxy.inbound_addr(), config, path).await
     }
@@ -237,7 +237,7 @@ impl Fixture {
 async fn a_peer_that_may_view_but_not_connect_is_refused_over_tcp() {
     let ca = Ca::local();
     let peer_ca = Ca::peer();
-    let stub = StubAgent::start(
+    let stub = StubAgent::for_proxy(
         ca.leaf(BACKEND).leaf_cert(BACKEND),
         peer_view(&ca, peer_ca.as_peer_viewing(PEER, &[BACKEND])),
     )
@@ -250,14 +250,14 @@ async fn a_peer_that_may_view_but_not_connect_is_refused_over_tcp() {
     let _ = refused.write_all(b"hello").await;
     assert_closed(&mut refused).await;
 
-    let index = stub.set_view(peer_view(&ca, peer_ca.as_peer_exporting(PEER, &[BACKEND])));
-    stub.view_in_effect(index).await;
+    let index = stub.set_proxy_view(peer_view(&ca, peer_ca.as_peer_exporting(PEER, &[BACKEND])));
+    stub.proxy_view_in_effect(index).await;
     let mut allowed = mtls(proxy.inbound_addr(), config).await.unwrap();
     echo_through(&mut allowed, b"hello").await;
 
     // can_connect withdrawn: the open connection is closed.
-    let index = stub.set_view(peer_view(&ca, peer_ca.as_peer_viewing(PEER, &[BACKEND])));
-    stub.view_in_effect(index).await;
+    let index = stub.set_proxy_view(peer_view(&ca, peer_ca.as_peer_viewing(PEER, &[BACKEND])));
+    stub.proxy_view_in_effect(index).await;
     assert_closed(&mut allowed).await;
 }
 

@@ -26,7 +26,7 @@ impl Fixture {
     async fn start(customize: impl FnOnce(&mut isthmus_proxy::ProxyConfig)) -> Fixture {
         let ca = Ca::local();
         let view = view(&ca, vec![], vec![l4(BACKEND, &[("web", "allow")])]);
-        let stub = StubAgent::start(ca.leaf(BACKEND).leaf_cert(BACKEND), view).await;
+        let stub = StubAgent::for_proxy(ca.leaf(BACKEND).leaf_cert(BACKEND), view).await;
         let app = HttpApp::start(BACKEND).await;
         let mut config = proxy_config(&stub, BACKEND, app.addr, Protocol::Http, &[]);
         config.limits.header_read_timeout = HEADER_READ;
