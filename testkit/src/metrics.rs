@@ -1,6 +1,6 @@
 //! Prometheus text exposition, read the way the tests assert on it: a
-//! strict parse into `series -> value`, and lookups of one series or a sum
-//! over labels in the raw text.
+//! strict parse into `series -> value`, and lookups of one series or of a
+//! sum over labels in the raw text.
 
 use std::collections::HashMap;
 
@@ -34,4 +34,22 @@ pub fn parse_prometheus(text: &str) -> HashMap<String, f64> {
         series.insert(name.to_owned(), value);
     }
     series
+}
+
+/// The value of the series written exactly `series` (name and labels in
+/// the exposition's order), if present.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+}
+
+/// The sum of every series of `name` whose labels contain all of `labels`
+/// (each written `key="value"`).
+pub fn sum_series(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+        .filter(|rest| labels.iter().all(|l| rest.contains(l)))
+        .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }

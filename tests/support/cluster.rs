@@ -2,7 +2,7 @@
 //! `isthmus-gateway` process, on ephemeral ports.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output};
+use std::process::Output;
 
 use isthmus_runtime::client::Client;
 
@@ -10,15 +10,16 @@ use serde_json::json;
 
 use super::api::put;
 use super::apps::http_app;
-use super::process::{cli, field, spawn_announcing, stdout, terminate_child, AgentProcess};
+use super::eventually;
+use super::process::{cli, field, spawn_announcing, stdout, AgentProcess, ChildProcess};
 use super::proxy_process::ProxyProcess;
-use super::{bin_dir, eventually};
 
 /// The heartbeat the tests run peering streams with, so failures show fast.
 pub const TEST_HEARTBEAT: &str = "200ms";
 
+/// An `isthmus-gateway` child process; killed on drop.
 pub struct GatewayProcess {
-    child: Option<Child>,
+    process: ChildProcess,
     pub bind: String,
     pub advertise: String,
     pub admin: String,
@@ -26,8 +27,7 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn spawn(control: &str) -> GatewayProcess {
-        let program = bin_dir().join("isthmus-gateway");
-        assert!(program.exists(), "{} not built", program.display());
+        let program = isthmus_testkit::process::binary("isthmus-gateway");
         let (child, line) = spawn_announcing(
             &program,
             &[
@@ -47,43 +47,24 @@ impl GatewayProcess {
             bind: field(&line, "bind"),
             advertise: field(&line, "advertise"),
             admin: field(&line, "admin"),
-            child: Some(child),
+            process: child,
         }
     }
 
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        terminate_child(self.child.take().unwrap())
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.process.terminate()
     }
 
     /// Stops the process (SIGSTOP) without ending it, as a hung peer: the
     /// kernel still completes TCP connections to its port, but nothing
     /// answers. [`GatewayProcess::thaw`] resumes it; drop kills it anyway.
     pub fn freeze(&self) {
-        self.signal("-STOP");
+        self.process.signal("-STOP");
     }
 
     /// Resumes a frozen gateway (SIGCONT).
     pub fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("gateway running");
-        let status = std::process::Command::new("kill")
-            .arg(signal)
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} failed");
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.signal("-CONT");
     }
 }
 
