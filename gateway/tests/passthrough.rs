@@ -138,25 +138,12 @@ impl Fixture {
     }
 
     async fn metrics(&self) -> HashMap<String, f64> {
-        let (status, text) = admin_get(self.gateway.admin_addr(), "/metrics").await;
-        assert_eq!(status, 200);
-        parse_prometheus(&text)
+        admin_metrics(self.gateway.admin_addr()).await
     }
 
     /// Polls `/metrics` until `series` has `value`.
     async fn wait_for_metric(&self, series: &str, value: f64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let current = self.metrics().await.get(series).copied();
-            if current == Some(value) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{series} is {current:?}, not {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_metric(self.gateway.admin_addr(), series, value).await
     }
 }
 

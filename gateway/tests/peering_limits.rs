@@ -57,9 +57,7 @@ impl Fixture {
     }
 
     async fn metrics(&self) -> HashMap<String, f64> {
-        let (status, text) = admin_get(self.gateway.admin_addr(), "/metrics").await;
-        assert_eq!(status, 200);
-        parse_prometheus(&text)
+        admin_metrics(self.gateway.admin_addr()).await
     }
 
     async fn metric(&self, series: &str) -> f64 {

@@ -47,18 +47,7 @@ impl Fixture {
     }
 
     async fn wait_for_metric(&self, series: &str, value: f64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let current = metrics(&self.proxy).await.get(series).copied();
-            if current == Some(value) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{series} is {current:?}, not {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_metric(self.proxy.admin_addr(), series, value).await
     }
 }
 

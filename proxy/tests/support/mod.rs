@@ -16,7 +16,7 @@ use isthmus_api::proxy::{PeerTrust, ProxyView, UpstreamView};
 use isthmus_proxy::{Protocol, ProxyConfig, RunningProxy, UpstreamSpec};
 
 pub use clients::*;
-pub use isthmus_testkit::admin::admin_get;
+pub use isthmus_testkit::admin::{admin_get, admin_metrics, wait_for_metric};
 pub use isthmus_testkit::apps::{HttpApp, TcpEcho};
 pub use isthmus_testkit::metrics::parse_prometheus;
 pub use isthmus_testkit::pki::{Ca, Leaf, CLUSTER, PEER, PEER_TD, TD};
@@ -134,12 +134,12 @@ pub async fn start_ready(config: ProxyConfig) -> RunningProxy {
     proxy
 }
 
+/// The proxy's metrics, parsed.
 pub async fn metrics(proxy: &RunningProxy) -> HashMap<String, f64> {
-    let (status, text) = admin_get(proxy.admin_addr(), "/metrics").await;
-    assert_eq!(status, 200);
-    parse_prometheus(&text)
+    admin_metrics(proxy.admin_addr()).await
 }
 
+/// The proxy's `/config`, as JSON.
 pub async fn config_json(proxy: &RunningProxy) -> serde_json::Value {
     let (status, text) = admin_get(proxy.admin_addr(), "/config").await;
     assert_eq!(status, 200);
