@@ -10,12 +10,11 @@ use std::path::PathBuf;
 
 use http_body_util::BodyExt;
 use isthmus_testkit::metrics::{series_value, sum_series};
-use isthmus_tests::api::put;
 use isthmus_tests::apps::{get, http_app};
 use isthmus_tests::cluster::{export_backend_to_cluster_02, peered_clusters, Cluster};
 use isthmus_tests::eventually;
 use isthmus_tests::proxy_process::ProxyProcess;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -144,18 +143,8 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
     }
 
     // cluster-01 exports backend to cluster-02.
-    put(
-        &c1.client,
-        "/v1/agent/service/register",
-        json!({"Name": "backend", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "backend", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
+    c1.register_passing("backend", 1).await;
+    c1.export("backend", "cluster-02").await;
     let c1_text = wait_for_series(
         &c1,
         "isthmus_peering_exported_services{peer=\"cluster-02\"}",

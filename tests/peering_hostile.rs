@@ -23,16 +23,7 @@ use isthmus_tests::{eventually, WAIT};
 use serde_json::{json, Value};
 
 async fn token(acceptor: &Cluster, peer: &str) -> PeeringToken {
-    let response = send(
-        &acceptor.client,
-        Method::POST,
-        "/v1/peering/token",
-        Some(json!({"PeerName": peer})),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", text(&response));
-    let body: Value = serde_json::from_slice(&response.body).unwrap();
-    PeeringToken::decode(body["PeeringToken"].as_str().unwrap()).unwrap()
+    PeeringToken::decode(&acceptor.peering_token(peer).await).unwrap()
 }
 
 /// `POST path` through `target`'s gateway as the holder of `as_view`'s

@@ -8,7 +8,9 @@ use isthmus_runtime::client::Client;
 
 use serde_json::json;
 
-use super::api::put;
+use http::Method;
+
+use super::api::{put, send, text};
 use super::apps::http_app;
 use super::eventually;
 use super::process::{cli, field, spawn_announcing, stdout, AgentProcess, ChildProcess};
@@ -173,6 +175,54 @@ impl Cluster {
         .await
     }
 
+    /// Registers `service` on `port` with a passing TTL check.
+    pub async fn register_passing(&self, service: &str, port: u16) {
+        put(
+            &self.client,
+            "/v1/agent/service/register",
+            json!({"Name": service, "Port": port, "Check": {"TTL": "1h", "Status": "passing"}}),
+        )
+        .await;
+    }
+
+    /// Exports `service` to the peer `consumer` (the whole
+    /// `exported-services` entry).
+    pub async fn export(&self, service: &str, consumer: &str) {
+        put(
+            &self.client,
+            "/v1/config",
+            json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": service, "Consumers": [{"Peer": consumer}]}]}),
+        )
+        .await;
+    }
+
+    /// Lets `source` of the peer `peer` call `service` (its whole
+    /// `service-intentions` entry).
+    pub async fn allow_from_peer(&self, service: &str, source: &str, peer: &str) {
+        put(
+            &self.client,
+            "/v1/config",
+            json!({"Kind": "service-intentions", "Name": service, "Sources": [{"Name": source, "Peer": peer, "Action": "allow"}]}),
+        )
+        .await;
+    }
+
+    /// A peering token for `peer`, from the HTTP API (expecting 200).
+    pub async fn peering_token(&self, peer: &str) -> String {
+        let response = send(
+            &self.client,
+            Method::POST,
+            "/v1/peering/token",
+            Some(json!({"PeerName": peer})),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{}", text(&response));
+        serde_json::from_slice::<serde_json::Value>(&response.body).unwrap()["PeeringToken"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Restarts the agent on the same data dir (new ephemeral port); the
     /// gateway is not restarted.
     pub fn restart_agent_process(&mut self) {
@@ -219,23 +269,9 @@ pub async fn peered_clusters_with(dir: &Path, agent_args: &[&str]) -> (Cluster, 
 pub async fn export_backend_to_cluster_02(c1: &Cluster) -> ProxyProcess {
     let backend_app = http_app("backend").await.to_string();
     let backend = ProxyProcess::spawn(&c1.agent.url(), "backend", &backend_app, &[], &[]);
-    put(
-        &c1.client,
-        "/v1/agent/service/register",
-        json!({"Name": "backend", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "backend", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "service-intentions", "Name": "backend", "Sources": [{"Name": "frontend", "Peer": "cluster-02", "Action": "allow"}]}),
-    )
-    .await;
+    c1.register_passing("backend", 1).await;
+    c1.export("backend", "cluster-02").await;
+    c1.allow_from_peer("backend", "frontend", "cluster-02")
+        .await;
     backend
 }

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use isthmus_api::gateway::GatewayView;
 use isthmus_api::tls;
-use isthmus_testkit::body::RequestBody;
+use isthmus_testkit::body::{full, RequestBody};
 use rustls_pki_types::ServerName;
 
 use super::cluster::Cluster;
@@ -31,26 +30,9 @@ pub async fn get_via_gateway(
     key_pem: &str,
     path: &str,
 ) -> Result<(u16, String), String> {
-    let target_view = gateway_view(target).await;
-    let identity = tls::certified_key(cert_pem, key_pem).map_err(|e| e.to_string())?;
-    let config = tls::peer_client_config(&target_view.local_root_pems, identity)
-        .map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(&target.gateway.bind)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(target_view.server_name.clone()).map_err(|e| e.to_string())?;
-    let stream = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = http::Request::get(format!("https://{}{}", target_view.server_name, path))
-        .body(Empty::<Bytes>::new())
+    let (server_name, mut sender) = h2_via_gateway(target, cert_pem, key_pem).await?;
+    let request = http::Request::get(format!("https://{server_name}{path}"))
+        .body(full(""))
         .unwrap();
     let response = sender
         .send_request(request)
