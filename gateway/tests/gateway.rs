@@ -473,9 +473,7 @@ async fn shutdown_deregisters_and_is_bounded_by_the_drain_timeout() {
 
 #[tokio::test]
 async fn start_fails_clearly_without_an_agent() {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let control = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let control = format!("http://{}", closed_addr().await);
     let mut config = GatewayConfig::loopback(control.clone());
     config.startup_timeout = Duration::from_millis(500);
     let err = match isthmus_gateway::start(config).await {

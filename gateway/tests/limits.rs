@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use isthmus_gateway::{GatewayConfig, RunningGateway};
 use support::*;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const HEADER_READ: Duration = Duration::from_millis(500);
 const IDLE: Duration = Duration::from_millis(800);
@@ -54,23 +54,6 @@ impl Fixture {
     }
 }
 
-/// Waits (bounded) for the other side to close; returns how long it took.
-async fn closed<S: AsyncRead + Unpin>(stream: &mut S) -> Duration {
-    let started = Instant::now();
-    let mut buf = [0u8; 256];
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the gateway closes the connection");
-    started.elapsed()
-}
-
 fn timed_out(which: &str, listener: &str) -> String {
     format!("gateway_connections_timed_out_total{{listener=\"{listener}\",timeout=\"{which}\"}}")
 }
@@ -103,7 +86,7 @@ async fn a_handshaken_connection_that_sends_nothing_or_too_little_is_closed() {
         .unwrap();
     preface.flush().await.unwrap();
     for stream in [&mut silent, &mut partial, &mut preface] {
-        let took = closed(stream).await;
+        let took = wait_closed(stream).await;
         assert!(took < WAIT / 2, "{took:?}");
     }
     f.wait_for_metric(&timed_out("header_read", "peering"), 3.0)
@@ -185,7 +168,7 @@ async fn connections_over_the_cap_are_closed_at_accept() {
         );
     }
     let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let took = closed(&mut over).await;
+    let took = wait_closed(&mut over).await;
     assert!(took < WAIT / 2, "{took:?}");
     f.wait_for_metric(
         "gateway_connections_refused_total{listener=\"tls\",reason=\"max_conns\"}",
@@ -194,15 +177,11 @@ async fn connections_over_the_cap_are_closed_at_accept() {
     .await;
     drop(held);
     // Places come back once connections close.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("a place to come back", || async {
         let tls = tls_connect(addr, &server_name(), &f.local, &f.peer.gateway, b"h2").await;
-        if tls.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no place came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        tls.ok().map(drop)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -217,11 +196,11 @@ async fn the_admin_listener_closes_partial_requests_and_caps_connections() {
     }
     // Over the cap: closed at once.
     let mut over = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let took = closed(&mut over).await;
+    let took = wait_closed(&mut over).await;
     assert!(took < HEADER_READ, "{took:?}");
     // The partial ones: closed at the header-read timeout.
     for tcp in &mut partial {
-        closed(tcp).await;
+        wait_closed(tcp).await;
     }
     let metrics = f.metrics().await;
     assert_eq!(metrics[&timed_out("header_read", "admin")], 4.0);

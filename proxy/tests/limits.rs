@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use isthmus_proxy::{Protocol, RunningProxy};
 use support::*;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const BACKEND: &str = "backend";
 const HEADER_READ: Duration = Duration::from_millis(500);
@@ -51,23 +51,6 @@ impl Fixture {
     }
 }
 
-/// Waits (bounded) for the proxy to close `stream`; returns how long it took.
-async fn closed<S: AsyncRead + Unpin>(stream: &mut S) -> Duration {
-    let started = Instant::now();
-    let mut buf = [0u8; 256];
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the proxy closes the connection");
-    started.elapsed()
-}
-
 fn series(kind: &str, listener: &str, label: &str, value: &str) -> String {
     format!("connections_{kind}_total{{listener=\"{listener}\",{label}=\"{value}\"}}")
 }
@@ -91,7 +74,7 @@ async fn partial_requests_after_the_handshake_are_closed_and_others_served() {
     let reply = try_get(f.proxy.inbound_addr(), config, "/").await.unwrap();
     assert_eq!(reply.status, 200);
     for tls in &mut attackers {
-        let took = closed(tls).await;
+        let took = wait_closed(tls).await;
         assert!(took < WAIT / 2, "{took:?}");
     }
     f.wait_for_metric(
@@ -151,7 +134,7 @@ async fn connections_over_the_cap_are_closed_at_accept() {
     let mut over = tokio::net::TcpStream::connect(f.proxy.inbound_addr())
         .await
         .unwrap();
-    let took = closed(&mut over).await;
+    let took = wait_closed(&mut over).await;
     assert!(took < WAIT / 2, "{took:?}");
     f.wait_for_metric(&series("refused", "inbound", "reason", "max_conns"), 1.0)
         .await;
@@ -159,15 +142,14 @@ async fn connections_over_the_cap_are_closed_at_accept() {
     // back when connections close.
     assert_eq!(admin_get(f.proxy.admin_addr(), "/ready").await.0, 200);
     drop(held);
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("a place to come back", || async {
         let config = tls_config(&f.ca.leaf("web"), &f.ca, BACKEND, &[b"http/1.1"]);
-        if try_get(f.proxy.inbound_addr(), config, "/").await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no place came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        try_get(f.proxy.inbound_addr(), config, "/")
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -181,10 +163,10 @@ async fn the_admin_listener_closes_partial_requests_and_caps_connections() {
         partial.push(tcp);
     }
     let mut over = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let took = closed(&mut over).await;
+    let took = wait_closed(&mut over).await;
     assert!(took < HEADER_READ, "{took:?}");
     for tcp in &mut partial {
-        closed(tcp).await;
+        wait_closed(tcp).await;
     }
     f.wait_for_metric(&series("timed_out", "admin", "timeout", "header_read"), 3.0)
         .await;

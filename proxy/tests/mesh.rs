@@ -218,11 +218,7 @@ async fn failures_are_explicit() {
     assert!(reply.body.contains("payments"), "{}", reply.body);
 
     // Nobody listening: 503 after trying.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_addr().await;
     pair.set_upstream(upstream_view(&pair.ca, BACKEND, &[closed]))
         .await;
     let reply = conn.get("/").await;

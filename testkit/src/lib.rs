@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus text exposition parsing;
 //! - [`admin`]: requests to a data-plane admin listener;
 //! - [`body`]: request bodies a test can keep open and feed;
+//! - [`net`]: an address nothing listens on, waiting for a peer to close;
 //! - [`wait`]: bounded waits and polling instead of sleeps;
 //! - [`process`]: built binaries run as child processes, killed on drop;
 //! - [`apps`]: toy workloads (HTTP app, TCP echo) to put behind a proxy.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod apps;
 pub mod body;
 pub mod metrics;
+pub mod net;
 pub mod pki;
 pub mod process;
 pub mod stub_agent;

@@ -93,12 +93,6 @@ impl StubSidecar {
     }
 }
 
-/// An address nothing listens on (any more).
-pub async fn closed_addr() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// mTLS through the gateway as a service of a peer cluster, as its sidecar
 /// would dial: SNI `sni`, server certificate checked against `roots`, no ALPN.
 pub async fn service_connect(

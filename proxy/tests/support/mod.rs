@@ -19,8 +19,10 @@ pub use clients::*;
 pub use isthmus_testkit::admin::{admin_get, admin_metrics, wait_for_metric};
 pub use isthmus_testkit::apps::{HttpApp, TcpEcho};
 pub use isthmus_testkit::metrics::parse_prometheus;
+pub use isthmus_testkit::net::{closed_addr, wait_closed};
 pub use isthmus_testkit::pki::{Ca, Leaf, CLUSTER, PEER, PEER_TD, TD};
 pub use isthmus_testkit::stub_agent::StubAgent;
+pub use isthmus_testkit::wait::eventually;
 pub use isthmus_testkit::WAIT;
 
 /// The proxy view's entry for a peer cluster whose CA is `self` (what the
