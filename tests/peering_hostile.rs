@@ -14,7 +14,7 @@ use isthmus_api::catalog::{AgentService, ServiceEntry};
 use isthmus_api::gateway::GatewayView;
 use isthmus_api::peering::{ExchangeRequest, PeerInfo, PeeringToken, StreamMessage};
 use isthmus_api::peering_framing::encode_message;
-use isthmus_testkit::body::{channel, full, RequestBody};
+use isthmus_testkit::body::{channel, full, read_all_within, RequestBody};
 use isthmus_testkit::metrics::series_value;
 use isthmus_tests::api::{get, send, text};
 use isthmus_tests::cluster::Cluster;
@@ -47,16 +47,6 @@ async fn post(
         .unwrap()
 }
 
-async fn read_all(response: http::Response<hyper::body::Incoming>) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body = tokio::time::timeout(WAIT, response.into_body().collect())
-        .await
-        .expect("the body did not end")
-        .unwrap()
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
 fn dialer_info(view: &GatewayView, gateway_addresses: Vec<String>) -> PeerInfo {
     PeerInfo {
         cluster_name: view.cluster.clone(),
@@ -81,7 +71,7 @@ async fn exchange(
         dialer: dialer_info(view, addresses.iter().map(|a| a.to_string()).collect()),
     };
     let body = full(serde_json::to_vec(&request).unwrap());
-    read_all(post(target, view, "/v1/peering/exchange", body).await).await
+    read_all_within(WAIT, post(target, view, "/v1/peering/exchange", body).await).await
 }
 
 async fn agent_metrics(cluster: &Cluster) -> String {
@@ -141,7 +131,7 @@ async fn a_hostile_peer_stores_nothing_invalid() {
     // the agent's): an empty stream then reaches the agent, which wants an Open.
     eventually("the gateway forwards evil's stream", || async {
         let response = post(&c1, &evil, "/v1/peering/stream", full("")).await;
-        let (status, body) = read_all(response).await;
+        let (status, body) = read_all_within(WAIT, response).await;
         (status == 400).then_some(()).or_else(|| {
             assert_eq!(status, 403, "{body}");
             None
@@ -164,7 +154,7 @@ async fn a_hostile_peer_stores_nothing_invalid() {
     )
     .await
     .expect("an over-long Open line was buffered instead of refused");
-    let (status, body) = read_all(refused).await;
+    let (status, body) = read_all_within(WAIT, refused).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body, "stream message longer than 8192 bytes");
     drop(tx);

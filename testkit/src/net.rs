@@ -19,9 +19,14 @@ pub async fn closed_addr() -> SocketAddr {
 /// read and dropped), failing the test after [`WAIT`]; returns how long it
 /// took.
 pub async fn wait_closed<S: AsyncRead + Unpin>(stream: &mut S) -> Duration {
+    wait_closed_within(WAIT, stream).await
+}
+
+/// [`wait_closed`] with another bound.
+pub async fn wait_closed_within<S: AsyncRead + Unpin>(bound: Duration, stream: &mut S) -> Duration {
     let started = Instant::now();
     let mut buf = [0u8; 256];
-    tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(bound, async {
         loop {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
@@ -30,6 +35,6 @@ pub async fn wait_closed<S: AsyncRead + Unpin>(stream: &mut S) -> Duration {
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the connection was not closed within {WAIT:?}"));
+    .unwrap_or_else(|_| panic!("the connection was not closed within {bound:?}"));
     started.elapsed()
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use isthmus_api::auth::{builtin_peering_permissions, Permission};
 use isthmus_api::gateway::{GatewayPeer, GatewayView};
 pub use isthmus_testkit::admin::{admin_get, admin_metrics, wait_for_metric};
-pub use isthmus_testkit::body::{channel, full, RequestBody};
+pub use isthmus_testkit::body::{channel, full, read_all, RequestBody};
 pub use isthmus_testkit::metrics::parse_prometheus;
 pub use isthmus_testkit::net::{closed_addr, wait_closed};
 pub use isthmus_testkit::pki::{Ca, Leaf};

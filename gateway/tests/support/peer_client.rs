@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 
-use super::{full, server_name, Leaf, LocalCluster, RequestBody, WAIT};
+use super::{full, read_all, server_name, Leaf, LocalCluster, RequestBody, WAIT};
 
 fn client_config(
     local: &LocalCluster,
@@ -129,16 +129,6 @@ impl PeerConnection {
         let response = self.request(method, path, full("")).await;
         read_all(response).await
     }
-}
-
-pub async fn read_all(response: http::Response<Incoming>) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body = tokio::time::timeout(WAIT, response.into_body().collect())
-        .await
-        .expect("body hung")
-        .unwrap()
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Reads a response body line by line.
