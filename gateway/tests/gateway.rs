@@ -565,16 +565,7 @@ async fn the_binary_prints_its_addresses_and_stops_cleanly_on_sigterm() {
     let mut conn = PeerConnection::connect(bind, &c.local, &c.peer.gateway).await;
     assert_eq!(conn.call("GET", "/v1/health/service/backend").await.0, 200);
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("did not exit")
-        .unwrap();
+    let status = sigterm_and_wait(&mut child).await;
     assert!(status.success(), "{status}");
     assert_eq!(
         stub.next_deregistration().await,

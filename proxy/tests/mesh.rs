@@ -494,16 +494,7 @@ async fn the_binary_starts_serves_and_stops_on_sigterm() {
     let registration = stub.next_registration().await;
     assert_eq!(registration["ID"], "backend-sidecar-proxy");
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("no exit")
-        .unwrap();
+    let status = sigterm_and_wait(&mut child).await;
     assert!(status.success(), "{status:?}");
     assert_eq!(stub.next_deregistration().await, "backend-sidecar-proxy");
     assert_eq!(

@@ -190,12 +190,7 @@ impl ChildProcess {
     /// Sends `signal` (as `kill` takes it, e.g. `-STOP`) to the running process.
     pub fn signal(&self, signal: &str) {
         let child = self.child.as_ref().expect("process running");
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} failed");
+        send_signal(child.id(), signal);
     }
 }
 
@@ -203,6 +198,26 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `signal` (as `kill` takes it, e.g. `-TERM`) to the process `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} failed");
+}
+
+/// Sends SIGTERM to a child started with tokio and waits for its exit,
+/// failing the test after [`crate::WAIT`].
+pub async fn sigterm_and_wait(child: &mut tokio::process::Child) -> ExitStatus {
+    send_signal(child.id().expect("the child is running"), "-TERM");
+    tokio::time::timeout(crate::WAIT, child.wait())
+        .await
+        .expect("the child did not exit after SIGTERM")
+        .unwrap()
 }
 
 /// The stdout of a finished command, as text.

@@ -10,13 +10,6 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How often [`eventually_within`] asks again.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Awaits `future`, failing the test with `what` if it takes longer than [`WAIT`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
 /// Polls `condition` until it returns `Some`, failing the test with
 /// "timed out waiting for `what`" once `bound` has passed.
 pub async fn eventually_within<T, F, Fut>(bound: Duration, what: &str, mut condition: F) -> T
