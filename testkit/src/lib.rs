@@ -7,11 +7,13 @@
 //! - [`pki`]: a throwaway CA issuing SPIFFE leaves, gateway certificates and
 //!   expired or foreign variants;
 //! - [`metrics`]: Prometheus text exposition parsing;
-//! - [`admin`]: requests to a data-plane admin listener;
-//! - [`body`]: request bodies a test can keep open and feed;
+//! - [`admin`]: requests to a data-plane admin listener, waits on its metrics;
+//! - [`body`]: request bodies a test can keep open and feed, responses read
+//!   whole;
 //! - [`net`]: an address nothing listens on, waiting for a peer to close;
 //! - [`wait`]: bounded waits and polling instead of sleeps;
-//! - [`process`]: built binaries run as child processes, killed on drop;
+//! - [`process`]: built binaries run as child processes (ready line, logs,
+//!   signals), killed on drop;
 //! - [`apps`]: toy workloads (HTTP app, TCP echo) to put behind a proxy.
 #![forbid(unsafe_code)]
 
