@@ -527,8 +527,6 @@ fn parse_ready_line(line: &str) -> HashMap<String, String> {
 
 #[tokio::test]
 async fn the_binary_prints_its_addresses_and_stops_cleanly_on_sigterm() {
-    use tokio::io::AsyncBufReadExt;
-
     let c = Clusters::new();
     let stub = StubAgent::for_gateway(c.local.view(c.peers())).await;
     let mut child = gateway_binary()
@@ -542,13 +540,7 @@ async fn the_binary_prints_its_addresses_and_stops_cleanly_on_sigterm() {
         .args(["-drain-timeout", "1s", "-log-json"])
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("no ready line")
-        .unwrap()
-        .expect("stdout closed");
+    let (line, mut lines) = ready_line(&mut child).await;
     let fields = parse_ready_line(&line);
     let bind: std::net::SocketAddr = fields["bind"].parse().unwrap();
     assert_eq!(fields["advertise"], bind.to_string());

@@ -12,7 +12,7 @@ use isthmus_api::proxy::UpstreamView;
 use isthmus_proxy::{Protocol, RunningProxy};
 use serde_json::json;
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WEB: &str = "web";
 const BACKEND: &str = "backend";
@@ -461,13 +461,7 @@ async fn the_binary_starts_serves_and_stops_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("no ready line")
-        .unwrap()
-        .unwrap();
+    let (line, mut lines) = ready_line(&mut child).await;
     let fields: std::collections::HashMap<&str, &str> = line
         .strip_prefix("isthmus-proxy running: ")
         .unwrap_or_else(|| panic!("{line}"))

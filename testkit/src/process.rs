@@ -220,6 +220,25 @@ pub async fn sigterm_and_wait(child: &mut tokio::process::Child) -> ExitStatus {
         .unwrap()
 }
 
+/// A tokio child's stdout, line by line.
+pub type StdoutLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// Takes a tokio child's (piped) stdout and waits, failing the test after
+/// [`crate::WAIT`], for its first line: the one a binary prints once it is
+/// ready. Returns that line and the rest of stdout.
+pub async fn ready_line(child: &mut tokio::process::Child) -> (String, StdoutLines) {
+    use tokio::io::AsyncBufReadExt;
+
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(crate::WAIT, lines.next_line())
+        .await
+        .expect("no ready line")
+        .unwrap()
+        .expect("stdout closed");
+    (line, lines)
+}
+
 /// The stdout of a finished command, as text.
 pub fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

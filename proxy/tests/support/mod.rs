@@ -21,7 +21,7 @@ pub use isthmus_testkit::apps::{HttpApp, TcpEcho};
 pub use isthmus_testkit::metrics::parse_prometheus;
 pub use isthmus_testkit::net::{closed_addr, wait_closed};
 pub use isthmus_testkit::pki::{Ca, Leaf, CLUSTER, PEER, PEER_TD, TD};
-pub use isthmus_testkit::process::sigterm_and_wait;
+pub use isthmus_testkit::process::{ready_line, sigterm_and_wait};
 pub use isthmus_testkit::stub_agent::StubAgent;
 pub use isthmus_testkit::wait::eventually;
 pub use isthmus_testkit::WAIT;
