@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use isthmus_runtime::listen::Limits;
+use isthmus_testkit::net::wait_closed_within;
 use isthmus_tests::{TestAgent, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -61,21 +62,6 @@ fn post(path: &str, host: &str, origin: Option<&str>, body: &str) -> String {
     )
 }
 
-/// Waits (bounded) for the server to close `tcp`.
-async fn closed_by_server(tcp: &mut TcpStream) {
-    let mut buf = [0u8; 256];
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the agent closes the connection");
-}
-
 async fn metric(agent: &TestAgent, series: &str) -> u64 {
     let tcp = connect_from("127.0.0.1", agent.addr()).await;
     let (status, body) = exchange(tcp, &get("/metrics", &agent.addr().to_string(), None)).await;
@@ -115,7 +101,7 @@ async fn a_flood_of_partial_requests_neither_blocks_other_clients_nor_stays() {
     // Every one of the flood is closed: those over the per-client cap at
     // once, the others at the header-read timeout.
     for tcp in &mut flood {
-        closed_by_server(tcp).await;
+        wait_closed_within(WAIT, tcp).await;
     }
     let prefix = "isthmus_http_connections_";
     assert_eq!(
@@ -157,7 +143,7 @@ async fn the_total_cap_refuses_at_accept_and_the_agent_stays_healthy() {
     }
     // Over the cap: closed at once, without an answer.
     let mut over = connect_from("127.0.0.1", addr).await;
-    closed_by_server(&mut over).await;
+    wait_closed_within(WAIT, &mut over).await;
     drop(held);
     // Healthy: answered once places free up (bounded polling, the
     // closes above are asynchronous).
@@ -329,7 +315,7 @@ async fn the_agent_process_takes_the_limits_from_its_flags() {
     .await;
     assert_eq!(status, 200, "a configured name is allowed");
     for tcp in &mut flood {
-        closed_by_server(tcp).await;
+        wait_closed_within(WAIT, tcp).await;
     }
     let output = tokio::task::spawn_blocking({
         let http = agent.http_addr.clone();

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use isthmus_tests::isthmus_bin;
-use isthmus_tests::process::{stderr, stdout, terminate_child};
+use isthmus_tests::process::{stderr, stdout, ChildProcess};
 
 /// The whole demo may take this long (it takes a few seconds).
 const DEMO_LIMIT: Duration = Duration::from_secs(120);
@@ -158,7 +158,7 @@ fn keep_running_leaves_the_clusters_up_until_sigterm() {
     assert!(call_body.contains("hello from backend"), "{call_body}");
     assert_eq!(ui_status, Ok(200), "the UI is served");
 
-    let status = terminate_child(child);
+    let status = ChildProcess::new(child).terminate();
     assert!(status.success(), "the demo exits 0 after SIGTERM: {status}");
     // Every process it started is gone: nothing listens on the agents' API any more.
     let agent = ui

@@ -140,24 +140,9 @@ async fn the_token_issuing_cluster_reaches_the_other_sides_exports_too() {
     // cluster-02 (the dialer) exports `api`; cluster-01 (the acceptor) calls it.
     let api_app = http_app("api").await.to_string();
     let _api = ProxyProcess::spawn(&c2.agent.url(), "api", &api_app, &[], &[]);
-    put(
-        &c2.client,
-        "/v1/agent/service/register",
-        json!({"Name": "api", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c2.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "api", "Consumers": [{"Peer": "cluster-01"}]}]}),
-    )
-    .await;
-    put(
-        &c2.client,
-        "/v1/config",
-        json!({"Kind": "service-intentions", "Name": "api", "Sources": [{"Name": "web", "Peer": "cluster-01", "Action": "allow"}]}),
-    )
-    .await;
+    c2.register_passing("api", 1).await;
+    c2.export("api", "cluster-01").await;
+    c2.allow_from_peer("api", "web", "cluster-01").await;
     let app = http_app("web").await.to_string();
     let web = ProxyProcess::spawn(&c1.agent.url(), "web", &app, &["api@cluster-02"], &[]);
     let body = eventually("cluster-01 reaches api in cluster-02", || async {

@@ -9,12 +9,12 @@
 use std::path::PathBuf;
 
 use http_body_util::BodyExt;
-use isthmus_tests::api::put;
+use isthmus_testkit::metrics::{series_value, sum_series};
 use isthmus_tests::apps::{get, http_app};
 use isthmus_tests::cluster::{export_backend_to_cluster_02, peered_clusters, Cluster};
 use isthmus_tests::eventually;
 use isthmus_tests::proxy_process::ProxyProcess;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -56,31 +56,13 @@ async fn agent_metrics(cluster: &Cluster) -> String {
     body
 }
 
-/// The value of the series written exactly `series` (name and labels in
-/// the exposition's order), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a number"))
-}
-
-/// The sum of every series of `name` whose labels contain all of `labels`
-/// (each written `key="value"`).
-fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
-        .filter(|rest| labels.iter().all(|l| rest.contains(l)))
-        .filter_map(|rest| rest.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits until `cluster`'s agent shows `series` at `expected`.
 async fn wait_for_series(cluster: &Cluster, series: &str, expected: f64) -> String {
     eventually(
         &format!("{}: {series} {expected}", cluster.name),
         || async {
             let text = agent_metrics(cluster).await;
-            (value(&text, series) == Some(expected)).then_some(text)
+            (series_value(&text, series) == Some(expected)).then_some(text)
         },
     )
     .await
@@ -137,42 +119,32 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
         )
         .await;
         let state = |s: &str| {
-            value(
+            series_value(
                 &text,
                 &format!("isthmus_peering_state{{peer=\"{peer}\",state=\"{s}\"}}"),
             )
         };
         assert_eq!(state("ACTIVE"), Some(1.0), "{text}");
         assert_eq!(state("FAILING"), Some(0.0), "{text}");
-        let heartbeat = value(
+        let heartbeat = series_value(
             &text,
             &format!("isthmus_peering_last_heartbeat_timestamp_seconds{{peer=\"{peer}\"}}"),
         )
         .expect("a heartbeat timestamp");
         assert!(heartbeat > 1.6e9, "{text}");
         assert!(
-            value(&text, "isthmus_build_info{version=\"0.1.0\"}").is_some(),
+            series_value(&text, "isthmus_build_info{version=\"0.1.0\"}").is_some(),
             "{text}"
         );
         assert!(
-            value(&text, "process_start_time_seconds").is_some(),
+            series_value(&text, "process_start_time_seconds").is_some(),
             "{text}"
         );
     }
 
     // cluster-01 exports backend to cluster-02.
-    put(
-        &c1.client,
-        "/v1/agent/service/register",
-        json!({"Name": "backend", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "backend", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
+    c1.register_passing("backend", 1).await;
+    c1.export("backend", "cluster-02").await;
     let c1_text = wait_for_series(
         &c1,
         "isthmus_peering_exported_services{peer=\"cluster-02\"}",
@@ -180,14 +152,17 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
     )
     .await;
     assert_eq!(
-        value(
+        series_value(
             &c1_text,
             "isthmus_peering_imported_services{peer=\"cluster-02\"}"
         ),
         Some(0.0)
     );
     // mesh-gateway and backend.
-    assert_eq!(value(&c1_text, "isthmus_catalog_services"), Some(2.0));
+    assert_eq!(
+        series_value(&c1_text, "isthmus_catalog_services"),
+        Some(2.0)
+    );
     let c2_text = wait_for_series(
         &c2,
         "isthmus_peering_imported_services{peer=\"cluster-01\"}",
@@ -195,7 +170,7 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
     )
     .await;
     assert_eq!(
-        value(
+        series_value(
             &c2_text,
             "isthmus_peering_exported_services{peer=\"cluster-01\"}"
         ),
@@ -206,7 +181,7 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
     let messages = "isthmus_peering_replication_messages_total";
     let c1_text = eventually("cluster-01 counts the service it sent", || async {
         let text = agent_metrics(&c1).await;
-        let sent = sum(
+        let sent = sum_series(
             &text,
             messages,
             &[
@@ -224,7 +199,7 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
         ("sent", "trust_bundle"),
         ("received", "open"),
     ] {
-        let count = sum(
+        let count = sum_series(
             &c1_text,
             messages,
             &[
@@ -242,7 +217,7 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
         ("sent", "open"),
         ("sent", "heartbeat"),
     ] {
-        let count = sum(
+        let count = sum_series(
             &c2_text,
             messages,
             &[
@@ -255,7 +230,7 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
     }
     // Error series exist from the first session on, so rates work.
     assert!(
-        value(
+        series_value(
             &c2_text,
             r#"isthmus_peering_replication_errors_total{peer="cluster-01",reason="silent"}"#
         )
@@ -263,7 +238,7 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
         "{c2_text}"
     );
     assert!(
-        sum(
+        sum_series(
             &c2_text,
             "isthmus_http_requests_total",
             &[r#"method="GET""#, r#"code="200""#]
@@ -325,7 +300,11 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
         r#"isthmus_peering_exported_services{peer="cluster-01"}"#,
         r#"isthmus_peering_state{peer="cluster-01",state="ACTIVE"}"#,
     ] {
-        assert_eq!(value(&c2_text, series), Some(0.0), "{series} in {c2_text}");
+        assert_eq!(
+            series_value(&c2_text, series),
+            Some(0.0),
+            "{series} in {c2_text}"
+        );
     }
     // Deleting it there too removes the rest.
     let deleted = c2.cli(&["peering", "delete", "-name", "cluster-01"]);

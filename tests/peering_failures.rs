@@ -12,21 +12,6 @@ use isthmus_tests::peer_client::{gateway_view, get_via_gateway};
 use isthmus_tests::process::stdout;
 use serde_json::{json, Value};
 
-async fn token_for(acceptor: &Cluster, peer: &str) -> String {
-    let response = send(
-        &acceptor.client,
-        Method::POST,
-        "/v1/peering/token",
-        Some(json!({"PeerName": peer})),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", text(&response));
-    serde_json::from_slice::<Value>(&response.body).unwrap()["PeeringToken"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 async fn establish(dialer: &Cluster, name: &str, token: &str) -> (u16, String) {
     let response = send(
         &dialer.client,
@@ -59,7 +44,7 @@ async fn every_bad_token_fails_with_its_reason_and_changes_nothing() {
     let c1 = Cluster::start("cluster-01", dir.path()).await;
     let c2 = Cluster::start("cluster-02", dir.path()).await;
     let c3 = Cluster::start("cluster-03", dir.path()).await;
-    let token = token_for(&c1, "cluster-02").await;
+    let token = c1.peering_token("cluster-02").await;
     let other_root = gateway_view(&c3).await.local_root_pems;
 
     let cases: Vec<(&str, String, &str)> = vec![
@@ -159,7 +144,7 @@ async fn every_bad_token_fails_with_its_reason_and_changes_nothing() {
     );
     assert_eq!(peerings(&c3).await, Vec::<Value>::new());
     // A second link between the same two clusters is refused.
-    let again = token_for(&c1, "cluster-02-again").await;
+    let again = c1.peering_token("cluster-02-again").await;
     let (status, body) = establish(&c2, "cluster-01-again", &again).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body, "A cluster link already exists between these clusters");
@@ -170,23 +155,13 @@ async fn a_dead_peer_turns_failing_and_recovers_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let c1 = Cluster::start("cluster-01", dir.path()).await;
     let mut c2 = Cluster::start("cluster-02", dir.path()).await;
-    let token = token_for(&c1, "cluster-02").await;
+    let token = c1.peering_token("cluster-02").await;
     assert_eq!(establish(&c2, "cluster-01", &token).await.0, 200);
     c1.wait_for_state("cluster-02", "ACTIVE").await;
 
     // cluster-02 exports a service to cluster-01.
-    put(
-        &c2.client,
-        "/v1/agent/service/register",
-        json!({"Name": "api", "Port": 80, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c2.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "api", "Consumers": [{"Peer": "cluster-01"}]}]}),
-    )
-    .await;
+    c2.register_passing("api", 80).await;
+    c2.export("api", "cluster-01").await;
     eventually("api imported on cluster-01", || async {
         let (entries, _) = get(&c1.client, "/v1/health/service/api?peer=cluster-02").await;
         (!entries.as_array().unwrap().is_empty()).then_some(())
@@ -224,7 +199,7 @@ async fn the_gateway_refuses_certificates_from_unpeered_clusters() {
     let c1 = Cluster::start("cluster-01", dir.path()).await;
     let c2 = Cluster::start("cluster-02", dir.path()).await;
     let c3 = Cluster::start("cluster-03", dir.path()).await;
-    let token = token_for(&c1, "cluster-02").await;
+    let token = c1.peering_token("cluster-02").await;
     assert_eq!(establish(&c2, "cluster-01", &token).await.0, 200);
     c1.wait_for_state("cluster-02", "ACTIVE").await;
     put(
@@ -233,12 +208,7 @@ async fn the_gateway_refuses_certificates_from_unpeered_clusters() {
         json!({"Name": "web", "Port": 80}),
     )
     .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "web", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
+    c1.export("web", "cluster-02").await;
 
     // The peer itself may ask for the exported service...
     let peer = gateway_view(&c2).await;

@@ -14,23 +14,16 @@ use isthmus_api::catalog::{AgentService, ServiceEntry};
 use isthmus_api::gateway::GatewayView;
 use isthmus_api::peering::{ExchangeRequest, PeerInfo, PeeringToken, StreamMessage};
 use isthmus_api::peering_framing::encode_message;
+use isthmus_testkit::body::{channel, full, read_all_within, RequestBody};
+use isthmus_testkit::metrics::series_value;
 use isthmus_tests::api::{get, send, text};
 use isthmus_tests::cluster::Cluster;
-use isthmus_tests::peer_client::{channel_body, full_body, gateway_view, h2_via_gateway, PeerBody};
+use isthmus_tests::peer_client::{gateway_view, h2_via_gateway};
 use isthmus_tests::{eventually, WAIT};
 use serde_json::{json, Value};
 
 async fn token(acceptor: &Cluster, peer: &str) -> PeeringToken {
-    let response = send(
-        &acceptor.client,
-        Method::POST,
-        "/v1/peering/token",
-        Some(json!({"PeerName": peer})),
-    )
-    .await;
-    assert_eq!(response.status, 200, "{}", text(&response));
-    let body: Value = serde_json::from_slice(&response.body).unwrap();
-    PeeringToken::decode(body["PeeringToken"].as_str().unwrap()).unwrap()
+    PeeringToken::decode(&acceptor.peering_token(peer).await).unwrap()
 }
 
 /// `POST path` through `target`'s gateway as the holder of `as_view`'s
@@ -39,7 +32,7 @@ async fn post(
     target: &Cluster,
     as_view: &GatewayView,
     path: &str,
-    body: PeerBody,
+    body: RequestBody,
 ) -> http::Response<hyper::body::Incoming> {
     let (server_name, mut sender) =
         h2_via_gateway(target, &as_view.certificate_pem, &as_view.private_key_pem)
@@ -52,16 +45,6 @@ async fn post(
         .await
         .expect("no answer")
         .unwrap()
-}
-
-async fn read_all(response: http::Response<hyper::body::Incoming>) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body = tokio::time::timeout(WAIT, response.into_body().collect())
-        .await
-        .expect("the body did not end")
-        .unwrap()
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 fn dialer_info(view: &GatewayView, gateway_addresses: Vec<String>) -> PeerInfo {
@@ -87,8 +70,8 @@ async fn exchange(
         establishment_secret: token.establishment_secret.clone(),
         dialer: dialer_info(view, addresses.iter().map(|a| a.to_string()).collect()),
     };
-    let body = full_body(serde_json::to_vec(&request).unwrap());
-    read_all(post(target, view, "/v1/peering/exchange", body).await).await
+    let body = full(serde_json::to_vec(&request).unwrap());
+    read_all_within(WAIT, post(target, view, "/v1/peering/exchange", body).await).await
 }
 
 async fn agent_metrics(cluster: &Cluster) -> String {
@@ -101,13 +84,6 @@ async fn agent_metrics(cluster: &Cluster) -> String {
     .await;
     assert_eq!(response.status, 200);
     text(&response)
-}
-
-fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
 }
 
 fn instance(service: &str, id: &str) -> ServiceEntry {
@@ -154,8 +130,8 @@ async fn a_hostile_peer_stores_nothing_invalid() {
     // Wait until cluster-01's gateway knows the new peer (its view follows
     // the agent's): an empty stream then reaches the agent, which wants an Open.
     eventually("the gateway forwards evil's stream", || async {
-        let response = post(&c1, &evil, "/v1/peering/stream", full_body("")).await;
-        let (status, body) = read_all(response).await;
+        let response = post(&c1, &evil, "/v1/peering/stream", full("")).await;
+        let (status, body) = read_all_within(WAIT, response).await;
         (status == 400).then_some(()).or_else(|| {
             assert_eq!(status, 403, "{body}");
             None
@@ -165,7 +141,7 @@ async fn a_hostile_peer_stores_nothing_invalid() {
 
     // An Open line past 8 KiB is refused without waiting for its end; the
     // stream is answered and closed, and nothing is stored or counted.
-    let (tx, body) = channel_body();
+    let (tx, body) = channel();
     let huge_open = format!(
         "{{\"Type\":\"Open\",\"PeerID\":\"{}\",\"StreamSecret\":\"{}",
         token.peer_id,
@@ -178,17 +154,20 @@ async fn a_hostile_peer_stores_nothing_invalid() {
     )
     .await
     .expect("an over-long Open line was buffered instead of refused");
-    let (status, body) = read_all(refused).await;
+    let (status, body) = read_all_within(WAIT, refused).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body, "stream message longer than 8192 bytes");
     drop(tx);
     let peering = c1.peering("evil").await.unwrap();
     assert_eq!(peering["State"], "ESTABLISHING", "{peering}");
     let open = "isthmus_peering_replication_messages_total{direction=\"received\",peer=\"evil\",type=\"open\"}";
-    assert_eq!(value(&agent_metrics(&c1).await, open), 0.0);
+    assert_eq!(
+        series_value(&agent_metrics(&c1).await, open).unwrap_or(0.0),
+        0.0
+    );
 
     // Now a real session, carrying hostile messages among valid ones.
-    let (tx, body) = channel_body();
+    let (tx, body) = channel();
     let line = |m: &StreamMessage| Bytes::from(encode_message(m));
     tx.send(line(&StreamMessage::Open {
         peer_id: token.peer_id.clone(),
@@ -294,7 +273,11 @@ async fn a_hostile_peer_stores_nothing_invalid() {
         let series = format!(
             "isthmus_peering_replication_rejected_total{{peer=\"evil\",reason=\"{reason}\"}}"
         );
-        assert_eq!(value(&metrics, &series), count, "{series}");
+        assert_eq!(
+            series_value(&metrics, &series).unwrap_or(0.0),
+            count,
+            "{series}"
+        );
     }
     beating.abort();
     draining.abort();

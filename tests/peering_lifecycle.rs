@@ -30,12 +30,7 @@ async fn a_peer_asking_through_the_gateway_sees_flattened_checks_only() {
         json!({}),
     )
     .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "web", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
+    c1.export("web", "cluster-02").await;
     // Locally the check says everything.
     let (local, _) = get(&c1.client, "/v1/health/service/web").await;
     assert_eq!(
@@ -85,18 +80,8 @@ async fn a_peer_asking_through_the_gateway_sees_flattened_checks_only() {
 /// FAILING.
 async fn peered_with_a_hung_acceptor(dir: &std::path::Path) -> (Cluster, Cluster) {
     let (c1, c2) = peered_clusters(dir).await;
-    put(
-        &c1.client,
-        "/v1/agent/service/register",
-        json!({"Name": "web", "Port": 80, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "web", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
+    c1.register_passing("web", 80).await;
+    c1.export("web", "cluster-02").await;
     eventually("web imported by cluster-02", || async {
         imported_web(&c2).await.filter(|n| *n > 0)
     })
@@ -263,18 +248,8 @@ async fn gateway_certificates_are_renewed_live_and_peers_follow() {
     }
     c1.wait_for_state("cluster-02", "ACTIVE").await;
     c2.wait_for_state("cluster-01", "ACTIVE").await;
-    put(
-        &c1.client,
-        "/v1/agent/service/register",
-        json!({"Name": "web", "Port": 80, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "web", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
+    c1.register_passing("web", 80).await;
+    c1.export("web", "cluster-02").await;
     let first = gateway_view(&c1).await.fingerprint;
 
     // Watch cluster-01's certificate change over more than three lifetimes.

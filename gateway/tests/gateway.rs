@@ -59,7 +59,7 @@ struct Fixture {
 impl Fixture {
     async fn start() -> Fixture {
         let c = Clusters::new();
-        let stub = StubAgent::start(c.local.view(c.peers())).await;
+        let stub = StubAgent::for_gateway(c.local.view(c.peers())).await;
         let mut config = GatewayConfig::loopback(stub.url());
         config.drain_timeout = Duration::from_secs(1);
         config.startup_timeout = WAIT;
@@ -72,9 +72,7 @@ impl Fixture {
     }
 
     async fn metrics(&self) -> HashMap<String, f64> {
-        let (status, text) = admin_get(self.gateway.admin_addr(), "/metrics").await;
-        assert_eq!(status, 200);
-        parse_prometheus(&text)
+        admin_metrics(self.gateway.admin_addr()).await
     }
 }
 
@@ -382,8 +380,8 @@ async fn view_changes_apply_without_a_restart() {
     // cluster-02 now exports only `web`.
     let mut peers = f.c.peers();
     peers[0].exported_services = vec!["web".into()];
-    let index = f.stub.set_view(f.c.local.view(peers.clone()));
-    f.stub.wait_for_query(index).await;
+    let index = f.stub.set_gateway_view(f.c.local.view(peers.clone()));
+    f.stub.gateway_view_in_effect(index).await;
     assert_eq!(
         conn.call("GET", "/v1/health/service/backend").await,
         (
@@ -395,8 +393,8 @@ async fn view_changes_apply_without_a_restart() {
 
     // The peering is deleted: the same connection, and new ones, are strangers.
     peers.remove(0);
-    let index = f.stub.set_view(f.c.local.view(peers));
-    f.stub.wait_for_query(index).await;
+    let index = f.stub.set_gateway_view(f.c.local.view(peers));
+    f.stub.gateway_view_in_effect(index).await;
     assert_eq!(
         conn.call("GET", "/v1/health/service/web").await,
         (403, NOT_PEERED.into())
@@ -413,13 +411,13 @@ async fn a_new_certificate_is_served_to_new_connections() {
     let f = Fixture::start().await;
     let old = f.connect(&f.c.peer.gateway).await;
     drop(old);
-    let rotated = f.c.local.ca.gateway(LOCAL_CLUSTER, LOCAL_TD);
+    let rotated = f.c.local.ca.gateway_leaf();
     let mut view = f.c.local.view(f.c.peers());
     view.certificate_pem = rotated.cert_pem.clone();
     view.private_key_pem = rotated.key_pem.clone();
     view.fingerprint = rotated.fingerprint.clone();
-    let index = f.stub.set_view(view);
-    f.stub.wait_for_query(index).await;
+    let index = f.stub.set_gateway_view(view);
+    f.stub.gateway_view_in_effect(index).await;
     let tls = tls_connect(
         f.gateway.bind_addr(),
         &server_name(),
@@ -475,9 +473,7 @@ async fn shutdown_deregisters_and_is_bounded_by_the_drain_timeout() {
 
 #[tokio::test]
 async fn start_fails_clearly_without_an_agent() {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let control = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let control = format!("http://{}", closed_addr().await);
     let mut config = GatewayConfig::loopback(control.clone());
     config.startup_timeout = Duration::from_millis(500);
     let err = match isthmus_gateway::start(config).await {
@@ -531,10 +527,8 @@ fn parse_ready_line(line: &str) -> HashMap<String, String> {
 
 #[tokio::test]
 async fn the_binary_prints_its_addresses_and_stops_cleanly_on_sigterm() {
-    use tokio::io::AsyncBufReadExt;
-
     let c = Clusters::new();
-    let stub = StubAgent::start(c.local.view(c.peers())).await;
+    let stub = StubAgent::for_gateway(c.local.view(c.peers())).await;
     let mut child = gateway_binary()
         .args([
             "-control",
@@ -546,13 +540,7 @@ async fn the_binary_prints_its_addresses_and_stops_cleanly_on_sigterm() {
         .args(["-drain-timeout", "1s", "-log-json"])
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("no ready line")
-        .unwrap()
-        .expect("stdout closed");
+    let (line, mut lines) = ready_line(&mut child).await;
     let fields = parse_ready_line(&line);
     let bind: std::net::SocketAddr = fields["bind"].parse().unwrap();
     assert_eq!(fields["advertise"], bind.to_string());
@@ -569,16 +557,7 @@ async fn the_binary_prints_its_addresses_and_stops_cleanly_on_sigterm() {
     let mut conn = PeerConnection::connect(bind, &c.local, &c.peer.gateway).await;
     assert_eq!(conn.call("GET", "/v1/health/service/backend").await.0, 200);
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("did not exit")
-        .unwrap();
+    let status = sigterm_and_wait(&mut child).await;
     assert!(status.success(), "{status}");
     assert_eq!(
         stub.next_deregistration().await,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use isthmus_gateway::{GatewayConfig, RunningGateway};
 use support::*;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const HEADER_READ: Duration = Duration::from_millis(500);
 const IDLE: Duration = Duration::from_millis(800);
@@ -28,7 +28,8 @@ impl Fixture {
     async fn start(customize: impl FnOnce(&mut GatewayConfig)) -> Fixture {
         let local = LocalCluster::new();
         let peer = PeerCluster::new("cluster-02", "bbbb.isthmus");
-        let stub = StubAgent::start(local.view(vec![peer.peer("ACTIVE", &["backend"])])).await;
+        let stub =
+            StubAgent::for_gateway(local.view(vec![peer.peer("ACTIVE", &["backend"])])).await;
         let mut config = GatewayConfig::loopback(stub.url());
         config.drain_timeout = Duration::from_secs(1);
         config.startup_timeout = WAIT;
@@ -45,42 +46,12 @@ impl Fixture {
     }
 
     async fn metrics(&self) -> HashMap<String, f64> {
-        let (status, text) = admin_get(self.gateway.admin_addr(), "/metrics").await;
-        assert_eq!(status, 200);
-        parse_prometheus(&text)
+        admin_metrics(self.gateway.admin_addr()).await
     }
 
     async fn wait_for_metric(&self, series: &str, value: f64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let current = self.metrics().await.get(series).copied();
-            if current == Some(value) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{series} is {current:?}, not {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_metric(self.gateway.admin_addr(), series, value).await
     }
-}
-
-/// Waits (bounded) for the other side to close; returns how long it took.
-async fn closed<S: AsyncRead + Unpin>(stream: &mut S) -> Duration {
-    let started = Instant::now();
-    let mut buf = [0u8; 256];
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the gateway closes the connection");
-    started.elapsed()
 }
 
 fn timed_out(which: &str, listener: &str) -> String {
@@ -115,7 +86,7 @@ async fn a_handshaken_connection_that_sends_nothing_or_too_little_is_closed() {
         .unwrap();
     preface.flush().await.unwrap();
     for stream in [&mut silent, &mut partial, &mut preface] {
-        let took = closed(stream).await;
+        let took = wait_closed(stream).await;
         assert!(took < WAIT / 2, "{took:?}");
     }
     f.wait_for_metric(&timed_out("header_read", "peering"), 3.0)
@@ -197,7 +168,7 @@ async fn connections_over_the_cap_are_closed_at_accept() {
         );
     }
     let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let took = closed(&mut over).await;
+    let took = wait_closed(&mut over).await;
     assert!(took < WAIT / 2, "{took:?}");
     f.wait_for_metric(
         "gateway_connections_refused_total{listener=\"tls\",reason=\"max_conns\"}",
@@ -206,15 +177,11 @@ async fn connections_over_the_cap_are_closed_at_accept() {
     .await;
     drop(held);
     // Places come back once connections close.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("a place to come back", || async {
         let tls = tls_connect(addr, &server_name(), &f.local, &f.peer.gateway, b"h2").await;
-        if tls.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no place came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        tls.ok().map(drop)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -229,11 +196,11 @@ async fn the_admin_listener_closes_partial_requests_and_caps_connections() {
     }
     // Over the cap: closed at once.
     let mut over = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let took = closed(&mut over).await;
+    let took = wait_closed(&mut over).await;
     assert!(took < HEADER_READ, "{took:?}");
     // The partial ones: closed at the header-read timeout.
     for tcp in &mut partial {
-        closed(tcp).await;
+        wait_closed(tcp).await;
     }
     let metrics = f.metrics().await;
     assert_eq!(metrics[&timed_out("header_read", "admin")], 4.0);

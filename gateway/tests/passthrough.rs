@@ -34,11 +34,9 @@ impl Clusters {
     fn new() -> Clusters {
         let local = LocalCluster::new();
         let peer = PeerCluster::new("cluster-02", "bbbb.isthmus");
-        let caller = peer.ca.service("cluster-02", "bbbb.isthmus", "web", &[]);
+        let caller = peer.ca.leaf("web");
         let sni = backend_sni();
-        let sidecar_cert = local
-            .ca
-            .service(LOCAL_CLUSTER, LOCAL_TD, "backend", &[sni.as_str()]);
+        let sidecar_cert = local.ca.leaf_with_dns_names("backend", &[sni.as_str()]);
         Clusters {
             local,
             peer,
@@ -95,7 +93,7 @@ impl Fixture {
         ]
         .into_iter()
         .collect();
-        let stub = StubAgent::start(view).await;
+        let stub = StubAgent::for_gateway(view).await;
         let mut config = GatewayConfig::loopback(stub.url());
         config.drain_timeout = drain;
         config.startup_timeout = WAIT;
@@ -140,25 +138,12 @@ impl Fixture {
     }
 
     async fn metrics(&self) -> HashMap<String, f64> {
-        let (status, text) = admin_get(self.gateway.admin_addr(), "/metrics").await;
-        assert_eq!(status, 200);
-        parse_prometheus(&text)
+        admin_metrics(self.gateway.admin_addr()).await
     }
 
     /// Polls `/metrics` until `series` has `value`.
     async fn wait_for_metric(&self, series: &str, value: f64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let current = self.metrics().await.get(series).copied();
-            if current == Some(value) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{series} is {current:?}, not {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_metric(self.gateway.admin_addr(), series, value).await
     }
 }
 
@@ -293,8 +278,8 @@ async fn view_changes_apply_to_new_connections() {
     // cluster-02 no longer imports `backend`.
     let mut peers = f.c.peers();
     peers[0].exported_services = vec!["web".into()];
-    let index = f.stub.set_view(f.view(peers));
-    f.stub.wait_for_query(index).await;
+    let index = f.stub.set_gateway_view(f.view(peers));
+    f.stub.gateway_view_in_effect(index).await;
     let err = f.dial(&backend_sni()).await.unwrap_err();
     assert_ne!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
     assert_eq!(refused(&f.metrics().await, "not_exported"), 1.0);
@@ -304,14 +289,14 @@ async fn view_changes_apply_to_new_connections() {
     // Exported again, but with no healthy sidecar left.
     let mut view = f.view(f.c.peers());
     view.endpoints.clear();
-    let index = f.stub.set_view(view);
-    f.stub.wait_for_query(index).await;
+    let index = f.stub.set_gateway_view(view);
+    f.stub.gateway_view_in_effect(index).await;
     assert!(f.dial(&backend_sni()).await.is_err());
     assert_eq!(refused(&f.metrics().await, "no_endpoint"), 1.0);
 
     // And back.
-    let index = f.stub.set_view(f.view(f.c.peers()));
-    f.stub.wait_for_query(index).await;
+    let index = f.stub.set_gateway_view(f.view(f.c.peers()));
+    f.stub.gateway_view_in_effect(index).await;
     let mut fresh = f.dial(&backend_sni()).await.unwrap();
     assert_eq!(echo(&mut fresh, b"again").await, b"again");
     assert_eq!(f.sidecar.accepted(), 2);

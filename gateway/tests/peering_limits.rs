@@ -31,7 +31,8 @@ impl Fixture {
         let local = LocalCluster::new();
         let peer = PeerCluster::new("cluster-02", "bbbb.isthmus");
         let stranger = PeerCluster::new("evil", "eeee.isthmus");
-        let stub = StubAgent::start(local.view(vec![peer.peer("ACTIVE", &["backend"])])).await;
+        let stub =
+            StubAgent::for_gateway(local.view(vec![peer.peer("ACTIVE", &["backend"])])).await;
         let mut config = GatewayConfig::loopback(stub.url());
         config.drain_timeout = Duration::from_secs(1);
         config.startup_timeout = WAIT;
@@ -56,9 +57,7 @@ impl Fixture {
     }
 
     async fn metrics(&self) -> HashMap<String, f64> {
-        let (status, text) = admin_get(self.gateway.admin_addr(), "/metrics").await;
-        assert_eq!(status, 200);
-        parse_prometheus(&text)
+        admin_metrics(self.gateway.admin_addr()).await
     }
 
     async fn metric(&self, series: &str) -> f64 {
@@ -216,7 +215,7 @@ async fn oversized_exchange_bodies_are_refused_before_the_agent_sees_them() {
 async fn only_the_peers_mesh_gateway_may_open_the_stream() {
     let f = Fixture::start(64).await;
     // A certificate of the peer's CA and trust domain, but a service's.
-    let service = f.peer.ca.service("cluster-02", "bbbb.isthmus", "web", &[]);
+    let service = f.peer.ca.leaf("web");
     let mut conn = f.connect(&service).await;
     let (tx, body) = channel();
     tx.send(Bytes::from_static(b"{\"Type\":\"Open\"}\n"))

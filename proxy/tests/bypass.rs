@@ -28,7 +28,7 @@ struct Fixture {
 impl Fixture {
     async fn start(view: impl FnOnce(&Ca) -> ProxyView) -> Fixture {
         let ca = Ca::local();
-        let stub = StubAgent::start(ca.leaf(BACKEND).leaf_cert(BACKEND), view(&ca)).await;
+        let stub = StubAgent::for_proxy(ca.leaf(BACKEND).leaf_cert(BACKEND), view(&ca)).await;
         let app = HttpApp::start(BACKEND).await;
         let proxy = start_ready(proxy_config(&stub, BACKEND, app.addr, Protocol::Http, &[])).await;
         Fixture {
@@ -39,17 +39,17 @@ impl Fixture {
         }
     }
 
-    async fn conn(&self, leaf: &TestLeaf, h2: bool) -> HttpConn {
+    async fn conn(&self, leaf: &Leaf, h2: bool) -> HttpConn {
         inbound_conn(self.proxy.inbound_addr(), leaf, &self.ca, BACKEND, h2).await
     }
 
     async fn set_view(&self, view: ProxyView) {
-        let index = self.stub.set_view(view);
-        self.stub.view_in_effect(index).await;
+        let index = self.stub.set_proxy_view(view);
+        self.stub.proxy_view_in_effect(index).await;
     }
 
     /// One raw HTTP/1.1 request over mutual TLS, bytes as given: the status.
-    async fn raw_h1(&self, leaf: &TestLeaf, target: &str) -> u16 {
+    async fn raw_h1(&self, leaf: &Leaf, target: &str) -> u16 {
         let config = tls_config(leaf, &self.ca, BACKEND, &[b"http/1.1"]);
         let mut tls = mtls(self.proxy.inbound_addr(), config).await.unwrap();
         let request =
@@ -227,7 +227,7 @@ async fn a_peer_that_may_view_but_not_connect_is_refused_over_http() {
 }
 
 impl Fixture {
-    async fn raw_get(&self, leaf: &TestLeaf, path: &str) -> Result<Reply, String> {
+    async fn raw_get(&self, leaf: &Leaf, path: &str) -> Result<Reply, String> {
         let config = tls_config(leaf, &self.ca, BACKEND, &[b"http/1.1"]);
         try_get(self.proxy.inbound_addr(), config, path).await
     }
@@ -237,7 +237,7 @@ impl Fixture {
 async fn a_peer_that_may_view_but_not_connect_is_refused_over_tcp() {
     let ca = Ca::local();
     let peer_ca = Ca::peer();
-    let stub = StubAgent::start(
+    let stub = StubAgent::for_proxy(
         ca.leaf(BACKEND).leaf_cert(BACKEND),
         peer_view(&ca, peer_ca.as_peer_viewing(PEER, &[BACKEND])),
     )
@@ -248,17 +248,17 @@ async fn a_peer_that_may_view_but_not_connect_is_refused_over_tcp() {
 
     let mut refused = mtls(proxy.inbound_addr(), config.clone()).await.unwrap();
     let _ = refused.write_all(b"hello").await;
-    assert_closed(&mut refused).await;
+    wait_closed(&mut refused).await;
 
-    let index = stub.set_view(peer_view(&ca, peer_ca.as_peer_exporting(PEER, &[BACKEND])));
-    stub.view_in_effect(index).await;
+    let index = stub.set_proxy_view(peer_view(&ca, peer_ca.as_peer_exporting(PEER, &[BACKEND])));
+    stub.proxy_view_in_effect(index).await;
     let mut allowed = mtls(proxy.inbound_addr(), config).await.unwrap();
     echo_through(&mut allowed, b"hello").await;
 
     // can_connect withdrawn: the open connection is closed.
-    let index = stub.set_view(peer_view(&ca, peer_ca.as_peer_viewing(PEER, &[BACKEND])));
-    stub.view_in_effect(index).await;
-    assert_closed(&mut allowed).await;
+    let index = stub.set_proxy_view(peer_view(&ca, peer_ca.as_peer_viewing(PEER, &[BACKEND])));
+    stub.proxy_view_in_effect(index).await;
+    wait_closed(&mut allowed).await;
 }
 
 #[tokio::test]
@@ -284,23 +284,6 @@ where
         .expect("no echo")
         .unwrap();
     assert_eq!(echoed, bytes);
-}
-
-/// The other side closes the connection within a bounded wait.
-async fn assert_closed<S>(io: &mut S)
-where
-    S: tokio::io::AsyncRead + Unpin,
-{
-    let mut buf = [0u8; 64];
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
-            Err(_) => panic!("the connection was not closed within {WAIT:?}"),
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            // Echoes of what was sent before the cut may still arrive.
-            Ok(Ok(_)) => continue,
-        }
-    }
 }
 
 /// A WebSocket-style upgrade to the app's `/ws` echo.
@@ -343,7 +326,7 @@ async fn an_upgraded_connection_is_cut_when_intentions_deny_the_caller() {
     f.set_view(view(&f.ca, vec![], vec![l4(BACKEND, &[("web", "deny")])]))
         .await;
     let started = tokio::time::Instant::now();
-    assert_closed(&mut ws).await;
+    wait_closed(&mut ws).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     let m = metrics(&f.proxy).await;
     assert_eq!(
@@ -377,7 +360,7 @@ async fn an_upgraded_connection_is_cut_when_an_l7_rule_no_longer_allows_it() {
     let mut ws = upgrade(&mut conn, "//ws").await;
     echo_through(&mut ws, b"frame").await;
     f.set_view(rules(&f.ca, "deny")).await;
-    assert_closed(&mut ws).await;
+    wait_closed(&mut ws).await;
     let m = metrics(&f.proxy).await;
     assert_eq!(
         m["inbound_authorization_total{decision=\"deny\",layer=\"l7\",peer=\"\",src_service=\"web\"}"],
@@ -400,8 +383,8 @@ async fn an_upgraded_connection_is_cut_when_the_peering_goes() {
     // can_connect withdrawn from the peering: cut.
     f.set_view(peer_view(&f.ca, peer_ca.as_peer_viewing(PEER, &[BACKEND])))
         .await;
-    assert_closed(&mut ws_first).await;
-    assert_closed(&mut ws_second).await;
+    wait_closed(&mut ws_first).await;
+    wait_closed(&mut ws_second).await;
 
     // The peering removed from the view altogether: cut as well.
     f.set_view(peer_view(&f.ca, peer_ca.as_peer(PEER))).await;
@@ -409,5 +392,5 @@ async fn an_upgraded_connection_is_cut_when_the_peering_goes() {
     let mut ws_third = upgrade(&mut third, "/ws").await;
     echo_through(&mut ws_third, b"three").await;
     f.set_view(view(&f.ca, vec![], vec![])).await;
-    assert_closed(&mut ws_third).await;
+    wait_closed(&mut ws_third).await;
 }

@@ -30,7 +30,7 @@ struct Fixture {
 impl Fixture {
     async fn start(protocol: Protocol, view: impl FnOnce(&Ca) -> ProxyView) -> Fixture {
         let ca = Ca::local();
-        let stub = StubAgent::start(ca.leaf(BACKEND).leaf_cert(BACKEND), view(&ca)).await;
+        let stub = StubAgent::for_proxy(ca.leaf(BACKEND).leaf_cert(BACKEND), view(&ca)).await;
         let app = HttpApp::start(BACKEND).await;
         let proxy = start_ready(proxy_config(&stub, BACKEND, app.addr, protocol, &[])).await;
         Fixture {
@@ -41,12 +41,12 @@ impl Fixture {
         }
     }
 
-    async fn conn(&self, leaf: &TestLeaf, h2: bool) -> HttpConn {
+    async fn conn(&self, leaf: &Leaf, h2: bool) -> HttpConn {
         inbound_conn(self.proxy.inbound_addr(), leaf, &self.ca, BACKEND, h2).await
     }
 
     /// One GET as `leaf` on a new connection; `Err` when refused.
-    async fn get_as(&self, leaf: &TestLeaf, path: &str) -> Result<Reply, String> {
+    async fn get_as(&self, leaf: &Leaf, path: &str) -> Result<Reply, String> {
         let config = tls_config(leaf, &self.ca, BACKEND, &[b"http/1.1"]);
         try_get(self.proxy.inbound_addr(), config, path).await
     }
@@ -241,7 +241,7 @@ async fn peer_callers_are_known_by_their_peering() {
 
     // A peer reaches only what is exported to it, whatever the intentions
     // say: the gateway routed by the peer name the caller claimed.
-    let index = f.stub.set_view(view(
+    let index = f.stub.set_proxy_view(view(
         &f.ca,
         vec![peer_ca.as_peer_exporting(PEER, &["other"])],
         vec![intentions(json!({
@@ -250,7 +250,7 @@ async fn peer_callers_are_known_by_their_peering() {
             "Sources": [{"Name": "web", "Peer": PEER, "Action": "allow"}]
         }))],
     ));
-    f.stub.view_in_effect(index).await;
+    f.stub.proxy_view_in_effect(index).await;
     assert!(
         f.get_as(&peer_web, "/").await.is_err(),
         "not exported to the caller's peering"
@@ -273,8 +273,8 @@ async fn intention_changes_apply_to_new_and_open_connections_without_restart() {
 
     let index = f
         .stub
-        .set_view(view(&f.ca, vec![], vec![l4(BACKEND, &[("web", "deny")])]));
-    f.stub.view_in_effect(index).await;
+        .set_proxy_view(view(&f.ca, vec![], vec![l4(BACKEND, &[("web", "deny")])]));
+    f.stub.proxy_view_in_effect(index).await;
     let denied = h1.get("/").await;
     assert_eq!(
         (denied.status, denied.body.as_str()),
@@ -287,7 +287,7 @@ async fn intention_changes_apply_to_new_and_open_connections_without_restart() {
         "new connections are refused"
     );
 
-    let index = f.stub.set_view(view(
+    let index = f.stub.set_proxy_view(view(
         &f.ca,
         vec![],
         vec![intentions(json!({
@@ -296,7 +296,7 @@ async fn intention_changes_apply_to_new_and_open_connections_without_restart() {
             "Sources": [{"Name": "web", "Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/ok"}}]}]
         }))],
     ));
-    f.stub.view_in_effect(index).await;
+    f.stub.proxy_view_in_effect(index).await;
     assert_eq!(h2.get("/ok").await.status, 200);
     assert_eq!(h2.get("/nope").await.status, 403);
     assert_eq!(f.get_as(&web, "/ok/fresh").await.unwrap().status, 200);
@@ -307,7 +307,7 @@ async fn intention_changes_apply_to_new_and_open_connections_without_restart() {
 #[tokio::test]
 async fn tcp_mode_copies_bytes_and_closes_when_denied() {
     let ca = Ca::local();
-    let stub = StubAgent::start(
+    let stub = StubAgent::for_proxy(
         ca.leaf(BACKEND).leaf_cert(BACKEND),
         web_allowed_api_denied(&ca),
     )
@@ -343,7 +343,7 @@ async fn tcp_mode_copies_bytes_and_closes_when_denied() {
     );
 
     // L7 intentions cannot be enforced on raw TCP: denied.
-    let index = stub.set_view(view(
+    let index = stub.set_proxy_view(view(
         &ca,
         vec![],
         vec![intentions(json!({
@@ -352,7 +352,7 @@ async fn tcp_mode_copies_bytes_and_closes_when_denied() {
             "Sources": [{"Name": "web", "Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]}]
         }))],
     ));
-    stub.view_in_effect(index).await;
+    stub.proxy_view_in_effect(index).await;
     // ...which also closes the connection that was allowed before.
     let mut rest = Vec::new();
     let read = tokio::time::timeout(WAIT, tls.read_to_end(&mut rest))
@@ -422,7 +422,7 @@ async fn not_ready_and_refusing_until_the_first_leaf_and_view() {
     assert!(body.contains("proxy view"), "{body}");
     assert!(try_get(proxy.inbound_addr(), config(), "/").await.is_err());
 
-    stub.set_view(web_allowed_api_denied(&ca));
+    stub.set_proxy_view(web_allowed_api_denied(&ca));
     tokio::time::timeout(WAIT, proxy.ready())
         .await
         .unwrap()
@@ -546,7 +546,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 #[tokio::test]
 async fn admin_shutdown_cuts_what_outlives_the_drain_timeout() {
     let ca = Ca::local();
-    let stub = StubAgent::start(
+    let stub = StubAgent::for_proxy(
         ca.leaf(BACKEND).leaf_cert(BACKEND),
         web_allowed_api_denied(&ca),
     )

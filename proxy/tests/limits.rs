@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use isthmus_proxy::{Protocol, RunningProxy};
 use support::*;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const BACKEND: &str = "backend";
 const HEADER_READ: Duration = Duration::from_millis(500);
@@ -26,7 +26,7 @@ impl Fixture {
     async fn start(customize: impl FnOnce(&mut isthmus_proxy::ProxyConfig)) -> Fixture {
         let ca = Ca::local();
         let view = view(&ca, vec![], vec![l4(BACKEND, &[("web", "allow")])]);
-        let stub = StubAgent::start(ca.leaf(BACKEND).leaf_cert(BACKEND), view).await;
+        let stub = StubAgent::for_proxy(ca.leaf(BACKEND).leaf_cert(BACKEND), view).await;
         let app = HttpApp::start(BACKEND).await;
         let mut config = proxy_config(&stub, BACKEND, app.addr, Protocol::Http, &[]);
         config.limits.header_read_timeout = HEADER_READ;
@@ -47,36 +47,8 @@ impl Fixture {
     }
 
     async fn wait_for_metric(&self, series: &str, value: f64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let current = metrics(&self.proxy).await.get(series).copied();
-            if current == Some(value) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{series} is {current:?}, not {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_metric(self.proxy.admin_addr(), series, value).await
     }
-}
-
-/// Waits (bounded) for the proxy to close `stream`; returns how long it took.
-async fn closed<S: AsyncRead + Unpin>(stream: &mut S) -> Duration {
-    let started = Instant::now();
-    let mut buf = [0u8; 256];
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the proxy closes the connection");
-    started.elapsed()
 }
 
 fn series(kind: &str, listener: &str, label: &str, value: &str) -> String {
@@ -102,7 +74,7 @@ async fn partial_requests_after_the_handshake_are_closed_and_others_served() {
     let reply = try_get(f.proxy.inbound_addr(), config, "/").await.unwrap();
     assert_eq!(reply.status, 200);
     for tls in &mut attackers {
-        let took = closed(tls).await;
+        let took = wait_closed(tls).await;
         assert!(took < WAIT / 2, "{took:?}");
     }
     f.wait_for_metric(
@@ -162,7 +134,7 @@ async fn connections_over_the_cap_are_closed_at_accept() {
     let mut over = tokio::net::TcpStream::connect(f.proxy.inbound_addr())
         .await
         .unwrap();
-    let took = closed(&mut over).await;
+    let took = wait_closed(&mut over).await;
     assert!(took < WAIT / 2, "{took:?}");
     f.wait_for_metric(&series("refused", "inbound", "reason", "max_conns"), 1.0)
         .await;
@@ -170,15 +142,14 @@ async fn connections_over_the_cap_are_closed_at_accept() {
     // back when connections close.
     assert_eq!(admin_get(f.proxy.admin_addr(), "/ready").await.0, 200);
     drop(held);
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("a place to come back", || async {
         let config = tls_config(&f.ca.leaf("web"), &f.ca, BACKEND, &[b"http/1.1"]);
-        if try_get(f.proxy.inbound_addr(), config, "/").await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no place came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        try_get(f.proxy.inbound_addr(), config, "/")
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -192,10 +163,10 @@ async fn the_admin_listener_closes_partial_requests_and_caps_connections() {
         partial.push(tcp);
     }
     let mut over = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let took = closed(&mut over).await;
+    let took = wait_closed(&mut over).await;
     assert!(took < HEADER_READ, "{took:?}");
     for tcp in &mut partial {
-        closed(tcp).await;
+        wait_closed(tcp).await;
     }
     f.wait_for_metric(&series("timed_out", "admin", "timeout", "header_read"), 3.0)
         .await;

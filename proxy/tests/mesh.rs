@@ -12,7 +12,7 @@ use isthmus_api::proxy::UpstreamView;
 use isthmus_proxy::{Protocol, RunningProxy};
 use serde_json::json;
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WEB: &str = "web";
 const BACKEND: &str = "backend";
@@ -30,7 +30,7 @@ impl Pair {
     async fn start(protocol: Protocol, backend_app: SocketAddr) -> Pair {
         let ca = Ca::local();
         let entries = vec![l4(BACKEND, &[(WEB, "allow")])];
-        let backend_stub = StubAgent::start(
+        let backend_stub = StubAgent::for_proxy(
             ca.leaf(BACKEND).leaf_cert(BACKEND),
             view(&ca, vec![], entries.clone()),
         )
@@ -44,7 +44,7 @@ impl Pair {
         ))
         .await;
         let web_stub =
-            StubAgent::start(ca.leaf(WEB).leaf_cert(WEB), view(&ca, vec![], entries)).await;
+            StubAgent::for_proxy(ca.leaf(WEB).leaf_cert(WEB), view(&ca, vec![], entries)).await;
         let index = web_stub.set_upstream(
             BACKEND,
             upstream_view(&ca, BACKEND, &[backend.inbound_addr()]),
@@ -218,11 +218,7 @@ async fn failures_are_explicit() {
     assert!(reply.body.contains("payments"), "{}", reply.body);
 
     // Nobody listening: 503 after trying.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_addr().await;
     pair.set_upstream(upstream_view(&pair.ca, BACKEND, &[closed]))
         .await;
     let reply = conn.get("/").await;
@@ -251,10 +247,12 @@ async fn failures_are_explicit() {
         &[pair.backend.inbound_addr()],
     ))
     .await;
-    let index =
-        pair.backend_stub
-            .set_view(view(&pair.ca, vec![], vec![l4(BACKEND, &[(WEB, "deny")])]));
-    pair.backend_stub.view_in_effect(index).await;
+    let index = pair.backend_stub.set_proxy_view(view(
+        &pair.ca,
+        vec![],
+        vec![l4(BACKEND, &[(WEB, "deny")])],
+    ));
+    pair.backend_stub.proxy_view_in_effect(index).await;
     let mut fresh = HttpConn::plain_h2(pair.upstream()).await;
     let reply = fresh.get("/").await;
     assert_eq!(
@@ -293,7 +291,7 @@ async fn peer_upstreams_use_the_peers_roots_and_identity() {
     let ours = Ca::local();
     let theirs = Ca::peer();
     let app = HttpApp::start(BACKEND).await;
-    let backend_stub = StubAgent::start(
+    let backend_stub = StubAgent::for_proxy(
         theirs.leaf(BACKEND).leaf_cert(BACKEND),
         view(
             &theirs,
@@ -314,7 +312,7 @@ async fn peer_upstreams_use_the_peers_roots_and_identity() {
         &[],
     ))
     .await;
-    let web_stub = StubAgent::start(
+    let web_stub = StubAgent::for_proxy(
         ours.leaf(WEB).leaf_cert(WEB),
         view(&ours, vec![theirs.as_peer(PEER)], vec![]),
     )
@@ -348,8 +346,8 @@ async fn peer_upstreams_use_the_peers_roots_and_identity() {
         )
     );
     // Without the peering, the peer's identities are not trusted.
-    let index = web_stub.set_view(view(&ours, vec![], vec![]));
-    web_stub.view_in_effect(index).await;
+    let index = web_stub.set_proxy_view(view(&ours, vec![], vec![]));
+    web_stub.proxy_view_in_effect(index).await;
     let reply = conn.get("/across").await;
     assert_eq!(reply.status, 502);
     assert!(reply.body.contains("not trusted"), "{}", reply.body);
@@ -433,7 +431,7 @@ async fn leaf_rotation_under_load_drops_nothing() {
 #[tokio::test]
 async fn the_binary_starts_serves_and_stops_on_sigterm() {
     let ca = Ca::local();
-    let stub = StubAgent::start(
+    let stub = StubAgent::for_proxy(
         ca.leaf(BACKEND).leaf_cert(BACKEND),
         view(&ca, vec![], vec![l4(BACKEND, &[(WEB, "allow")])]),
     )
@@ -463,13 +461,7 @@ async fn the_binary_starts_serves_and_stops_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("no ready line")
-        .unwrap()
-        .unwrap();
+    let (line, mut lines) = ready_line(&mut child).await;
     let fields: std::collections::HashMap<&str, &str> = line
         .strip_prefix("isthmus-proxy running: ")
         .unwrap_or_else(|| panic!("{line}"))
@@ -496,16 +488,7 @@ async fn the_binary_starts_serves_and_stops_on_sigterm() {
     let registration = stub.next_registration().await;
     assert_eq!(registration["ID"], "backend-sidecar-proxy");
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("no exit")
-        .unwrap();
+    let status = sigterm_and_wait(&mut child).await;
     assert!(status.success(), "{status:?}");
     assert_eq!(stub.next_deregistration().await, "backend-sidecar-proxy");
     assert_eq!(

@@ -1,12 +1,9 @@
 //! The sidecar's catalog registration against a stub agent: it comes back
 //! when it disappears, and `/ready` says not ready while it is missing.
 
-// The support module serves every test target; this one uses a part of it.
-#[allow(unused_imports)]
 mod support;
 
 use isthmus_proxy::Protocol;
-use support::stub::StubAgent;
 use support::*;
 
 /// Polls `/ready` on `proxy`'s admin listener until it answers `status`.
@@ -33,7 +30,7 @@ async fn ready_becomes(admin: std::net::SocketAddr, status: u16) -> String {
 #[tokio::test]
 async fn a_vanished_registration_is_noticed_and_made_again() {
     let ca = Ca::local();
-    let stub = StubAgent::start(
+    let stub = StubAgent::for_proxy(
         ca.leaf("backend").leaf_cert("backend"),
         view(&ca, vec![], vec![]),
     )

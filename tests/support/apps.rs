@@ -1,51 +1,21 @@
-//! Toy workloads for the mesh tests: an HTTP app that echoes what it saw,
-//! and a TCP echo server.
+//! Toy workloads for the mesh tests (the test kit's HTTP app and TCP echo,
+//! left running), and plaintext requests to the listeners in front of them.
 
 use std::net::SocketAddr;
 
-use axum::extract::Request;
-use axum::Json;
-use serde_json::{json, Value};
+pub use isthmus_testkit::apps::{HttpApp, TcpEcho};
+use serde_json::Value;
 
-/// Answers every request with JSON describing it: method, path, the
-/// `x-forwarded-client-cert` header, and the app's name.
+/// An app answering every request with JSON describing it (method, path,
+/// the `x-forwarded-client-cert` header as `xfcc`, its name as `app`, ...),
+/// running for the rest of the test process.
 pub async fn http_app(name: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(move |request: Request| async move {
-        let xfcc = request
-            .headers()
-            .get("x-forwarded-client-cert")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        Json(json!({
-            "app": name,
-            "method": request.method().as_str(),
-            "path": request.uri().path(),
-            "xfcc": xfcc,
-            "version": format!("{:?}", request.version()),
-        }))
-    });
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    addr
+    HttpApp::start(name).await.detach()
 }
 
-/// Echoes every byte back.
+/// Echoes every byte back, for the rest of the test process.
 pub async fn tcp_echo() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut read, mut write) = socket.split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-            });
-        }
-    });
-    addr
+    TcpEcho::start().await.detach()
 }
 
 /// A JSON answer from an app behind the mesh, or the status and body.

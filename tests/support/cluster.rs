@@ -2,23 +2,26 @@
 //! `isthmus-gateway` process, on ephemeral ports.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output};
+use std::process::Output;
 
 use isthmus_runtime::client::Client;
 
 use serde_json::json;
 
-use super::api::put;
+use http::Method;
+
+use super::api::{put, send, text};
 use super::apps::http_app;
-use super::process::{cli, field, spawn_announcing, stdout, terminate_child, AgentProcess};
+use super::eventually;
+use super::process::{cli, field, spawn_announcing, stdout, AgentProcess, ChildProcess};
 use super::proxy_process::ProxyProcess;
-use super::{bin_dir, eventually};
 
 /// The heartbeat the tests run peering streams with, so failures show fast.
 pub const TEST_HEARTBEAT: &str = "200ms";
 
+/// An `isthmus-gateway` child process; killed on drop.
 pub struct GatewayProcess {
-    child: Option<Child>,
+    process: ChildProcess,
     pub bind: String,
     pub advertise: String,
     pub admin: String,
@@ -26,8 +29,7 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn spawn(control: &str) -> GatewayProcess {
-        let program = bin_dir().join("isthmus-gateway");
-        assert!(program.exists(), "{} not built", program.display());
+        let program = isthmus_testkit::process::binary("isthmus-gateway");
         let (child, line) = spawn_announcing(
             &program,
             &[
@@ -47,43 +49,24 @@ impl GatewayProcess {
             bind: field(&line, "bind"),
             advertise: field(&line, "advertise"),
             admin: field(&line, "admin"),
-            child: Some(child),
+            process: child,
         }
     }
 
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        terminate_child(self.child.take().unwrap())
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.process.terminate()
     }
 
     /// Stops the process (SIGSTOP) without ending it, as a hung peer: the
     /// kernel still completes TCP connections to its port, but nothing
     /// answers. [`GatewayProcess::thaw`] resumes it; drop kills it anyway.
     pub fn freeze(&self) {
-        self.signal("-STOP");
+        self.process.signal("-STOP");
     }
 
     /// Resumes a frozen gateway (SIGCONT).
     pub fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("gateway running");
-        let status = std::process::Command::new("kill")
-            .arg(signal)
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} failed");
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.signal("-CONT");
     }
 }
 
@@ -192,6 +175,54 @@ impl Cluster {
         .await
     }
 
+    /// Registers `service` on `port` with a passing TTL check.
+    pub async fn register_passing(&self, service: &str, port: u16) {
+        put(
+            &self.client,
+            "/v1/agent/service/register",
+            json!({"Name": service, "Port": port, "Check": {"TTL": "1h", "Status": "passing"}}),
+        )
+        .await;
+    }
+
+    /// Exports `service` to the peer `consumer` (the whole
+    /// `exported-services` entry).
+    pub async fn export(&self, service: &str, consumer: &str) {
+        put(
+            &self.client,
+            "/v1/config",
+            json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": service, "Consumers": [{"Peer": consumer}]}]}),
+        )
+        .await;
+    }
+
+    /// Lets `source` of the peer `peer` call `service` (its whole
+    /// `service-intentions` entry).
+    pub async fn allow_from_peer(&self, service: &str, source: &str, peer: &str) {
+        put(
+            &self.client,
+            "/v1/config",
+            json!({"Kind": "service-intentions", "Name": service, "Sources": [{"Name": source, "Peer": peer, "Action": "allow"}]}),
+        )
+        .await;
+    }
+
+    /// A peering token for `peer`, from the HTTP API (expecting 200).
+    pub async fn peering_token(&self, peer: &str) -> String {
+        let response = send(
+            &self.client,
+            Method::POST,
+            "/v1/peering/token",
+            Some(json!({"PeerName": peer})),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{}", text(&response));
+        serde_json::from_slice::<serde_json::Value>(&response.body).unwrap()["PeeringToken"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Restarts the agent on the same data dir (new ephemeral port); the
     /// gateway is not restarted.
     pub fn restart_agent_process(&mut self) {
@@ -238,23 +269,9 @@ pub async fn peered_clusters_with(dir: &Path, agent_args: &[&str]) -> (Cluster, 
 pub async fn export_backend_to_cluster_02(c1: &Cluster) -> ProxyProcess {
     let backend_app = http_app("backend").await.to_string();
     let backend = ProxyProcess::spawn(&c1.agent.url(), "backend", &backend_app, &[], &[]);
-    put(
-        &c1.client,
-        "/v1/agent/service/register",
-        json!({"Name": "backend", "Port": 1, "Check": {"TTL": "1h", "Status": "passing"}}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "exported-services", "Name": "default", "Services": [{"Name": "backend", "Consumers": [{"Peer": "cluster-02"}]}]}),
-    )
-    .await;
-    put(
-        &c1.client,
-        "/v1/config",
-        json!({"Kind": "service-intentions", "Name": "backend", "Sources": [{"Name": "frontend", "Peer": "cluster-02", "Action": "allow"}]}),
-    )
-    .await;
+    c1.register_passing("backend", 1).await;
+    c1.export("backend", "cluster-02").await;
+    c1.allow_from_peer("backend", "frontend", "cluster-02")
+        .await;
     backend
 }

@@ -1,6 +1,7 @@
 //! Test harness: start agents in-process or as real `isthmus` processes on
 //! ephemeral loopback ports, run the CLI, and wait for conditions with a
-//! bound instead of sleeping.
+//! bound instead of sleeping. The generic parts (child processes, bounded
+//! polling, toy workloads, request bodies) come from `isthmus-testkit`.
 #![forbid(unsafe_code)]
 
 pub mod apps;
@@ -17,8 +18,9 @@ use std::time::Duration;
 use isthmus_control::agent::{self, AgentConfig, RunningAgent};
 use isthmus_runtime::client::Client;
 
-/// Every wait in the tests is bounded by this unless it says otherwise.
-pub const WAIT: Duration = Duration::from_secs(20);
+/// Every wait in the tests is bounded by this unless it says otherwise:
+/// as long as a real process gets to start.
+pub const WAIT: Duration = isthmus_testkit::process::PROCESS_WAIT;
 
 /// An agent running inside the test process.
 pub struct TestAgent {
@@ -52,46 +54,19 @@ impl TestAgent {
 }
 
 /// Polls `condition` until it returns `Some`, failing the test after `WAIT`.
-pub async fn eventually<T, F, Fut>(what: &str, mut condition: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, condition: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = condition().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    isthmus_testkit::wait::eventually_within(WAIT, what, condition).await
 }
 
-/// The directory holding the workspace's built binaries. The README's test
-/// command builds them first; `ISTHMUS_BIN_DIR` overrides.
-pub fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("ISTHMUS_BIN_DIR") {
-        return PathBuf::from(dir);
-    }
-    // target/<profile>/deps/<test-binary> → target/<profile>
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
-}
+pub use isthmus_testkit::process::bin_dir;
 
+/// The built `isthmus` binary.
 pub fn isthmus_bin() -> PathBuf {
-    let path = bin_dir().join("isthmus");
-    assert!(
-        path.exists(),
-        "{} not found: build the binaries first (cargo build --workspace --bins)",
-        path.display()
-    );
-    path
+    isthmus_testkit::process::binary("isthmus")
 }
 
 /// A tiny HTTP server answering 200 on every path, for HTTP health checks.

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use isthmus_api::gateway::GatewayView;
 use isthmus_api::tls;
+use isthmus_testkit::body::{full, RequestBody};
 use rustls_pki_types::ServerName;
 
 use super::cluster::Cluster;
@@ -30,26 +30,9 @@ pub async fn get_via_gateway(
     key_pem: &str,
     path: &str,
 ) -> Result<(u16, String), String> {
-    let target_view = gateway_view(target).await;
-    let identity = tls::certified_key(cert_pem, key_pem).map_err(|e| e.to_string())?;
-    let config = tls::peer_client_config(&target_view.local_root_pems, identity)
-        .map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(&target.gateway.bind)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(target_view.server_name.clone()).map_err(|e| e.to_string())?;
-    let stream = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = http::Request::get(format!("https://{}{}", target_view.server_name, path))
-        .body(Empty::<Bytes>::new())
+    let (server_name, mut sender) = h2_via_gateway(target, cert_pem, key_pem).await?;
+    let request = http::Request::get(format!("https://{server_name}{path}"))
+        .body(full(""))
         .unwrap();
     let response = sender
         .send_request(request)
@@ -65,36 +48,6 @@ pub async fn get_via_gateway(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// A request body the test can keep open and feed, or a whole one.
-pub type PeerBody = http_body_util::Either<http_body_util::Full<Bytes>, ChannelBody>;
-
-/// The open-ended half of [`PeerBody`].
-pub struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
-    }
-}
-
-/// A body fed through the returned sender; it ends when the sender drops.
-pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, PeerBody) {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    (tx, http_body_util::Either::Right(ChannelBody(rx)))
-}
-
-pub fn full_body(body: impl Into<Bytes>) -> PeerBody {
-    http_body_util::Either::Left(http_body_util::Full::new(body.into()))
-}
-
 /// An HTTP/2 connection to `target`'s gateway as a peer's gateway would
 /// open it (SNI = the peering server name), presenting `cert_pem`/`key_pem`:
 /// what a hostile peer holding its own gateway key can do.
@@ -102,7 +55,7 @@ pub async fn h2_via_gateway(
     target: &Cluster,
     cert_pem: &str,
     key_pem: &str,
-) -> Result<(String, hyper::client::conn::http2::SendRequest<PeerBody>), String> {
+) -> Result<(String, hyper::client::conn::http2::SendRequest<RequestBody>), String> {
     let target_view = gateway_view(target).await;
     let identity = tls::certified_key(cert_pem, key_pem).map_err(|e| e.to_string())?;
     let config = tls::peer_client_config(&target_view.local_root_pems, identity)

@@ -1,13 +1,12 @@
 //! `isthmus-proxy` processes.
 
 use std::collections::HashMap;
-use std::process::Child;
 
-use super::bin_dir;
-use super::process::{field, spawn_announcing, terminate_child};
+use super::process::{field, spawn_announcing, ChildProcess};
 
+/// An `isthmus-proxy` child process; killed on drop.
 pub struct ProxyProcess {
-    child: Option<Child>,
+    process: ChildProcess,
     pub service: String,
     pub inbound: String,
     pub admin: String,
@@ -25,8 +24,7 @@ impl ProxyProcess {
         upstreams: &[&str],
         extra: &[&str],
     ) -> ProxyProcess {
-        let program = bin_dir().join("isthmus-proxy");
-        assert!(program.exists(), "{} not built", program.display());
+        let program = isthmus_testkit::process::binary("isthmus-proxy");
         let mut args: Vec<String> = vec![
             "--service".into(),
             service.into(),
@@ -58,7 +56,7 @@ impl ProxyProcess {
             })
             .collect();
         ProxyProcess {
-            child: Some(child),
+            process: child,
             service: service.to_owned(),
             inbound: field(&line, "inbound"),
             admin: field(&line, "admin"),
@@ -73,16 +71,7 @@ impl ProxyProcess {
             .unwrap_or_else(|| panic!("no upstream {name} in {:?}", self.upstreams))
     }
 
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        terminate_child(self.child.take().unwrap())
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.process.terminate()
     }
 }

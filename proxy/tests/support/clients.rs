@@ -16,11 +16,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{Ca, TestLeaf, WAIT};
+use super::{Ca, Leaf, WAIT};
 
 /// A client config presenting `leaf`, accepting only `server` under `server_ca`.
 pub fn tls_config(
-    leaf: &TestLeaf,
+    leaf: &Leaf,
     server_ca: &Ca,
     server: &str,
     alpn: &[&[u8]],
@@ -197,7 +197,7 @@ pub async fn read(response: http::Response<hyper::body::Incoming>) -> Result<Rep
 /// HTTP/2 (ALPN h2) or HTTP/1.1.
 pub async fn inbound_conn(
     addr: SocketAddr,
-    leaf: &TestLeaf,
+    leaf: &Leaf,
     server_ca: &Ca,
     server: &str,
     h2: bool,

@@ -1,6 +1,7 @@
-//! Local applications behind a proxy: an HTTP app (HTTP/1.1 and h2c) that
-//! describes each request it gets, with a slow endpoint the test releases,
-//! a streaming echo and a WebSocket-style upgrade; and a TCP echo server.
+//! Toy workloads to put behind a proxy: an HTTP app (HTTP/1.1 and h2c)
+//! that describes each request it gets, with a slow endpoint the test
+//! releases, a streaming echo and a WebSocket-style upgrade; and a TCP echo
+//! server. Each stops when dropped.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex, Semaphore};
 
-use super::WAIT;
+use crate::WAIT;
 
 type AppBody = BoxBody<Bytes, hyper::Error>;
 
@@ -34,17 +35,24 @@ struct Context {
     release: Semaphore,
 }
 
-/// An HTTP application.
+/// An HTTP application that answers every request with JSON describing
+/// it: its name (`app`), `method`, `path`, `uri`, `version`, `headers`, and
+/// the `x-forwarded-client-cert` header (`xfcc`, empty when absent); except
+/// `/slow` (answers once the test releases it), `/stream` (echoes the body)
+/// and `/ws` with an upgrade (echoes the upgraded connection).
 pub struct HttpApp {
     pub addr: SocketAddr,
     context: Arc<Context>,
     slow_arrivals: Mutex<mpsc::UnboundedReceiver<()>>,
-    task: tokio::task::JoinHandle<()>,
+    /// `None` once detached.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for HttpApp {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -77,8 +85,15 @@ impl HttpApp {
             addr,
             context,
             slow_arrivals: Mutex::new(rx),
-            task,
+            task: Some(task),
         }
+    }
+
+    /// Keeps the app running for the rest of the test process and returns
+    /// its address.
+    pub fn detach(mut self) -> SocketAddr {
+        self.task = None;
+        self.addr
     }
 
     /// Waits until a request to `/slow` has arrived.
@@ -136,12 +151,19 @@ async fn handle(
             )
         })
         .collect();
+    let xfcc = request
+        .headers()
+        .get("x-forwarded-client-cert")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let description = json!({
         "app": context.name,
         "method": request.method().as_str(),
+        "path": request.uri().path(),
         "uri": request.uri().to_string(),
         "version": format!("{:?}", request.version()),
         "headers": headers,
+        "xfcc": xfcc,
     });
     let mut response = Response::new(full(description.to_string()));
     response
@@ -156,12 +178,15 @@ async fn handle(
 /// A TCP server that echoes what it receives.
 pub struct TcpEcho {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    /// `None` once detached.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TcpEcho {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -180,6 +205,16 @@ impl TcpEcho {
                 });
             }
         });
-        TcpEcho { addr, task }
+        TcpEcho {
+            addr,
+            task: Some(task),
+        }
+    }
+
+    /// Keeps the server running for the rest of the test process and
+    /// returns its address.
+    pub fn detach(mut self) -> SocketAddr {
+        self.task = None;
+        self.addr
     }
 }
