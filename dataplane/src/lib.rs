@@ -1,8 +1,15 @@
 //! What the data plane's two roles, the sidecar proxy and the mesh gateway,
-//! share: mTLS configurations, retry with backoff, and watching that a
-//! role's own registration is still in the catalog.
+//! share, so that each role keeps only what is its own.
+//!
+//! | module | for |
+//! |---|---|
+//! | `config` | the settings file loader, the one layering pattern (defaults < file < flags), the advertise-address rule |
+//! | `mtls` | mTLS verifiers that decide trust by SPIFFE ID |
+//! | `presence` | noticing that a role's own registration left the catalog |
+//! | `retry` | backoff with jitter, logging a failure once per run |
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod mtls;
 pub mod presence;
 pub mod retry;
