@@ -6,10 +6,18 @@
 //! | `config` | the settings file loader, the one layering pattern (defaults < file < flags), the advertise-address rule |
 //! | `mtls` | mTLS verifiers that decide trust by SPIFFE ID |
 //! | `presence` | noticing that a role's own registration left the catalog |
+//! | `readiness` | what `/ready` reports: the role's prerequisites, registration, draining |
+//! | `registration` | registering the role in the catalog, keeping it registered, deregistering |
 //! | `retry` | backoff with jitter, logging a failure once per run |
+//! | `shutdown` | the shutdown flag every long-running task watches |
+//! | `watcher` | one agent endpoint watched with blocking queries, backoff on errors |
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod mtls;
 pub mod presence;
+pub mod readiness;
+pub mod registration;
 pub mod retry;
+pub mod shutdown;
+pub mod watcher;

@@ -2,7 +2,6 @@
 //! `/metrics`, `/ready`, `/live`, and `POST /shutdown`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -10,55 +9,25 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use isthmus_dataplane::readiness::{Prerequisite, Readiness};
 use isthmus_runtime::listen::{ConnLimiter, Limits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
-/// What `/ready` reports: ready once the first view is loaded, the
-/// listener is up and the registration succeeded, until draining starts.
-#[derive(Debug, Default)]
-pub(crate) struct Readiness {
-    view_loaded: AtomicBool,
-    listening: AtomicBool,
-    registered: AtomicBool,
-    draining: AtomicBool,
-}
+/// The gateway is ready once the first view is loaded, the listener is up
+/// and the registration succeeded, until draining starts.
+pub(crate) const VIEW_LOADED: Prerequisite =
+    Prerequisite::new(0, "waiting for the gateway view from the agent");
+pub(crate) const LISTENING: Prerequisite =
+    Prerequisite::new(1, "the peering listener is not accepting yet");
 
-impl Readiness {
-    pub(crate) fn set_view_loaded(&self) {
-        self.view_loaded.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn set_listening(&self) {
-        self.listening.store(true, Ordering::Release);
-    }
-
-    pub(crate) fn set_registered(&self, registered: bool) {
-        self.registered.store(registered, Ordering::Release);
-    }
-
-    pub(crate) fn set_draining(&self) {
-        self.draining.store(true, Ordering::Release);
-    }
-
-    /// `Ok` when ready, else what is missing.
-    pub(crate) fn check(&self) -> Result<(), &'static str> {
-        if self.draining.load(Ordering::Acquire) {
-            return Err("draining: the gateway is shutting down");
-        }
-        if !self.view_loaded.load(Ordering::Acquire) {
-            return Err("waiting for the gateway view from the agent");
-        }
-        if !self.listening.load(Ordering::Acquire) {
-            return Err("the peering listener is not accepting yet");
-        }
-        if !self.registered.load(Ordering::Acquire) {
-            return Err("not registered in the catalog yet");
-        }
-        Ok(())
-    }
+pub(crate) fn readiness() -> Readiness {
+    Readiness::new(
+        "draining: the gateway is shutting down",
+        &[VIEW_LOADED, LISTENING],
+    )
 }
 
 #[derive(Clone)]
@@ -149,10 +118,10 @@ mod tests {
 
     #[test]
     fn readiness_needs_every_step() {
-        let r = Readiness::default();
+        let r = readiness();
         assert!(r.check().is_err());
-        r.set_view_loaded();
-        r.set_listening();
+        r.set_met(VIEW_LOADED);
+        r.set_met(LISTENING);
         assert_eq!(r.check(), Err("not registered in the catalog yet"));
         r.set_registered(true);
         assert_eq!(r.check(), Ok(()));

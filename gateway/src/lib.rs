@@ -36,6 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use isthmus_dataplane::readiness::Readiness;
+use isthmus_dataplane::registration::Registrar;
 use isthmus_runtime::client::Client;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
@@ -176,7 +178,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let admin_addr = local_addr("admin listener", &admin_listener, config.admin_bind)?;
 
     let metrics = Arc::new(metrics::Metrics::new()?);
-    let readiness = Arc::new(admin::Readiness::default());
+    let readiness = Arc::new(admin::readiness());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
 
@@ -215,7 +217,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         "gateway view loaded"
     );
     let shared: view::SharedView = Arc::new(ArcSwap::from_pointee(first));
-    readiness.set_view_loaded();
+    readiness.set_met(admin::VIEW_LOADED);
 
     let agent_restarted = Arc::new(Notify::new());
     let watcher = view::Watcher {
@@ -246,9 +248,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     ));
     let listener_task =
         tokio::spawn(data_path.run(listener, shutdown_rx.clone(), config.drain_timeout));
-    readiness.set_listening();
+    readiness.set_met(admin::LISTENING);
 
-    let registrar = Arc::new(registration::Registrar::new(client, &advertise));
+    let registrar = Arc::new(Registrar::new(
+        client,
+        &registration::registration(&advertise),
+    ));
     let registered = match registrar.register().await {
         Ok(()) => true,
         Err(e) => {
@@ -290,8 +295,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
 
 struct Tasks {
     shutdown: watch::Receiver<bool>,
-    readiness: Arc<admin::Readiness>,
-    registrar: Arc<registration::Registrar>,
+    readiness: Arc<Readiness>,
+    registrar: Arc<Registrar>,
     listener: JoinHandle<()>,
     watcher: JoinHandle<()>,
     registration: JoinHandle<()>,
@@ -313,7 +318,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     // Set once the listener's handle has yielded its result.
     let mut listener_done = false;
     tokio::select! {
-        _ = crate::stopped(&mut tasks.shutdown) => {}
+        _ = isthmus_dataplane::shutdown::stopped(&mut tasks.shutdown) => {}
         result = &mut tasks.listener => {
             listener_done = true;
             // The listener also ends when asked to stop; winning this race
@@ -337,15 +342,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     // No re-registration may race the deregistration below.
     tasks.registration.abort();
     tasks.watcher.abort();
-    let deregister = async {
-        match tokio::time::timeout(DEREGISTER_TIMEOUT, tasks.registrar.deregister()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %isthmus_dataplane::retry::error_chain(&e), "deregistration failed")
-            }
-            Err(_) => tracing::warn!("deregistration timed out"),
-        }
-    };
+    let deregister = tasks.registrar.deregister_within(DEREGISTER_TIMEOUT);
     if failure.is_none() && !listener_done {
         // The listener drains for at most the drain timeout; allow it a
         // little more before giving up on it.
@@ -376,12 +373,6 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     failure.map_or(Ok(()), Err)
 }
 
-/// Resolves once shutdown was asked for (or the sender is gone). Holds no
-/// borrow of the channel's value after it resolves.
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,8 +395,11 @@ mod tests {
         let (admin_stop, admin_stopped) = oneshot::channel();
         let tasks = Tasks {
             shutdown: shutdown_rx,
-            readiness: Arc::new(admin::Readiness::default()),
-            registrar: Arc::new(registration::Registrar::new(client, &advertise)),
+            readiness: Arc::new(admin::readiness()),
+            registrar: Arc::new(Registrar::new(
+                client,
+                &registration::registration(&advertise),
+            )),
             listener,
             watcher: tokio::spawn(std::future::pending()),
             registration: tokio::spawn(std::future::pending()),

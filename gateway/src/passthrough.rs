@@ -184,7 +184,7 @@ impl Passthrough {
     ) {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let upstream = tokio::select! {
-            _ = crate::stopped(&mut shutdown) => return,
+            _ = isthmus_dataplane::shutdown::stopped(&mut shutdown) => return,
             upstream = connect_any(&target.endpoints, start, CONNECT_TIMEOUT) => upstream,
         };
         let (upstream, endpoint) = match upstream {

@@ -10,6 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use isthmus_dataplane::readiness::Readiness;
 use isthmus_runtime::listen::{ConnLimiter, Limits};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -20,81 +21,13 @@ use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 
-/// What `/ready` looks at.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ReadyState {
-    leaf: bool,
-    view: bool,
-    registered: bool,
-    draining: bool,
-    /// The proxy has stopped (for [`crate::RunningProxy::ready`]).
-    pub(crate) stopped: bool,
-}
-
-impl ReadyState {
-    /// `Ok` when ready, else what is missing.
-    pub(crate) fn check(&self) -> Result<(), &'static str> {
-        if self.draining || self.stopped {
-            return Err("draining: the proxy is shutting down");
-        }
-        if !self.leaf {
-            return Err("waiting for the leaf certificate from the agent");
-        }
-        if !self.view {
-            return Err("waiting for the proxy view (trust bundle and intentions) from the agent");
-        }
-        if !self.registered {
-            return Err("not registered in the catalog yet");
-        }
-        Ok(())
-    }
-}
-
 /// Ready once the first leaf and view are in (so the inbound listener
 /// serves) and the registration succeeded, until draining starts.
-#[derive(Debug)]
-pub(crate) struct Readiness(watch::Sender<ReadyState>);
-
-impl Readiness {
-    pub(crate) fn new() -> Readiness {
-        Readiness(watch::channel(ReadyState::default()).0)
-    }
-
-    fn update(&self, change: impl FnOnce(&mut ReadyState)) {
-        self.0.send_if_modified(|state| {
-            let before = *state;
-            change(state);
-            *state != before
-        });
-    }
-
-    pub(crate) fn set_leaf_loaded(&self) {
-        self.update(|s| s.leaf = true);
-    }
-
-    pub(crate) fn set_view_loaded(&self) {
-        self.update(|s| s.view = true);
-    }
-
-    pub(crate) fn set_registered(&self, registered: bool) {
-        self.update(|s| s.registered = registered);
-    }
-
-    pub(crate) fn set_draining(&self) {
-        self.update(|s| s.draining = true);
-    }
-
-    pub(crate) fn set_stopped(&self) {
-        self.update(|s| s.stopped = true);
-    }
-
-    pub(crate) fn check(&self) -> Result<(), &'static str> {
-        self.0.borrow().check()
-    }
-
-    pub(crate) fn subscribe(&self) -> watch::Receiver<ReadyState> {
-        self.0.subscribe()
-    }
+pub(crate) fn readiness() -> Readiness {
+    Readiness::new(
+        "draining: the proxy is shutting down",
+        &[crate::identity::LEAF_LOADED, crate::identity::VIEW_LOADED],
+    )
 }
 
 /// Fixed facts about this proxy, for `/config`.
@@ -244,11 +177,11 @@ mod tests {
 
     #[test]
     fn readiness_needs_leaf_view_and_registration() {
-        let r = Readiness::new();
+        let r = readiness();
         assert!(r.check().unwrap_err().contains("leaf"));
-        r.set_leaf_loaded();
+        r.set_met(crate::identity::LEAF_LOADED);
         assert!(r.check().unwrap_err().contains("proxy view"));
-        r.set_view_loaded();
+        r.set_met(crate::identity::VIEW_LOADED);
         assert_eq!(r.check(), Err("not registered in the catalog yet"));
         r.set_registered(true);
         assert_eq!(r.check(), Ok(()));

@@ -15,7 +15,7 @@
 //! | module | role |
 //! |---|---|
 //! | `config`, `cli` | settings: defaults < config file (HCL/JSON) < flags |
-//! | `blocking` | one agent endpoint watched with blocking queries, backoff on errors |
+//! | (`isthmus_dataplane::watcher`) | one agent endpoint watched with blocking queries, backoff on errors |
 //! | `identity` | leaf + proxy view → immutable `Snapshot` (TLS server config, trust bundle, compiled intentions) behind an `ArcSwap` |
 //! | `inbound` (+ `http`, `tcp`) | accept, mTLS, caller identity, intentions, forward to the local app |
 //! | `outbound` (+ `http`), `upstream`, `balance`, `pool` | per-upstream listener, route (endpoints + TLS) watching, P2C balancing, pooled HTTP/2 mTLS |
@@ -25,7 +25,6 @@
 
 mod admin;
 mod balance;
-mod blocking;
 pub mod cli;
 pub mod config;
 mod drain;
@@ -43,6 +42,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use isthmus_dataplane::readiness::Readiness;
+use isthmus_dataplane::registration::Registrar;
 use isthmus_runtime::client::Client;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
@@ -90,7 +91,7 @@ pub struct RunningProxy {
     advertise: Advertise,
     admin_addr: SocketAddr,
     upstreams: Vec<(String, SocketAddr)>,
-    readiness: Arc<admin::Readiness>,
+    readiness: Arc<Readiness>,
     shutdown: Arc<watch::Sender<bool>>,
     kill: Kill,
     supervisor: Option<JoinHandle<Result<(), ProxyError>>>,
@@ -165,16 +166,10 @@ impl RunningProxy {
     /// Resolves once the proxy is ready (first leaf and view loaded, so the
     /// inbound listener serves, and registered), or fails if it stopped first.
     pub async fn ready(&self) -> Result<(), ProxyError> {
-        let mut state = self.readiness.subscribe();
-        let state = state
-            .wait_for(|s| s.check().is_ok() || s.stopped)
+        self.readiness
+            .wait_ready()
             .await
-            .map_err(|_| ProxyError::Stopped)?;
-        if state.stopped {
-            Err(ProxyError::Stopped)
-        } else {
-            Ok(())
-        }
+            .map_err(|_| ProxyError::Stopped)
     }
 
     /// Graceful shutdown: stop accepting, deregister, let in-flight
@@ -245,7 +240,7 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     let (admin_listener, admin_addr) = bind("admin listener", config.admin_bind).await?;
 
     let metrics = Arc::new(metrics::Metrics::new()?);
-    let readiness = Arc::new(admin::Readiness::new());
+    let readiness = Arc::new(admin::readiness());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
     // Watchers and registration run until the very end of a shutdown.
@@ -314,8 +309,9 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     ));
 
     let registration = registration::registration(&config, &advertise, &upstream_ports);
-    let registrar = Arc::new(registration::Registrar::new(client, &registration));
-    let registration_task = tokio::spawn(registrar.clone().keep_registered(
+    let registrar = Arc::new(Registrar::new(client, &registration));
+    let registration_task = tokio::spawn(registration::register_once_serving(
+        registrar.clone(),
         identity.changes(),
         readiness.clone(),
         agent_restarted,
@@ -369,8 +365,8 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
 
 struct Tasks {
     shutdown: watch::Receiver<bool>,
-    readiness: Arc<admin::Readiness>,
-    registrar: Arc<registration::Registrar>,
+    readiness: Arc<Readiness>,
+    registrar: Arc<Registrar>,
     inbound: JoinHandle<()>,
     inbound_group: drain::Group,
     outbound_group: drain::Group,
@@ -391,7 +387,7 @@ struct Tasks {
 async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
     let mut failure = None;
     tokio::select! {
-        _ = stopped(&mut tasks.shutdown) => {}
+        _ = isthmus_dataplane::shutdown::stopped(&mut tasks.shutdown) => {}
         result = &mut tasks.inbound => {
             failure = Some(ProxyError::TaskFailed {
                 task: "inbound listener",
@@ -403,15 +399,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
     tasks.readiness.set_draining();
     // No re-registration may race the deregistration below.
     tasks.registration.abort();
-    let deregister = async {
-        match tokio::time::timeout(DEREGISTER_TIMEOUT, tasks.registrar.deregister()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %isthmus_dataplane::retry::error_chain(&e), "deregistration failed")
-            }
-            Err(_) => tracing::warn!("deregistration timed out"),
-        }
-    };
+    let deregister = tasks.registrar.deregister_within(DEREGISTER_TIMEOUT);
     let deadline = Instant::now() + tasks.drain_timeout;
     let drain = async {
         let inbound = tasks.inbound_group.drain(deadline).await;
@@ -438,10 +426,4 @@ async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
     tasks.readiness.set_stopped();
     tracing::info!("sidecar proxy stopped");
     failure.map_or(Ok(()), Err)
-}
-
-/// Resolves once `flag` is set (or its sender is gone). Holds no borrow
-/// of the channel's value after it resolves.
-pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|stop| *stop).await;
 }
