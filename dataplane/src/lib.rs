@@ -3,6 +3,7 @@
 //!
 //! | module | for |
 //! |---|---|
+//! | `admin` | the admin listener: `/metrics`, `/ready`, `/live`, `POST /shutdown`, plus a role's own routes |
 //! | `config` | the settings file loader, the one layering pattern (defaults < file < flags), the advertise-address rule |
 //! | `mtls` | mTLS verifiers that decide trust by SPIFFE ID |
 //! | `presence` | noticing that a role's own registration left the catalog |
@@ -13,6 +14,7 @@
 //! | `watcher` | one agent endpoint watched with blocking queries, backoff on errors |
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod mtls;
 pub mod presence;

@@ -184,16 +184,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
 
     // Admin first, so /live answers (and /ready says why not) while we wait.
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let admin_state = admin::AdminState {
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
-        shutdown: shutdown_tx.clone(),
-    };
-    let admin_limits = config.admin_limits();
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        admin_state,
-        admin_limits,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown_tx.clone(),
+        config.admin_limits(),
         async move {
             let _ = admin_stop_rx.await;
         },

@@ -1,17 +1,17 @@
-//! The admin listener (plain HTTP, off the data path): `/metrics`,
-//! `/ready`, `/live`, `/config` and `POST /shutdown`.
+//! The proxy's admin listener: the common routes of
+//! `isthmus_dataplane::admin` (`/metrics`, `/ready`, `/live`,
+//! `POST /shutdown`) plus `/config`, and what its `/ready` waits for.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
+use isthmus_dataplane::admin::Admin;
 use isthmus_dataplane::readiness::Readiness;
-use isthmus_runtime::listen::{ConnLimiter, Limits};
+use isthmus_runtime::listen::Limits;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -42,86 +42,38 @@ pub(crate) struct Facts {
     pub(crate) local_app: SocketAddr,
 }
 
+/// What `/config` shows.
 #[derive(Clone)]
-pub(crate) struct AdminState {
-    pub(crate) metrics: Arc<Metrics>,
+pub(crate) struct ConfigState {
     pub(crate) readiness: Arc<Readiness>,
-    pub(crate) shutdown: Arc<watch::Sender<bool>>,
     pub(crate) identity: Identity,
     pub(crate) upstreams: Arc<[Arc<Upstream>]>,
     pub(crate) facts: Arc<Facts>,
 }
 
-pub(crate) fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/ready", get(ready))
-        .route("/live", get(live))
-        .route("/config", get(config))
-        .route("/shutdown", post(shutdown))
-        .with_state(state)
-}
-
-/// Serves the admin API until `stop` completes, under `limits`
-/// (connection cap, header-read and idle timeouts).
+/// Serves the admin API (`isthmus_dataplane::admin`) with the proxy's
+/// `/config` until `stop` completes, under `limits`.
 pub(crate) async fn serve(
     listener: TcpListener,
-    state: AdminState,
+    metrics: Arc<Metrics>,
+    shutdown: Arc<watch::Sender<bool>>,
+    state: ConfigState,
     limits: Limits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let counters = state.metrics.admin_listener.clone();
-    let limiter = ConnLimiter::new("admin", &limits, counters.clone());
-    let router = router(state);
-    let make_service = move |_remote| {
-        let router = router.clone();
-        hyper::service::service_fn(move |request| {
-            tower::ServiceExt::oneshot(router.clone(), request)
-        })
+    let admin = Admin {
+        counters: metrics.admin_listener.clone(),
+        encode_metrics: Arc::new(move || metrics.encode().map_err(|e| e.to_string())),
+        readiness: state.readiness.clone(),
+        shutdown,
     };
-    isthmus_runtime::listen::serve(listener, limiter, limits, counters, make_service, stop).await;
+    let config_route = Router::new()
+        .route("/config", get(config))
+        .with_state(state);
+    isthmus_dataplane::admin::serve(listener, admin, config_route, limits, stop).await;
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
-    // Gathering reads /proc: keep it off the async worker threads.
-    let metrics = state.metrics.clone();
-    let encoded = tokio::task::spawn_blocking(move || metrics.encode())
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    match encoded {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics: {e}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn ready(State(state): State<AdminState>) -> Response {
-    match state.readiness.check() {
-        Ok(()) => "ready\n".into_response(),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn live() -> &'static str {
-    "live\n"
-}
-
-async fn config(State(state): State<AdminState>) -> Json<Value> {
+async fn config(State(state): State<ConfigState>) -> Json<Value> {
     let facts = &state.facts;
     let snapshot = state.identity.current();
     let leaf = snapshot.as_ref().map(|s| {
@@ -163,12 +115,6 @@ async fn config(State(state): State<AdminState>) -> Json<Value> {
         "trust_domains": trust_domains,
         "upstreams": upstreams,
     }))
-}
-
-async fn shutdown(State(state): State<AdminState>) -> Response {
-    tracing::info!("shutdown requested on the admin listener");
-    state.shutdown.send_replace(true);
-    (StatusCode::ACCEPTED, "shutting down\n").into_response()
 }
 
 #[cfg(test)]

@@ -283,10 +283,8 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
 
     let proxy_id = registration::proxy_id(&config);
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let admin_state = admin::AdminState {
-        metrics,
+    let config_state = admin::ConfigState {
         readiness: readiness.clone(),
-        shutdown: shutdown_tx.clone(),
         identity: identity.clone(),
         upstreams: upstreams.into(),
         facts: Arc::new(admin::Facts {
@@ -301,7 +299,9 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        admin_state,
+        metrics,
+        shutdown_tx.clone(),
+        config_state,
         config.admin_limits(),
         async move {
             let _ = admin_stop_rx.await;
