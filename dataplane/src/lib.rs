@@ -5,21 +5,25 @@
 //! |---|---|
 //! | `admin` | the admin listener: `/metrics`, `/ready`, `/live`, `POST /shutdown`, plus a role's own routes |
 //! | `config` | the settings file loader, the one layering pattern (defaults < file < flags), the advertise-address rule |
+//! | `drain` | graceful drain of a group of connections, and the accept loop that feeds one |
 //! | `mtls` | mTLS verifiers that decide trust by SPIFFE ID |
 //! | `presence` | noticing that a role's own registration left the catalog |
 //! | `readiness` | what `/ready` reports: the role's prerequisites, registration, draining |
 //! | `registration` | registering the role in the catalog, keeping it registered, deregistering |
 //! | `retry` | backoff with jitter, logging a failure once per run |
 //! | `shutdown` | the shutdown flag every long-running task watches |
+//! | `supervise` | binding listeners, the started role's handle, stopping the admin listener |
 //! | `watcher` | one agent endpoint watched with blocking queries, backoff on errors |
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
+pub mod drain;
 pub mod mtls;
 pub mod presence;
 pub mod readiness;
 pub mod registration;
 pub mod retry;
 pub mod shutdown;
+pub mod supervise;
 pub mod watcher;

@@ -38,30 +38,22 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use isthmus_dataplane::readiness::Readiness;
 use isthmus_dataplane::registration::Registrar;
+use isthmus_dataplane::supervise::{
+    bind, AdminTask, BindError, Supervised, SupervisorFailure, DEREGISTER_TIMEOUT,
+};
 use isthmus_runtime::client::Client;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use crate::config::{Advertise, GatewayConfig};
-
-/// How long deregistration may take during shutdown.
-const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long admin connections get to finish once the gateway has drained.
-const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("binding the {what} on {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("no usable gateway view from the isthmus agent at {control} within {timeout:?}: {last_error}")]
     NoView {
         control: String,
@@ -79,6 +71,15 @@ pub enum GatewayError {
     TaskFailed { task: &'static str, reason: String },
 }
 
+impl SupervisorFailure for GatewayError {
+    fn supervisor_failed(reason: String) -> Self {
+        GatewayError::TaskFailed {
+            task: "supervisor",
+            reason,
+        }
+    }
+}
+
 /// A started gateway. Dropping it without [`RunningGateway::shutdown`]
 /// stops it abruptly (no deregistration, no drain).
 pub struct RunningGateway {
@@ -86,8 +87,7 @@ pub struct RunningGateway {
     advertise: Advertise,
     admin_addr: SocketAddr,
     service_id: String,
-    shutdown: Arc<watch::Sender<bool>>,
-    supervisor: Option<JoinHandle<Result<(), GatewayError>>>,
+    supervised: Supervised<GatewayError>,
 }
 
 impl RunningGateway {
@@ -114,50 +114,14 @@ impl RunningGateway {
     /// Graceful shutdown: stop accepting, deregister, let in-flight
     /// requests finish for up to the drain timeout, then stop.
     pub async fn shutdown(mut self) -> Result<(), GatewayError> {
-        self.shutdown.send_replace(true);
-        self.wait().await
+        self.supervised.shutdown().await
     }
 
     /// Resolves once the gateway has stopped: after a shutdown was asked
     /// for (`POST /shutdown` on the admin listener), or if it failed.
     pub async fn wait(&mut self) -> Result<(), GatewayError> {
-        let Some(supervisor) = self.supervisor.as_mut() else {
-            return Ok(());
-        };
-        let result = supervisor.await;
-        self.supervisor = None;
-        result.unwrap_or_else(|e| {
-            Err(GatewayError::TaskFailed {
-                task: "supervisor",
-                reason: e.to_string(),
-            })
-        })
+        self.supervised.wait().await
     }
-}
-
-impl Drop for RunningGateway {
-    fn drop(&mut self) {
-        if let Some(supervisor) = self.supervisor.take() {
-            self.shutdown.send_replace(true);
-            supervisor.abort();
-        }
-    }
-}
-
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { what, addr, source })
-}
-
-fn local_addr(
-    what: &'static str,
-    listener: &TcpListener,
-    addr: SocketAddr,
-) -> Result<SocketAddr, StartError> {
-    listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { what, addr, source })
 }
 
 /// Starts a gateway: binds both listeners, waits (up to
@@ -170,12 +134,10 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         .map_err(|e| StartError::Config(e.to_string()))?;
     let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
     config.exchange.validate().map_err(StartError::Config)?;
-    let listener = bind("peering listener", config.bind).await?;
-    let bind_addr = local_addr("peering listener", &listener, config.bind)?;
+    let (listener, bind_addr) = bind("peering listener", config.bind).await?;
     let advertise = config::resolve_advertise(config.advertise.as_deref(), bind_addr)
         .map_err(|e| StartError::Config(e.to_string()))?;
-    let admin_listener = bind("admin listener", config.admin_bind).await?;
-    let admin_addr = local_addr("admin listener", &admin_listener, config.admin_bind)?;
+    let (admin_listener, admin_addr) = bind("admin listener", config.admin_bind).await?;
 
     let metrics = Arc::new(metrics::Metrics::new()?);
     let readiness = Arc::new(admin::readiness());
@@ -183,17 +145,16 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let shutdown_tx = Arc::new(shutdown_tx);
 
     // Admin first, so /live answers (and /ready says why not) while we wait.
-    let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        metrics.clone(),
-        readiness.clone(),
-        shutdown_tx.clone(),
-        config.admin_limits(),
-        async move {
-            let _ = admin_stop_rx.await;
-        },
-    ));
+    let admin_task = AdminTask::spawn(|stop| {
+        admin::serve(
+            admin_listener,
+            metrics.clone(),
+            readiness.clone(),
+            shutdown_tx.clone(),
+            config.admin_limits(),
+            stop,
+        )
+    });
 
     let (first, index) = match view::first_view(&client, config.startup_timeout).await {
         Ok(first) => first,
@@ -274,7 +235,6 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         watcher: watcher_task,
         registration: registration_task,
         admin: admin_task,
-        admin_stop: admin_stop_tx,
         drain_timeout: config.drain_timeout,
     }));
 
@@ -284,8 +244,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         advertise,
         admin_addr,
         service_id: registrar.id().to_owned(),
-        shutdown: shutdown_tx,
-        supervisor: Some(supervisor),
+        supervised: Supervised::new(shutdown_tx, supervisor),
     })
 }
 
@@ -296,8 +255,7 @@ struct Tasks {
     listener: JoinHandle<()>,
     watcher: JoinHandle<()>,
     registration: JoinHandle<()>,
-    admin: JoinHandle<()>,
-    admin_stop: oneshot::Sender<()>,
+    admin: AdminTask,
     drain_timeout: Duration,
 }
 
@@ -358,13 +316,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     }
     // Aborting a finished task is a no-op; it never polls the handle.
     tasks.listener.abort();
-    let _ = tasks.admin_stop.send(());
-    if tokio::time::timeout(ADMIN_STOP_TIMEOUT, &mut tasks.admin)
-        .await
-        .is_err()
-    {
-        tasks.admin.abort();
-    }
+    tasks.admin.stop().await;
     tracing::info!("mesh gateway stopped");
     failure.map_or(Ok(()), Err)
 }
@@ -388,7 +340,6 @@ mod tests {
         let advertise =
             config::resolve_advertise(Some("127.0.0.1:8443"), "127.0.0.1:8443".parse().unwrap())
                 .unwrap();
-        let (admin_stop, admin_stopped) = oneshot::channel();
         let tasks = Tasks {
             shutdown: shutdown_rx,
             readiness: Arc::new(admin::readiness()),
@@ -399,10 +350,7 @@ mod tests {
             listener,
             watcher: tokio::spawn(std::future::pending()),
             registration: tokio::spawn(std::future::pending()),
-            admin: tokio::spawn(async move {
-                let _ = admin_stopped.await;
-            }),
-            admin_stop,
+            admin: AdminTask::spawn(|stop| stop),
             drain_timeout: Duration::from_millis(100),
         };
         (tasks, shutdown_tx)

@@ -19,9 +19,9 @@ use hyper_util::server::conn::auto;
 use isthmus_runtime::listen::{Limits, ListenerCounters, Watchdog};
 
 use crate::balance::InFlight;
-use crate::drain::Drain;
 use crate::io::{splice, Spliced};
 use crate::upstream::Endpoint;
+use isthmus_dataplane::drain::Drain;
 
 /// Says which proxy-generated error a response is.
 pub(crate) const ERROR_HEADER: &str = "x-isthmus-error";

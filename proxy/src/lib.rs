@@ -27,7 +27,6 @@ mod admin;
 mod balance;
 pub mod cli;
 pub mod config;
-mod drain;
 mod http;
 mod identity;
 mod inbound;
@@ -42,33 +41,26 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use isthmus_dataplane::drain;
 use isthmus_dataplane::readiness::Readiness;
 use isthmus_dataplane::registration::Registrar;
+use isthmus_dataplane::supervise::{
+    bind, AdminTask, BindError, Supervised, SupervisorFailure, DEREGISTER_TIMEOUT,
+};
 use isthmus_runtime::client::Client;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use crate::config::{Advertise, Protocol, ProxyConfig, UpstreamSpec};
-
-/// How long deregistration may take during shutdown.
-const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long admin connections get to finish once the proxy has drained.
-const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("binding the {what} on {addr}: {source}")]
-    Bind {
-        what: String,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("setting up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -82,6 +74,15 @@ pub enum ProxyError {
     Stopped,
 }
 
+impl SupervisorFailure for ProxyError {
+    fn supervisor_failed(reason: String) -> Self {
+        ProxyError::TaskFailed {
+            task: "supervisor",
+            reason,
+        }
+    }
+}
+
 /// A started proxy. Dropping it without [`RunningProxy::shutdown`] stops
 /// it abruptly (no deregistration, no drain).
 pub struct RunningProxy {
@@ -92,9 +93,7 @@ pub struct RunningProxy {
     admin_addr: SocketAddr,
     upstreams: Vec<(String, SocketAddr)>,
     readiness: Arc<Readiness>,
-    shutdown: Arc<watch::Sender<bool>>,
-    kill: Kill,
-    supervisor: Option<JoinHandle<Result<(), ProxyError>>>,
+    supervised: Supervised<ProxyError>,
 }
 
 /// Everything that stops the proxy's tasks at once.
@@ -175,45 +174,14 @@ impl RunningProxy {
     /// Graceful shutdown: stop accepting, deregister, let in-flight
     /// requests finish for up to the drain timeout, then stop.
     pub async fn shutdown(mut self) -> Result<(), ProxyError> {
-        self.shutdown.send_replace(true);
-        self.wait().await
+        self.supervised.shutdown().await
     }
 
     /// Resolves once the proxy has stopped: after a shutdown was asked for
     /// (`POST /shutdown` on the admin listener), or if it failed.
     pub async fn wait(&mut self) -> Result<(), ProxyError> {
-        let Some(supervisor) = self.supervisor.as_mut() else {
-            return Ok(());
-        };
-        let result = supervisor.await;
-        self.supervisor = None;
-        result.unwrap_or_else(|e| {
-            Err(ProxyError::TaskFailed {
-                task: "supervisor",
-                reason: e.to_string(),
-            })
-        })
+        self.supervised.wait().await
     }
-}
-
-impl Drop for RunningProxy {
-    fn drop(&mut self) {
-        if let Some(supervisor) = self.supervisor.take() {
-            self.kill.now();
-            supervisor.abort();
-        }
-    }
-}
-
-async fn bind(what: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let error = |source| StartError::Bind {
-        what: what.to_owned(),
-        addr,
-        source,
-    };
-    let listener = TcpListener::bind(addr).await.map_err(error)?;
-    let bound = listener.local_addr().map_err(error)?;
-    Ok((listener, bound))
 }
 
 /// Starts a proxy: binds every listener, starts watching the leaf, the
@@ -282,7 +250,6 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     drop(outbound_drain);
 
     let proxy_id = registration::proxy_id(&config);
-    let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
     let config_state = admin::ConfigState {
         readiness: readiness.clone(),
         identity: identity.clone(),
@@ -297,16 +264,16 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
             local_app: config.local_app,
         }),
     };
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        metrics,
-        shutdown_tx.clone(),
-        config_state,
-        config.admin_limits(),
-        async move {
-            let _ = admin_stop_rx.await;
-        },
-    ));
+    let admin_task = AdminTask::spawn(|stop| {
+        admin::serve(
+            admin_listener,
+            metrics,
+            shutdown_tx.clone(),
+            config_state,
+            config.admin_limits(),
+            stop,
+        )
+    });
 
     let registration = registration::registration(&config, &advertise, &upstream_ports);
     let registrar = Arc::new(Registrar::new(client, &registration));
@@ -336,7 +303,6 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
         registration: registration_task,
         stop: stop_tx,
         admin: admin_task,
-        admin_stop: admin_stop_tx,
         drain_timeout: config.drain_timeout,
     }));
 
@@ -357,9 +323,7 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
         admin_addr,
         upstreams: upstream_addrs,
         readiness,
-        shutdown: shutdown_tx,
-        kill,
-        supervisor: Some(supervisor),
+        supervised: Supervised::new(shutdown_tx, supervisor).with_kill_on_drop(move || kill.now()),
     })
 }
 
@@ -374,8 +338,7 @@ struct Tasks {
     watchers: Vec<JoinHandle<()>>,
     registration: JoinHandle<()>,
     stop: Arc<watch::Sender<bool>>,
-    admin: JoinHandle<()>,
-    admin_stop: oneshot::Sender<()>,
+    admin: AdminTask,
     drain_timeout: Duration,
 }
 
@@ -416,13 +379,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
         task.abort();
     }
     tasks.inbound.abort();
-    let _ = tasks.admin_stop.send(());
-    if tokio::time::timeout(ADMIN_STOP_TIMEOUT, &mut tasks.admin)
-        .await
-        .is_err()
-    {
-        tasks.admin.abort();
-    }
+    tasks.admin.stop().await;
     tasks.readiness.set_stopped();
     tracing::info!("sidecar proxy stopped");
     failure.map_or(Ok(()), Err)
