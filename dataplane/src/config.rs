@@ -101,10 +101,20 @@ pub struct AdvertiseRule {
     pub destination: &'static str,
 }
 
-/// Works out the advertise address from the configured value and the
-/// address the listener actually bound. The catalog must never carry an
-/// unroutable address, so a wildcard is refused rather than guessed at.
-pub fn resolve_advertise(
+impl AdvertiseRule {
+    /// Works out the advertise address from the configured value and the
+    /// address the listener actually bound. The catalog must never carry an
+    /// unroutable address, so a wildcard is refused rather than guessed at.
+    pub fn resolve(
+        &self,
+        configured: Option<&str>,
+        bound: SocketAddr,
+    ) -> Result<Advertise, ConfigError> {
+        resolve_advertise(self, configured, bound)
+    }
+}
+
+fn resolve_advertise(
     rule: &AdvertiseRule,
     configured: Option<&str>,
     bound: SocketAddr,
@@ -184,13 +194,16 @@ mod tests {
 
     #[test]
     fn wildcard_errors_name_the_role_s_flag_and_dialers() {
-        let err = resolve_advertise(&RULE, None, "0.0.0.0:8443".parse().unwrap()).unwrap_err();
+        let err = RULE
+            .resolve(None, "0.0.0.0:8443".parse().unwrap())
+            .unwrap_err();
         assert_eq!(
             err.0,
             "--bind 0.0.0.0:8443 is a wildcard address, which peers cannot dial: set --advertise \
              <host:port> to the address peering tokens should carry"
         );
-        let err = resolve_advertise(&RULE, Some("0.0.0.0:1"), "0.0.0.0:8443".parse().unwrap())
+        let err = RULE
+            .resolve(Some("0.0.0.0:1"), "0.0.0.0:8443".parse().unwrap())
             .unwrap_err();
         assert_eq!(
             err.0,

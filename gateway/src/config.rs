@@ -5,8 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use isthmus_dataplane::config::{file_duration, AdvertiseRule};
 use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
+
+pub use isthmus_dataplane::config::{Advertise, ConfigError};
 
 pub use crate::exchange::ExchangeLimits;
 
@@ -99,23 +102,13 @@ impl GatewayConfig {
     }
 }
 
-use isthmus_dataplane::config::{file_duration, AdvertiseRule};
-pub use isthmus_dataplane::config::{Advertise, ConfigError};
-
-const ADVERTISE_RULE: AdvertiseRule = AdvertiseRule {
+/// How the gateway words advertise errors: peers dial the TLS listener
+/// at the address peering tokens carry.
+pub const ADVERTISE: AdvertiseRule = AdvertiseRule {
     bind_flag: "--bind",
     dialers: "peers",
     destination: "the address peering tokens should carry",
 };
-
-/// Works out the address peers dial, as it goes into peering tokens, from
-/// the configured value and the address the TLS listener bound.
-pub fn resolve_advertise(
-    configured: Option<&str>,
-    bound: SocketAddr,
-) -> Result<Advertise, ConfigError> {
-    isthmus_dataplane::config::resolve_advertise(&ADVERTISE_RULE, configured, bound)
-}
 
 /// The keys a config file may set; they mirror the flags.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -275,22 +268,24 @@ mod tests {
 
     #[test]
     fn advertise_defaults_to_the_bound_address() {
-        let a = resolve_advertise(None, addr("127.0.0.1:4321")).unwrap();
+        let a = ADVERTISE.resolve(None, addr("127.0.0.1:4321")).unwrap();
         assert_eq!(a.to_string(), "127.0.0.1:4321");
-        let a = resolve_advertise(None, addr("[::1]:4321")).unwrap();
+        let a = ADVERTISE.resolve(None, addr("[::1]:4321")).unwrap();
         assert_eq!(a.to_string(), "[::1]:4321");
     }
 
     #[test]
     fn a_wildcard_bind_needs_an_advertise_address() {
         for bound in ["0.0.0.0:8443", "[::]:8443"] {
-            let err = resolve_advertise(None, addr(bound)).unwrap_err();
+            let err = ADVERTISE.resolve(None, addr(bound)).unwrap_err();
             assert!(
                 err.0.contains("wildcard") && err.0.contains("--advertise"),
                 "{err}"
             );
         }
-        let a = resolve_advertise(Some("gw.example.com:443"), addr("0.0.0.0:8443")).unwrap();
+        let a = ADVERTISE
+            .resolve(Some("gw.example.com:443"), addr("0.0.0.0:8443"))
+            .unwrap();
         assert_eq!((a.host.as_str(), a.port), ("gw.example.com", 443));
     }
 
@@ -307,13 +302,13 @@ mod tests {
         ];
         for (given, want) in cases {
             assert_eq!(
-                resolve_advertise(Some(given), bound).unwrap().to_string(),
+                ADVERTISE.resolve(Some(given), bound).unwrap().to_string(),
                 want,
                 "{given}"
             );
         }
         for bad in ["0.0.0.0:1", "[::]:1", "host:x", ":8443", "a b:1", "[::1:5"] {
-            assert!(resolve_advertise(Some(bad), bound).is_err(), "{bad}");
+            assert!(ADVERTISE.resolve(Some(bad), bound).is_err(), "{bad}");
         }
     }
 

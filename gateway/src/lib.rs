@@ -135,7 +135,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
     config.exchange.validate().map_err(StartError::Config)?;
     let (listener, bind_addr) = bind("peering listener", config.bind).await?;
-    let advertise = config::resolve_advertise(config.advertise.as_deref(), bind_addr)
+    let advertise = config::ADVERTISE
+        .resolve(config.advertise.as_deref(), bind_addr)
         .map_err(|e| StartError::Config(e.to_string()))?;
     let (admin_listener, admin_addr) = bind("admin listener", config.admin_bind).await?;
 
@@ -337,9 +338,9 @@ mod tests {
         }
         // Nothing listens on port 1 of loopback: deregistration fails fast.
         let client = Client::new("http://127.0.0.1:1").unwrap();
-        let advertise =
-            config::resolve_advertise(Some("127.0.0.1:8443"), "127.0.0.1:8443".parse().unwrap())
-                .unwrap();
+        let advertise = config::ADVERTISE
+            .resolve(Some("127.0.0.1:8443"), "127.0.0.1:8443".parse().unwrap())
+            .unwrap();
         let tasks = Tasks {
             shutdown: shutdown_rx,
             readiness: Arc::new(admin::readiness()),

@@ -8,8 +8,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use isthmus_api::naming::validate_dns_label;
+use isthmus_dataplane::config::{file_duration, AdvertiseRule};
 use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
+
+pub use isthmus_dataplane::config::{Advertise, ConfigError};
 
 pub const DEFAULT_CONTROL: &str = isthmus_runtime::client::DEFAULT_ADDR;
 pub const DEFAULT_INBOUND_BIND: SocketAddr =
@@ -263,23 +266,13 @@ impl ProxyConfig {
     }
 }
 
-use isthmus_dataplane::config::{file_duration, AdvertiseRule};
-pub use isthmus_dataplane::config::{Advertise, ConfigError};
-
-const ADVERTISE_RULE: AdvertiseRule = AdvertiseRule {
+/// How the proxy words advertise errors: other sidecars dial the inbound
+/// listener at the address registered in the catalog.
+pub const ADVERTISE: AdvertiseRule = AdvertiseRule {
     bind_flag: "--inbound-bind",
     dialers: "other sidecars",
     destination: "the address to register",
 };
-
-/// Works out the address registered in the catalog, which other sidecars
-/// dial, from the configured value and the address the inbound listener bound.
-pub fn resolve_advertise(
-    configured: Option<&str>,
-    bound: SocketAddr,
-) -> Result<Advertise, ConfigError> {
-    isthmus_dataplane::config::resolve_advertise(&ADVERTISE_RULE, configured, bound)
-}
 
 /// The keys a config file may set; they mirror the flags.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -470,9 +463,9 @@ mod tests {
 
     #[test]
     fn advertise_rules() {
-        let a = resolve_advertise(None, addr("127.0.0.1:4321")).unwrap();
+        let a = ADVERTISE.resolve(None, addr("127.0.0.1:4321")).unwrap();
         assert_eq!(a.to_string(), "127.0.0.1:4321");
-        let err = resolve_advertise(None, addr("0.0.0.0:21000")).unwrap_err();
+        let err = ADVERTISE.resolve(None, addr("0.0.0.0:21000")).unwrap_err();
         assert!(
             err.0.contains("wildcard") && err.0.contains("--advertise"),
             "{err}"
@@ -486,11 +479,11 @@ mod tests {
             ("node-1.example:443", "node-1.example:443"),
         ];
         for (given, want) in cases {
-            let got = resolve_advertise(Some(given), bound).unwrap();
+            let got = ADVERTISE.resolve(Some(given), bound).unwrap();
             assert_eq!(got.to_string(), want, "{given}");
         }
         for bad in ["0.0.0.0:1", "[::]:1", "host:x", ":1", "a b:1", "[::1:5"] {
-            assert!(resolve_advertise(Some(bad), bound).is_err(), "{bad}");
+            assert!(ADVERTISE.resolve(Some(bad), bound).is_err(), "{bad}");
         }
     }
 

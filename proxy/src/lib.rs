@@ -192,7 +192,8 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     config.validate().map_err(|e| StartError::Config(e.0))?;
     let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
     let (inbound_listener, inbound_addr) = bind("inbound listener", config.inbound_bind).await?;
-    let advertise = config::resolve_advertise(config.advertise.as_deref(), inbound_addr)
+    let advertise = config::ADVERTISE
+        .resolve(config.advertise.as_deref(), inbound_addr)
         .map_err(|e| StartError::Config(e.0))?;
     let mut upstream_listeners = Vec::new();
     for spec in &config.upstreams {
