@@ -6,6 +6,8 @@
 //! | `admin` | the admin listener: `/metrics`, `/ready`, `/live`, `POST /shutdown`, plus a role's own routes |
 //! | `config` | the settings file loader, the one layering pattern (defaults < file < flags), the advertise-address rule |
 //! | `drain` | graceful drain of a group of connections, and the accept loop that feeds one |
+//! | `http` | hop-by-hop headers, dropped when passing requests and responses on |
+//! | `io` | counted streams and splicing two streams together |
 //! | `mtls` | mTLS verifiers that decide trust by SPIFFE ID |
 //! | `presence` | noticing that a role's own registration left the catalog |
 //! | `readiness` | what `/ready` reports: the role's prerequisites, registration, draining |
@@ -19,6 +21,8 @@
 pub mod admin;
 pub mod config;
 pub mod drain;
+pub mod http;
+pub mod io;
 pub mod mtls;
 pub mod presence;
 pub mod readiness;

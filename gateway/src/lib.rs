@@ -14,7 +14,9 @@
 //! [`start`] assembles one gateway: bind the listeners, load the first
 //! view, start accepting, register in the catalog. The binary
 //! (`isthmus-gateway`) is a thin wrapper; `isthmus agent --dev` runs the
-//! same thing in-process.
+//! same thing in-process. What it shares with the sidecar proxy (watching
+//! the agent, registration, the admin listener, readiness, config layering,
+//! supervision, counted I/O, hop-by-hop headers) is in `isthmus_dataplane`.
 #![forbid(unsafe_code)]
 
 mod admin;

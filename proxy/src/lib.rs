@@ -12,15 +12,18 @@
 //! [`start`] assembles one proxy; the binary (`isthmus-proxy`) is a thin
 //! wrapper around it.
 //!
+//! What it shares with the mesh gateway (watching the agent, registration,
+//! the admin listener, readiness, config layering, supervision and drain,
+//! counted I/O, hop-by-hop headers) is in `isthmus_dataplane`.
+//!
 //! | module | role |
 //! |---|---|
 //! | `config`, `cli` | settings: defaults < config file (HCL/JSON) < flags |
-//! | (`isthmus_dataplane::watcher`) | one agent endpoint watched with blocking queries, backoff on errors |
 //! | `identity` | leaf + proxy view → immutable `Snapshot` (TLS server config, trust bundle, compiled intentions) behind an `ArcSwap` |
 //! | `inbound` (+ `http`, `tcp`) | accept, mTLS, caller identity, intentions, forward to the local app |
 //! | `outbound` (+ `http`), `upstream`, `balance`, `pool` | per-upstream listener, route (endpoints + TLS) watching, P2C balancing, pooled HTTP/2 mTLS |
-//! | `http`, `io`, `drain` | shared HTTP plumbing, byte counting and splicing, graceful drain |
-//! | `admin`, `metrics`, `registration` | admin listener, Prometheus metrics, catalog registration (backoff: `isthmus_dataplane::retry`) |
+//! | `http` | HTTP plumbing of both directions: response body, local responses, upgrades, serving one connection |
+//! | `admin`, `metrics`, `registration` | `/config` and what `/ready` waits for, Prometheus metrics, the `connect-proxy` registration body |
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -30,7 +33,7 @@ pub mod config;
 mod http;
 mod identity;
 mod inbound;
-mod io;
+
 mod metrics;
 mod outbound;
 mod pool;
