@@ -22,6 +22,7 @@
 mod admin;
 pub mod cli;
 pub mod config;
+mod connection;
 mod exchange;
 mod forward;
 mod listener;

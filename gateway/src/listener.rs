@@ -36,9 +36,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::connection::Connection;
 use crate::metrics::Metrics;
 use crate::passthrough::{self, Passthrough, Target};
-use crate::peering::{Connection, PeeringService};
+use crate::peering::PeeringService;
 use crate::sni;
 use crate::tls::ClientChain;
 use crate::view::SharedView;
