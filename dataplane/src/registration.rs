@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use isthmus_api::catalog::ServiceRegistration;
+use isthmus_api::catalog::{CheckDefinition, ServiceRegistration, STATUS_PASSING};
 use isthmus_runtime::client::{encode, Client, ClientError};
 use tokio::sync::{watch, Notify};
 
+use crate::config::Advertise;
 use crate::readiness::Readiness;
 use crate::retry::{error_chain, Backoff, FailureLog};
 use crate::shutdown::stopped;
@@ -21,6 +22,20 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A registration that lasted less than this before it vanished makes the
 /// next attempt wait (with backoff).
 const STABLE_REGISTRATION: Duration = Duration::from_secs(1);
+
+/// The check both roles register with: a TCP check on the advertised
+/// address, passing from the start (the role registers once it serves),
+/// and the service removed after a minute of failing.
+pub fn listening_check(name: String, address: &Advertise) -> CheckDefinition {
+    CheckDefinition {
+        name: Some(name),
+        tcp: Some(address.to_string()),
+        interval: Some("10s".to_owned()),
+        status: Some(STATUS_PASSING.to_owned()),
+        deregister_critical_service_after: Some("1m".to_owned()),
+        ..CheckDefinition::default()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {

@@ -2,10 +2,9 @@
 //! builds peering tokens' server addresses from these registrations.
 //! Keeping it registered is `isthmus_dataplane::registration`.
 
-use isthmus_api::catalog::{
-    CheckDefinition, ServiceRegistration, KIND_MESH_GATEWAY, STATUS_PASSING,
-};
+use isthmus_api::catalog::{ServiceRegistration, KIND_MESH_GATEWAY};
 use isthmus_api::gateway::SERVICE_NAME;
+use isthmus_dataplane::registration::listening_check;
 
 use crate::config::Advertise;
 
@@ -26,21 +25,16 @@ pub fn service_id(advertise: &Advertise) -> String {
 
 /// The registration body for a gateway reachable at `advertise`.
 pub fn registration(advertise: &Advertise) -> ServiceRegistration {
-    let address = advertise.to_string();
     ServiceRegistration {
         id: Some(service_id(advertise)),
         name: SERVICE_NAME.to_owned(),
         kind: Some(KIND_MESH_GATEWAY.to_owned()),
         address: Some(advertise.host.clone()),
         port: Some(advertise.port),
-        check: Some(CheckDefinition {
-            name: Some(format!("Mesh gateway listening on {address}")),
-            tcp: Some(address),
-            interval: Some("10s".to_owned()),
-            status: Some(STATUS_PASSING.to_owned()),
-            deregister_critical_service_after: Some("1m".to_owned()),
-            ..CheckDefinition::default()
-        }),
+        check: Some(listening_check(
+            format!("Mesh gateway listening on {advertise}"),
+            advertise,
+        )),
         ..ServiceRegistration::default()
     }
 }

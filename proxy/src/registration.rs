@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use isthmus_api::catalog::{
-    CheckDefinition, ProxyConfig as CatalogProxy, ServiceRegistration, Upstream as CatalogUpstream,
-    KIND_CONNECT_PROXY, STATUS_PASSING,
+    ProxyConfig as CatalogProxy, ServiceRegistration, Upstream as CatalogUpstream,
+    KIND_CONNECT_PROXY,
 };
 use isthmus_dataplane::readiness::Readiness;
-use isthmus_dataplane::registration::Registrar;
+use isthmus_dataplane::registration::{listening_check, Registrar};
 use isthmus_dataplane::shutdown::stopped;
 use tokio::sync::{watch, Notify};
 
@@ -31,7 +31,6 @@ pub fn registration(
     advertise: &Advertise,
     upstream_ports: &[u16],
 ) -> ServiceRegistration {
-    let address = advertise.to_string();
     let upstreams = config
         .upstreams
         .iter()
@@ -59,14 +58,10 @@ pub fn registration(
             upstreams,
             ..CatalogProxy::default()
         }),
-        check: Some(CheckDefinition {
-            name: Some(format!("Connect Sidecar Listening on {address}")),
-            tcp: Some(address),
-            interval: Some("10s".to_owned()),
-            status: Some(STATUS_PASSING.to_owned()),
-            deregister_critical_service_after: Some("1m".to_owned()),
-            ..CheckDefinition::default()
-        }),
+        check: Some(listening_check(
+            format!("Connect Sidecar Listening on {advertise}"),
+            advertise,
+        )),
         ..ServiceRegistration::default()
     }
 }
