@@ -50,6 +50,24 @@ pub struct Fresh<T> {
 /// Dropping it tells the watcher the value is in effect.
 pub struct Done(#[allow(dead_code)] oneshot::Sender<()>);
 
+/// What the watcher logs when fetching fails, fails again, and works
+/// again, so that each role keeps the log lines its operators know.
+#[derive(Debug, Clone, Copy)]
+pub struct LogWording {
+    pub failed: &'static str,
+    pub failed_again: &'static str,
+    pub recovered: &'static str,
+}
+
+impl LogWording {
+    /// Lines that name the endpoint only in their `what` field.
+    pub const GENERIC: LogWording = LogWording {
+        failed: "fetching from the agent failed; retrying with backoff",
+        failed_again: "fetching from the agent failed again",
+        recovered: "the agent answers again",
+    };
+}
+
 /// One endpoint to watch.
 pub struct Query {
     pub client: Client,
@@ -62,6 +80,7 @@ pub struct Query {
     /// The index the caller already holds the value of (from its own first
     /// fetch); `None` starts with a plain (non-blocking) query.
     pub known_index: Option<u64>,
+    pub wording: LogWording,
 }
 
 impl Query {
@@ -124,7 +143,8 @@ where
                     tracing::info!(
                         what = query.what,
                         failures = recovered,
-                        "the agent answers again"
+                        "{}",
+                        query.wording.recovered
                     );
                 }
                 backoff.reset();
@@ -165,10 +185,11 @@ where
                         path = %query.path,
                         control = %query.client.base(),
                         error = %message,
-                        "fetching from the agent failed; retrying with backoff"
+                        "{}",
+                        query.wording.failed
                     );
                 } else {
-                    tracing::debug!(what = query.what, error = %message, "fetching from the agent failed again");
+                    tracing::debug!(what = query.what, error = %message, "{}", query.wording.failed_again);
                 }
                 Some(backoff.next_delay())
             }
@@ -195,6 +216,7 @@ mod tests {
             what: "test",
             agent_restarted: None,
             known_index: None,
+            wording: LogWording::GENERIC,
         };
         assert_eq!(query("/v1/x").url(None), "/v1/x");
         assert_eq!(query("/v1/x").url(Some(7)), "/v1/x?index=7&wait=5m");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use isthmus_api::gateway::{GatewayPeer, GatewayView, AGENT_PATH_VIEW};
 use isthmus_api::tls::{root_store, TlsError};
-use isthmus_dataplane::watcher::{self, Query, QueryError, BACKOFF_BASE, WARN_EVERY};
+use isthmus_dataplane::watcher::{self, LogWording, Query, QueryError, BACKOFF_BASE, WARN_EVERY};
 use isthmus_runtime::client::{Client, ClientError};
 use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::{watch, Notify};
@@ -103,6 +103,11 @@ pub(crate) fn query(
         what: "gateway view",
         agent_restarted,
         known_index,
+        wording: LogWording {
+            failed: "gateway view update failed; retrying with backoff",
+            failed_again: "gateway view update failed again",
+            recovered: "gateway view is being received again",
+        },
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::Protocol;
-use isthmus_dataplane::watcher::Query;
+use isthmus_dataplane::watcher::{LogWording, Query};
 
 /// The proxy serves inbound (and so may be ready) only once both are in.
 pub(crate) const LEAF_LOADED: Prerequisite =
@@ -157,6 +157,7 @@ pub(crate) fn spawn(
         what: "leaf certificate",
         agent_restarted: None,
         known_index: None,
+        wording: LogWording::GENERIC,
     };
     let view_query = Query {
         client: client.clone(),
@@ -164,6 +165,7 @@ pub(crate) fn spawn(
         what: "proxy view",
         agent_restarted: Some(agent_restarted),
         known_index: None,
+        wording: LogWording::GENERIC,
     };
     let (mut leaves, leaf_task) =
         isthmus_dataplane::watcher::spawn::<LeafCert>(leaf_query, stop.clone());

@@ -23,7 +23,7 @@ use crate::config::{Protocol, UpstreamSpec};
 use crate::identity::{Identity, Snapshot};
 use crate::metrics::{OutboundError, UpstreamErrors};
 use crate::pool::{Connector, Pool};
-use isthmus_dataplane::watcher::Query;
+use isthmus_dataplane::watcher::{LogWording, Query};
 
 /// One configured upstream.
 #[derive(Debug)]
@@ -255,6 +255,7 @@ pub(crate) fn spawn_watch(
         what: "upstream endpoints",
         agent_restarted: None,
         known_index: None,
+        wording: LogWording::GENERIC,
     };
     let (mut views, view_task) =
         isthmus_dataplane::watcher::spawn::<UpstreamView>(query, stop.clone());
