@@ -121,6 +121,17 @@ impl<E: SupervisorFailure> Supervised<E> {
         self.wait().await
     }
 
+    /// Runs until the role stops by itself (it failed, or `POST /shutdown`)
+    /// or the process is told to terminate (SIGTERM, SIGINT), which shuts
+    /// the role down gracefully.
+    pub async fn until_terminated(&mut self) -> Result<(), E> {
+        tokio::select! {
+            _ = crate::shutdown::terminated() => {}
+            stopped = self.wait() => return stopped,
+        }
+        self.shutdown().await
+    }
+
     /// Resolves once the role has stopped: after a shutdown was asked for
     /// (also by `POST /shutdown` on the admin listener), or if it failed.
     pub async fn wait(&mut self) -> Result<(), E> {

@@ -120,6 +120,13 @@ impl RunningGateway {
         self.supervised.shutdown().await
     }
 
+    /// Runs until the gateway stops by itself (it failed, or `POST /shutdown`
+    /// on the admin listener) or the process gets SIGTERM or SIGINT, which
+    /// shuts it down gracefully: what the binary does once it started.
+    pub async fn until_terminated(&mut self) -> Result<(), GatewayError> {
+        self.supervised.until_terminated().await
+    }
+
     /// Resolves once the gateway has stopped: after a shutdown was asked
     /// for (`POST /shutdown` on the admin listener), or if it failed.
     pub async fn wait(&mut self) -> Result<(), GatewayError> {

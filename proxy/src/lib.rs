@@ -180,6 +180,13 @@ impl RunningProxy {
         self.supervised.shutdown().await
     }
 
+    /// Runs until the proxy stops by itself (it failed, or `POST /shutdown`
+    /// on the admin listener) or the process gets SIGTERM or SIGINT, which
+    /// shuts it down gracefully: what the binary does once it started.
+    pub async fn until_terminated(&mut self) -> Result<(), ProxyError> {
+        self.supervised.until_terminated().await
+    }
+
     /// Resolves once the proxy has stopped: after a shutdown was asked for
     /// (`POST /shutdown` on the admin listener), or if it failed.
     pub async fn wait(&mut self) -> Result<(), ProxyError> {
