@@ -13,8 +13,8 @@
 //! | `readiness` | what `/ready` reports: the role's prerequisites, registration, draining |
 //! | `registration` | registering the role in the catalog, keeping it registered, deregistering |
 //! | `retry` | backoff with jitter, logging a failure once per run |
-//! | `shutdown` | the shutdown flag every long-running task watches |
-//! | `supervise` | binding listeners, the started role's handle, stopping the admin listener |
+//! | `shutdown` | the shutdown flag every long-running task watches; SIGTERM/SIGINT |
+//! | `supervise` | binding listeners, the started role's handle (shutdown, wait, run until terminated), stopping the admin listener |
 //! | `watcher` | one agent endpoint watched with blocking queries, backoff on errors |
 #![forbid(unsafe_code)]
 
