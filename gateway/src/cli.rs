@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 
-use crate::config::{ConfigError, FileConfig, GatewayConfig};
+use isthmus_dataplane::config::flag_duration as parse_duration;
+
+use crate::config::{ConfigError, FileConfig, GatewayConfig, Layer};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,10 +79,6 @@ pub struct Cli {
     pub log_json: bool,
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    isthmus_api::duration::parse(text).map_err(|e| e.to_string())
-}
-
 impl Cli {
     /// Parses the process arguments, Go-style flags included.
     pub fn parse_args() -> Cli {
@@ -89,54 +87,27 @@ impl Cli {
 
     /// Defaults, then the config file, then the flags.
     pub fn into_config(self) -> Result<GatewayConfig, ConfigError> {
-        let mut config = GatewayConfig::default();
-        if let Some(path) = &self.config_file {
-            FileConfig::load(path)?.apply(&mut config)?;
-        }
-        if let Some(v) = self.control {
-            config.control = v;
-        }
-        if let Some(v) = self.bind {
-            config.bind = v;
-        }
-        if let Some(v) = self.advertise {
-            config.advertise = Some(v);
-        }
-        if let Some(v) = self.admin_bind {
-            config.admin_bind = v;
-        }
-        if let Some(v) = self.drain_timeout {
-            config.drain_timeout = v;
-        }
-        if let Some(v) = self.exchange_max_body_bytes {
-            config.exchange.max_body_bytes = v;
-        }
-        if let Some(v) = self.exchange_body_timeout {
-            config.exchange.body_timeout = v;
-        }
-        if let Some(v) = self.exchange_max_per_connection {
-            config.exchange.max_per_connection = v;
-        }
-        if let Some(v) = self.exchange_max_concurrent {
-            config.exchange.max_concurrent = v;
-        }
-        if let Some(v) = self.max_conns {
-            config.limits.max_conns = v;
-        }
-        if let Some(v) = self.header_read_timeout {
-            config.limits.header_read_timeout = v;
-        }
-        if let Some(v) = self.idle_timeout {
-            config.limits.idle_timeout = v;
-        }
-        if let Some(v) = self.passthrough_idle_timeout {
-            config.passthrough_idle_timeout = v;
-        }
-        if let Some(v) = self.admin_max_conns {
-            config.admin_max_conns = v;
-        }
-        config.validate()?;
-        Ok(config)
+        let file = match &self.config_file {
+            Some(path) => FileConfig::load(path)?.into_layer()?,
+            None => Layer::default(),
+        };
+        let flags = Layer {
+            control: self.control,
+            bind: self.bind,
+            advertise: self.advertise,
+            admin_bind: self.admin_bind,
+            drain_timeout: self.drain_timeout,
+            exchange_max_body_bytes: self.exchange_max_body_bytes,
+            exchange_body_timeout: self.exchange_body_timeout,
+            exchange_max_per_connection: self.exchange_max_per_connection,
+            exchange_max_concurrent: self.exchange_max_concurrent,
+            max_conns: self.max_conns,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            passthrough_idle_timeout: self.passthrough_idle_timeout,
+            admin_max_conns: self.admin_max_conns,
+        };
+        flags.over(file).finish()
     }
 }
 

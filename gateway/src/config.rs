@@ -1,13 +1,15 @@
 //! Gateway settings: defaults, then an optional HCL or JSON file, then
 //! command-line flags (later sources win), and the advertise address rule.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use isthmus_dataplane::config::{file_duration, AdvertiseRule};
 use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
+
+pub use isthmus_dataplane::config::{Advertise, ConfigError};
 
 pub use crate::exchange::ExchangeLimits;
 
@@ -100,96 +102,13 @@ impl GatewayConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-/// The address peers dial, as it goes into peering tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Advertise {
-    pub host: String,
-    pub port: u16,
-}
-
-impl fmt::Display for Advertise {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Works out the advertise address from the configured value and the
-/// address the listener actually bound. Tokens must never carry an
-/// unroutable address, so a wildcard is refused rather than guessed at.
-pub fn resolve_advertise(
-    configured: Option<&str>,
-    bound: SocketAddr,
-) -> Result<Advertise, ConfigError> {
-    let Some(text) = configured.map(str::trim).filter(|t| !t.is_empty()) else {
-        if bound.ip().is_unspecified() {
-            return Err(ConfigError(format!(
-                "--bind {bound} is a wildcard address, which peers cannot dial: set --advertise <host:port> \
-                 to the address peering tokens should carry"
-            )));
-        }
-        return Ok(Advertise {
-            host: bound.ip().to_string(),
-            port: bound.port(),
-        });
-    };
-    let (host, port) = split_host_port(text)?;
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c == '@')
-    {
-        return Err(ConfigError(format!(
-            "--advertise {text:?}: expected host:port"
-        )));
-    }
-    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
-        return Err(ConfigError(format!(
-            "--advertise {text}: {host} is a wildcard address, which peers cannot dial"
-        )));
-    }
-    Ok(Advertise {
-        host: host.to_owned(),
-        port: match port {
-            Some(0) | None => bound.port(),
-            Some(p) => p,
-        },
-    })
-}
-
-/// `host:port`, `[v6]:port`, `host`, `[v6]` or a bare IPv6 address.
-fn split_host_port(text: &str) -> Result<(&str, Option<u16>), ConfigError> {
-    let bad_port = |p: &str| ConfigError(format!("--advertise {text:?}: invalid port {p:?}"));
-    if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| ConfigError(format!("--advertise {text:?}: missing ']'")))?;
-        return match after {
-            "" => Ok((host, None)),
-            _ => {
-                let port = after.strip_prefix(':').ok_or_else(|| {
-                    ConfigError(format!("--advertise {text:?}: expected [host]:port"))
-                })?;
-                Ok((host, Some(port.parse().map_err(|_| bad_port(port))?)))
-            }
-        };
-    }
-    match text.matches(':').count() {
-        0 => Ok((text, None)),
-        1 => {
-            let (host, port) = text.rsplit_once(':').expect("one colon");
-            Ok((host, Some(port.parse().map_err(|_| bad_port(port))?)))
-        }
-        _ => Ok((text, None)),
-    }
-}
+/// How the gateway words advertise errors: peers dial the TLS listener
+/// at the address peering tokens carry.
+pub const ADVERTISE: AdvertiseRule = AdvertiseRule {
+    bind_flag: "--bind",
+    dialers: "peers",
+    destination: "the address peering tokens should carry",
+};
 
 /// The keys a config file may set; they mirror the flags.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -216,70 +135,99 @@ pub struct FileConfig {
     pub admin_max_conns: Option<usize>,
 }
 
+isthmus_dataplane::settings_layer! {
+    /// Settings from one source (the file or the flags), each possibly unset.
+    pub struct Layer {
+        pub control: String,
+        pub bind: SocketAddr,
+        pub advertise: String,
+        pub admin_bind: SocketAddr,
+        pub drain_timeout: Duration,
+        pub exchange_max_body_bytes: usize,
+        pub exchange_body_timeout: Duration,
+        pub exchange_max_per_connection: usize,
+        pub exchange_max_concurrent: usize,
+        pub max_conns: usize,
+        pub header_read_timeout: Duration,
+        pub idle_timeout: Duration,
+        pub passthrough_idle_timeout: Duration,
+        pub admin_max_conns: usize,
+    }
+}
+
+impl Layer {
+    /// Defaults for the rest, then validation.
+    pub fn finish(self) -> Result<GatewayConfig, ConfigError> {
+        let defaults = GatewayConfig::default();
+        let config = GatewayConfig {
+            control: self.control.unwrap_or(defaults.control),
+            bind: self.bind.unwrap_or(defaults.bind),
+            advertise: self.advertise,
+            admin_bind: self.admin_bind.unwrap_or(defaults.admin_bind),
+            drain_timeout: self.drain_timeout.unwrap_or(defaults.drain_timeout),
+            startup_timeout: defaults.startup_timeout,
+            exchange: ExchangeLimits {
+                max_body_bytes: self
+                    .exchange_max_body_bytes
+                    .unwrap_or(defaults.exchange.max_body_bytes),
+                body_timeout: self
+                    .exchange_body_timeout
+                    .unwrap_or(defaults.exchange.body_timeout),
+                max_per_connection: self
+                    .exchange_max_per_connection
+                    .unwrap_or(defaults.exchange.max_per_connection),
+                max_concurrent: self
+                    .exchange_max_concurrent
+                    .unwrap_or(defaults.exchange.max_concurrent),
+            },
+            limits: Limits {
+                max_conns: self.max_conns.unwrap_or(defaults.limits.max_conns),
+                header_read_timeout: self
+                    .header_read_timeout
+                    .unwrap_or(defaults.limits.header_read_timeout),
+                idle_timeout: self.idle_timeout.unwrap_or(defaults.limits.idle_timeout),
+                ..defaults.limits
+            },
+            passthrough_idle_timeout: self
+                .passthrough_idle_timeout
+                .unwrap_or(defaults.passthrough_idle_timeout),
+            admin_max_conns: self.admin_max_conns.unwrap_or(defaults.admin_max_conns),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 impl FileConfig {
     /// Reads an `.hcl` or `.json` file (by extension; anything else is read as HCL).
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("reading config file {}: {e}", path.display())))?;
-        let is_json = path.extension().is_some_and(|e| e == "json");
-        let parsed = if is_json {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            hcl::from_str(&text).map_err(|e| e.to_string())
-        };
-        parsed.map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+        isthmus_dataplane::config::load_file(path)
     }
 
-    /// Applies the file's values over `config`.
-    pub fn apply(self, config: &mut GatewayConfig) -> Result<(), ConfigError> {
-        if let Some(v) = self.control {
-            config.control = v;
-        }
-        if let Some(v) = self.bind {
-            config.bind = v;
-        }
-        if let Some(v) = self.advertise {
-            config.advertise = Some(v);
-        }
-        if let Some(v) = self.admin_bind {
-            config.admin_bind = v;
-        }
-        if let Some(v) = self.drain_timeout {
-            config.drain_timeout = isthmus_api::duration::parse(&v)
-                .map_err(|e| ConfigError(format!("drain_timeout: {e}")))?;
-        }
-        if let Some(v) = self.exchange_max_body_bytes {
-            config.exchange.max_body_bytes = v;
-        }
-        if let Some(v) = self.exchange_body_timeout {
-            config.exchange.body_timeout = isthmus_api::duration::parse(&v)
-                .map_err(|e| ConfigError(format!("exchange_body_timeout: {e}")))?;
-        }
-        if let Some(v) = self.exchange_max_per_connection {
-            config.exchange.max_per_connection = v;
-        }
-        if let Some(v) = self.exchange_max_concurrent {
-            config.exchange.max_concurrent = v;
-        }
-        let duration = |key: &str, v: &str| {
-            isthmus_api::duration::parse(v).map_err(|e| ConfigError(format!("{key}: {e}")))
-        };
-        if let Some(v) = self.max_conns {
-            config.limits.max_conns = v;
-        }
-        if let Some(v) = self.header_read_timeout {
-            config.limits.header_read_timeout = duration("header_read_timeout", &v)?;
-        }
-        if let Some(v) = self.idle_timeout {
-            config.limits.idle_timeout = duration("idle_timeout", &v)?;
-        }
-        if let Some(v) = self.passthrough_idle_timeout {
-            config.passthrough_idle_timeout = duration("passthrough_idle_timeout", &v)?;
-        }
-        if let Some(v) = self.admin_max_conns {
-            config.admin_max_conns = v;
-        }
-        Ok(())
+    /// The file's values, parsed.
+    pub fn into_layer(self) -> Result<Layer, ConfigError> {
+        Ok(Layer {
+            control: self.control,
+            bind: self.bind,
+            advertise: self.advertise,
+            admin_bind: self.admin_bind,
+            drain_timeout: file_duration("drain_timeout", self.drain_timeout)?,
+            exchange_max_body_bytes: self.exchange_max_body_bytes,
+            exchange_body_timeout: file_duration(
+                "exchange_body_timeout",
+                self.exchange_body_timeout,
+            )?,
+            exchange_max_per_connection: self.exchange_max_per_connection,
+            exchange_max_concurrent: self.exchange_max_concurrent,
+            max_conns: self.max_conns,
+            header_read_timeout: file_duration("header_read_timeout", self.header_read_timeout)?,
+            idle_timeout: file_duration("idle_timeout", self.idle_timeout)?,
+            passthrough_idle_timeout: file_duration(
+                "passthrough_idle_timeout",
+                self.passthrough_idle_timeout,
+            )?,
+            admin_max_conns: self.admin_max_conns,
+        })
     }
 }
 
@@ -320,22 +268,24 @@ mod tests {
 
     #[test]
     fn advertise_defaults_to_the_bound_address() {
-        let a = resolve_advertise(None, addr("127.0.0.1:4321")).unwrap();
+        let a = ADVERTISE.resolve(None, addr("127.0.0.1:4321")).unwrap();
         assert_eq!(a.to_string(), "127.0.0.1:4321");
-        let a = resolve_advertise(None, addr("[::1]:4321")).unwrap();
+        let a = ADVERTISE.resolve(None, addr("[::1]:4321")).unwrap();
         assert_eq!(a.to_string(), "[::1]:4321");
     }
 
     #[test]
     fn a_wildcard_bind_needs_an_advertise_address() {
         for bound in ["0.0.0.0:8443", "[::]:8443"] {
-            let err = resolve_advertise(None, addr(bound)).unwrap_err();
+            let err = ADVERTISE.resolve(None, addr(bound)).unwrap_err();
             assert!(
                 err.0.contains("wildcard") && err.0.contains("--advertise"),
                 "{err}"
             );
         }
-        let a = resolve_advertise(Some("gw.example.com:443"), addr("0.0.0.0:8443")).unwrap();
+        let a = ADVERTISE
+            .resolve(Some("gw.example.com:443"), addr("0.0.0.0:8443"))
+            .unwrap();
         assert_eq!((a.host.as_str(), a.port), ("gw.example.com", 443));
     }
 
@@ -352,21 +302,25 @@ mod tests {
         ];
         for (given, want) in cases {
             assert_eq!(
-                resolve_advertise(Some(given), bound).unwrap().to_string(),
+                ADVERTISE.resolve(Some(given), bound).unwrap().to_string(),
                 want,
                 "{given}"
             );
         }
         for bad in ["0.0.0.0:1", "[::]:1", "host:x", ":8443", "a b:1", "[::1:5"] {
-            assert!(resolve_advertise(Some(bad), bound).is_err(), "{bad}");
+            assert!(ADVERTISE.resolve(Some(bad), bound).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn the_example_config_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/gateway.hcl");
-        let mut config = GatewayConfig::default();
-        FileConfig::load(&path).unwrap().apply(&mut config).unwrap();
+        let config = FileConfig::load(&path)
+            .unwrap()
+            .into_layer()
+            .unwrap()
+            .finish()
+            .unwrap();
         assert_eq!(config.exchange, GatewayConfig::default().exchange);
     }
 
@@ -379,10 +333,11 @@ mod tests {
             "control = \"http://127.0.0.1:9500\"\nbind = \"127.0.0.1:0\"\nadvertise = \"gw:1\"\nadmin_bind = \"127.0.0.1:0\"\ndrain_timeout = \"3s\"\n",
         )
         .unwrap();
-        let mut config = GatewayConfig::default();
-        FileConfig::load(&hcl_path)
+        let config = FileConfig::load(&hcl_path)
             .unwrap()
-            .apply(&mut config)
+            .into_layer()
+            .unwrap()
+            .finish()
             .unwrap();
         assert_eq!(config.control, "http://127.0.0.1:9500");
         assert_eq!(config.bind, addr("127.0.0.1:0"));
@@ -395,9 +350,11 @@ mod tests {
             "max_conns = 10\nheader_read_timeout = \"2s\"\nidle_timeout = \"1m\"\npassthrough_idle_timeout = \"5m\"\nadmin_max_conns = 4\n",
         )
         .unwrap();
-        FileConfig::load(&hcl_path)
+        let config = FileConfig::load(&hcl_path)
             .unwrap()
-            .apply(&mut config)
+            .into_layer()
+            .unwrap()
+            .finish()
             .unwrap();
         assert_eq!(config.limits.max_conns, 10);
         assert_eq!(config.limits.header_read_timeout, Duration::from_secs(2));

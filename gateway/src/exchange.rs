@@ -22,9 +22,9 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use isthmus_api::peering::{AGENT_PATH_EXCHANGE, HEADER_CLIENT_FINGERPRINT};
 
+use crate::connection::Connection;
 use crate::forward::{text, Forwarder, ResponseBody};
 use crate::metrics::{Endpoint, ExchangeRefusal, Metrics, Outcome, UNKNOWN_PEER};
-use crate::peering::Connection;
 
 /// The exchange's bounds (from the gateway's config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use isthmus_dataplane::http::strip_hop_by_hop;
 
 /// The body type of every response the gateway sends.
 pub(crate) type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -90,7 +91,7 @@ where
             .parse::<Uri>()
             .map_err(|_| ForwardError::Target(target))?;
         parts.version = Version::HTTP_2;
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers, false);
         parts.headers.remove(header::HOST);
         parts.headers.insert(header.0, header.1);
         let response = self
@@ -102,36 +103,9 @@ where
                 source,
             })?;
         let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers, false);
         Ok(Response::from_parts(parts, body.boxed()))
     }
-}
-
-/// Removes connection-specific headers (RFC 9110 §7.6.1), including any
-/// the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// A plain-text response (the gateway's own answers: 403, 502, ...),
@@ -153,6 +127,8 @@ pub(crate) fn text(status: http::StatusCode, message: impl Into<String>) -> Resp
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
+
     use super::*;
 
     #[test]
@@ -172,7 +148,7 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        strip_hop_by_hop(&mut headers);
+        strip_hop_by_hop(&mut headers, false);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert!(headers.contains_key(header::CONTENT_TYPE));
     }

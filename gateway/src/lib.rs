@@ -14,12 +14,15 @@
 //! [`start`] assembles one gateway: bind the listeners, load the first
 //! view, start accepting, register in the catalog. The binary
 //! (`isthmus-gateway`) is a thin wrapper; `isthmus agent --dev` runs the
-//! same thing in-process.
+//! same thing in-process. What it shares with the sidecar proxy (watching
+//! the agent, registration, the admin listener, readiness, config layering,
+//! supervision, counted I/O, hop-by-hop headers) is in `isthmus_dataplane`.
 #![forbid(unsafe_code)]
 
 mod admin;
 pub mod cli;
 pub mod config;
+mod connection;
 mod exchange;
 mod forward;
 mod listener;
@@ -36,30 +39,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use isthmus_dataplane::readiness::Readiness;
+use isthmus_dataplane::registration::Registrar;
+use isthmus_dataplane::supervise::{
+    bind, AdminTask, BindError, Supervised, SupervisorFailure, DEREGISTER_TIMEOUT,
+};
 use isthmus_runtime::client::Client;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use crate::config::{Advertise, GatewayConfig};
-
-/// How long deregistration may take during shutdown.
-const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long admin connections get to finish once the gateway has drained.
-const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("binding the {what} on {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("no usable gateway view from the isthmus agent at {control} within {timeout:?}: {last_error}")]
     NoView {
         control: String,
@@ -77,6 +74,15 @@ pub enum GatewayError {
     TaskFailed { task: &'static str, reason: String },
 }
 
+impl SupervisorFailure for GatewayError {
+    fn supervisor_failed(reason: String) -> Self {
+        GatewayError::TaskFailed {
+            task: "supervisor",
+            reason,
+        }
+    }
+}
+
 /// A started gateway. Dropping it without [`RunningGateway::shutdown`]
 /// stops it abruptly (no deregistration, no drain).
 pub struct RunningGateway {
@@ -84,8 +90,7 @@ pub struct RunningGateway {
     advertise: Advertise,
     admin_addr: SocketAddr,
     service_id: String,
-    shutdown: Arc<watch::Sender<bool>>,
-    supervisor: Option<JoinHandle<Result<(), GatewayError>>>,
+    supervised: Supervised<GatewayError>,
 }
 
 impl RunningGateway {
@@ -112,50 +117,21 @@ impl RunningGateway {
     /// Graceful shutdown: stop accepting, deregister, let in-flight
     /// requests finish for up to the drain timeout, then stop.
     pub async fn shutdown(mut self) -> Result<(), GatewayError> {
-        self.shutdown.send_replace(true);
-        self.wait().await
+        self.supervised.shutdown().await
+    }
+
+    /// Runs until the gateway stops by itself (it failed, or `POST /shutdown`
+    /// on the admin listener) or the process gets SIGTERM or SIGINT, which
+    /// shuts it down gracefully: what the binary does once it started.
+    pub async fn until_terminated(&mut self) -> Result<(), GatewayError> {
+        self.supervised.until_terminated().await
     }
 
     /// Resolves once the gateway has stopped: after a shutdown was asked
     /// for (`POST /shutdown` on the admin listener), or if it failed.
     pub async fn wait(&mut self) -> Result<(), GatewayError> {
-        let Some(supervisor) = self.supervisor.as_mut() else {
-            return Ok(());
-        };
-        let result = supervisor.await;
-        self.supervisor = None;
-        result.unwrap_or_else(|e| {
-            Err(GatewayError::TaskFailed {
-                task: "supervisor",
-                reason: e.to_string(),
-            })
-        })
+        self.supervised.wait().await
     }
-}
-
-impl Drop for RunningGateway {
-    fn drop(&mut self) {
-        if let Some(supervisor) = self.supervisor.take() {
-            self.shutdown.send_replace(true);
-            supervisor.abort();
-        }
-    }
-}
-
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { what, addr, source })
-}
-
-fn local_addr(
-    what: &'static str,
-    listener: &TcpListener,
-    addr: SocketAddr,
-) -> Result<SocketAddr, StartError> {
-    listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { what, addr, source })
 }
 
 /// Starts a gateway: binds both listeners, waits (up to
@@ -168,34 +144,28 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         .map_err(|e| StartError::Config(e.to_string()))?;
     let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
     config.exchange.validate().map_err(StartError::Config)?;
-    let listener = bind("peering listener", config.bind).await?;
-    let bind_addr = local_addr("peering listener", &listener, config.bind)?;
-    let advertise = config::resolve_advertise(config.advertise.as_deref(), bind_addr)
+    let (listener, bind_addr) = bind("peering listener", config.bind).await?;
+    let advertise = config::ADVERTISE
+        .resolve(config.advertise.as_deref(), bind_addr)
         .map_err(|e| StartError::Config(e.to_string()))?;
-    let admin_listener = bind("admin listener", config.admin_bind).await?;
-    let admin_addr = local_addr("admin listener", &admin_listener, config.admin_bind)?;
+    let (admin_listener, admin_addr) = bind("admin listener", config.admin_bind).await?;
 
     let metrics = Arc::new(metrics::Metrics::new()?);
-    let readiness = Arc::new(admin::Readiness::default());
+    let readiness = Arc::new(admin::readiness());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
 
     // Admin first, so /live answers (and /ready says why not) while we wait.
-    let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let admin_state = admin::AdminState {
-        metrics: metrics.clone(),
-        readiness: readiness.clone(),
-        shutdown: shutdown_tx.clone(),
-    };
-    let admin_limits = config.admin_limits();
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        admin_state,
-        admin_limits,
-        async move {
-            let _ = admin_stop_rx.await;
-        },
-    ));
+    let admin_task = AdminTask::spawn(|stop| {
+        admin::serve(
+            admin_listener,
+            metrics.clone(),
+            readiness.clone(),
+            shutdown_tx.clone(),
+            config.admin_limits(),
+            stop,
+        )
+    });
 
     let (first, index) = match view::first_view(&client, config.startup_timeout).await {
         Ok(first) => first,
@@ -215,7 +185,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         "gateway view loaded"
     );
     let shared: view::SharedView = Arc::new(ArcSwap::from_pointee(first));
-    readiness.set_view_loaded();
+    readiness.set_met(admin::VIEW_LOADED);
 
     let agent_restarted = Arc::new(Notify::new());
     let watcher = view::Watcher {
@@ -246,9 +216,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     ));
     let listener_task =
         tokio::spawn(data_path.run(listener, shutdown_rx.clone(), config.drain_timeout));
-    readiness.set_listening();
+    readiness.set_met(admin::LISTENING);
 
-    let registrar = Arc::new(registration::Registrar::new(client, &advertise));
+    let registrar = Arc::new(Registrar::new(
+        client,
+        &registration::registration(&advertise),
+    ));
     let registered = match registrar.register().await {
         Ok(()) => true,
         Err(e) => {
@@ -273,7 +246,6 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         watcher: watcher_task,
         registration: registration_task,
         admin: admin_task,
-        admin_stop: admin_stop_tx,
         drain_timeout: config.drain_timeout,
     }));
 
@@ -283,20 +255,18 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         advertise,
         admin_addr,
         service_id: registrar.id().to_owned(),
-        shutdown: shutdown_tx,
-        supervisor: Some(supervisor),
+        supervised: Supervised::new(shutdown_tx, supervisor),
     })
 }
 
 struct Tasks {
     shutdown: watch::Receiver<bool>,
-    readiness: Arc<admin::Readiness>,
-    registrar: Arc<registration::Registrar>,
+    readiness: Arc<Readiness>,
+    registrar: Arc<Registrar>,
     listener: JoinHandle<()>,
     watcher: JoinHandle<()>,
     registration: JoinHandle<()>,
-    admin: JoinHandle<()>,
-    admin_stop: oneshot::Sender<()>,
+    admin: AdminTask,
     drain_timeout: Duration,
 }
 
@@ -313,7 +283,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     // Set once the listener's handle has yielded its result.
     let mut listener_done = false;
     tokio::select! {
-        _ = crate::stopped(&mut tasks.shutdown) => {}
+        _ = isthmus_dataplane::shutdown::stopped(&mut tasks.shutdown) => {}
         result = &mut tasks.listener => {
             listener_done = true;
             // The listener also ends when asked to stop; winning this race
@@ -337,15 +307,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     // No re-registration may race the deregistration below.
     tasks.registration.abort();
     tasks.watcher.abort();
-    let deregister = async {
-        match tokio::time::timeout(DEREGISTER_TIMEOUT, tasks.registrar.deregister()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %isthmus_dataplane::retry::error_chain(&e), "deregistration failed")
-            }
-            Err(_) => tracing::warn!("deregistration timed out"),
-        }
-    };
+    let deregister = tasks.registrar.deregister_within(DEREGISTER_TIMEOUT);
     if failure.is_none() && !listener_done {
         // The listener drains for at most the drain timeout; allow it a
         // little more before giving up on it.
@@ -365,21 +327,9 @@ async fn supervise(mut tasks: Tasks) -> Result<(), GatewayError> {
     }
     // Aborting a finished task is a no-op; it never polls the handle.
     tasks.listener.abort();
-    let _ = tasks.admin_stop.send(());
-    if tokio::time::timeout(ADMIN_STOP_TIMEOUT, &mut tasks.admin)
-        .await
-        .is_err()
-    {
-        tasks.admin.abort();
-    }
+    tasks.admin.stop().await;
     tracing::info!("mesh gateway stopped");
     failure.map_or(Ok(()), Err)
-}
-
-/// Resolves once shutdown was asked for (or the sender is gone). Holds no
-/// borrow of the channel's value after it resolves.
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 #[cfg(test)]
@@ -398,21 +348,20 @@ mod tests {
         }
         // Nothing listens on port 1 of loopback: deregistration fails fast.
         let client = Client::new("http://127.0.0.1:1").unwrap();
-        let advertise =
-            config::resolve_advertise(Some("127.0.0.1:8443"), "127.0.0.1:8443".parse().unwrap())
-                .unwrap();
-        let (admin_stop, admin_stopped) = oneshot::channel();
+        let advertise = config::ADVERTISE
+            .resolve(Some("127.0.0.1:8443"), "127.0.0.1:8443".parse().unwrap())
+            .unwrap();
         let tasks = Tasks {
             shutdown: shutdown_rx,
-            readiness: Arc::new(admin::Readiness::default()),
-            registrar: Arc::new(registration::Registrar::new(client, &advertise)),
+            readiness: Arc::new(admin::readiness()),
+            registrar: Arc::new(Registrar::new(
+                client,
+                &registration::registration(&advertise),
+            )),
             listener,
             watcher: tokio::spawn(std::future::pending()),
             registration: tokio::spawn(std::future::pending()),
-            admin: tokio::spawn(async move {
-                let _ = admin_stopped.await;
-            }),
-            admin_stop,
+            admin: AdminTask::spawn(|stop| stop),
             drain_timeout: Duration::from_millis(100),
         };
         (tasks, shutdown_tx)

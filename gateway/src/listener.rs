@@ -36,9 +36,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::connection::Connection;
 use crate::metrics::Metrics;
 use crate::passthrough::{self, Passthrough, Target};
-use crate::peering::{Connection, PeeringService};
+use crate::peering::PeeringService;
 use crate::sni;
 use crate::tls::ClientChain;
 use crate::view::SharedView;
@@ -100,7 +101,7 @@ impl Listener {
         let per_connection = shutdown.clone();
         loop {
             tokio::select! {
-                _ = crate::stopped(&mut shutdown) => break,
+                _ = isthmus_dataplane::shutdown::stopped(&mut shutdown) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, remote)) => {
                         let Some(permit) = self.limiter.admit(remote.ip()) else {
@@ -150,7 +151,7 @@ impl Listener {
     ) {
         let _open = self.metrics.connection_opened();
         let sni = tokio::select! {
-            _ = crate::stopped(&mut shutdown) => return,
+            _ = isthmus_dataplane::shutdown::stopped(&mut shutdown) => return,
             sni = sni::peek_server_name(&tcp, HELLO_TIMEOUT) => sni,
         };
         let config = match self.route(sni, remote) {
@@ -167,7 +168,7 @@ impl Listener {
         let handshake =
             tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(tcp));
         let tls = tokio::select! {
-            _ = crate::stopped(&mut shutdown) => return,
+            _ = isthmus_dataplane::shutdown::stopped(&mut shutdown) => return,
             r = handshake => match r {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -197,7 +198,7 @@ impl Listener {
         let http = self
             .http
             .serve_connection(TokioIo::new(tls), watchdog.track(service));
-        let graceful = async move { crate::stopped(&mut shutdown).await };
+        let graceful = async move { isthmus_dataplane::shutdown::stopped(&mut shutdown).await };
         let ended = watchdog.drive(http, graceful, std::future::pending()).await;
         if let isthmus_runtime::listen::Ended::TimedOut(timeout) = ended {
             tracing::debug!(remote = %remote, timeout = timeout.label(), "closed a peering connection: timed out");

@@ -4,13 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use isthmus_dataplane::shutdown::terminated;
 use isthmus_gateway::cli::Cli;
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn terminated() {
-    let signal = isthmus_runtime::process::shutdown_signal().await;
-    tracing::info!(signal, "shutting down");
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -55,15 +50,7 @@ fn main() -> ExitCode {
         );
         let _ = stdout.flush();
         drop(stdout);
-        let result = tokio::select! {
-            _ = terminated() => None,
-            r = gateway.wait() => Some(r),
-        };
-        let result = match result {
-            Some(r) => r,
-            None => gateway.shutdown().await,
-        };
-        match result {
+        match gateway.until_terminated().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("Error: {e}");

@@ -20,20 +20,16 @@
 //! later view (a service no longer exported, a peering deleted) applies to
 //! new connections, not to connections already passed through.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use isthmus_api::auth::can_connect_service;
 use isthmus_api::gateway::GatewayView;
 use isthmus_api::naming::{PeeredSni, DEFAULT_NAMESPACE, DEFAULT_PARTITION};
 use isthmus_api::peering::{STATE_ACTIVE, STATE_ESTABLISHING, STATE_FAILING};
-use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use isthmus_dataplane::io::{splice, CountingIo, Spliced};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -184,7 +180,7 @@ impl Passthrough {
     ) {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let upstream = tokio::select! {
-            _ = crate::stopped(&mut shutdown) => return,
+            _ = isthmus_dataplane::shutdown::stopped(&mut shutdown) => return,
             upstream = connect_any(&target.endpoints, start, CONNECT_TIMEOUT) => upstream,
         };
         let (upstream, endpoint) = match upstream {
@@ -207,24 +203,27 @@ impl Passthrough {
             .passthrough_opened(&target.service, &target.peer);
         tracing::debug!(remote = %remote, sni, endpoint = %endpoint, peer = %target.peer, "passing service connection through");
         let moved = Arc::new(AtomicU64::new(0));
-        let mut downstream = Counted {
-            inner: downstream,
-            read: counters.read.clone(),
-            written: counters.written.clone(),
-            moved: moved.clone(),
-        };
+        let mut downstream =
+            CountingIo::new(downstream, counters.read.clone(), counters.written.clone())
+                .with_activity(moved.clone());
         let mut upstream = upstream;
-        tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => match copied {
-                Ok((sent, received)) => {
-                    tracing::debug!(remote = %remote, endpoint = %endpoint, sent, received, "service connection closed");
-                }
-                Err(e) => {
-                    tracing::debug!(remote = %remote, endpoint = %endpoint, error = %e, "service connection ended with an error");
-                }
-            },
-            _ = idle(&moved, self.idle_timeout) => {
-                self.metrics.passthrough_listener.timed_out(isthmus_runtime::listen::Timeout::Idle);
+        match splice(
+            &mut downstream,
+            &mut upstream,
+            idle(&moved, self.idle_timeout),
+        )
+        .await
+        {
+            Spliced::Done(sent, received) => {
+                tracing::debug!(remote = %remote, endpoint = %endpoint, sent, received, "service connection closed");
+            }
+            Spliced::Failed(e) => {
+                tracing::debug!(remote = %remote, endpoint = %endpoint, error = %e, "service connection ended with an error");
+            }
+            Spliced::Stopped => {
+                self.metrics
+                    .passthrough_listener
+                    .timed_out(isthmus_runtime::listen::Timeout::Idle);
                 tracing::debug!(remote = %remote, endpoint = %endpoint, sni, idle_timeout = ?self.idle_timeout, "closing an idle service connection");
             }
         }
@@ -269,55 +268,6 @@ async fn connect_any(
         tracing::debug!(endpoint = %endpoint, error = %last_error, "connecting to a service endpoint failed");
     }
     Err(last_error)
-}
-
-/// A stream that counts the bytes read from and written to it.
-struct Counted<S> {
-    inner: S,
-    read: IntCounter,
-    written: IntCounter,
-    /// This connection's bytes either way (for the idle timeout).
-    moved: Arc<AtomicU64>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.read.inc_by(n as u64);
-            self.moved.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.written.inc_by(n as u64);
-            self.moved.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Requests on peering connections: who is calling (the peer whose pinned
-//! roots the client chain verifies against, with a matching trust domain),
-//! what they may call, and forwarding what is allowed to the agent.
+//! roots the client chain verifies against, with a matching trust domain;
+//! see [`crate::connection`]), what they may call, and forwarding what is
+//! allowed to the agent.
 //!
 //! | request | check | forwarded to |
 //! |---|---|---|
@@ -9,8 +10,7 @@
 //! | `GET /v1/health/service/<name>` | identity, state, `can_view` on the service, service exported to the peer | same path and query + peer name |
 //! | anything else | refused | |
 
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -21,13 +21,12 @@ use isthmus_api::peering::{
     AGENT_PATH_STREAM, HEADER_CLIENT_FINGERPRINT, HEADER_PEER, PATH_EXCHANGE, PATH_STREAM,
     STATE_DELETING, STATE_PENDING, STATE_TERMINATED,
 };
-use isthmus_api::tls::verify_client_chain;
 
+use crate::connection::Connection;
 use crate::exchange::Exchanges;
 use crate::forward::{text, Forwarder, ResponseBody};
 use crate::metrics::{Endpoint, Metrics, Outcome, UNKNOWN_PEER};
-use crate::tls::ClientChain;
-use crate::view::{SharedView, Snapshot};
+use crate::view::SharedView;
 
 const HEALTH_PREFIX: &str = "/v1/health/service/";
 
@@ -125,62 +124,6 @@ pub(crate) fn stream_certificate(peer: &GatewayPeer, id: Option<&SpiffeId>) -> R
             )
         )),
     }
-}
-
-/// Per-connection state: the client's chain and which peer it is, cached
-/// per view generation (a new view may add or remove the peer).
-#[derive(Debug)]
-pub(crate) struct Connection {
-    pub(crate) chain: ClientChain,
-    pub(crate) remote: std::net::SocketAddr,
-    identity: Mutex<Option<(u64, Option<usize>)>>,
-    /// Exchanges in progress on this connection.
-    pub(crate) exchanges: AtomicUsize,
-}
-
-impl Connection {
-    pub(crate) fn new(chain: ClientChain, remote: std::net::SocketAddr) -> Connection {
-        Connection {
-            chain,
-            remote,
-            identity: Mutex::new(None),
-            exchanges: AtomicUsize::new(0),
-        }
-    }
-
-    /// The index in `snapshot.view.peers` of the peer this client is.
-    fn peer_index(&self, snapshot: &Snapshot) -> Option<usize> {
-        if let Some((generation, index)) = *self.identity.lock().expect("identity lock") {
-            if generation == snapshot.generation {
-                return index;
-            }
-        }
-        let index = identify(&self.chain, snapshot);
-        *self.identity.lock().expect("identity lock") = Some((snapshot.generation, index));
-        index
-    }
-}
-
-/// The peer whose trust domain matches the certificate's SPIFFE ID and whose
-/// roots the chain verifies against.
-fn identify(chain: &ClientChain, snapshot: &Snapshot) -> Option<usize> {
-    let trust_domain = chain.trust_domain()?;
-    let mut peers = snapshot.view.peers.iter().zip(&snapshot.peer_roots);
-    peers.position(|(peer, roots)| {
-        if peer.trust_domain.is_empty() || !peer.trust_domain.eq_ignore_ascii_case(trust_domain) {
-            return false;
-        }
-        let Some(roots) = roots else {
-            return false;
-        };
-        match verify_client_chain(roots.clone(), &chain.end_entity, &chain.intermediates) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(peer = %peer.name, error = %e, "client chain does not verify against the peer's roots");
-                false
-            }
-        }
-    })
 }
 
 /// The decision for one request, made against one snapshot.

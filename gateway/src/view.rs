@@ -9,24 +9,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use isthmus_api::gateway::{GatewayPeer, GatewayView, AGENT_PATH_VIEW};
 use isthmus_api::tls::{root_store, TlsError};
+use isthmus_dataplane::watcher::{self, LogWording, Query, QueryError, BACKOFF_BASE, WARN_EVERY};
 use isthmus_runtime::client::{Client, ClientError};
 use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::admin::Readiness;
+use crate::admin::VIEW_LOADED;
+use isthmus_dataplane::readiness::Readiness;
 use isthmus_dataplane::retry::{error_chain, Backoff, FailureLog};
-
-/// How long each blocking query may wait on the agent.
-const BLOCKING_WAIT: &str = "5m";
-/// The client-side bound on one blocking query: the wait plus slack.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(5 * 60 + 30);
-/// A query answered this fast with an unchanged index is not blocking;
-/// the next one waits this long so a misbehaving agent is not hammered.
-const MIN_QUERY_INTERVAL: Duration = Duration::from_millis(500);
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// One published view and what is derived from it.
 #[derive(Debug)]
@@ -91,15 +82,33 @@ fn peer_roots(peer: &GatewayPeer) -> Option<Arc<RootCertStore>> {
     }
 }
 
-async fn fetch(client: &Client, index: Option<u64>) -> Result<(GatewayView, u64), ViewError> {
-    let path = match index {
-        Some(index) => format!("{AGENT_PATH_VIEW}?index={index}&wait={BLOCKING_WAIT}"),
-        None => AGENT_PATH_VIEW.to_owned(),
-    };
-    let (view, index) = tokio::time::timeout(QUERY_TIMEOUT, client.get_json::<GatewayView>(&path))
-        .await
-        .map_err(|_| ViewError::Timeout(QUERY_TIMEOUT))??;
-    Ok((view, index.unwrap_or(0)))
+/// One plain (non-blocking) fetch of the view.
+async fn fetch(query: &Query) -> Result<(GatewayView, u64), ViewError> {
+    query.fetch(None).await.map_err(|e| match e {
+        QueryError::Api(e) => ViewError::Fetch(e),
+        QueryError::Timeout(timeout) => ViewError::Timeout(timeout),
+    })
+}
+
+/// The gateway view's endpoint, to watch from `known_index` (or, without
+/// it, to fetch once).
+pub(crate) fn query(
+    client: &Client,
+    known_index: Option<u64>,
+    agent_restarted: Option<Arc<Notify>>,
+) -> Query {
+    Query {
+        client: client.clone(),
+        path: AGENT_PATH_VIEW.to_owned(),
+        what: "gateway view",
+        agent_restarted,
+        known_index,
+        wording: LogWording {
+            failed: "gateway view update failed; retrying with backoff",
+            failed_again: "gateway view update failed again",
+            recovered: "gateway view is being received again",
+        },
+    }
 }
 
 /// Fetches views until one is usable or `timeout` passes; the error names
@@ -109,12 +118,13 @@ pub(crate) async fn first_view(
     timeout: Duration,
 ) -> Result<(Snapshot, u64), String> {
     let deadline = Instant::now() + timeout;
+    let query = query(client, None, None);
     let mut backoff = Backoff::new(BACKOFF_BASE, Duration::from_secs(5));
     let mut failures = FailureLog::new(WARN_EVERY);
     let mut last_error = None;
     loop {
         let attempt = tokio::time::timeout_at(deadline, async {
-            let (view, index) = fetch(client, None).await?;
+            let (view, index) = fetch(&query).await?;
             Ok::<_, ViewError>((Snapshot::build(view, None)?, index))
         })
         .await;
@@ -143,6 +153,7 @@ pub(crate) async fn first_view(
 pub(crate) struct Watcher {
     pub(crate) client: Client,
     pub(crate) shared: SharedView,
+    /// The index of the view `shared` holds.
     pub(crate) index: u64,
     pub(crate) readiness: Arc<Readiness>,
     /// Poked when the agent's index went backwards (it restarted and may
@@ -151,61 +162,22 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
-        let mut failures = FailureLog::new(WARN_EVERY);
-        loop {
-            let started = Instant::now();
-            let result = tokio::select! {
-                _ = crate::stopped(&mut shutdown) => return,
-                r = fetch(&self.client, Some(self.index)) => r,
-            };
-            let delay = match result {
-                Ok((view, index)) => {
-                    let previous_failures = failures.recovered();
-                    if previous_failures > 0 {
-                        tracing::info!(
-                            failures = previous_failures,
-                            "gateway view is being received again"
-                        );
-                    }
-                    backoff.reset();
-                    let unchanged = index == self.index;
-                    self.accept(view, index);
-                    (unchanged && started.elapsed() < MIN_QUERY_INTERVAL)
-                        .then_some(MIN_QUERY_INTERVAL)
-                }
-                Err(e) => {
-                    let message = error_chain(&e);
-                    if failures.failed(&message) {
-                        tracing::warn!(control = %self.client.base(), error = %message, "gateway view update failed; retrying with backoff");
-                    } else {
-                        tracing::debug!(error = %message, "gateway view update failed again");
-                    }
-                    Some(backoff.next_delay())
-                }
-            };
-            if let Some(delay) = delay {
-                tokio::select! {
-                    _ = crate::stopped(&mut shutdown) => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
+    pub(crate) async fn run(self, shutdown: watch::Receiver<bool>) {
+        let query = query(
+            &self.client,
+            Some(self.index),
+            Some(self.agent_restarted.clone()),
+        );
+        let (mut views, task) = watcher::spawn::<GatewayView>(query, shutdown);
+        // Ends at shutdown, when the watcher task stops sending.
+        while let Some(fresh) = views.recv().await {
+            // Dropping `fresh` (its `done`) tells the watcher it is published.
+            self.accept(fresh.value, fresh.index);
         }
+        task.abort();
     }
 
-    fn accept(&mut self, view: GatewayView, index: u64) {
-        if index < self.index {
-            // Consul's rule: an index that goes backwards means a reset.
-            tracing::info!(
-                old = self.index,
-                new = index,
-                "the agent's index went backwards; it was probably restarted"
-            );
-            self.agent_restarted.notify_one();
-        }
-        // An index of 0 would make the next query return at once.
-        self.index = index.max(1);
+    fn accept(&self, view: GatewayView, index: u64) {
         let current = self.shared.load();
         if current.view == view {
             return;
@@ -220,7 +192,7 @@ impl Watcher {
                 );
                 drop(current);
                 self.shared.store(Arc::new(snapshot));
-                self.readiness.set_view_loaded();
+                self.readiness.set_met(VIEW_LOADED);
             }
             Err(e) => {
                 tracing::warn!(index, error = %e, "ignoring an unusable gateway view; keeping the previous one");

@@ -1,16 +1,17 @@
-//! The admin listener (plain HTTP, off the data path): `/metrics`,
-//! `/ready`, `/live`, `/config` and `POST /shutdown`.
+//! The proxy's admin listener: the common routes of
+//! `isthmus_dataplane::admin` (`/metrics`, `/ready`, `/live`,
+//! `POST /shutdown`) plus `/config`, and what its `/ready` waits for.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use isthmus_runtime::listen::{ConnLimiter, Limits};
+use isthmus_dataplane::admin::Admin;
+use isthmus_dataplane::readiness::Readiness;
+use isthmus_runtime::listen::Limits;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,81 +21,13 @@ use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 
-/// What `/ready` looks at.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ReadyState {
-    leaf: bool,
-    view: bool,
-    registered: bool,
-    draining: bool,
-    /// The proxy has stopped (for [`crate::RunningProxy::ready`]).
-    pub(crate) stopped: bool,
-}
-
-impl ReadyState {
-    /// `Ok` when ready, else what is missing.
-    pub(crate) fn check(&self) -> Result<(), &'static str> {
-        if self.draining || self.stopped {
-            return Err("draining: the proxy is shutting down");
-        }
-        if !self.leaf {
-            return Err("waiting for the leaf certificate from the agent");
-        }
-        if !self.view {
-            return Err("waiting for the proxy view (trust bundle and intentions) from the agent");
-        }
-        if !self.registered {
-            return Err("not registered in the catalog yet");
-        }
-        Ok(())
-    }
-}
-
 /// Ready once the first leaf and view are in (so the inbound listener
 /// serves) and the registration succeeded, until draining starts.
-#[derive(Debug)]
-pub(crate) struct Readiness(watch::Sender<ReadyState>);
-
-impl Readiness {
-    pub(crate) fn new() -> Readiness {
-        Readiness(watch::channel(ReadyState::default()).0)
-    }
-
-    fn update(&self, change: impl FnOnce(&mut ReadyState)) {
-        self.0.send_if_modified(|state| {
-            let before = *state;
-            change(state);
-            *state != before
-        });
-    }
-
-    pub(crate) fn set_leaf_loaded(&self) {
-        self.update(|s| s.leaf = true);
-    }
-
-    pub(crate) fn set_view_loaded(&self) {
-        self.update(|s| s.view = true);
-    }
-
-    pub(crate) fn set_registered(&self, registered: bool) {
-        self.update(|s| s.registered = registered);
-    }
-
-    pub(crate) fn set_draining(&self) {
-        self.update(|s| s.draining = true);
-    }
-
-    pub(crate) fn set_stopped(&self) {
-        self.update(|s| s.stopped = true);
-    }
-
-    pub(crate) fn check(&self) -> Result<(), &'static str> {
-        self.0.borrow().check()
-    }
-
-    pub(crate) fn subscribe(&self) -> watch::Receiver<ReadyState> {
-        self.0.subscribe()
-    }
+pub(crate) fn readiness() -> Readiness {
+    Readiness::new(
+        "draining: the proxy is shutting down",
+        &[crate::identity::LEAF_LOADED, crate::identity::VIEW_LOADED],
+    )
 }
 
 /// Fixed facts about this proxy, for `/config`.
@@ -109,86 +42,38 @@ pub(crate) struct Facts {
     pub(crate) local_app: SocketAddr,
 }
 
+/// What `/config` shows.
 #[derive(Clone)]
-pub(crate) struct AdminState {
-    pub(crate) metrics: Arc<Metrics>,
+pub(crate) struct ConfigState {
     pub(crate) readiness: Arc<Readiness>,
-    pub(crate) shutdown: Arc<watch::Sender<bool>>,
     pub(crate) identity: Identity,
     pub(crate) upstreams: Arc<[Arc<Upstream>]>,
     pub(crate) facts: Arc<Facts>,
 }
 
-pub(crate) fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/ready", get(ready))
-        .route("/live", get(live))
-        .route("/config", get(config))
-        .route("/shutdown", post(shutdown))
-        .with_state(state)
-}
-
-/// Serves the admin API until `stop` completes, under `limits`
-/// (connection cap, header-read and idle timeouts).
+/// Serves the admin API (`isthmus_dataplane::admin`) with the proxy's
+/// `/config` until `stop` completes, under `limits`.
 pub(crate) async fn serve(
     listener: TcpListener,
-    state: AdminState,
+    metrics: Arc<Metrics>,
+    shutdown: Arc<watch::Sender<bool>>,
+    state: ConfigState,
     limits: Limits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let counters = state.metrics.admin_listener.clone();
-    let limiter = ConnLimiter::new("admin", &limits, counters.clone());
-    let router = router(state);
-    let make_service = move |_remote| {
-        let router = router.clone();
-        hyper::service::service_fn(move |request| {
-            tower::ServiceExt::oneshot(router.clone(), request)
-        })
+    let admin = Admin {
+        counters: metrics.admin_listener.clone(),
+        encode_metrics: Arc::new(move || metrics.encode().map_err(|e| e.to_string())),
+        readiness: state.readiness.clone(),
+        shutdown,
     };
-    isthmus_runtime::listen::serve(listener, limiter, limits, counters, make_service, stop).await;
+    let config_route = Router::new()
+        .route("/config", get(config))
+        .with_state(state);
+    isthmus_dataplane::admin::serve(listener, admin, config_route, limits, stop).await;
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
-    // Gathering reads /proc: keep it off the async worker threads.
-    let metrics = state.metrics.clone();
-    let encoded = tokio::task::spawn_blocking(move || metrics.encode())
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    match encoded {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics: {e}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn ready(State(state): State<AdminState>) -> Response {
-    match state.readiness.check() {
-        Ok(()) => "ready\n".into_response(),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn live() -> &'static str {
-    "live\n"
-}
-
-async fn config(State(state): State<AdminState>) -> Json<Value> {
+async fn config(State(state): State<ConfigState>) -> Json<Value> {
     let facts = &state.facts;
     let snapshot = state.identity.current();
     let leaf = snapshot.as_ref().map(|s| {
@@ -232,23 +117,17 @@ async fn config(State(state): State<AdminState>) -> Json<Value> {
     }))
 }
 
-async fn shutdown(State(state): State<AdminState>) -> Response {
-    tracing::info!("shutdown requested on the admin listener");
-    state.shutdown.send_replace(true);
-    (StatusCode::ACCEPTED, "shutting down\n").into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn readiness_needs_leaf_view_and_registration() {
-        let r = Readiness::new();
+        let r = readiness();
         assert!(r.check().unwrap_err().contains("leaf"));
-        r.set_leaf_loaded();
+        r.set_met(crate::identity::LEAF_LOADED);
         assert!(r.check().unwrap_err().contains("proxy view"));
-        r.set_view_loaded();
+        r.set_met(crate::identity::VIEW_LOADED);
         assert_eq!(r.check(), Err("not registered in the catalog yet"));
         r.set_registered(true);
         assert_eq!(r.check(), Ok(()));

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
+use isthmus_dataplane::config::flag_duration as parse_duration;
+
 use crate::config::{ConfigError, FileConfig, Layer, Protocol, ProxyConfig, UpstreamSpec};
 
 #[derive(Debug, Parser)]
@@ -77,10 +79,6 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    isthmus_api::duration::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_protocol(text: &str) -> Result<Protocol, String> {

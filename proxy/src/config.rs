@@ -8,8 +8,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use isthmus_api::naming::validate_dns_label;
+use isthmus_dataplane::config::{file_duration, AdvertiseRule};
 use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
+
+pub use isthmus_dataplane::config::{Advertise, ConfigError};
 
 pub const DEFAULT_CONTROL: &str = isthmus_runtime::client::DEFAULT_ADDR;
 pub const DEFAULT_INBOUND_BIND: SocketAddr =
@@ -263,94 +266,13 @@ impl ProxyConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-/// The address registered in the catalog, which other sidecars dial.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Advertise {
-    pub host: String,
-    pub port: u16,
-}
-
-impl fmt::Display for Advertise {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Works out the advertise address from the configured value and the
-/// address the inbound listener bound. The catalog must never carry an
-/// unroutable address, so a wildcard is refused rather than guessed at.
-pub fn resolve_advertise(
-    configured: Option<&str>,
-    bound: SocketAddr,
-) -> Result<Advertise, ConfigError> {
-    let Some(text) = configured.map(str::trim).filter(|t| !t.is_empty()) else {
-        if bound.ip().is_unspecified() {
-            return Err(ConfigError(format!(
-                "--inbound-bind {bound} is a wildcard address, which other sidecars cannot dial: \
-                 set --advertise <host:port> to the address to register"
-            )));
-        }
-        return Ok(Advertise {
-            host: bound.ip().to_string(),
-            port: bound.port(),
-        });
-    };
-    let (host, port) = split_host_port(text)?;
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c == '@')
-    {
-        return Err(ConfigError(format!(
-            "--advertise {text:?}: expected host:port"
-        )));
-    }
-    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
-        return Err(ConfigError(format!(
-            "--advertise {text}: {host} is a wildcard address, which other sidecars cannot dial"
-        )));
-    }
-    Ok(Advertise {
-        host: host.to_owned(),
-        port: match port {
-            Some(0) | None => bound.port(),
-            Some(p) => p,
-        },
-    })
-}
-
-/// `host:port`, `[v6]:port`, `host`, `[v6]` or a bare IPv6 address.
-fn split_host_port(text: &str) -> Result<(&str, Option<u16>), ConfigError> {
-    let bad_port = |p: &str| ConfigError(format!("--advertise {text:?}: invalid port {p:?}"));
-    if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| ConfigError(format!("--advertise {text:?}: missing ']'")))?;
-        if after.is_empty() {
-            return Ok((host, None));
-        }
-        let port = after
-            .strip_prefix(':')
-            .ok_or_else(|| ConfigError(format!("--advertise {text:?}: expected [host]:port")))?;
-        return Ok((host, Some(port.parse().map_err(|_| bad_port(port))?)));
-    }
-    match text.matches(':').count() {
-        0 => Ok((text, None)),
-        1 => {
-            let (host, port) = text.rsplit_once(':').expect("one colon");
-            Ok((host, Some(port.parse().map_err(|_| bad_port(port))?)))
-        }
-        _ => Ok((text, None)),
-    }
-}
+/// How the proxy words advertise errors: other sidecars dial the inbound
+/// listener at the address registered in the catalog.
+pub const ADVERTISE: AdvertiseRule = AdvertiseRule {
+    bind_flag: "--inbound-bind",
+    dialers: "other sidecars",
+    destination: "the address to register",
+};
 
 /// The keys a config file may set; they mirror the flags.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -386,51 +308,30 @@ pub struct FileUpstream {
     pub local_port: u16,
 }
 
-/// Settings from one source, each possibly unset.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Layer {
-    pub service: Option<String>,
-    pub service_id: Option<String>,
-    pub control: Option<String>,
-    pub inbound_bind: Option<SocketAddr>,
-    pub advertise: Option<String>,
-    pub local_app: Option<SocketAddr>,
-    /// Replaces (not extends) a lower layer's list.
-    pub upstreams: Option<Vec<UpstreamSpec>>,
-    pub admin_bind: Option<SocketAddr>,
-    pub protocol: Option<Protocol>,
-    pub workers: Option<usize>,
-    pub drain_timeout: Option<Duration>,
-    pub log_json: Option<bool>,
-    pub max_conns: Option<usize>,
-    pub header_read_timeout: Option<Duration>,
-    pub idle_timeout: Option<Duration>,
-    pub admin_max_conns: Option<usize>,
+isthmus_dataplane::settings_layer! {
+    /// Settings from one source (the file or the flags), each possibly unset.
+    pub struct Layer {
+        pub service: String,
+        pub service_id: String,
+        pub control: String,
+        pub inbound_bind: SocketAddr,
+        pub advertise: String,
+        pub local_app: SocketAddr,
+        /// Replaces (not extends) a lower layer's list.
+        pub upstreams: Vec<UpstreamSpec>,
+        pub admin_bind: SocketAddr,
+        pub protocol: Protocol,
+        pub workers: usize,
+        pub drain_timeout: Duration,
+        pub log_json: bool,
+        pub max_conns: usize,
+        pub header_read_timeout: Duration,
+        pub idle_timeout: Duration,
+        pub admin_max_conns: usize,
+    }
 }
 
 impl Layer {
-    /// This layer's values, falling back to `lower`'s.
-    pub fn over(self, lower: Layer) -> Layer {
-        Layer {
-            service: self.service.or(lower.service),
-            service_id: self.service_id.or(lower.service_id),
-            control: self.control.or(lower.control),
-            inbound_bind: self.inbound_bind.or(lower.inbound_bind),
-            advertise: self.advertise.or(lower.advertise),
-            local_app: self.local_app.or(lower.local_app),
-            upstreams: self.upstreams.or(lower.upstreams),
-            admin_bind: self.admin_bind.or(lower.admin_bind),
-            protocol: self.protocol.or(lower.protocol),
-            workers: self.workers.or(lower.workers),
-            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
-            log_json: self.log_json.or(lower.log_json),
-            max_conns: self.max_conns.or(lower.max_conns),
-            header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
-            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
-            admin_max_conns: self.admin_max_conns.or(lower.admin_max_conns),
-        }
-    }
-
     /// Defaults for the rest; `service` and `local_app` are required.
     pub fn finish(self) -> Result<ProxyConfig, ConfigError> {
         let service = self
@@ -470,15 +371,7 @@ impl Layer {
 impl FileConfig {
     /// Reads an `.hcl` or `.json` file (by extension; anything else is read as HCL).
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("reading config file {}: {e}", path.display())))?;
-        let is_json = path.extension().is_some_and(|e| e == "json");
-        let parsed = if is_json {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            hcl::from_str(&text).map_err(|e| e.to_string())
-        };
-        parsed.map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+        isthmus_dataplane::config::load_file(path)
     }
 
     /// The file's values, parsed.
@@ -491,20 +384,11 @@ impl FileConfig {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
-        let drain_timeout = self
-            .drain_timeout
-            .map(|v| isthmus_api::duration::parse(&v))
-            .transpose()
-            .map_err(|e| ConfigError(format!("drain_timeout: {e}")))?;
-        let duration = |key: &str, v: Option<String>| {
-            v.map(|v| isthmus_api::duration::parse(&v))
-                .transpose()
-                .map_err(|e| ConfigError(format!("{key}: {e}")))
-        };
+        let drain_timeout = file_duration("drain_timeout", self.drain_timeout)?;
         Ok(Layer {
             max_conns: self.max_conns,
-            header_read_timeout: duration("header_read_timeout", self.header_read_timeout)?,
-            idle_timeout: duration("idle_timeout", self.idle_timeout)?,
+            header_read_timeout: file_duration("header_read_timeout", self.header_read_timeout)?,
+            idle_timeout: file_duration("idle_timeout", self.idle_timeout)?,
             admin_max_conns: self.admin_max_conns,
             service: self.service,
             service_id: self.service_id,
@@ -579,9 +463,9 @@ mod tests {
 
     #[test]
     fn advertise_rules() {
-        let a = resolve_advertise(None, addr("127.0.0.1:4321")).unwrap();
+        let a = ADVERTISE.resolve(None, addr("127.0.0.1:4321")).unwrap();
         assert_eq!(a.to_string(), "127.0.0.1:4321");
-        let err = resolve_advertise(None, addr("0.0.0.0:21000")).unwrap_err();
+        let err = ADVERTISE.resolve(None, addr("0.0.0.0:21000")).unwrap_err();
         assert!(
             err.0.contains("wildcard") && err.0.contains("--advertise"),
             "{err}"
@@ -595,11 +479,11 @@ mod tests {
             ("node-1.example:443", "node-1.example:443"),
         ];
         for (given, want) in cases {
-            let got = resolve_advertise(Some(given), bound).unwrap();
+            let got = ADVERTISE.resolve(Some(given), bound).unwrap();
             assert_eq!(got.to_string(), want, "{given}");
         }
         for bad in ["0.0.0.0:1", "[::]:1", "host:x", ":1", "a b:1", "[::1:5"] {
-            assert!(resolve_advertise(Some(bad), bound).is_err(), "{bad}");
+            assert!(ADVERTISE.resolve(Some(bad), bound).is_err(), "{bad}");
         }
     }
 

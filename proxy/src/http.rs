@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_TYPE, TE, UPGRADE};
+use http::header::{CONNECTION, CONTENT_TYPE, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -19,24 +19,14 @@ use hyper_util::server::conn::auto;
 use isthmus_runtime::listen::{Limits, ListenerCounters, Watchdog};
 
 use crate::balance::InFlight;
-use crate::drain::Drain;
-use crate::io::{splice, Spliced};
 use crate::upstream::Endpoint;
+use isthmus_dataplane::drain::Drain;
+use isthmus_dataplane::io::{splice, Spliced};
 
 /// Says which proxy-generated error a response is.
 pub(crate) const ERROR_HEADER: &str = "x-isthmus-error";
 /// Envoy's body for a request an L7 intention denies.
 pub(crate) const RBAC_DENIED: &str = "RBAC: access denied";
-
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::TRANSFER_ENCODING,
-    http::header::PROXY_AUTHENTICATE,
-    http::header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("trailer"),
-];
 
 /// A response body: streamed from the other side, or made by the proxy.
 #[derive(Debug)]
@@ -133,48 +123,6 @@ pub(crate) fn is_upgrade_request<B>(request: &Request<B>) -> bool {
         && has_token(request.headers(), &CONNECTION, "upgrade")
 }
 
-/// Removes hop-by-hop headers, those the `Connection` header names
-/// included. With `keep_upgrade`, `Connection: upgrade` and `Upgrade`
-/// stay, so an upgrade can be passed on.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Fast path, taken by almost every request and response: one pass over
-    // the (few) names present instead of a hashed lookup per hop-by-hop
-    // name. Without any of these names the map would not change below.
-    if !keep_upgrade
-        && !headers.keys().any(|name| {
-            name == CONNECTION || name == TE || name == UPGRADE || HOP_BY_HOP.contains(name)
-        })
-    {
-        return;
-    }
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(CONNECTION);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if headers.get(TE).is_some_and(|te| te != "trailers") {
-        headers.remove(TE);
-    }
-    if keep_upgrade {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
-    }
-}
-
 /// The server side of both directions: HTTP/1.1 (with upgrades) or HTTP/2,
 /// detected from the connection preface, with `limits`' header-read timeout.
 pub(crate) fn server(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -247,6 +195,8 @@ pub(crate) fn splice_upgrades_until(
 
 #[cfg(test)]
 mod tests {
+    use isthmus_dataplane::http::strip_hop_by_hop;
+
     use super::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -258,33 +208,6 @@ mod tests {
             );
         }
         map
-    }
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = headers(&[
-            ("connection", "keep-alive, X-Private"),
-            ("keep-alive", "timeout=5"),
-            ("x-private", "secret"),
-            ("transfer-encoding", "chunked"),
-            ("te", "gzip"),
-            ("upgrade", "websocket"),
-            ("x-kept", "1"),
-            ("content-length", "3"),
-        ]);
-        strip_hop_by_hop(&mut h, false);
-        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-kept", "content-length"]);
-
-        let mut h = headers(&[("host", "a"), ("x-kept", "1"), ("accept", "*/*")]);
-        let before = h.clone();
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h, before);
-
-        let mut h = headers(&[("te", "trailers"), ("connection", "close")]);
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.get("te").unwrap(), "trailers");
-        assert!(h.get("connection").is_none());
     }
 
     #[test]

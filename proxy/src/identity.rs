@@ -16,15 +16,23 @@ use isthmus_api::naming::SpiffeId;
 use isthmus_api::proxy::{ProxyView, AGENT_PATH_VIEW};
 use isthmus_api::tls::{certified_key, certs_from_pem};
 use isthmus_dataplane::mtls::{inbound_server_config, spiffe_id_of, TrustBundle};
+use isthmus_dataplane::readiness::{Prerequisite, Readiness};
 use isthmus_runtime::client::{encode, Client};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::admin::Readiness;
-use crate::blocking::Query;
 use crate::config::Protocol;
+use isthmus_dataplane::watcher::{LogWording, Query};
+
+/// The proxy serves inbound (and so may be ready) only once both are in.
+pub(crate) const LEAF_LOADED: Prerequisite =
+    Prerequisite::new(0, "waiting for the leaf certificate from the agent");
+pub(crate) const VIEW_LOADED: Prerequisite = Prerequisite::new(
+    1,
+    "waiting for the proxy view (trust bundle and intentions) from the agent",
+);
 
 /// Our leaf certificate, parsed.
 #[derive(Debug)]
@@ -148,22 +156,28 @@ pub(crate) fn spawn(
         path: format!("/v1/agent/connect/ca/leaf/{}", encode(service)),
         what: "leaf certificate",
         agent_restarted: None,
+        known_index: None,
+        wording: LogWording::GENERIC,
     };
     let view_query = Query {
         client: client.clone(),
         path: AGENT_PATH_VIEW.to_owned(),
         what: "proxy view",
         agent_restarted: Some(agent_restarted),
+        known_index: None,
+        wording: LogWording::GENERIC,
     };
-    let (mut leaves, leaf_task) = crate::blocking::spawn::<LeafCert>(leaf_query, stop.clone());
-    let (mut views, view_task) = crate::blocking::spawn::<ProxyView>(view_query, stop.clone());
+    let (mut leaves, leaf_task) =
+        isthmus_dataplane::watcher::spawn::<LeafCert>(leaf_query, stop.clone());
+    let (mut views, view_task) =
+        isthmus_dataplane::watcher::spawn::<ProxyView>(view_query, stop.clone());
     let mut builder = Builder::new(service, protocol);
     let publish_to = shared.clone();
     let task = tokio::spawn(async move {
         loop {
             // `_done` tells the watcher once the snapshot is published.
             let (changed, _done) = tokio::select! {
-                _ = crate::stopped(&mut stop) => break,
+                _ = isthmus_dataplane::shutdown::stopped(&mut stop) => break,
                 Some(fresh) = leaves.recv() => (builder.on_leaf(fresh.value), fresh.done),
                 Some(fresh) = views.recv() => (builder.on_view(fresh.value, fresh.index), fresh.done),
                 else => break,
@@ -176,10 +190,10 @@ pub(crate) fn spawn(
                 }
             }
             if builder.leaf.is_some() {
-                readiness.set_leaf_loaded();
+                readiness.set_met(LEAF_LOADED);
             }
             if builder.view.is_some() {
-                readiness.set_view_loaded();
+                readiness.set_met(VIEW_LOADED);
             }
         }
         leaf_task.abort();

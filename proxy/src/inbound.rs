@@ -34,10 +34,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Protocol, ProxyConfig};
-use crate::drain::Drain;
 use crate::identity::{Identity, Snapshot};
-use crate::io::CountingIo;
 use crate::metrics::{InboundError, Layer, Metrics};
+use isthmus_dataplane::drain::Drain;
+use isthmus_dataplane::io::CountingIo;
 
 /// How long a caller may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,7 +82,7 @@ pub(crate) fn start(
         &cap,
         inbound.metrics.inbound_listener.clone(),
     );
-    tokio::spawn(crate::drain::accept_loop(
+    tokio::spawn(isthmus_dataplane::drain::accept_loop(
         listener,
         "inbound".to_owned(),
         drain,
@@ -175,7 +175,7 @@ impl Inbound {
         let _open = self.metrics.inbound.connection();
         let acceptor = TlsAcceptor::from(snapshot.server_config.clone());
         drop(snapshot);
-        let io = CountingIo::new(tcp, &self.metrics.inbound);
+        let io = self.metrics.inbound.count(tcp);
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io));
         let tls = tokio::select! {
             _ = drain.aborted() => return,

@@ -12,27 +12,28 @@
 //! [`start`] assembles one proxy; the binary (`isthmus-proxy`) is a thin
 //! wrapper around it.
 //!
+//! What it shares with the mesh gateway (watching the agent, registration,
+//! the admin listener, readiness, config layering, supervision and drain,
+//! counted I/O, hop-by-hop headers) is in `isthmus_dataplane`.
+//!
 //! | module | role |
 //! |---|---|
 //! | `config`, `cli` | settings: defaults < config file (HCL/JSON) < flags |
-//! | `blocking` | one agent endpoint watched with blocking queries, backoff on errors |
 //! | `identity` | leaf + proxy view → immutable `Snapshot` (TLS server config, trust bundle, compiled intentions) behind an `ArcSwap` |
 //! | `inbound` (+ `http`, `tcp`) | accept, mTLS, caller identity, intentions, forward to the local app |
 //! | `outbound` (+ `http`), `upstream`, `balance`, `pool` | per-upstream listener, route (endpoints + TLS) watching, P2C balancing, pooled HTTP/2 mTLS |
-//! | `http`, `io`, `drain` | shared HTTP plumbing, byte counting and splicing, graceful drain |
-//! | `admin`, `metrics`, `registration` | admin listener, Prometheus metrics, catalog registration (backoff: `isthmus_dataplane::retry`) |
+//! | `http` | HTTP plumbing of both directions: response body, local responses, upgrades, serving one connection |
+//! | `admin`, `metrics`, `registration` | `/config` and what `/ready` waits for, Prometheus metrics, the `connect-proxy` registration body |
 #![forbid(unsafe_code)]
 
 mod admin;
 mod balance;
-mod blocking;
 pub mod cli;
 pub mod config;
-mod drain;
 mod http;
 mod identity;
 mod inbound;
-mod io;
+
 mod metrics;
 mod outbound;
 mod pool;
@@ -43,31 +44,26 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use isthmus_dataplane::drain;
+use isthmus_dataplane::readiness::Readiness;
+use isthmus_dataplane::registration::Registrar;
+use isthmus_dataplane::supervise::{
+    bind, AdminTask, BindError, Supervised, SupervisorFailure, DEREGISTER_TIMEOUT,
+};
 use isthmus_runtime::client::Client;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use crate::config::{Advertise, Protocol, ProxyConfig, UpstreamSpec};
-
-/// How long deregistration may take during shutdown.
-const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long admin connections get to finish once the proxy has drained.
-const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("binding the {what} on {addr}: {source}")]
-    Bind {
-        what: String,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("setting up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -81,6 +77,15 @@ pub enum ProxyError {
     Stopped,
 }
 
+impl SupervisorFailure for ProxyError {
+    fn supervisor_failed(reason: String) -> Self {
+        ProxyError::TaskFailed {
+            task: "supervisor",
+            reason,
+        }
+    }
+}
+
 /// A started proxy. Dropping it without [`RunningProxy::shutdown`] stops
 /// it abruptly (no deregistration, no drain).
 pub struct RunningProxy {
@@ -90,10 +95,8 @@ pub struct RunningProxy {
     advertise: Advertise,
     admin_addr: SocketAddr,
     upstreams: Vec<(String, SocketAddr)>,
-    readiness: Arc<admin::Readiness>,
-    shutdown: Arc<watch::Sender<bool>>,
-    kill: Kill,
-    supervisor: Option<JoinHandle<Result<(), ProxyError>>>,
+    readiness: Arc<Readiness>,
+    supervised: Supervised<ProxyError>,
 }
 
 /// Everything that stops the proxy's tasks at once.
@@ -165,60 +168,30 @@ impl RunningProxy {
     /// Resolves once the proxy is ready (first leaf and view loaded, so the
     /// inbound listener serves, and registered), or fails if it stopped first.
     pub async fn ready(&self) -> Result<(), ProxyError> {
-        let mut state = self.readiness.subscribe();
-        let state = state
-            .wait_for(|s| s.check().is_ok() || s.stopped)
+        self.readiness
+            .wait_ready()
             .await
-            .map_err(|_| ProxyError::Stopped)?;
-        if state.stopped {
-            Err(ProxyError::Stopped)
-        } else {
-            Ok(())
-        }
+            .map_err(|_| ProxyError::Stopped)
     }
 
     /// Graceful shutdown: stop accepting, deregister, let in-flight
     /// requests finish for up to the drain timeout, then stop.
     pub async fn shutdown(mut self) -> Result<(), ProxyError> {
-        self.shutdown.send_replace(true);
-        self.wait().await
+        self.supervised.shutdown().await
+    }
+
+    /// Runs until the proxy stops by itself (it failed, or `POST /shutdown`
+    /// on the admin listener) or the process gets SIGTERM or SIGINT, which
+    /// shuts it down gracefully: what the binary does once it started.
+    pub async fn until_terminated(&mut self) -> Result<(), ProxyError> {
+        self.supervised.until_terminated().await
     }
 
     /// Resolves once the proxy has stopped: after a shutdown was asked for
     /// (`POST /shutdown` on the admin listener), or if it failed.
     pub async fn wait(&mut self) -> Result<(), ProxyError> {
-        let Some(supervisor) = self.supervisor.as_mut() else {
-            return Ok(());
-        };
-        let result = supervisor.await;
-        self.supervisor = None;
-        result.unwrap_or_else(|e| {
-            Err(ProxyError::TaskFailed {
-                task: "supervisor",
-                reason: e.to_string(),
-            })
-        })
+        self.supervised.wait().await
     }
-}
-
-impl Drop for RunningProxy {
-    fn drop(&mut self) {
-        if let Some(supervisor) = self.supervisor.take() {
-            self.kill.now();
-            supervisor.abort();
-        }
-    }
-}
-
-async fn bind(what: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let error = |source| StartError::Bind {
-        what: what.to_owned(),
-        addr,
-        source,
-    };
-    let listener = TcpListener::bind(addr).await.map_err(error)?;
-    let bound = listener.local_addr().map_err(error)?;
-    Ok((listener, bound))
 }
 
 /// Starts a proxy: binds every listener, starts watching the leaf, the
@@ -229,7 +202,8 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     config.validate().map_err(|e| StartError::Config(e.0))?;
     let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
     let (inbound_listener, inbound_addr) = bind("inbound listener", config.inbound_bind).await?;
-    let advertise = config::resolve_advertise(config.advertise.as_deref(), inbound_addr)
+    let advertise = config::ADVERTISE
+        .resolve(config.advertise.as_deref(), inbound_addr)
         .map_err(|e| StartError::Config(e.0))?;
     let mut upstream_listeners = Vec::new();
     for spec in &config.upstreams {
@@ -245,7 +219,7 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     let (admin_listener, admin_addr) = bind("admin listener", config.admin_bind).await?;
 
     let metrics = Arc::new(metrics::Metrics::new()?);
-    let readiness = Arc::new(admin::Readiness::new());
+    let readiness = Arc::new(admin::readiness());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
     // Watchers and registration run until the very end of a shutdown.
@@ -287,11 +261,8 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     drop(outbound_drain);
 
     let proxy_id = registration::proxy_id(&config);
-    let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let admin_state = admin::AdminState {
-        metrics,
+    let config_state = admin::ConfigState {
         readiness: readiness.clone(),
-        shutdown: shutdown_tx.clone(),
         identity: identity.clone(),
         upstreams: upstreams.into(),
         facts: Arc::new(admin::Facts {
@@ -304,18 +275,21 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
             local_app: config.local_app,
         }),
     };
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        admin_state,
-        config.admin_limits(),
-        async move {
-            let _ = admin_stop_rx.await;
-        },
-    ));
+    let admin_task = AdminTask::spawn(|stop| {
+        admin::serve(
+            admin_listener,
+            metrics,
+            shutdown_tx.clone(),
+            config_state,
+            config.admin_limits(),
+            stop,
+        )
+    });
 
     let registration = registration::registration(&config, &advertise, &upstream_ports);
-    let registrar = Arc::new(registration::Registrar::new(client, &registration));
-    let registration_task = tokio::spawn(registrar.clone().keep_registered(
+    let registrar = Arc::new(Registrar::new(client, &registration));
+    let registration_task = tokio::spawn(registration::register_once_serving(
+        registrar.clone(),
         identity.changes(),
         readiness.clone(),
         agent_restarted,
@@ -340,7 +314,6 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
         registration: registration_task,
         stop: stop_tx,
         admin: admin_task,
-        admin_stop: admin_stop_tx,
         drain_timeout: config.drain_timeout,
     }));
 
@@ -361,16 +334,14 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
         admin_addr,
         upstreams: upstream_addrs,
         readiness,
-        shutdown: shutdown_tx,
-        kill,
-        supervisor: Some(supervisor),
+        supervised: Supervised::new(shutdown_tx, supervisor).with_kill_on_drop(move || kill.now()),
     })
 }
 
 struct Tasks {
     shutdown: watch::Receiver<bool>,
-    readiness: Arc<admin::Readiness>,
-    registrar: Arc<registration::Registrar>,
+    readiness: Arc<Readiness>,
+    registrar: Arc<Registrar>,
     inbound: JoinHandle<()>,
     inbound_group: drain::Group,
     outbound_group: drain::Group,
@@ -378,8 +349,7 @@ struct Tasks {
     watchers: Vec<JoinHandle<()>>,
     registration: JoinHandle<()>,
     stop: Arc<watch::Sender<bool>>,
-    admin: JoinHandle<()>,
-    admin_stop: oneshot::Sender<()>,
+    admin: AdminTask,
     drain_timeout: Duration,
 }
 
@@ -391,7 +361,7 @@ struct Tasks {
 async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
     let mut failure = None;
     tokio::select! {
-        _ = stopped(&mut tasks.shutdown) => {}
+        _ = isthmus_dataplane::shutdown::stopped(&mut tasks.shutdown) => {}
         result = &mut tasks.inbound => {
             failure = Some(ProxyError::TaskFailed {
                 task: "inbound listener",
@@ -403,15 +373,7 @@ async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
     tasks.readiness.set_draining();
     // No re-registration may race the deregistration below.
     tasks.registration.abort();
-    let deregister = async {
-        match tokio::time::timeout(DEREGISTER_TIMEOUT, tasks.registrar.deregister()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %isthmus_dataplane::retry::error_chain(&e), "deregistration failed")
-            }
-            Err(_) => tracing::warn!("deregistration timed out"),
-        }
-    };
+    let deregister = tasks.registrar.deregister_within(DEREGISTER_TIMEOUT);
     let deadline = Instant::now() + tasks.drain_timeout;
     let drain = async {
         let inbound = tasks.inbound_group.drain(deadline).await;
@@ -428,20 +390,8 @@ async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
         task.abort();
     }
     tasks.inbound.abort();
-    let _ = tasks.admin_stop.send(());
-    if tokio::time::timeout(ADMIN_STOP_TIMEOUT, &mut tasks.admin)
-        .await
-        .is_err()
-    {
-        tasks.admin.abort();
-    }
+    tasks.admin.stop().await;
     tasks.readiness.set_stopped();
     tracing::info!("sidecar proxy stopped");
     failure.map_or(Ok(()), Err)
-}
-
-/// Resolves once `flag` is set (or its sender is gone). Holds no borrow
-/// of the channel's value after it resolves.
-pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|stop| *stop).await;
 }

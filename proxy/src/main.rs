@@ -4,13 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use isthmus_dataplane::shutdown::terminated;
 use isthmus_proxy::cli::Cli;
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn terminated() {
-    let signal = isthmus_runtime::process::shutdown_signal().await;
-    tracing::info!(signal, "shutting down");
-}
 
 fn main() -> ExitCode {
     let config = match Cli::parse_args().into_config() {
@@ -57,17 +52,10 @@ fn main() -> ExitCode {
                 Err(_) => false,
             },
         };
-        let finished = if signalled {
-            None
+        let result = if signalled {
+            proxy.shutdown().await
         } else {
-            tokio::select! {
-                _ = terminated() => None,
-                r = proxy.wait() => Some(r),
-            }
-        };
-        let result = match finished {
-            Some(result) => result,
-            None => proxy.shutdown().await,
+            proxy.until_terminated().await
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use http::StatusCode;
 use isthmus_api::http_path::PathError;
+use isthmus_dataplane::io::CountingIo;
 use isthmus_runtime::metrics::counter_vec;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -156,6 +157,14 @@ struct Families {
     open: IntGaugeVec,
     read_bytes: IntCounterVec,
     write_bytes: IntCounterVec,
+}
+
+impl Traffic {
+    /// `io`, counting its bytes into this direction's
+    /// `tcp_read_bytes_total` / `tcp_write_bytes_total`.
+    pub(crate) fn count<T>(&self, io: T) -> CountingIo<T> {
+        CountingIo::new(io, self.read_bytes.clone(), self.write_bytes.clone())
+    }
 }
 
 impl Traffic {

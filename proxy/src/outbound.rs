@@ -20,11 +20,11 @@ use tokio::task::JoinHandle;
 
 use crate::balance::{pick, InFlight};
 use crate::config::{Protocol, UpstreamSpec};
-use crate::drain::Drain;
 use crate::identity::Identity;
-use crate::io::{splice, CountingIo, Spliced};
 use crate::metrics::{Metrics, OutboundError};
 use crate::upstream::{spawn_watch, Upstream};
+use isthmus_dataplane::drain::Drain;
+use isthmus_dataplane::io::{splice, CountingIo, Spliced};
 
 /// What every outbound connection shares.
 pub(crate) struct Outbound {
@@ -78,7 +78,7 @@ pub(crate) fn start(
         ));
         let outbound = outbound.clone();
         let serving = upstream.clone();
-        tasks.push(tokio::spawn(crate::drain::accept_loop(
+        tasks.push(tokio::spawn(isthmus_dataplane::drain::accept_loop(
             listener,
             format!("upstream {}", upstream.label),
             drain.clone(),
@@ -97,7 +97,7 @@ pub(crate) fn start(
 impl Outbound {
     async fn connection(self: Arc<Self>, upstream: Arc<Upstream>, tcp: TcpStream, drain: Drain) {
         let _open = self.metrics.outbound.connection();
-        let io = CountingIo::new(tcp, &self.metrics.outbound);
+        let io = self.metrics.outbound.count(tcp);
         if self.protocol.is_http() {
             let context = Arc::new((self.clone(), upstream, drain.clone()));
             let service = service_fn(move |request| {

@@ -5,44 +5,19 @@
 //! restarted), removed on graceful shutdown.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::Method;
 use isthmus_api::catalog::{
-    CheckDefinition, ProxyConfig as CatalogProxy, ServiceRegistration, Upstream as CatalogUpstream,
-    KIND_CONNECT_PROXY, STATUS_PASSING,
+    ProxyConfig as CatalogProxy, ServiceRegistration, Upstream as CatalogUpstream,
+    KIND_CONNECT_PROXY,
 };
-use isthmus_runtime::client::{encode, Client, ClientError};
+use isthmus_dataplane::readiness::Readiness;
+use isthmus_dataplane::registration::{listening_check, Registrar};
+use isthmus_dataplane::shutdown::stopped;
 use tokio::sync::{watch, Notify};
 
-use crate::admin::Readiness;
 use crate::config::{Advertise, ProxyConfig};
-use isthmus_dataplane::retry::{error_chain, Backoff, FailureLog};
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
-/// A registration that lasted less than this before it vanished makes the
-/// next attempt wait (with backoff).
-const STABLE_REGISTRATION: Duration = Duration::from_secs(1);
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RegistrationError {
-    #[error("{action} {id} at the agent {control}: {source}")]
-    Api {
-        action: &'static str,
-        id: String,
-        control: String,
-        #[source]
-        source: ClientError,
-    },
-    #[error("{action} {id} at the agent {control}: no answer within {CALL_TIMEOUT:?}")]
-    Timeout {
-        action: &'static str,
-        id: String,
-        control: String,
-    },
-}
 
 /// `<service-id>-sidecar-proxy`.
 pub fn proxy_id(config: &ProxyConfig) -> String {
@@ -56,7 +31,6 @@ pub fn registration(
     advertise: &Advertise,
     upstream_ports: &[u16],
 ) -> ServiceRegistration {
-    let address = advertise.to_string();
     let upstreams = config
         .upstreams
         .iter()
@@ -84,137 +58,31 @@ pub fn registration(
             upstreams,
             ..CatalogProxy::default()
         }),
-        check: Some(CheckDefinition {
-            name: Some(format!("Connect Sidecar Listening on {address}")),
-            tcp: Some(address),
-            interval: Some("10s".to_owned()),
-            status: Some(STATUS_PASSING.to_owned()),
-            deregister_critical_service_after: Some("1m".to_owned()),
-            ..CheckDefinition::default()
-        }),
+        check: Some(listening_check(
+            format!("Connect Sidecar Listening on {advertise}"),
+            advertise,
+        )),
         ..ServiceRegistration::default()
     }
 }
 
-pub(crate) struct Registrar {
-    client: Client,
-    id: String,
-    body: Bytes,
-}
-
-impl Registrar {
-    pub(crate) fn new(client: Client, registration: &ServiceRegistration) -> Registrar {
-        let body = serde_json::to_vec(registration).expect("a registration serializes");
-        Registrar {
-            client,
-            id: registration.id.clone().unwrap_or_default(),
-            body: body.into(),
-        }
+/// Registers once `serving` says the proxy can serve, then keeps the
+/// registration in the catalog until `stop` (see
+/// [`Registrar::keep_registered`]).
+pub(crate) async fn register_once_serving(
+    registrar: Arc<Registrar>,
+    mut serving: watch::Receiver<u64>,
+    readiness: Arc<Readiness>,
+    agent_restarted: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = stopped(&mut stop) => return,
+        ready = serving.wait_for(|generation| *generation > 0) => if ready.is_err() { return },
     }
-
-    async fn call(
-        &self,
-        action: &'static str,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<(), RegistrationError> {
-        let call = self.client.call(Method::PUT, path, body);
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(source)) => Err(RegistrationError::Api {
-                action,
-                id: self.id.clone(),
-                control: self.client.base().to_owned(),
-                source,
-            }),
-            Err(_) => Err(RegistrationError::Timeout {
-                action,
-                id: self.id.clone(),
-                control: self.client.base().to_owned(),
-            }),
-        }
-    }
-
-    pub(crate) async fn register(&self) -> Result<(), RegistrationError> {
-        self.call(
-            "registering",
-            "/v1/agent/service/register",
-            Some(self.body.clone()),
-        )
-        .await?;
-        tracing::info!(id = %self.id, "registered in the catalog");
-        Ok(())
-    }
-
-    pub(crate) async fn deregister(&self) -> Result<(), RegistrationError> {
-        let path = format!("/v1/agent/service/deregister/{}", encode(&self.id));
-        self.call("deregistering", &path, None).await?;
-        tracing::info!(id = %self.id, "deregistered from the catalog");
-        Ok(())
-    }
-
-    /// Registers once `serving` says the proxy can serve, retrying until it
-    /// succeeds; then watches the registration and registers again as soon
-    /// as it is gone from the agent's catalog (deregistered by someone,
-    /// removed after its check stayed critical, lost in an agent restart)
-    /// or the agent seems to have restarted. `/ready` says not ready while
-    /// the proxy is not registered.
-    pub(crate) async fn keep_registered(
-        self: Arc<Self>,
-        mut serving: watch::Receiver<u64>,
-        readiness: Arc<Readiness>,
-        agent_restarted: Arc<Notify>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        tokio::select! {
-            _ = crate::stopped(&mut stop) => return,
-            ready = serving.wait_for(|generation| *generation > 0) => if ready.is_err() { return },
-        }
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let mut failures = FailureLog::new(Duration::from_secs(60));
-        loop {
-            let result = tokio::select! {
-                _ = crate::stopped(&mut stop) => return,
-                r = self.register() => r,
-            };
-            readiness.set_registered(result.is_ok());
-            let wait = match result {
-                Ok(()) => {
-                    failures.recovered();
-                    let registered_at = tokio::time::Instant::now();
-                    tokio::select! {
-                        _ = crate::stopped(&mut stop) => return,
-                        _ = agent_restarted.notified() => {}
-                        _ = isthmus_dataplane::presence::wait_until_gone(&self.client, &self.id) => {
-                            readiness.set_registered(false);
-                            tracing::warn!(id = %self.id, "the registration is gone from the agent's catalog; registering again");
-                        }
-                    }
-                    // A registration that keeps vanishing at once must not
-                    // make us hammer the agent.
-                    if registered_at.elapsed() < STABLE_REGISTRATION {
-                        Some(backoff.next_delay())
-                    } else {
-                        backoff.reset();
-                        None
-                    }
-                }
-                Err(e) => {
-                    let message = error_chain(&e);
-                    if failures.failed(&message) {
-                        tracing::warn!(error = %message, "catalog registration failed; retrying with backoff");
-                    }
-                    Some(backoff.next_delay())
-                }
-            };
-            if let Some(wait) = wait {
-                tokio::select! {
-                    _ = crate::stopped(&mut stop) => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
-    }
+    registrar
+        .keep_registered(false, readiness, agent_restarted, stop)
+        .await;
 }
 
 #[cfg(test)]

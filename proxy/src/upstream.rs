@@ -19,11 +19,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::balance::Load;
-use crate::blocking::Query;
 use crate::config::{Protocol, UpstreamSpec};
 use crate::identity::{Identity, Snapshot};
 use crate::metrics::{OutboundError, UpstreamErrors};
 use crate::pool::{Connector, Pool};
+use isthmus_dataplane::watcher::{LogWording, Query};
 
 /// One configured upstream.
 #[derive(Debug)]
@@ -254,8 +254,11 @@ pub(crate) fn spawn_watch(
         path: agent_path_upstream(&upstream.spec.service, upstream.spec.peer.as_deref()),
         what: "upstream endpoints",
         agent_restarted: None,
+        known_index: None,
+        wording: LogWording::GENERIC,
     };
-    let (mut views, view_task) = crate::blocking::spawn::<UpstreamView>(query, stop.clone());
+    let (mut views, view_task) =
+        isthmus_dataplane::watcher::spawn::<UpstreamView>(query, stop.clone());
     let mut changes = identity.changes();
     tokio::spawn(async move {
         let mut latest: Option<(Arc<UpstreamView>, u64)> = None;
@@ -263,7 +266,7 @@ pub(crate) fn spawn_watch(
             // Held until the route is rebuilt: the watcher then asks again.
             let mut _done = None;
             tokio::select! {
-                _ = crate::stopped(&mut stop) => break,
+                _ = isthmus_dataplane::shutdown::stopped(&mut stop) => break,
                 Some(fresh) = views.recv() => {
                     latest = Some((Arc::new(fresh.value), fresh.index));
                     _done = Some(fresh.done);

@@ -22,12 +22,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use isthmus_api::http_path::{self, NormalPath, PathError};
 use isthmus_api::intentions::Decision;
+use isthmus_dataplane::http::strip_hop_by_hop;
 
 use super::{Admitted, Caller, Inbound};
 use crate::config::Protocol;
 use crate::http::{
-    forbidden, is_upgrade_request, local_response, splice_upgrades_until, strip_hop_by_hop,
-    ResponseBody,
+    forbidden, is_upgrade_request, local_response, splice_upgrades_until, ResponseBody,
 };
 use crate::metrics::Layer;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::{Caller, Inbound, Tls, Verdict};
-use crate::drain::Drain;
-use crate::io::{splice, Spliced};
 use crate::metrics::InboundError;
+use isthmus_dataplane::drain::Drain;
+use isthmus_dataplane::io::{splice, Spliced};
 
 const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -11,15 +11,14 @@ use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use isthmus_dataplane::http::strip_hop_by_hop;
 
 use crate::balance::{pick, InFlight};
-use crate::drain::Drain;
-use crate::http::{
-    is_upgrade_request, local_response, splice_upgrades, strip_hop_by_hop, ResponseBody,
-};
+use crate::http::{is_upgrade_request, local_response, splice_upgrades, ResponseBody};
 use crate::metrics::{Metrics, OutboundError};
 use crate::pool::ConnectError;
 use crate::upstream::{Route, Upstream};
+use isthmus_dataplane::drain::Drain;
 
 /// One retry, on another endpoint when the first could not be reached.
 const ATTEMPTS: usize = 2;

@@ -20,7 +20,7 @@ const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 /// The handle each connection task holds.
 #[derive(Debug, Clone)]
-pub(crate) struct Drain {
+pub struct Drain {
     graceful: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
     /// Never used to send: the group is drained when every clone is dropped.
@@ -29,13 +29,13 @@ pub(crate) struct Drain {
 
 impl Drain {
     /// Resolves once draining started: finish what is in flight, take nothing new.
-    pub(crate) async fn draining(&self) {
+    pub async fn draining(&self) {
         let mut graceful = self.graceful.clone();
         let _ = graceful.wait_for(|d| *d).await;
     }
 
     /// Resolves once the drain deadline passed: stop now.
-    pub(crate) async fn aborted(&self) {
+    pub async fn aborted(&self) {
         let mut abort = self.abort.clone();
         let _ = abort.wait_for(|a| *a).await;
     }
@@ -43,27 +43,27 @@ impl Drain {
 
 /// The other end: starts and awaits the drain of one group.
 #[derive(Debug)]
-pub(crate) struct Group {
+pub struct Group {
     switches: Switches,
     done: mpsc::Receiver<()>,
 }
 
 /// What stops a group, cloneable so that dropping a proxy can abort it.
 #[derive(Debug, Clone)]
-pub(crate) struct Switches {
+pub struct Switches {
     graceful: Arc<watch::Sender<bool>>,
     abort: Arc<watch::Sender<bool>>,
 }
 
 impl Switches {
     /// Stops everything at once.
-    pub(crate) fn abort(&self) {
+    pub fn abort(&self) {
         self.graceful.send_replace(true);
         self.abort.send_replace(true);
     }
 }
 
-pub(crate) fn group() -> (Group, Drain) {
+pub fn group() -> (Group, Drain) {
     let (graceful_tx, graceful) = watch::channel(false);
     let (abort_tx, abort) = watch::channel(false);
     let (token, done) = mpsc::channel(1);
@@ -82,13 +82,13 @@ pub(crate) fn group() -> (Group, Drain) {
 }
 
 impl Group {
-    pub(crate) fn switches(&self) -> Switches {
+    pub fn switches(&self) -> Switches {
         self.switches.clone()
     }
 
     /// Asks every connection to finish and waits for them until `deadline`,
     /// then aborts the rest. Returns whether everything finished in time.
-    pub(crate) async fn drain(mut self, deadline: Instant) -> bool {
+    pub async fn drain(mut self, deadline: Instant) -> bool {
         self.switches.graceful.send_replace(true);
         let finished = tokio::time::timeout_at(deadline, self.done.recv())
             .await
@@ -105,7 +105,7 @@ impl Group {
 /// its own task, with its own [`Drain`]. A connection over `limiter`'s cap
 /// is closed at once (counted and logged by the limiter). The listener is
 /// closed on return.
-pub(crate) async fn accept_loop<F, Fut>(
+pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     name: String,
     drain: Drain,

@@ -1,5 +1,7 @@
 //! Watching one agent endpoint with blocking queries (`?index=N&wait=D`,
-//! answered when `X-Consul-Index` passes `N`): a task per endpoint sends
+//! answered when `X-Consul-Index` passes `N`), for every view a role keeps
+//! current (the proxy's leaf, proxy view and upstreams; the gateway's
+//! gateway view): a task per endpoint sends
 //! every new value to whoever builds state from it, and waits until that
 //! [`Fresh`] value is dropped (processed) before asking again, so a query
 //! for index `N` means the value of `N` is in effect. Errors back off
@@ -14,7 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use isthmus_dataplane::retry::{error_chain, Backoff, FailureLog};
+use crate::retry::{error_chain, Backoff, FailureLog};
+use crate::shutdown::stopped;
 
 /// How long each blocking query may wait on the agent.
 const BLOCKING_WAIT: &str = "5m";
@@ -23,12 +26,14 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5 * 60 + 30);
 /// A query answered this fast with an unchanged index is not blocking;
 /// the next one waits this long so a misbehaving agent is not hammered.
 const MIN_QUERY_INTERVAL: Duration = Duration::from_millis(500);
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// The first delay after a failed query (it doubles up to `BACKOFF_MAX`).
+pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-const WARN_EVERY: Duration = Duration::from_secs(60);
+/// A failure that keeps recurring is logged again (as a warning) this often.
+pub const WARN_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
-enum QueryError {
+pub enum QueryError {
     #[error(transparent)]
     Api(#[from] ClientError),
     #[error("no answer within {0:?}")]
@@ -36,24 +41,46 @@ enum QueryError {
 }
 
 /// A new value and its index. Drop it once the value is in effect.
-pub(crate) struct Fresh<T> {
-    pub(crate) value: T,
-    pub(crate) index: u64,
-    pub(crate) done: Done,
+pub struct Fresh<T> {
+    pub value: T,
+    pub index: u64,
+    pub done: Done,
 }
 
 /// Dropping it tells the watcher the value is in effect.
-pub(crate) struct Done(#[allow(dead_code)] oneshot::Sender<()>);
+pub struct Done(#[allow(dead_code)] oneshot::Sender<()>);
+
+/// What the watcher logs when fetching fails, fails again, and works
+/// again, so that each role keeps the log lines its operators know.
+#[derive(Debug, Clone, Copy)]
+pub struct LogWording {
+    pub failed: &'static str,
+    pub failed_again: &'static str,
+    pub recovered: &'static str,
+}
+
+impl LogWording {
+    /// Lines that name the endpoint only in their `what` field.
+    pub const GENERIC: LogWording = LogWording {
+        failed: "fetching from the agent failed; retrying with backoff",
+        failed_again: "fetching from the agent failed again",
+        recovered: "the agent answers again",
+    };
+}
 
 /// One endpoint to watch.
-pub(crate) struct Query {
-    pub(crate) client: Client,
+pub struct Query {
+    pub client: Client,
     /// The path, possibly with a query string already.
-    pub(crate) path: String,
+    pub path: String,
     /// What is being fetched, for logs ("leaf certificate").
-    pub(crate) what: &'static str,
+    pub what: &'static str,
     /// Poked when the index goes backwards: the agent restarted.
-    pub(crate) agent_restarted: Option<Arc<Notify>>,
+    pub agent_restarted: Option<Arc<Notify>>,
+    /// The index the caller already holds the value of (from its own first
+    /// fetch); `None` starts with a plain (non-blocking) query.
+    pub known_index: Option<u64>,
+    pub wording: LogWording,
 }
 
 impl Query {
@@ -67,7 +94,11 @@ impl Query {
         }
     }
 
-    async fn fetch<T: DeserializeOwned>(&self, index: Option<u64>) -> Result<(T, u64), QueryError> {
+    /// One query: plain without `index`, blocking with it.
+    pub async fn fetch<T: DeserializeOwned>(
+        &self,
+        index: Option<u64>,
+    ) -> Result<(T, u64), QueryError> {
         let url = self.url(index);
         let (value, index) = tokio::time::timeout(QUERY_TIMEOUT, self.client.get_json::<T>(&url))
             .await
@@ -78,7 +109,7 @@ impl Query {
 
 /// Starts watching: the receiver gets the first value and then every
 /// changed one. The task ends at shutdown or when the receiver is dropped.
-pub(crate) fn spawn<T>(
+pub fn spawn<T>(
     query: Query,
     mut shutdown: watch::Receiver<bool>,
 ) -> (mpsc::Receiver<Fresh<T>>, JoinHandle<()>)
@@ -88,7 +119,7 @@ where
     let (tx, rx) = mpsc::channel(1);
     let task = tokio::spawn(async move {
         tokio::select! {
-            _ = crate::stopped(&mut shutdown) => {}
+            _ = stopped(&mut shutdown) => {}
             _ = run(query, tx) => {}
         }
     });
@@ -99,7 +130,7 @@ async fn run<T>(query: Query, tx: mpsc::Sender<Fresh<T>>)
 where
     T: DeserializeOwned + PartialEq + Clone + Send + Sync + 'static,
 {
-    let mut index: Option<u64> = None;
+    let mut index: Option<u64> = query.known_index.map(|i| i.max(1));
     let mut last: Option<T> = None;
     let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
     let mut failures = FailureLog::new(WARN_EVERY);
@@ -112,7 +143,8 @@ where
                     tracing::info!(
                         what = query.what,
                         failures = recovered,
-                        "the agent answers again"
+                        "{}",
+                        query.wording.recovered
                     );
                 }
                 backoff.reset();
@@ -153,10 +185,11 @@ where
                         path = %query.path,
                         control = %query.client.base(),
                         error = %message,
-                        "fetching from the agent failed; retrying with backoff"
+                        "{}",
+                        query.wording.failed
                     );
                 } else {
-                    tracing::debug!(what = query.what, error = %message, "fetching from the agent failed again");
+                    tracing::debug!(what = query.what, error = %message, "{}", query.wording.failed_again);
                 }
                 Some(backoff.next_delay())
             }
@@ -182,6 +215,8 @@ mod tests {
             path: path.to_owned(),
             what: "test",
             agent_restarted: None,
+            known_index: None,
+            wording: LogWording::GENERIC,
         };
         assert_eq!(query("/v1/x").url(None), "/v1/x");
         assert_eq!(query("/v1/x").url(Some(7)), "/v1/x?index=7&wait=5m");

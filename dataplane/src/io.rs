@@ -1,31 +1,48 @@
-//! Byte-level plumbing: a stream wrapper that counts what passes through
-//! it, and splicing two streams together.
+//! Byte-level plumbing for both roles: a stream wrapper that counts what
+//! passes through it (into Prometheus counters, and optionally into an
+//! activity count for idle timeouts), and splicing two streams together.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::metrics::Traffic;
-
-/// Counts bytes read from and written to an accepted connection into its
-/// direction's `tcp_read_bytes_total` / `tcp_write_bytes_total`.
+/// Counts bytes read from and written to a connection into `read` and
+/// `written` (say, a direction's `tcp_read_bytes_total` /
+/// `tcp_write_bytes_total`).
 #[derive(Debug)]
-pub(crate) struct CountingIo<T> {
+pub struct CountingIo<T> {
     inner: T,
     read: IntCounter,
     written: IntCounter,
+    /// Bytes either way, for whoever watches the connection for idleness.
+    activity: Option<Arc<AtomicU64>>,
 }
 
 impl<T> CountingIo<T> {
-    pub(crate) fn new(inner: T, traffic: &Traffic) -> CountingIo<T> {
+    pub fn new(inner: T, read: IntCounter, written: IntCounter) -> CountingIo<T> {
         CountingIo {
             inner,
-            read: traffic.read_bytes.clone(),
-            written: traffic.write_bytes.clone(),
+            read,
+            written,
+            activity: None,
+        }
+    }
+
+    /// Also adds every byte either way to `activity`.
+    pub fn with_activity(mut self, activity: Arc<AtomicU64>) -> CountingIo<T> {
+        self.activity = Some(activity);
+        self
+    }
+
+    fn moved(&self, n: usize) {
+        if let Some(activity) = &self.activity {
+            activity.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 }
@@ -43,6 +60,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
             let n = buf.filled().len() - before;
             if n > 0 {
                 this.read.inc_by(n as u64);
+                this.moved(n);
             }
         }
         polled
@@ -59,6 +77,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
             this.written.inc_by(*n as u64);
+            this.moved(*n);
         }
         polled
     }
@@ -72,6 +91,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = &polled {
             this.written.inc_by(*n as u64);
+            this.moved(*n);
         }
         polled
     }
@@ -91,7 +111,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
 
 /// How a splice ended.
 #[derive(Debug)]
-pub(crate) enum Spliced {
+pub enum Spliced {
     /// Both sides finished: bytes a→b and b→a.
     Done(u64, u64),
     Failed(io::Error),
@@ -101,7 +121,7 @@ pub(crate) enum Spliced {
 
 /// Copies both ways (half-closes propagate) until both sides are done or
 /// `stop` resolves.
-pub(crate) async fn splice<A, B>(a: &mut A, b: &mut B, stop: impl Future<Output = ()>) -> Spliced
+pub async fn splice<A, B>(a: &mut A, b: &mut B, stop: impl Future<Output = ()>) -> Spliced
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -122,16 +142,20 @@ mod tests {
 
     #[tokio::test]
     async fn counts_both_ways() {
-        let metrics = crate::metrics::Metrics::new().unwrap();
+        let read = IntCounter::new("read_bytes", "read").unwrap();
+        let written = IntCounter::new("written_bytes", "written").unwrap();
+        let activity = Arc::new(AtomicU64::new(0));
         let (near, mut far) = tokio::io::duplex(64);
-        let mut counted = CountingIo::new(near, &metrics.inbound);
+        let mut counted =
+            CountingIo::new(near, read.clone(), written.clone()).with_activity(activity.clone());
         counted.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 5];
         far.read_exact(&mut buf).await.unwrap();
         far.write_all(b"abc").await.unwrap();
         let mut buf = [0u8; 3];
         counted.read_exact(&mut buf).await.unwrap();
-        assert_eq!(metrics.inbound.write_bytes.get(), 5);
-        assert_eq!(metrics.inbound.read_bytes.get(), 3);
+        assert_eq!(written.get(), 5);
+        assert_eq!(read.get(), 3);
+        assert_eq!(activity.load(Ordering::Relaxed), 8);
     }
 }
