@@ -31,14 +31,14 @@ pub enum Op {
     },
 }
 
+/// Receives one stored row at load: its table, key and JSON.
+pub type RowSink<'a> = dyn FnMut(Table, &str, &[u8]) -> Result<(), StoreError> + 'a;
+
 /// A durable, ordered home for the rows.
 pub trait Log: Send + 'static {
     /// Hands every stored row to `row`, table by table (one row at a time,
     /// so loading never holds the whole log in memory twice).
-    fn load(
-        &mut self,
-        row: &mut dyn FnMut(Table, &str, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn load(&mut self, row: &mut RowSink<'_>) -> Result<(), StoreError>;
     /// Applies `ops` in order as one transaction; returns once durable.
     fn append(&mut self, ops: &[&Op]) -> Result<(), StoreError>;
 }
@@ -47,10 +47,7 @@ pub trait Log: Send + 'static {
 pub struct NoLog;
 
 impl Log for NoLog {
-    fn load(
-        &mut self,
-        _row: &mut dyn FnMut(Table, &str, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn load(&mut self, _row: &mut RowSink<'_>) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::watch as index_watch;
 
-pub use log::{Log, NoLog, Op};
+pub use log::{Log, NoLog, Op, RowSink};
 pub use redb_backend::RedbBackend;
 pub use schema::{Schema, Stored};
 pub use state::MemState;

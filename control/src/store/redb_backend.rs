@@ -6,7 +6,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::log::{Log, Op};
+use super::log::{Log, Op, RowSink};
 use super::{StoreError, Table};
 
 fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -57,10 +57,7 @@ impl RedbBackend {
 }
 
 impl Log for RedbBackend {
-    fn load(
-        &mut self,
-        row: &mut dyn FnMut(Table, &str, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn load(&mut self, row: &mut RowSink<'_>) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(backend_err)?;
         for table in Table::ALL {
             let t = txn.open_table(definition(table)).map_err(backend_err)?;

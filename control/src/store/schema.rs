@@ -18,6 +18,9 @@ pub(crate) type Decoded = Arc<dyn Any + Send + Sync>;
 pub trait Stored: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Stored for T {}
 
+/// An index: its name, and the values a row is filed under.
+pub type IndexFn<T> = (&'static str, fn(&T) -> Vec<String>);
+
 type Extract = Box<dyn Fn(&(dyn Any + Send + Sync)) -> Vec<String> + Send + Sync>;
 
 pub(crate) struct IndexDef {
@@ -57,11 +60,7 @@ impl Schema {
 
     /// `table` holds `T`s, indexed by each `(name, values)`: a row is found
     /// under every value `values` returns for it.
-    pub fn table<T: Stored>(
-        mut self,
-        table: Table,
-        indexes: Vec<(&'static str, fn(&T) -> Vec<String>)>,
-    ) -> Schema {
+    pub fn table<T: Stored>(mut self, table: Table, indexes: Vec<IndexFn<T>>) -> Schema {
         let indexes = indexes
             .into_iter()
             .map(|(name, values)| IndexDef {

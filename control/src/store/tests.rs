@@ -256,10 +256,7 @@ impl Gate {
 }
 
 impl Log for Gate {
-    fn load(
-        &mut self,
-        _row: &mut dyn FnMut(Table, &str, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn load(&mut self, _row: &mut RowSink<'_>) -> Result<(), StoreError> {
         Ok(())
     }
 
