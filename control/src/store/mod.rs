@@ -611,18 +611,18 @@ impl Txn {
         // Typed tables keep the value decoded as their type (which also
         // checks that it is one); others keep the JSON, decoded on read.
         let cell = match self.state.schema(table) {
-            Some(schema) => {
-                Cell::typed(
-                    (schema.decode)(&bytes).map_err(|source| StoreError::Encode {
-                        table: table.name(),
-                        key: key.to_owned(),
-                        source,
-                    })?,
-                )
-            }
-            None => Cell::loaded(bytes.clone()),
+            Some(schema) => Cell::typed(
+                (schema.decode)(&bytes).map_err(|source| StoreError::Encode {
+                    table: table.name(),
+                    key: key.to_owned(),
+                    source,
+                })?,
+                self.index,
+            ),
+            None => Cell::loaded(bytes.clone(), self.index),
         };
-        self.state.put(table, key, cell, &mut self.touched)?;
+        self.state
+            .put(table, key, cell, self.index, &mut self.touched)?;
         self.ops.push(Op::Put {
             table,
             key: key.into(),
@@ -633,7 +633,9 @@ impl Txn {
 
     /// Deletes `key`; returns whether it existed.
     pub fn delete(&mut self, table: Table, key: &str) -> Result<bool, StoreError> {
-        let existed = self.state.delete(table, key, &mut self.touched)?;
+        let existed = self
+            .state
+            .delete(table, key, self.index, &mut self.touched)?;
         if existed {
             self.ops.push(Op::Delete {
                 table,

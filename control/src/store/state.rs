@@ -22,19 +22,26 @@ pub(crate) struct Cell {
     /// The bytes it was loaded from (start-up), until they are decoded.
     raw: Option<Box<[u8]>>,
     typed: OnceLock<Decoded>,
+    /// The index of the write that stored it (0: loaded at start-up).
+    changed: u64,
 }
 
 impl Cell {
-    pub(crate) fn typed(value: Decoded) -> Arc<Cell> {
+    pub(crate) fn typed(value: Decoded, changed: u64) -> Arc<Cell> {
         let typed = OnceLock::new();
         let _ = typed.set(value);
-        Arc::new(Cell { raw: None, typed })
+        Arc::new(Cell {
+            raw: None,
+            typed,
+            changed,
+        })
     }
 
-    pub(crate) fn loaded(bytes: Vec<u8>) -> Arc<Cell> {
+    pub(crate) fn loaded(bytes: Vec<u8>, changed: u64) -> Arc<Cell> {
         Arc::new(Cell {
             raw: Some(bytes.into_boxed_slice()),
             typed: OnceLock::new(),
+            changed,
         })
     }
 
@@ -106,13 +113,21 @@ fn index_entry(value: &str, key: &str) -> Arc<str> {
     entry.into()
 }
 
+#[derive(Clone, Copy, Default)]
+struct ValueState {
+    rows: usize,
+    changed: u64,
+}
+
 #[derive(Clone, Default)]
 struct TableState {
     rows: OrdMap<Arc<str>, Arc<Cell>>,
     /// One ordered set per index the table's schema names, in schema order.
     indexes: Vec<OrdSet<Arc<str>>>,
-    /// Per index: each value it holds and how many rows it files there.
-    counts: Vec<OrdMap<Arc<str>, usize>>,
+    /// Per index: each value it holds, how many rows it files there, and
+    /// the index at which that value's rows last changed (0: not since
+    /// start-up).
+    counts: Vec<OrdMap<Arc<str>, ValueState>>,
 }
 
 /// Everything the store holds at one index. Cloning is cheap (a few
@@ -124,8 +139,10 @@ pub struct MemState {
     /// The index of the last committed change.
     pub(crate) index: u64,
     table_index: [u64; Table::ALL.len()],
-    /// Where each key and index value last changed (since start-up; before
-    /// that, its table's index at start-up stands in, which is never lower).
+    /// Where keys and index values that no longer exist (tombstones) and
+    /// the sets of index values last changed. Live rows and values carry
+    /// their own; before start-up, the table's index then stands in, which
+    /// is never lower.
     changed: HashMap<WatchKey, u64>,
     loaded_table_index: [u64; Table::ALL.len()],
 }
@@ -156,14 +173,22 @@ impl MemState {
 
     /// The index at which the result behind `key` last changed.
     pub(crate) fn key_index(&self, key: &WatchKey) -> u64 {
-        match key {
-            WatchKey::Table(table) => self.table_index(*table),
-            WatchKey::Key(table, _) | WatchKey::Index(table, _, _) | WatchKey::Values(table, _) => {
-                self.changed
-                    .get(key)
-                    .copied()
-                    .unwrap_or(self.loaded_table_index[*table as usize])
-            }
+        let live = match key {
+            WatchKey::Table(table) => return self.table_index(*table),
+            WatchKey::Key(table, row) => self.cell(*table, row).map(|cell| cell.changed),
+            WatchKey::Index(table, index, value) => self
+                .schema
+                .index_position(*table, index)
+                .and_then(|position| self.tables[*table as usize].counts.get(position))
+                .and_then(|counts| counts.get(&**value))
+                .map(|state| state.changed),
+            WatchKey::Values(_, _) => None,
+        };
+        let loaded = self.loaded_table_index[key.table() as usize];
+        match live {
+            Some(0) => loaded,
+            Some(changed) => changed,
+            None => self.changed.get(key).copied().unwrap_or(loaded),
         }
     }
 
@@ -255,6 +280,7 @@ impl MemState {
         table: Table,
         key: &str,
         cell: Arc<Cell>,
+        index: u64,
         touched: &mut Vec<WatchKey>,
     ) -> Result<(), StoreError> {
         let new_values = self.values_of(table, key, &cell)?;
@@ -264,9 +290,19 @@ impl MemState {
             Some(old) => self.values_of(table, &key, old)?,
             None => Vec::new(),
         };
-        self.reindex(table, &key, &old_values, &new_values, touched);
-        touched.push(WatchKey::Key(table, key));
+        self.reindex(table, &key, &old_values, &new_values, index, touched);
+        let watch = WatchKey::Key(table, key);
+        if old.is_none() {
+            self.forget_tombstone(&watch);
+        }
+        touched.push(watch);
         Ok(())
+    }
+
+    fn forget_tombstone(&mut self, key: &WatchKey) {
+        if self.changed.contains_key(key) {
+            self.changed.remove(key);
+        }
     }
 
     /// Removes a row; returns whether it existed.
@@ -274,14 +310,17 @@ impl MemState {
         &mut self,
         table: Table,
         key: &str,
+        index: u64,
         touched: &mut Vec<WatchKey>,
     ) -> Result<bool, StoreError> {
         let Some((key, old)) = self.tables[table as usize].rows.remove_with_key(key) else {
             return Ok(false);
         };
         let old_values = self.values_of(table, &key, &old)?;
-        self.reindex(table, &key, &old_values, &[], touched);
-        touched.push(WatchKey::Key(table, key));
+        self.reindex(table, &key, &old_values, &[], index, touched);
+        let watch = WatchKey::Key(table, key);
+        self.changed.insert(watch.clone(), index);
+        touched.push(watch);
         Ok(true)
     }
 
@@ -291,11 +330,14 @@ impl MemState {
         key: &Arc<str>,
         old_values: &[Vec<String>],
         new_values: &[Vec<String>],
+        index: u64,
         touched: &mut Vec<WatchKey>,
     ) {
         let Some(table_schema) = self.schema.table_schema(table) else {
             return;
         };
+        let mut tombstones = Vec::new();
+        let mut revived = Vec::new();
         let names: Vec<&'static str> = table_schema.indexes.iter().map(|i| i.name).collect();
         let state = &mut self.tables[table as usize];
         if state.indexes.len() < names.len() {
@@ -312,31 +354,47 @@ impl MemState {
             for value in old {
                 if !new.contains(value) {
                     set.remove(&*index_entry(value, key));
-                    let count = counts.get(value.as_str()).copied().unwrap_or(1);
-                    if count <= 1 {
-                        counts.remove(value.as_str());
-                        values_changed = true;
-                    } else {
-                        counts.insert(value.as_str().into(), count - 1);
-                    }
                 }
             }
             for value in new {
                 if !old.contains(value) {
                     set.insert(index_entry(value, key));
-                    let count = counts.get(value.as_str()).copied().unwrap_or(0);
-                    values_changed |= count == 0;
-                    counts.insert(value.as_str().into(), count + 1);
                 }
-            }
-            if values_changed {
-                touched.push(WatchKey::Values(table, name));
             }
             // The old and new values' results both change (a row moved
             // from one to the other, or changed within one).
             for value in old.iter().chain(new.iter().filter(|v| !old.contains(v))) {
-                touched.push(WatchKey::Index(table, name, value.as_str().into()));
+                let mut state = counts.get(value.as_str()).copied().unwrap_or_default();
+                let was_empty = state.rows == 0;
+                if !old.contains(value) {
+                    state.rows += 1;
+                } else if !new.contains(value) {
+                    state.rows = state.rows.saturating_sub(1);
+                }
+                state.changed = index;
+                let watch = WatchKey::Index(table, name, value.as_str().into());
+                if state.rows == 0 {
+                    counts.remove(value.as_str());
+                    values_changed = true;
+                    tombstones.push(watch.clone());
+                } else {
+                    if was_empty {
+                        values_changed = true;
+                        revived.push(watch.clone());
+                    }
+                    counts.insert(value.as_str().into(), state);
+                }
+                touched.push(watch);
             }
+            if values_changed {
+                touched.push(WatchKey::Values(table, name));
+            }
+        }
+        for watch in tombstones {
+            self.changed.insert(watch, index);
+        }
+        for watch in revived {
+            self.forget_tombstone(&watch);
         }
     }
 
@@ -347,14 +405,17 @@ impl MemState {
                 continue;
             };
             let mut sets = vec![OrdSet::new(); table_schema.indexes.len()];
-            let mut counts: Vec<OrdMap<Arc<str>, usize>> =
+            let mut counts: Vec<OrdMap<Arc<str>, ValueState>> =
                 vec![OrdMap::new(); table_schema.indexes.len()];
             for (key, cell) in self.tables[table as usize].rows.iter() {
                 let decoded = cell.decoded_with(table_schema.decode, table, key)?;
                 for (position, index) in table_schema.indexes.iter().enumerate() {
                     for value in (index.extract)(decoded.as_ref()) {
                         sets[position].insert(index_entry(&value, key));
-                        *counts[position].entry(value.as_str().into()).or_insert(0) += 1;
+                        counts[position]
+                            .entry(value.as_str().into())
+                            .or_default()
+                            .rows += 1;
                     }
                 }
             }
@@ -370,9 +431,11 @@ impl MemState {
         for key in touched {
             match key {
                 WatchKey::Table(table) => self.table_index[*table as usize] = index,
-                WatchKey::Key(table, _)
-                | WatchKey::Index(table, _, _)
-                | WatchKey::Values(table, _) => {
+                // Rows and index values carry their own index.
+                WatchKey::Key(table, _) | WatchKey::Index(table, _, _) => {
+                    self.table_index[*table as usize] = index;
+                }
+                WatchKey::Values(table, _) => {
                     self.table_index[*table as usize] = index;
                     self.changed.insert(key.clone(), index);
                 }
@@ -390,16 +453,15 @@ impl MemState {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         let cell = match self.schema.table_schema(table) {
-            Some(schema) => {
-                Cell::typed(
-                    (schema.decode)(bytes).map_err(|source| StoreError::Corrupt {
-                        table: table.name(),
-                        key: key.to_owned(),
-                        source,
-                    })?,
-                )
-            }
-            None => Cell::loaded(bytes.to_vec()),
+            Some(schema) => Cell::typed(
+                (schema.decode)(bytes).map_err(|source| StoreError::Corrupt {
+                    table: table.name(),
+                    key: key.to_owned(),
+                    source,
+                })?,
+                0,
+            ),
+            None => Cell::loaded(bytes.to_vec(), 0),
         };
         self.tables[table as usize].rows.insert(key.into(), cell);
         Ok(())

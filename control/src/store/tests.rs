@@ -374,3 +374,33 @@ fn index_values_are_the_distinct_values_and_change_only_at_first_and_last_row() 
     assert_eq!(values(&store), ["web"]);
     assert!(values_index(&store) > before);
 }
+
+#[test]
+fn deleted_rows_and_emptied_index_values_keep_the_index_of_their_deletion() {
+    let store = indexed(Box::new(NoLog));
+    put(&store, &instance("web-1", "web"));
+    put(&store, &instance("db-1", "db"));
+    let at = |store: &Store, key: WatchKey| store.snapshot().unwrap().changed_at(&key);
+    let row = || WatchKey::Key(Table::Services, "web-1".into());
+    let web = || WatchKey::Index(Table::Services, "name", "web".into());
+    assert_eq!(at(&store, row()), 1);
+    assert_eq!(at(&store, web()), 1);
+    store
+        .write_blocking(|txn| txn.delete(Table::Services, "web-1"))
+        .unwrap();
+    assert_eq!(at(&store, row()), 3);
+    assert_eq!(at(&store, web()), 3);
+    // Never written: the index at start-up stands in.
+    assert_eq!(at(&store, WatchKey::Key(Table::Services, "nope".into())), 0);
+    put(&store, &instance("web-1", "web"));
+    assert_eq!(at(&store, row()), 4);
+    assert_eq!(at(&store, web()), 4);
+    // The db instance was not touched by any of it.
+    assert_eq!(
+        at(
+            &store,
+            WatchKey::Index(Table::Services, "name", "db".into())
+        ),
+        2
+    );
+}
