@@ -2,13 +2,14 @@
 //! interval, expires TTL checks nobody refreshed, and removes services whose
 //! check stayed critical past `DeregisterCriticalServiceAfter`.
 //!
-//! One task per check; results are written to the store only when status or
+//! One task per HTTP or TCP check; TTL checks share one timer wheel
+//! (`ttl_timers`). Results are written to the store only when status or
 //! output changes, so blocked health queries wake on real changes only.
 //! A check that turns critical with a deregistration deadline gets a timer
 //! (a "reaper"), whoever reported the status; turning healthy cancels it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,12 +17,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use isthmus_api::catalog::{STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING};
-use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::catalog::{self, CatalogError, StoredCheck};
 use crate::check_kind::CheckKind;
 use crate::store::Store;
+use crate::ttl_timers::TtlTimers;
 
 /// How much of an HTTP check's response body is read and kept as its
 /// output (Consul keeps 4 KiB). The rest is never read: the connection is
@@ -32,32 +33,55 @@ pub struct CheckRunner {
     store: Store,
     http: Client<HttpConnector, Empty<Bytes>>,
     running: Mutex<HashMap<String, Running>>,
+    /// The countdowns of TTL checks.
+    ttl: TtlTimers,
     /// Deregistration timers of critical checks, by check ID.
     reapers: Mutex<HashMap<String, AbortHandle>>,
 }
 
-struct Running {
-    task: AbortHandle,
-    /// Set for TTL checks: refreshing the TTL restarts the countdown.
-    ttl_refresh: Option<Arc<Notify>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// What runs a check: a probe task, or a TTL countdown.
+enum Running {
+    Probe(AbortHandle),
+    Ttl,
 }
 
 impl CheckRunner {
+    /// A runner on the current runtime.
     pub fn new(store: Store) -> Arc<CheckRunner> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        Arc::new(CheckRunner {
-            store,
-            http: Client::builder(TokioExecutor::new()).build(connector),
-            running: Mutex::new(HashMap::new()),
-            reapers: Mutex::new(HashMap::new()),
+        Arc::new_cyclic(|runner: &Weak<CheckRunner>| {
+            let runner = runner.clone();
+            let ttl = TtlTimers::start(move |check_id, ttl| {
+                if let Some(runner) = runner.upgrade() {
+                    runner.ttl_expired(check_id, ttl);
+                }
+            });
+            CheckRunner {
+                store,
+                http: Client::builder(TokioExecutor::new()).build(connector),
+                running: Mutex::new(HashMap::new()),
+                ttl,
+                reapers: Mutex::new(HashMap::new()),
+            }
         })
+    }
+
+    /// A TTL check's owner did not report in time: it turns critical.
+    fn ttl_expired(self: &Arc<Self>, check_id: String, ttl: Duration) {
+        let probe = Probe {
+            runner: self.clone(),
+            check_id,
+        };
+        tokio::spawn(async move {
+            let output = format!(
+                "TTL expired (no update within {})",
+                isthmus_api::duration::format(ttl)
+            );
+            if !probe.report(STATUS_CRITICAL, &output).await {
+                probe.runner.ttl.disarm(&probe.check_id);
+            }
+        });
     }
 
     /// Starts (or restarts) the task for `check`.
@@ -72,19 +96,30 @@ impl CheckRunner {
                 return;
             }
         };
-        let ttl_refresh = matches!(kind, CheckKind::Ttl { .. }).then(|| Arc::new(Notify::new()));
-        let probe = Probe {
-            runner: self.clone(),
-            check_id: check.state.check_id.clone(),
-        };
         self.observe(check);
-        let task = tokio::spawn(probe.run(kind, ttl_refresh.clone())).abort_handle();
+        let check_id = &check.state.check_id;
+        let running = match kind {
+            CheckKind::Ttl { ttl } => {
+                self.ttl.arm(check_id, ttl);
+                Running::Ttl
+            }
+            kind => {
+                let probe = Probe {
+                    runner: self.clone(),
+                    check_id: check_id.clone(),
+                };
+                Running::Probe(tokio::spawn(probe.run(kind)).abort_handle())
+            }
+        };
         let previous = self
             .running
             .lock()
             .expect("check runner lock poisoned")
-            .insert(check.state.check_id.clone(), Running { task, ttl_refresh });
-        drop(previous);
+            .insert(check_id.clone(), running);
+        // A probe replaced by a TTL countdown (or the reverse) stops.
+        if let Some(Running::Probe(task)) = previous {
+            task.abort();
+        }
     }
 
     pub fn stop(&self, check_id: &str) {
@@ -93,13 +128,23 @@ impl CheckRunner {
             .lock()
             .expect("check runner lock poisoned")
             .remove(check_id);
-        drop(removed);
+        self.halt(check_id, removed);
         self.cancel_reaper(check_id);
+    }
+
+    fn halt(&self, check_id: &str, running: Option<Running>) {
+        match running {
+            Some(Running::Probe(task)) => task.abort(),
+            Some(Running::Ttl) => self.ttl.disarm(check_id),
+            None => {}
+        }
     }
 
     pub fn stop_all(&self) {
         let all = std::mem::take(&mut *self.running.lock().expect("check runner lock poisoned"));
-        drop(all);
+        for (check_id, running) in all {
+            self.halt(&check_id, Some(running));
+        }
         let reapers = std::mem::take(&mut *self.reapers.lock().expect("reaper lock poisoned"));
         for reaper in reapers.into_values() {
             reaper.abort();
@@ -179,8 +224,8 @@ impl CheckRunner {
     /// Restarts a TTL check's countdown after its owner reported in.
     pub fn refresh_ttl(&self, check_id: &str) {
         let running = self.running.lock().expect("check runner lock poisoned");
-        if let Some(notify) = running.get(check_id).and_then(|r| r.ttl_refresh.as_ref()) {
-            notify.notify_one();
+        if matches!(running.get(check_id), Some(Running::Ttl)) {
+            self.ttl.refresh(check_id);
         }
     }
 }
@@ -214,29 +259,13 @@ struct Probe {
 }
 
 impl Probe {
-    /// One task per check, so its future stays small (a TTL check is mostly
-    /// a timer: 100,000 of them must not cost the size of an HTTP probe
-    /// each): the probe and the store write are boxed, allocated only while
-    /// they run.
-    async fn run(self, kind: CheckKind, ttl_refresh: Option<Arc<Notify>>) {
+    /// The probe loop of an HTTP or TCP check. Its future stays small
+    /// (the probe and the store write are boxed, allocated only while they
+    /// run).
+    async fn run(self, kind: CheckKind) {
         match kind {
-            CheckKind::Ttl { ttl } => {
-                let refresh = ttl_refresh.expect("TTL checks carry a refresh handle");
-                let output = format!(
-                    "TTL expired (no update within {})",
-                    isthmus_api::duration::format(ttl)
-                );
-                loop {
-                    tokio::select! {
-                        _ = refresh.notified() => {}
-                        _ = tokio::time::sleep(ttl) => {
-                            if !Box::pin(self.report(STATUS_CRITICAL, &output)).await {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
+            // Counted down by the runner's timer wheel, never probed.
+            CheckKind::Ttl { .. } => {}
             CheckKind::Http {
                 url,
                 method,

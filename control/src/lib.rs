@@ -18,3 +18,4 @@ pub mod http;
 pub mod metrics;
 pub mod peering;
 pub mod store;
+pub mod ttl_timers;
