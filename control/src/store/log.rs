@@ -90,6 +90,12 @@ pub(crate) struct Pending<S> {
 /// The most writes one transaction takes (bounds its size and latency).
 pub(crate) const MAX_GROUP: usize = 4096;
 
+/// How long the committer waits for a group to fill when the last one held
+/// several writes: writers answered by the last commit are sending their
+/// next writes, and a group of one followed by a group of all the others
+/// would halve the throughput. A lone writer never waits.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(250);
+
 /// What the committer does once a group is durable or has failed.
 pub(crate) trait Publish<S>: Send + 'static {
     /// The generation writes must carry to be committed.
@@ -106,6 +112,7 @@ pub(crate) fn run_committer<S, P: Publish<S>>(
     queue: mpsc::Receiver<Pending<S>>,
     publisher: P,
 ) {
+    let mut last_group = 1;
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -114,6 +121,17 @@ pub(crate) fn run_committer<S, P: Publish<S>>(
                 Err(_) => break,
             }
         }
+        if group.len() < last_group {
+            let deadline = std::time::Instant::now() + GATHER;
+            while group.len() < last_group.min(MAX_GROUP) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match queue.recv_timeout(left) {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        last_group = group.len();
         let generation = publisher.generation();
         let (current, stale): (Vec<_>, Vec<_>) =
             group.into_iter().partition(|p| p.generation == generation);
