@@ -19,25 +19,27 @@
 
 mod log;
 pub mod private;
+mod reads;
 mod redb_backend;
 mod schema;
 mod state;
+mod txn;
 mod watch;
 
 use std::sync::{mpsc, Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 use tokio::sync::watch as index_watch;
 
 pub use log::{Log, NoLog, Op, RowSink};
+pub use reads::{Reads, Snapshot};
 pub use redb_backend::RedbBackend;
 pub use schema::{Schema, Stored};
 pub use state::MemState;
+pub use txn::Txn;
 pub use watch::WatchKey;
 
 use log::{Ack, Pending, Publish};
-use state::Cell;
 use watch::Watches;
 
 /// The tables the control plane keeps. Keys are strings, values JSON.
@@ -434,216 +436,6 @@ fn decode_index(key: &str, bytes: &[u8]) -> Result<u64, StoreError> {
         key: key.to_owned(),
         source,
     })
-}
-
-/// Typed reads, shared by snapshots and write transactions.
-pub trait Reads {
-    #[doc(hidden)]
-    fn state(&self) -> &MemState;
-
-    /// Notes that the reader depends on `key` (recording snapshots only).
-    #[doc(hidden)]
-    fn record(&self, _key: impl FnOnce() -> WatchKey) {}
-
-    fn get<T: Stored>(&self, table: Table, key: &str) -> Result<Option<T>, StoreError> {
-        self.record(|| WatchKey::Key(table, key.into()));
-        let state = self.state();
-        match state.cell(table, key) {
-            Some(cell) => cell.value(table, key, state.schema(table)).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Every row whose key starts with `prefix`, in key order.
-    fn scan<T: Stored>(&self, table: Table, prefix: &str) -> Result<Vec<T>, StoreError> {
-        self.record(|| WatchKey::Table(table));
-        let state = self.state();
-        let schema = state.schema(table);
-        state
-            .range(table, prefix)
-            .map(|(key, cell)| cell.value(table, key, schema))
-            .collect()
-    }
-
-    /// The keys of the rows whose key starts with `prefix`, in order.
-    fn keys(&self, table: Table, prefix: &str) -> Vec<String> {
-        self.record(|| WatchKey::Table(table));
-        self.state()
-            .range(table, prefix)
-            .map(|(key, _)| key.to_string())
-            .collect()
-    }
-
-    /// The rows filed under `value` in the table's index `index`, in key
-    /// order; costs what it returns.
-    fn lookup<T: Stored>(
-        &self,
-        table: Table,
-        index: &'static str,
-        value: &str,
-    ) -> Result<Vec<T>, StoreError> {
-        self.record(|| WatchKey::Index(table, index, value.into()));
-        let state = self.state();
-        let schema = state.schema(table);
-        state
-            .lookup(table, index, value)?
-            .map(|key| match state.cell(table, key) {
-                Some(cell) => cell.value(table, key, schema),
-                None => Err(StoreError::Backend(format!(
-                    "index {index} of {} names missing row {key}",
-                    table.name()
-                ))),
-            })
-            .collect()
-    }
-
-    /// The values the table's index `index` holds, in order (for an index
-    /// by name: the distinct names).
-    fn index_values(&self, table: Table, index: &'static str) -> Result<Vec<String>, StoreError> {
-        self.record(|| WatchKey::Values(table, index));
-        Ok(self
-            .state()
-            .index_values(table, index)?
-            .map(|v| v.to_string())
-            .collect())
-    }
-
-    /// The index of the last change to `table` (0 if never written).
-    fn table_index(&self, table: Table) -> Result<u64, StoreError> {
-        self.record(|| WatchKey::Table(table));
-        Ok(self.state().table_index(table))
-    }
-
-    /// The index at which `key` last changed (not recorded: for callers
-    /// that track changes themselves).
-    fn changed_at(&self, key: &WatchKey) -> u64 {
-        self.state().key_index(key)
-    }
-
-    /// How many rows `table` holds.
-    fn count(&self, table: Table) -> usize {
-        self.state().len(table)
-    }
-}
-
-/// A consistent read view: the durable state at one index.
-pub struct Snapshot {
-    state: Arc<MemState>,
-    recorded: Option<Mutex<Vec<WatchKey>>>,
-}
-
-impl Snapshot {
-    /// The index of the state this snapshot shows.
-    pub fn state_index(&self) -> u64 {
-        self.state.index
-    }
-
-    /// What was read through this snapshot (recording snapshots only).
-    pub fn watch_set(&self) -> Vec<WatchKey> {
-        let Some(recorded) = &self.recorded else {
-            return Vec::new();
-        };
-        let mut keys = recorded.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-        keys.dedup();
-        keys
-    }
-
-    /// The index at which what was read through this snapshot last
-    /// changed: the `X-Consul-Index` of a query that read only that.
-    pub fn watch_index(&self) -> u64 {
-        self.watch_set()
-            .iter()
-            .map(|key| self.state.key_index(key))
-            .max()
-            .unwrap_or(self.state.index)
-    }
-}
-
-impl Reads for Snapshot {
-    fn state(&self) -> &MemState {
-        &self.state
-    }
-
-    fn record(&self, key: impl FnOnce() -> WatchKey) {
-        if let Some(recorded) = &self.recorded {
-            recorded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(key());
-        }
-    }
-}
-
-/// A write transaction: a private copy of the newest state plus the log
-/// records of what changed.
-pub struct Txn {
-    state: MemState,
-    index: u64,
-    ops: Vec<Op>,
-    touched: Vec<WatchKey>,
-}
-
-impl Reads for Txn {
-    fn state(&self) -> &MemState {
-        &self.state
-    }
-}
-
-impl Txn {
-    /// The index this transaction commits at; stamp it on records as their
-    /// `ModifyIndex` (and `CreateIndex` when new).
-    pub fn index(&self) -> u64 {
-        self.index
-    }
-
-    pub fn put<T: Serialize + ?Sized>(
-        &mut self,
-        table: Table,
-        key: &str,
-        value: &T,
-    ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
-            table: table.name(),
-            key: key.to_owned(),
-            source,
-        })?;
-        // Typed tables keep the value decoded as their type (which also
-        // checks that it is one); others keep the JSON, decoded on read.
-        let cell = match self.state.schema(table) {
-            Some(schema) => Cell::typed(
-                (schema.decode)(&bytes).map_err(|source| StoreError::Encode {
-                    table: table.name(),
-                    key: key.to_owned(),
-                    source,
-                })?,
-                self.index,
-            ),
-            None => Cell::loaded(bytes.clone(), self.index),
-        };
-        self.state
-            .put(table, key, cell, self.index, &mut self.touched)?;
-        self.ops.push(Op::Put {
-            table,
-            key: key.into(),
-            bytes,
-        });
-        Ok(())
-    }
-
-    /// Deletes `key`; returns whether it existed.
-    pub fn delete(&mut self, table: Table, key: &str) -> Result<bool, StoreError> {
-        let existed = self
-            .state
-            .delete(table, key, self.index, &mut self.touched)?;
-        if existed {
-            self.ops.push(Op::Delete {
-                table,
-                key: key.into(),
-            });
-        }
-        Ok(existed)
-    }
 }
 
 #[cfg(test)]
