@@ -87,30 +87,8 @@ impl Agent {
         path: &str,
         body: Bytes,
     ) -> Result<(Bytes, u64)> {
-        let request = http::Request::builder()
-            .method(method.clone())
-            .uri(format!("http://{}{path}", self.http_addr))
-            .body(Full::new(body))?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let index = response
-            .headers()
-            .get("x-consul-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let body = response.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            bail!(
-                "{method} {path}: {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
-        Ok((body, index))
+        let url = format!("http://{}{path}", self.http_addr);
+        request(&self.client, method, url, body).await
     }
 
     pub async fn post_json(
@@ -161,4 +139,37 @@ impl Agent {
         let body = self.call(http::Method::GET, path, Bytes::new()).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
+}
+
+/// One request to an agent: the body and the `X-Consul-Index` header (0 if
+/// absent); a status other than 2xx is an error with the body's text.
+pub async fn request(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: http::Method,
+    url: String,
+    body: Bytes,
+) -> Result<(Bytes, u64)> {
+    let request = http::Request::builder()
+        .method(method.clone())
+        .uri(&url)
+        .body(Full::new(body))?;
+    let response = client
+        .request(request)
+        .await
+        .with_context(|| format!("{method} {url}"))?;
+    let status = response.status();
+    let index = response
+        .headers()
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let body = response.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!(
+            "{method} {url}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok((body, index))
 }

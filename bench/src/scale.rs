@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
+use crate::agent::request as call;
 use crate::measure;
 use crate::procs::{self, Proc};
 use crate::RunArgs;
@@ -95,37 +96,6 @@ fn client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(WAITERS + 64)
         .build_http()
-}
-
-async fn call(
-    client: &HttpClient,
-    method: http::Method,
-    url: String,
-    body: Bytes,
-) -> Result<(Bytes, u64)> {
-    let request = http::Request::builder()
-        .method(method.clone())
-        .uri(&url)
-        .body(Full::new(body))?;
-    let response = client
-        .request(request)
-        .await
-        .with_context(|| format!("{method} {url}"))?;
-    let status = response.status();
-    let index = response
-        .headers()
-        .get("x-consul-index")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let body = response.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        bail!(
-            "{method} {url}: {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    Ok((body, index))
 }
 
 fn service_of(instance: usize) -> String {

@@ -212,6 +212,16 @@ impl MemState {
             .take_while(move |(key, _)| key.starts_with(prefix))
     }
 
+    /// Where the schema keeps `table`'s index `index`.
+    fn position(&self, table: Table, index: &str) -> Result<usize, StoreError> {
+        self.schema
+            .index_position(table, index)
+            .ok_or_else(|| StoreError::UnknownIndex {
+                table: table.name(),
+                index: index.to_owned(),
+            })
+    }
+
     /// Primary keys of the rows whose index `index` holds `value`.
     pub(crate) fn lookup<'a>(
         &'a self,
@@ -219,16 +229,11 @@ impl MemState {
         index: &str,
         value: &str,
     ) -> Result<impl Iterator<Item = &'a str> + 'a, StoreError> {
-        let position =
-            self.schema
-                .index_position(table, index)
-                .ok_or_else(|| StoreError::UnknownIndex {
-                    table: table.name(),
-                    index: index.to_owned(),
-                })?;
+        let position = self.position(table, index)?;
         let prefix: Arc<str> = index_entry(value, "");
-        let set = &self.tables[table as usize].indexes[position];
         let start = prefix.len();
+        // Built for every table with a schema at open.
+        let set = &self.tables[table as usize].indexes[position];
         Ok(set
             .range::<_, str>((Bound::Included(&*prefix), Bound::Unbounded))
             .take_while(move |entry| entry.starts_with(&*prefix))
@@ -241,13 +246,7 @@ impl MemState {
         table: Table,
         index: &str,
     ) -> Result<impl Iterator<Item = &Arc<str>> + '_, StoreError> {
-        let position =
-            self.schema
-                .index_position(table, index)
-                .ok_or_else(|| StoreError::UnknownIndex {
-                    table: table.name(),
-                    index: index.to_owned(),
-                })?;
+        let position = self.position(table, index)?;
         Ok(self.tables[table as usize]
             .counts
             .get(position)
