@@ -161,7 +161,9 @@ pub(crate) fn spawn(
     };
     let view_query = Query {
         client: client.clone(),
-        path: AGENT_PATH_VIEW.to_owned(),
+        // Only the intentions that concern this service (its own entry and
+        // `*`): a smaller view, and changes to others' do not wake it.
+        path: format!("{AGENT_PATH_VIEW}?service={}", encode(service)),
         what: "proxy view",
         agent_restarted: Some(agent_restarted),
         known_index: None,
