@@ -15,7 +15,9 @@
 //! acknowledged and until its 10 watchers answered, and the 1,000 others
 //! must not answer. Then the agent's RSS with them waiting, and a restart:
 //! from SIGTERM of the old agent to the new one answering
-//! `health/service/<name>` with every instance.
+//! `health/service/<name>` with every instance. Last, replication: two
+//! peered agents, the same number of instances (100 per service) exported
+//! with `*`, timed until the importer lists them all.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,15 +100,12 @@ fn client() -> HttpClient {
         .build_http()
 }
 
-fn service_of(instance: usize) -> String {
-    format!("svc-{:05}", instance / INSTANCES_PER_SERVICE)
-}
-
-fn registration(instance: usize) -> Bytes {
+fn registration(instance: usize, per_service: usize, prefix: &str) -> Bytes {
+    let service = format!("{prefix}-{:05}", instance / per_service);
     Bytes::from(
         json!({
-            "ID": format!("{}-{instance}", service_of(instance)),
-            "Name": service_of(instance),
+            "ID": format!("{service}-{instance}"),
+            "Name": service,
             "Port": 8000 + (instance % 1000),
             "Tags": ["v1"],
             "Check": {"TTL": "24h", "Status": "passing"},
@@ -118,6 +117,17 @@ fn registration(instance: usize) -> Bytes {
 /// Registers instances `from..to` with [`CLIENTS`] concurrent clients;
 /// returns registrations per second.
 async fn register(addr: &str, from: usize, to: usize) -> Result<f64> {
+    register_named(addr, from, to, INSTANCES_PER_SERVICE, "svc").await
+}
+
+/// [`register`] with `per_service` instances per `<prefix>-NNNNN` name.
+async fn register_named(
+    addr: &str,
+    from: usize,
+    to: usize,
+    per_service: usize,
+    prefix: &'static str,
+) -> Result<f64> {
     let next = Arc::new(AtomicUsize::new(from));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -135,7 +145,7 @@ async fn register(addr: &str, from: usize, to: usize) -> Result<f64> {
                     &client,
                     http::Method::PUT,
                     url.clone(),
-                    registration(instance),
+                    registration(instance, per_service, prefix),
                 )
                 .await?;
             }
@@ -304,6 +314,57 @@ fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Instances per service in the replication phase: 1,000 services for
+/// 100,000 instances, under the importer's default caps (1,024 imported
+/// services, 4,096 instances per service).
+const REPLICATED_PER_SERVICE: usize = 100;
+
+/// Two peered dev agents; `instances` registered on the exporter, then
+/// every service exported (`*`): milliseconds until the importer lists
+/// every service with all its instances.
+async fn replication(bin_dir: &Path, instances: usize) -> Result<f64> {
+    let (exporter, importer) = crate::peering::peered(bin_dir).await?;
+    register_named(
+        &exporter.http_addr,
+        0,
+        instances,
+        REPLICATED_PER_SERVICE,
+        "rep",
+    )
+    .await?;
+    let services = instances / REPLICATED_PER_SERVICE;
+    let last = format!("rep-{:05}", services - 1);
+    let started = Instant::now();
+    crate::peering::export(&exporter, &["*"]).await?;
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let names = format!(
+            "http://{}/v1/catalog/services?peer={}",
+            importer.http_addr,
+            crate::peering::EXPORTER
+        );
+        let (body, _) = call(&client, http::Method::GET, names, Bytes::new()).await?;
+        let listed: serde_json::Value = serde_json::from_slice(&body)?;
+        if listed.as_object().map_or(0, |m| m.len()) >= services {
+            let url = format!(
+                "http://{}/v1/health/service/{last}?peer={}",
+                importer.http_addr,
+                crate::peering::EXPORTER
+            );
+            let (body, _) = call(&client, http::Method::GET, url, Bytes::new()).await?;
+            let entries: serde_json::Value = serde_json::from_slice(&body)?;
+            if entries.as_array().map_or(0, Vec::len) == REPLICATED_PER_SERVICE {
+                return Ok(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the importer did not list all {services} services within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn run(args: &RunArgs, bin_dir: &Path, name: &str) -> Result<i32> {
     let sizes: Vec<usize> = if args.quick {
         vec![1_000, 2_000]
@@ -375,6 +436,13 @@ pub async fn run(args: &RunArgs, bin_dir: &Path, name: &str) -> Result<i32> {
         "restart with {registered} instances: serving in {restart_ms:.0} ms (RSS {:.1} MiB)",
         rss_after_restart as f64 / 1024.0
     );
+    drop(agent);
+    let replicated = registered;
+    let replication_ms = replication(bin_dir, replicated).await?;
+    println!(
+        "replication to a peer: {replicated} instances ({} services) in {replication_ms:.0} ms",
+        replicated / REPLICATED_PER_SERVICE
+    );
     let document = json!({
         "kind": "scale",
         "machine": measure::machine(),
@@ -390,6 +458,7 @@ pub async fn run(args: &RunArgs, bin_dir: &Path, name: &str) -> Result<i32> {
             "rss_kib_with_waiters": wake.rss_waiting_kib,
         },
         "restart": {"instances": registered, "serving_ms": restart_ms, "rss_kib": rss_after_restart},
+        "replication": {"instances": replicated, "services": replicated / REPLICATED_PER_SERVICE, "ms": replication_ms},
     });
     let dir = crate::bench_dir().join("results");
     std::fs::create_dir_all(&dir)?;
