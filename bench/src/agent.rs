@@ -40,6 +40,10 @@ impl Agent {
                 "127.0.0.1:0",
                 "--peering-heartbeat",
                 "1s",
+                // The replication figure sends 10,000 instances of one
+                // service (the default cap is 4,096 per service).
+                "--peering-max-service-instances",
+                "20000",
             ],
         )
         .await
