@@ -53,7 +53,7 @@ pub struct ServiceRegistration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<Weights>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<ProxyConfig>,
+    pub proxy: Option<Box<ProxyConfig>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckDefinition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -214,7 +214,7 @@ pub struct AgentService {
     #[serde(default)]
     pub enable_tag_override: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<ProxyConfig>,
+    pub proxy: Option<Box<ProxyConfig>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_name: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -310,7 +310,7 @@ pub struct CatalogService {
     #[serde(default)]
     pub service_enable_tag_override: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_proxy: Option<ProxyConfig>,
+    pub service_proxy: Option<Box<ProxyConfig>>,
     #[serde(default)]
     pub create_index: u64,
     #[serde(default)]

@@ -61,7 +61,7 @@ pub struct CatalogServiceDef {
     #[serde(default)]
     pub enable_tag_override: bool,
     #[serde(default)]
-    pub proxy: Option<ProxyConfig>,
+    pub proxy: Option<Box<ProxyConfig>>,
 }
 
 /// A check of a catalog registration (Consul's `HealthCheck`): the catalog

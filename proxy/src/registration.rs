@@ -50,14 +50,14 @@ pub fn registration(
         kind: Some(KIND_CONNECT_PROXY.to_owned()),
         address: Some(advertise.host.clone()),
         port: Some(advertise.port),
-        proxy: Some(CatalogProxy {
+        proxy: Some(Box::new(CatalogProxy {
             destination_service_name: config.service.clone(),
             destination_service_id: config.service_id().to_owned(),
             local_service_address: config.local_app.ip().to_string(),
             local_service_port: config.local_app.port(),
             upstreams,
             ..CatalogProxy::default()
-        }),
+        })),
         check: Some(listening_check(
             format!("Connect Sidecar Listening on {advertise}"),
             advertise,

@@ -221,7 +221,7 @@ fn the_schema_covers_every_field_of_the_type() {
         meta: [("k".to_owned(), "v".to_owned())].into(),
         enable_tag_override: true,
         weights: Some(Weights::default()),
-        proxy: Some(ProxyConfig {
+        proxy: Some(Box::new(ProxyConfig {
             destination_service_name: "d".into(),
             destination_service_id: "d".into(),
             local_service_address: "a".into(),
@@ -236,7 +236,7 @@ fn the_schema_covers_every_field_of_the_type() {
                 local_bind_port: 2,
             }],
             config: [("k".to_owned(), json!(1))].into_iter().collect(),
-        }),
+        })),
         check: Some(check.clone()),
         checks: vec![check],
         namespace: Some("default".into()),
