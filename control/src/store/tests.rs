@@ -404,3 +404,99 @@ fn deleted_rows_and_emptied_index_values_keep_the_index_of_their_deletion() {
         2
     );
 }
+
+mod model {
+    //! The state against a plain model: any sequence of puts and deletes
+    //! (in transactions of several writes, some failing midway) leaves
+    //! rows, lookups and index values exactly as a `BTreeMap` says.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Write {
+        Put { id: u8, name: u8 },
+        Delete { id: u8 },
+    }
+
+    fn write() -> impl Strategy<Value = Write> {
+        prop_oneof![
+            (0u8..12, 0u8..4).prop_map(|(id, name)| Write::Put { id, name }),
+            (0u8..12).prop_map(|id| Write::Delete { id }),
+        ]
+    }
+
+    fn id(n: u8) -> String {
+        format!("i{n:02}")
+    }
+
+    fn name(n: u8) -> String {
+        // "a" is a prefix of "ab": index ranges must not mix them.
+        ["a", "ab", "b", "c"][n as usize % 4].to_owned()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn rows_lookups_and_values_match_a_model(
+            txns in proptest::collection::vec(
+                (proptest::collection::vec(write(), 1..5), any::<bool>()),
+                1..25,
+            )
+        ) {
+            let store = indexed(Box::new(NoLog));
+            let mut model: BTreeMap<String, String> = BTreeMap::new();
+            for (writes, fail) in txns {
+                let applied = writes.clone();
+                let result: Result<(), StoreError> = store.write_blocking(move |txn| {
+                    for w in &applied {
+                        match w {
+                            Write::Put { id: i, name: n } => {
+                                txn.put(Table::Services, &id(*i), &instance(&id(*i), &name(*n)))?
+                            }
+                            Write::Delete { id: i } => {
+                                txn.delete(Table::Services, &id(*i))?;
+                            }
+                        }
+                    }
+                    if fail {
+                        return Err(StoreError::Backend("abandoned".into()));
+                    }
+                    Ok(())
+                });
+                prop_assert_eq!(result.is_err(), fail);
+                if !fail {
+                    for w in writes {
+                        match w {
+                            Write::Put { id: i, name: n } => {
+                                model.insert(id(i), name(n));
+                            }
+                            Write::Delete { id: i } => {
+                                model.remove(&id(i));
+                            }
+                        }
+                    }
+                }
+                let snap = store.snapshot().unwrap();
+                let rows: Vec<Instance> = snap.scan(Table::Services, "").unwrap();
+                let got: BTreeMap<String, String> =
+                    rows.into_iter().map(|i| (i.id, i.name)).collect();
+                prop_assert_eq!(&got, &model);
+                for n in 0..4 {
+                    let wanted: Vec<String> = model
+                        .iter()
+                        .filter(|(_, v)| **v == name(n))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    prop_assert_eq!(named(&store, &name(n)), wanted);
+                }
+                let values: BTreeSet<String> = model.values().cloned().collect();
+                let got_values = snap.index_values(Table::Services, "name").unwrap();
+                prop_assert_eq!(got_values, values.into_iter().collect::<Vec<_>>());
+            }
+        }
+    }
+}
