@@ -19,7 +19,7 @@ use crate::store::{Reads, Schema, StoreError, Table, Txn, WatchKey};
 pub const BY_NAME: &str = "name";
 /// Index of `services` by the service a sidecar proxy fronts.
 pub const BY_DESTINATION: &str = "destination";
-/// Index of `services` by kind (`""` for typical services).
+/// Index of `services` by kind (typical services, the most, are not in it).
 pub const BY_KIND: &str = "kind";
 /// Index of typical services (not proxies or gateways) by name: its
 /// values are the names a `*` export covers.
@@ -45,7 +45,7 @@ pub fn schema() -> Schema {
         }
     }
     fn kind(s: &AgentService) -> Vec<String> {
-        vec![s.kind.clone().unwrap_or_default()]
+        s.kind.iter().filter(|k| !k.is_empty()).cloned().collect()
     }
     fn typical_name(s: &AgentService) -> Vec<String> {
         match s.kind.as_deref() {

@@ -17,7 +17,7 @@ fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [
 /// reads only at start-up and to find the pages a commit rewrites: a small
 /// cache serves that, where redb's default (1 GiB) would grow the agent by
 /// the size of the whole file.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 fn backend_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
