@@ -344,3 +344,63 @@ async fn dev_agent_lists_no_local_services_but_catalogs_its_gateway() {
     );
     assert!(agent.terminate().success());
 }
+
+#[tokio::test]
+async fn catalog_connect_lists_the_sidecars_in_front_of_a_service_and_ingress_is_empty() {
+    let agent = TestAgent::start().await;
+    register_web(&agent).await;
+    put(
+        &agent.client,
+        "/v1/agent/service/register",
+        json!({"Kind": "connect-proxy", "Name": "web-sidecar-proxy", "ID": "web-1-sidecar-proxy",
+               "Port": 21000, "Proxy": {"DestinationServiceName": "web", "DestinationServiceID": "web-1"}}),
+    )
+    .await;
+    put(
+        &agent.client,
+        "/v1/agent/service/register",
+        json!({"Kind": "connect-proxy", "Name": "db-sidecar-proxy", "ID": "db-1-sidecar-proxy",
+               "Port": 21001, "Proxy": {"DestinationServiceName": "db"}}),
+    )
+    .await;
+
+    let (rows, index) = get(&agent.client, "/v1/catalog/connect/web").await;
+    assert_eq!(ids(&rows, "ServiceID"), ["web-1-sidecar-proxy"]);
+    assert_eq!(rows[0]["ServiceKind"], "connect-proxy");
+    assert_eq!(rows[0]["ServiceProxy"]["DestinationServiceName"], "web");
+    assert_eq!(rows[0]["ServicePort"], 21000);
+    assert!(index > 0);
+    let (none, _) = get(&agent.client, "/v1/catalog/connect/nothing").await;
+    assert_eq!(none, json!([]));
+
+    let (ingress, index) = get(&agent.client, "/v1/health/ingress/web").await;
+    assert_eq!(ingress, json!([]));
+    assert!(index > 0);
+
+    // health/checks/<service> finds its checks by index, in CheckID order.
+    let (checks, _) = get(&agent.client, "/v1/health/checks/web").await;
+    assert_eq!(ids(&checks, "CheckID"), ["web-ok", "web-ttl"]);
+}
+
+#[tokio::test]
+async fn acl_endpoints_answer_as_consul_does_with_acls_disabled() {
+    let agent = TestAgent::start().await;
+    for (method, path) in [
+        (Method::PUT, "/v1/agent/token/default"),
+        (Method::PUT, "/v1/agent/token/agent"),
+        (Method::PUT, "/v1/acl/bootstrap"),
+        (Method::GET, "/v1/acl/tokens"),
+        (Method::GET, "/v1/acl/token/self"),
+        (Method::GET, "/v1/acl/policies"),
+    ] {
+        let response = send(
+            &agent.client,
+            method.clone(),
+            path,
+            Some(json!({"Token": "x"})),
+        )
+        .await;
+        assert_eq!(response.status, 401, "{method} {path}");
+        assert_eq!(text(&response), "ACL support disabled", "{method} {path}");
+    }
+}

@@ -414,6 +414,24 @@ pub fn all_checks(r: &impl Reads) -> Result<Vec<StoredCheck>, StoreError> {
     r.scan(Table::Checks, "")
 }
 
+/// The checks of every instance of `service` on this node, as the API
+/// shows them.
+pub fn service_name_checks(
+    r: &impl Reads,
+    node: &LocalNode,
+    service: &str,
+) -> Result<Vec<HealthCheck>, StoreError> {
+    Ok(
+        r.lookup::<StoredCheck>(Table::Checks, BY_SERVICE_NAME, service)?
+            .into_iter()
+            .map(|c| HealthCheck {
+                node: node.name.clone(),
+                ..c.state
+            })
+            .collect(),
+    )
+}
+
 /// Every check's state as the API shows it: on this node as it is named now.
 pub fn check_states(r: &impl Reads, node: &LocalNode) -> Result<Vec<HealthCheck>, StoreError> {
     Ok(all_checks(r)?
@@ -519,15 +537,19 @@ pub fn service_entries(
     Ok(entries)
 }
 
-/// `/v1/catalog/service/<name>` rows.
+/// `/v1/catalog/service/<name>` rows (`Named`), or `/v1/catalog/connect/<name>`
+/// rows (`ConnectFor`: the sidecar proxies that front `name`).
 pub fn catalog_service(
     r: &impl Reads,
     node: &LocalNode,
-    name: &str,
+    select: Select<'_>,
 ) -> Result<Vec<CatalogService>, StoreError> {
     let api_node = node.to_api();
-    let mut rows: Vec<CatalogService> = r
-        .lookup::<AgentService>(Table::Services, BY_NAME, name)?
+    let services: Vec<AgentService> = match select {
+        Select::Named(name) => r.lookup(Table::Services, BY_NAME, name)?,
+        Select::ConnectFor(name) => r.lookup(Table::Services, BY_DESTINATION, name)?,
+    };
+    let mut rows: Vec<CatalogService> = services
         .into_iter()
         .map(|s| CatalogService {
             id: api_node.id.clone(),

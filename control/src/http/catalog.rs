@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
-use isthmus_api::catalog::HealthCheck;
 
 use super::error::ApiError;
 use super::{blocking_json, flag, json_response, Params, State};
@@ -113,11 +112,43 @@ pub async fn service(
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     blocking_json(&state, &params, |snap| {
-        let mut rows = catalog::catalog_service(snap, &state.node, &name)?;
+        let mut rows = catalog::catalog_service(snap, &state.node, Select::Named(&name))?;
         rows.extend(catalog_nodes::catalog_service(snap, &name)?);
         // By node, then service ID, as Consul's catalog orders them.
         rows.sort_by(|a, b| (&a.node, &a.service_id).cmp(&(&b.node, &b.service_id)));
         Ok((rows, read_index(snap)))
+    })
+    .await
+}
+
+/// `/v1/catalog/connect/<name>`: the catalog rows of the sidecar proxies
+/// that front `name` (what Consul calls its connect-capable endpoints).
+pub async fn connect(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    valid_service_name(&name)?;
+    blocking_json(&state, &params, |snap| {
+        let mut rows = catalog::catalog_service(snap, &state.node, Select::ConnectFor(&name))?;
+        rows.sort_by(|a, b| (&a.node, &a.service_id).cmp(&(&b.node, &b.service_id)));
+        Ok((rows, read_index(snap)))
+    })
+    .await
+}
+
+/// `/v1/health/ingress/<name>`: the ingress gateways in front of `name`.
+/// isthmus has no ingress gateways, so the answer is always empty, with
+/// the catalog's index as Consul gives it.
+pub async fn health_ingress(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    valid_service_name(&name)?;
+    blocking_json(&state, &params, |snap| {
+        let none: Vec<isthmus_api::catalog::ServiceEntry> = Vec::new();
+        Ok((none, snap.table_index(Table::Services)?))
     })
     .await
 }
@@ -252,17 +283,12 @@ pub async fn health_checks(
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     blocking_json(&state, &params, |snap| {
-        let mut checks: Vec<HealthCheck> = catalog::check_states(snap, &state.node)?
-            .into_iter()
-            .filter(|c| c.service_name == name)
-            .collect();
+        let mut checks = catalog::service_name_checks(snap, &state.node, &name)?;
+        checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
         for node in catalog_nodes::all(snap)? {
             checks.extend(node.checks.into_iter().filter(|c| c.service_name == name));
         }
-        let index = snap
-            .table_index(Table::Checks)?
-            .max(snap.table_index(Table::Nodes)?);
-        Ok((checks, index))
+        Ok((checks, read_index(snap)))
     })
     .await
 }

@@ -30,7 +30,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
 use isthmus_api::consul_json::{self, ConsulBody};
 use serde::de::DeserializeOwned;
@@ -91,6 +91,11 @@ pub fn router(state: State) -> Router {
         .route("/v1/health/service/", get(catalog::health_service_all))
         .route("/v1/health/service/{name}", get(catalog::health_service))
         .route("/v1/health/connect/{name}", get(catalog::health_connect))
+        .route("/v1/health/ingress/{name}", get(catalog::health_ingress))
+        .route("/v1/catalog/connect/{name}", get(catalog::connect))
+        // ACLs are not implemented yet: Consul's answer when they are off.
+        .route("/v1/agent/token/{kind}", any(acl_disabled))
+        .route("/v1/acl/{*rest}", any(acl_disabled))
         .route("/v1/health/checks/{name}", get(catalog::health_checks))
         .route("/v1/health/state/", get(nodes::health_state_missing))
         .route("/v1/health/state/{state}", get(nodes::health_state))
@@ -331,6 +336,11 @@ where
             _ = shutting_down.changed() => last_run = true,
         }
     }
+}
+
+/// What Consul answers on its ACL endpoints while ACLs are disabled.
+async fn acl_disabled() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "ACL support disabled")
 }
 
 /// Whether a flag-like query parameter is set (`?passing`, `?passing=true`).
