@@ -69,7 +69,13 @@ pub(crate) fn start(
     } in listeners
     {
         let errors = metrics.upstream_errors(&spec.label());
-        let upstream = Arc::new(Upstream::new(spec, addr, protocol, errors));
+        let upstream = Arc::new(Upstream::new(
+            spec,
+            addr,
+            protocol,
+            errors,
+            identity.clone(),
+        ));
         tasks.push(spawn_watch(
             upstream.clone(),
             client,
@@ -127,7 +133,7 @@ impl Outbound {
 /// TCP mode: one mTLS connection per local connection; a connection
 /// failure is retried once on another endpoint (nothing was sent yet).
 async fn forward_tcp(upstream: &Upstream, mut local: CountingIo<TcpStream>, drain: Drain) {
-    let route = upstream.route.load_full();
+    let route = upstream.current_route();
     if let Some((kind, reason)) = &route.unavailable {
         tracing::debug!(upstream = %upstream.label, reason = %reason, "closing a local connection: upstream unavailable");
         upstream.errors.count(*kind);

@@ -36,6 +36,8 @@ pub(crate) struct Upstream {
     pub(crate) protocol: Protocol,
     pub(crate) route: ArcSwap<Route>,
     pub(crate) errors: UpstreamErrors,
+    /// Our identity, for a route the watch has not rebuilt yet.
+    identity: Identity,
 }
 
 /// How to reach the upstream right now.
@@ -88,8 +90,10 @@ impl Upstream {
         listen: SocketAddr,
         protocol: Protocol,
         errors: UpstreamErrors,
+        identity: Identity,
     ) -> Upstream {
         Upstream {
+            identity,
             label: spec.label(),
             spec,
             listen,
@@ -131,9 +135,48 @@ impl Upstream {
         })
     }
 
+    /// The route to use for a request or connection now. When the identity
+    /// arrived after the route was built (the proxy turned ready) and the
+    /// watch task has not rebuilt it yet, it is built here, so the first
+    /// requests after readiness are not refused as "not ready".
+    pub(crate) fn current_route(&self) -> Arc<Route> {
+        let route = self.route.load_full();
+        let waiting_for_identity =
+            route.view.is_some() && matches!(route.unavailable, Some((OutboundError::NotReady, _)));
+        if !waiting_for_identity {
+            return route;
+        }
+        let Some(snapshot) = self.identity.current() else {
+            return route;
+        };
+        let fresh = Arc::new(self.build(route.view.as_ref(), Some(&snapshot), &route));
+        // Only if nobody replaced it meanwhile (the watch may hold a newer view).
+        let before = self.route.compare_and_swap(&route, fresh.clone());
+        if Arc::ptr_eq(&before, &route) {
+            fresh
+        } else {
+            self.route.load_full()
+        }
+    }
+
     /// Rebuilds the route from the latest view and identity.
     fn rebuild(&self, view: Option<&(Arc<UpstreamView>, u64)>, snapshot: Option<&Snapshot>) {
         let previous = self.route.load_full();
+        let route = self.build(view, snapshot, &previous);
+        if let Some((kind, reason)) = &route.unavailable {
+            tracing::info!(upstream = %self.label, kind = kind.label(), reason = %reason, "upstream unavailable");
+        } else {
+            tracing::info!(upstream = %self.label, endpoints = route.endpoints.len(), "upstream endpoints updated");
+        }
+        self.route.store(Arc::new(route));
+    }
+
+    fn build(
+        &self,
+        view: Option<&(Arc<UpstreamView>, u64)>,
+        snapshot: Option<&Snapshot>,
+        previous: &Route,
+    ) -> Route {
         let mut route = match (view, snapshot) {
             (None, _) => Route::unavailable(
                 None,
@@ -145,18 +188,13 @@ impl Upstream {
                 OutboundError::NotReady,
                 "waiting for the leaf certificate and the proxy view from the agent".into(),
             ),
-            (Some(view), Some(snapshot)) => self.route(view, snapshot, &previous),
+            (Some(view), Some(snapshot)) => self.route(view, snapshot, previous),
         };
         if let (Some(snapshot), Some(_)) = (snapshot, &route.unavailable) {
             // Built with this identity, even if there is nothing to dial.
             route.tls_generation = snapshot.tls_generation;
         }
-        if let Some((kind, reason)) = &route.unavailable {
-            tracing::info!(upstream = %self.label, kind = kind.label(), reason = %reason, "upstream unavailable");
-        } else {
-            tracing::info!(upstream = %self.label, endpoints = route.endpoints.len(), "upstream endpoints updated");
-        }
-        self.route.store(Arc::new(route));
+        route
     }
 
     fn route(

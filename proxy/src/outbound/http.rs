@@ -84,7 +84,7 @@ async fn forward(
     mut request: Request<Incoming>,
     drain: &Drain,
 ) -> Result<Response<ResponseBody>, Failure> {
-    let route = upstream.route.load_full();
+    let route = upstream.current_route();
     if let Some((kind, reason)) = &route.unavailable {
         upstream.errors.count(*kind);
         return Err(Failure::new(*kind, reason.clone()));
