@@ -111,14 +111,7 @@ pub async fn service(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    blocking_json(&state, &params, |snap| {
-        let mut rows = catalog::catalog_service(snap, &state.node, Select::Named(&name))?;
-        rows.extend(catalog_nodes::catalog_service(snap, &name)?);
-        // By node, then service ID, as Consul's catalog orders them.
-        rows.sort_by(|a, b| (&a.node, &a.service_id).cmp(&(&b.node, &b.service_id)));
-        Ok((rows, read_index(snap)))
-    })
-    .await
+    catalog_rows(state, params, Select::Named(&name)).await
 }
 
 /// `/v1/catalog/connect/<name>`: the catalog rows of the sidecar proxies
@@ -129,8 +122,22 @@ pub async fn connect(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
+    catalog_rows(state, params, Select::ConnectFor(&name)).await
+}
+
+/// Catalog rows for `select`: this node's, plus external nodes' for a
+/// named service.
+async fn catalog_rows(
+    state: State,
+    params: Params,
+    select: Select<'_>,
+) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
-        let mut rows = catalog::catalog_service(snap, &state.node, Select::ConnectFor(&name))?;
+        let mut rows = catalog::catalog_service(snap, &state.node, select)?;
+        if let Select::Named(name) = select {
+            rows.extend(catalog_nodes::catalog_service(snap, name)?);
+        }
+        // By node, then service ID, as Consul's catalog orders them.
         rows.sort_by(|a, b| (&a.node, &a.service_id).cmp(&(&b.node, &b.service_id)));
         Ok((rows, read_index(snap)))
     })

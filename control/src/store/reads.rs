@@ -115,7 +115,7 @@ impl Snapshot {
             return Vec::new();
         };
         let mut keys = recorded.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        keys.sort_unstable();
         keys.dedup();
         keys
     }

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::Table;
 
 /// Something a read depended on.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WatchKey {
     /// The whole table (scans, table indexes).
     Table(Table),
