@@ -87,6 +87,15 @@ impl RunningAgent {
 }
 
 fn open_store(config: &AgentConfig) -> Result<Store, StartError> {
+    if let Some(etcd) = &config.etcd {
+        let mut etcd = etcd.clone();
+        if etcd.prefix.is_empty() {
+            etcd.prefix = crate::config::default_etcd_prefix(&config.cluster_name);
+        }
+        tracing::info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "the cluster's state is in etcd");
+        let log = crate::store::etcd::EtcdLog::connect(&etcd, &config.node_name)?;
+        return Ok(Store::with_shared_log(log, crate::catalog::schema())?);
+    }
     match &config.data_dir {
         Some(dir) => {
             // It holds the CA key, the gateway key and the stream secrets.

@@ -395,7 +395,7 @@ mod tests {
             ..CatalogCheck::default()
         }]);
         store
-            .write_blocking(|txn| register(txn, r, &local()))
+            .write_blocking(|txn| register(txn, r.clone(), &local()))
             .unwrap();
         let node = get(&store.snapshot().unwrap(), "EXT").unwrap().unwrap();
         assert_eq!(node.services[0].id, "db");

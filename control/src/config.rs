@@ -9,6 +9,8 @@ use isthmus_api::peering_limits::DEFAULT_IMPORT_LIMITS;
 use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
 
+pub use crate::store::etcd::{EtcdSettings, EtcdTls};
+
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8500);
 pub const DEFAULT_CLUSTER_NAME: &str = "dc1";
 pub const DEFAULT_LEAF_CERT_TTL: Duration = Duration::from_secs(72 * 3600);
@@ -70,6 +72,9 @@ pub struct AgentConfig {
     /// Host names (besides IP literals and `localhost`) the API answers to
     /// in `Host`; anything else is refused (DNS rebinding).
     pub http_allowed_hosts: Vec<String>,
+    /// The cluster's state in etcd, shared with the cluster's other agents
+    /// (`--store etcd`); `None` keeps it in this agent (embedded store).
+    pub etcd: Option<EtcdSettings>,
 }
 
 impl AgentConfig {
@@ -91,6 +96,7 @@ impl AgentConfig {
             peering_max_service_instances: DEFAULT_IMPORT_LIMITS.max_instances,
             http_limits: default_http_limits(),
             http_allowed_hosts: Vec::new(),
+            etcd: None,
         }
     }
 
@@ -103,6 +109,9 @@ impl AgentConfig {
         isthmus_api::naming::validate_dns_label("cluster name", &self.cluster_name)?;
         if self.node_name.is_empty() {
             return Err("node name cannot be empty".into());
+        }
+        if let Some(etcd) = &self.etcd {
+            validate_etcd(etcd, &self.node_name)?;
         }
         if self.leaf_cert_ttl < Duration::from_secs(1) {
             return Err(format!(
@@ -221,6 +230,85 @@ pub struct Settings {
     /// localhost (repeatable; other Host headers get 403, against DNS rebinding).
     #[arg(long = "http-allowed-host", value_name = "NAME")]
     pub http_allowed_hosts: Option<Vec<String>>,
+    /// Where the cluster's state lives: `embedded` (this agent's data dir)
+    /// or `etcd` (shared by every agent of the cluster) [default: embedded].
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub store: Option<StoreKind>,
+    /// etcd's client URLs, comma-separated (with --store etcd).
+    #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// Every etcd key of this cluster starts with this [default: /isthmus/<cluster name>].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// The CA certificate (PEM) that signed etcd's server certificates (https endpoints).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd, with --etcd-key-file.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+}
+
+/// Where the cluster's state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In this agent's data dir (redb); one agent per cluster.
+    Embedded,
+    /// In etcd v3, shared by every agent of the cluster.
+    Etcd,
+}
+
+/// Checks the etcd settings every source could have got wrong.
+fn validate_etcd(etcd: &EtcdSettings, node_name: &str) -> Result<(), String> {
+    if etcd.endpoints.is_empty() {
+        return Err(
+            "--store etcd needs --etcd-endpoints (etcd_endpoints in the config file)".into(),
+        );
+    }
+    for endpoint in &etcd.endpoints {
+        let https = endpoint.starts_with("https://");
+        if !https && !endpoint.starts_with("http://") {
+            return Err(format!(
+                "etcd endpoint {endpoint:?} must be a URL: http://host:port or https://host:port"
+            ));
+        }
+        if https && etcd.tls.is_none() {
+            return Err(format!(
+                "etcd endpoint {endpoint:?} uses https: give --etcd-ca-file (and a client certificate if etcd asks for one)"
+            ));
+        }
+    }
+    if etcd
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.ca_file.as_os_str().is_empty())
+    {
+        return Err("an etcd client certificate needs --etcd-ca-file too".into());
+    }
+    let prefix = &etcd.prefix;
+    // Empty: the default, /isthmus/<cluster name>.
+    if !prefix.is_empty() && !prefix.starts_with('/')
+        || prefix.ends_with('/')
+        || prefix.len() > 200
+        || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "etcd prefix {prefix:?} must start with '/', not end with one, and hold no spaces (at most 200 bytes)"
+        ));
+    }
+    if node_name.contains('/')
+        || node_name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "node name {node_name:?} cannot hold '/' or spaces with --store etcd (it names the node's keys)"
+        ));
+    }
+    Ok(())
 }
 
 /// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
@@ -316,6 +404,14 @@ impl Settings {
         if let Some(v) = self.peering_max_service_instances {
             config.peering_max_service_instances = v;
         }
+        let store = StoreLayer {
+            kind: self.store,
+            etcd_endpoints: self.etcd_endpoints,
+            etcd_prefix: self.etcd_prefix,
+            etcd_ca_file: self.etcd_ca_file,
+            etcd_cert_file: self.etcd_cert_file,
+            etcd_key_file: self.etcd_key_file,
+        };
         let limits = self.limits;
         if let Some(v) = limits.http_max_conns {
             config.http_limits.max_conns = v;
@@ -332,8 +428,77 @@ impl Settings {
         if let Some(v) = self.http_allowed_hosts {
             config.http_allowed_hosts = v;
         }
+        store.apply(config);
         Ok(())
     }
+}
+
+/// One layer's store settings.
+struct StoreLayer {
+    kind: Option<StoreKind>,
+    etcd_endpoints: Option<Vec<String>>,
+    etcd_prefix: Option<String>,
+    etcd_ca_file: Option<PathBuf>,
+    etcd_cert_file: Option<PathBuf>,
+    etcd_key_file: Option<PathBuf>,
+}
+
+impl StoreLayer {
+    /// `--store etcd` turns etcd on with what this or an earlier layer
+    /// gave; etcd details alone change an etcd store.
+    fn apply(self, config: &mut AgentConfig) {
+        match self.kind {
+            Some(StoreKind::Embedded) => config.etcd = None,
+            Some(StoreKind::Etcd) if config.etcd.is_none() => {
+                config.etcd = Some(EtcdSettings {
+                    endpoints: Vec::new(),
+                    prefix: String::new(),
+                    tls: None,
+                });
+            }
+            _ => {}
+        }
+        let Some(etcd) = config.etcd.as_mut() else {
+            return;
+        };
+        if let Some(v) = self.etcd_endpoints {
+            etcd.endpoints = v
+                .into_iter()
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty())
+                .collect();
+        }
+        if let Some(v) = self.etcd_prefix {
+            etcd.prefix = v;
+        }
+        if let Some(ca_file) = self.etcd_ca_file {
+            let tls = etcd.tls.get_or_insert(EtcdTls {
+                ca_file: ca_file.clone(),
+                cert_file: None,
+                key_file: None,
+            });
+            tls.ca_file = ca_file;
+        }
+        if self.etcd_cert_file.is_some() || self.etcd_key_file.is_some() {
+            // Without a CA file this fails validation, with the reason.
+            let tls = etcd.tls.get_or_insert(EtcdTls {
+                ca_file: PathBuf::new(),
+                cert_file: None,
+                key_file: None,
+            });
+            if let Some(v) = self.etcd_cert_file {
+                tls.cert_file = Some(v);
+            }
+            if let Some(v) = self.etcd_key_file {
+                tls.key_file = Some(v);
+            }
+        }
+    }
+}
+
+/// The default etcd prefix for a cluster, when none was given.
+pub fn default_etcd_prefix(cluster_name: &str) -> String {
+    format!("/isthmus/{cluster_name}")
 }
 
 #[cfg(test)]
@@ -354,6 +519,61 @@ mod tests {
         assert!(config.validate().unwrap_err().contains("at least 1s"));
         config.gateway_cert_ttl = MAX_GATEWAY_CERT_TTL + Duration::from_secs(1);
         assert!(config.validate().unwrap_err().contains("too long"));
+    }
+
+    #[test]
+    fn etcd_settings_layer_and_are_checked() {
+        let mut config = AgentConfig::dev();
+        let file: Settings = hcl::from_str(
+            "store = \"etcd\"\netcd_endpoints = [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n",
+        )
+        .unwrap();
+        file.apply(&mut config, Source::File).unwrap();
+        let flags = Settings {
+            etcd_prefix: Some("/mesh/c1".into()),
+            ..Settings::default()
+        };
+        flags.apply(&mut config, Source::Flags).unwrap();
+        let etcd = config.etcd.clone().expect("etcd on");
+        assert_eq!(etcd.endpoints.len(), 2);
+        assert_eq!(etcd.prefix, "/mesh/c1");
+        assert!(config.validate().is_ok());
+
+        let mut bad = config.clone();
+        bad.etcd.as_mut().unwrap().prefix = "/mesh/".into();
+        assert!(bad.validate().unwrap_err().contains("must start with '/'"));
+        let mut bad = config.clone();
+        bad.etcd.as_mut().unwrap().endpoints = vec!["https://10.0.0.1:2379".into()];
+        assert!(bad.validate().unwrap_err().contains("--etcd-ca-file"));
+        let mut bad = config.clone();
+        bad.etcd.as_mut().unwrap().endpoints = vec!["10.0.0.1:2379".into()];
+        assert!(bad.validate().unwrap_err().contains("must be a URL"));
+        let mut bad = config.clone();
+        bad.etcd.as_mut().unwrap().endpoints.clear();
+        assert!(bad.validate().unwrap_err().contains("needs --etcd-endpoints"));
+        let mut bad = config.clone();
+        bad.node_name = "a/b".into();
+        assert!(bad.validate().unwrap_err().contains("cannot hold '/'"));
+
+        // A client certificate without the CA is refused, not dropped.
+        let mut with_cert = config.clone();
+        Settings {
+            etcd_cert_file: Some("/c.pem".into()),
+            etcd_key_file: Some("/k.pem".into()),
+            ..Settings::default()
+        }
+        .apply(&mut with_cert, Source::Flags)
+        .unwrap();
+        assert!(with_cert.validate().unwrap_err().contains("--etcd-ca-file"));
+
+        // And `--store embedded` turns it off again.
+        Settings {
+            store: Some(StoreKind::Embedded),
+            ..Settings::default()
+        }
+        .apply(&mut config, Source::Flags)
+        .unwrap();
+        assert!(config.etcd.is_none());
     }
 
     #[test]

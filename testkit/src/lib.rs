@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod apps;
 pub mod body;
+pub mod etcd;
 pub mod metrics;
 pub mod net;
 pub mod pki;

@@ -38,3 +38,47 @@ pub async fn wait_closed_within<S: AsyncRead + Unpin>(bound: Duration, stream: &
     .unwrap_or_else(|_| panic!("the connection was not closed within {bound:?}"));
     started.elapsed()
 }
+
+/// A loopback TCP relay to `target` that a test can cut (every relayed
+/// connection closed, new ones refused) and restore, as a network
+/// partition between one process and another would.
+pub struct TcpRelay {
+    pub addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpRelay {
+    pub async fn start(target: SocketAddr) -> TcpRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    continue;
+                }
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        TcpRelay { addr, cut }
+    }
+
+    /// Closes every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Relays again.
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}

@@ -99,6 +99,16 @@ impl AgentProcess {
     pub fn kill(&mut self) {
         self.process.kill();
     }
+
+    /// Stops the process (SIGSTOP) without it noticing: it falls behind.
+    pub fn freeze(&self) {
+        self.process.signal("-STOP");
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.process.signal("-CONT");
+    }
 }
 
 /// Runs the CLI against `http_addr` (via ISTHMUS_HTTP_ADDR) with optional stdin.

@@ -44,9 +44,9 @@ impl AgentArgs {
             Settings::load(path)?.apply(&mut config, Source::File)?;
         }
         self.settings.apply(&mut config, Source::Flags)?;
-        if !self.dev && config.data_dir.is_none() {
+        if !self.dev && config.data_dir.is_none() && config.etcd.is_none() {
             return Err(
-                "--data-dir (or data_dir in the config file) is required unless --dev is given"
+                "--data-dir (or data_dir in the config file) is required unless --dev or --store etcd is given"
                     .into(),
             );
         }

@@ -192,7 +192,7 @@ pub async fn register(
     let prepared = catalog::prepare(registration, &state.node)?;
     let registered = state
         .store
-        .write(move |txn| catalog::register(txn, prepared))
+        .write(move |txn| catalog::register(txn, prepared.clone()))
         .await?;
     for check in &registered.dropped_checks {
         state.checks.stop(check);

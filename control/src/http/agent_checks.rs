@@ -17,7 +17,7 @@ pub async fn register(
     let prepared = agent_checks::prepare(definition, &state.node)?;
     let check = state
         .store
-        .write(move |txn| agent_checks::register(txn, prepared))
+        .write(move |txn| agent_checks::register(txn, prepared.clone()))
         .await?;
     state.checks.start(&check);
     tracing::info!(check = %check.state.check_id, service = %check.state.service_id, "check registered");

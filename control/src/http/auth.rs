@@ -81,7 +81,7 @@ async fn change_permission(
     let name = group.clone();
     state
         .store
-        .write(move |txn| auth::change_permission(txn, &name, permission, add))
+        .write(move |txn| auth::change_permission(txn, &name, permission.clone(), add))
         .await?;
     tracing::info!(group = %group, permission = %shown, added = add, "auth group permission changed");
     Ok(ok())

@@ -26,7 +26,7 @@ pub async fn register(
     let local = state.node.clone();
     state
         .store
-        .write(move |txn| catalog_nodes::register(txn, reg, &local))
+        .write(move |txn| catalog_nodes::register(txn, reg.clone(), &local))
         .await?;
     tracing::info!(node = %node, "catalog registration");
     Ok(json_response(&params, &true, None))
@@ -42,7 +42,7 @@ pub async fn deregister(
     let local = state.node.clone();
     state
         .store
-        .write(move |txn| catalog_nodes::deregister(txn, dereg, &local))
+        .write(move |txn| catalog_nodes::deregister(txn, dereg.clone(), &local))
         .await?;
     tracing::info!(node = %node, "catalog deregistration");
     Ok(json_response(&params, &true, None))

@@ -36,7 +36,7 @@ pub async fn apply(
     let (kind, name) = (entry.kind(), entry.name().to_owned());
     let written = state
         .store
-        .write(move |txn| config_entries::set(txn, entry, cas))
+        .write(move |txn| config_entries::set(txn, entry.clone(), cas))
         .await?;
     if written {
         tracing::info!(kind, name = %name, "config entry written");

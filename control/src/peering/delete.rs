@@ -37,7 +37,7 @@ pub async fn delete(peering: &Arc<PeeringContext>, name: &str) -> Result<(), Pee
             };
             if record.state != api::STATE_DELETING {
                 record.state = api::STATE_DELETING.into();
-                record.deleted_at = Some(deleted_at);
+                record.deleted_at = Some(deleted_at.clone());
                 super::put(txn, record)?;
             }
             Ok(true)

@@ -220,7 +220,7 @@ pub async fn establish(
         .store
         .write(move |txn| -> Result<(), PeeringError> {
             check_no_conflict(txn, &record.name, &trust_domain)?;
-            super::put(txn, record)?;
+            super::put(txn, record.clone())?;
             Ok(())
         })
         .await?;

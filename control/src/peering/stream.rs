@@ -503,7 +503,7 @@ async fn apply(
                         ))));
                     }
                     if record.peer_ca_pems != root_pems {
-                        record.peer_ca_pems = root_pems;
+                        record.peer_ca_pems = root_pems.clone();
                         super::put(txn, record)?;
                     }
                     Ok(None)
@@ -518,7 +518,7 @@ async fn apply(
                         return Ok(Some(SessionEnd::Replaced));
                     };
                     if record.peer_server_addresses != addresses && !addresses.is_empty() {
-                        record.peer_server_addresses = addresses;
+                        record.peer_server_addresses = addresses.clone();
                         super::put(txn, record)?;
                     }
                     Ok(None)
@@ -585,7 +585,7 @@ async fn apply_gateway_certificate(
                 && record.peer_gateway_fingerprint != fingerprint
             {
                 tracing::info!(peer = %name, fingerprint = %fingerprint, "the peer renewed its mesh gateway certificate");
-                record.peer_gateway_fingerprint = fingerprint;
+                record.peer_gateway_fingerprint = fingerprint.clone();
                 super::put(txn, record)?;
             }
             Ok(None)

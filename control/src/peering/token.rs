@@ -176,12 +176,16 @@ pub async fn generate(
                     return Err(PeeringError::AlreadyDialed { name: name.clone() })
                 }
                 Some(existing) if existing.role == Role::Acceptor => {
-                    let record =
-                        renew_acceptor(existing, pending, explicit_groups.then_some(groups), meta);
+                    let record = renew_acceptor(
+                        existing,
+                        pending.clone(),
+                        explicit_groups.then_some(groups.clone()),
+                        meta.clone(),
+                    );
                     validate_meta(&record.meta)?;
                     record
                 }
-                _ => new_acceptor(&name, pending, groups, meta),
+                _ => new_acceptor(&name, pending.clone(), groups.clone(), meta.clone()),
             };
             Ok(super::put(txn, record)?)
         })
@@ -340,7 +344,7 @@ pub async fn exchange(
                 }
                 record.state = api::STATE_ESTABLISHING.into();
                 record.establishment = None;
-                record.stream_secret = Some(stream_hash);
+                record.stream_secret = Some(stream_hash.clone());
                 record.peer_id = dialer.peering_id.clone();
                 record.peer_trust_domain = dialer.trust_domain.clone();
                 record.peer_ca_pems = dialer.ca_pems.clone();

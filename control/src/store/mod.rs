@@ -17,11 +17,13 @@
 //! index value it touched; blocking queries wait on exactly what they read
 //! ([`watch`](watch)).
 
+pub mod etcd;
 mod log;
 pub mod private;
 mod reads;
 mod redb_backend;
 mod schema;
+mod shared_log;
 mod state;
 mod txn;
 mod watch;
@@ -35,11 +37,13 @@ pub use log::{Log, NoLog, Op, RowSink};
 pub use reads::{Reads, Snapshot};
 pub use redb_backend::RedbBackend;
 pub use schema::{Schema, Stored};
+pub use shared_log::{Applier, SharedLog};
 pub use state::MemState;
 pub use txn::Txn;
 pub use watch::WatchKey;
 
 use log::{Ack, Pending, Publish};
+use shared_log::SharedWriter;
 use watch::Watches;
 
 /// The tables the control plane keeps. Keys are strings, values JSON.
@@ -111,6 +115,10 @@ pub enum StoreError {
         key: String,
         wanted: &'static str,
     },
+    /// A shared log's index moved on before this write committed (another
+    /// agent wrote first); the write runs again on the newer state.
+    #[error("another agent's write committed first")]
+    Conflict,
     #[error("table {table} has no index {index:?}")]
     UnknownIndex { table: &'static str, index: String },
 }
@@ -132,6 +140,9 @@ struct Inner {
     shared: Arc<Shared>,
     queue: Mutex<Option<mpsc::Sender<Pending<Arc<MemState>>>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set when the log is shared with other agents: writes go there
+    /// instead of to the committer.
+    shared_log: Option<SharedWriter>,
 }
 
 impl Drop for Inner {
@@ -161,6 +172,21 @@ struct Shared {
 struct Head {
     state: Arc<MemState>,
     generation: u64,
+}
+
+impl Shared {
+    fn new(state: Arc<MemState>) -> Arc<Shared> {
+        let (index_tx, _) = index_watch::channel(state.index);
+        Arc::new(Shared {
+            head: Mutex::new(Head {
+                state: state.clone(),
+                generation: 0,
+            }),
+            published: ArcSwap::new(state),
+            index: index_tx,
+            watches: Arc::new(Watches::default()),
+        })
+    }
 }
 
 impl Publish<Arc<MemState>> for Arc<Shared> {
@@ -205,37 +231,8 @@ impl Store {
     /// Loads every row from `log` into memory, builds the indexes `schema`
     /// names, and starts the committer.
     pub fn with_log(mut log: Box<dyn Log>, schema: Schema) -> Result<Store, StoreError> {
-        let mut state = MemState::empty(Arc::new(schema));
-        let mut index = 0;
-        let mut table_index = [0; Table::ALL.len()];
-        log.load(&mut |table, key, bytes| {
-            if table == Table::Meta && key == GLOBAL_INDEX_KEY {
-                index = decode_index(key, bytes)?;
-            } else if let Some(name) = key
-                .strip_prefix(TABLE_INDEX_PREFIX)
-                .filter(|_| table == Table::Meta)
-            {
-                if let Some(t) = Table::ALL.iter().find(|t| t.name() == name) {
-                    table_index[*t as usize] = decode_index(key, bytes)?;
-                }
-            } else {
-                state.load_row(table, key, bytes)?;
-            }
-            Ok(())
-        })?;
-        state.finish_load(index, table_index);
-        state.build_indexes()?;
-        let state = Arc::new(state);
-        let (index_tx, _) = index_watch::channel(index);
-        let shared = Arc::new(Shared {
-            head: Mutex::new(Head {
-                state: state.clone(),
-                generation: 0,
-            }),
-            published: ArcSwap::new(state),
-            index: index_tx,
-            watches: Arc::new(Watches::default()),
-        });
+        let state = Arc::new(load_state(Arc::new(schema), |row| log.load(row))?);
+        let shared = Shared::new(state);
         let (queue, pending) = mpsc::channel();
         let publisher = shared.clone();
         let committer = std::thread::Builder::new()
@@ -247,6 +244,26 @@ impl Store {
                 shared,
                 queue: Mutex::new(Some(queue)),
                 committer: Mutex::new(Some(committer)),
+                shared_log: None,
+            }),
+        })
+    }
+
+    /// A store whose log several agents share (etcd): loads every row from
+    /// `log`, then follows the changes any agent commits. Writes are
+    /// compare-and-swap transactions on the cluster's index, retried on the
+    /// newer state when another agent wrote first.
+    pub fn with_shared_log(log: Arc<dyn SharedLog>, schema: Schema) -> Result<Store, StoreError> {
+        let schema = Arc::new(schema);
+        let state = Arc::new(load_state(schema.clone(), |row| log.load(row))?);
+        let shared = Shared::new(state);
+        log.follow(Applier::new(shared.clone(), schema));
+        Ok(Store {
+            inner: Arc::new(Inner {
+                shared,
+                queue: Mutex::new(None),
+                committer: Mutex::new(None),
+                shared_log: Some(SharedWriter::new(log)),
             }),
         })
     }
@@ -330,10 +347,13 @@ impl Store {
     /// kept. `f` runs in memory and must not block.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut Txn) -> Result<T, E> + Send + 'static,
+        F: FnMut(&mut Txn) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        if let Some(writer) = &self.inner.shared_log {
+            return writer.write(&self.inner.shared, f).await;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let value = match self.apply(f, Ack::Async(tx))? {
             Applied::Unchanged(value) => return Ok(value),
@@ -348,9 +368,12 @@ impl Store {
     /// blocking threads (never on an async worker).
     pub fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut Txn) -> Result<T, E>,
+        F: FnMut(&mut Txn) -> Result<T, E>,
         E: From<StoreError>,
     {
+        if let Some(writer) = &self.inner.shared_log {
+            return writer.write_blocking(&self.inner.shared, f);
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         let value = match self.apply(f, Ack::Blocking(tx))? {
             Applied::Unchanged(value) => return Ok(value),
@@ -364,49 +387,23 @@ impl Store {
     /// Runs `f` on a copy of the head state; if it changed something, makes
     /// that the head and queues it for the committer (under the head lock,
     /// so the queue's order is the head's).
-    fn apply<T, E, F>(&self, f: F, ack: Ack) -> Result<Applied<T>, E>
+    fn apply<T, E, F>(&self, mut f: F, ack: Ack) -> Result<Applied<T>, E>
     where
-        F: FnOnce(&mut Txn) -> Result<T, E>,
+        F: FnMut(&mut Txn) -> Result<T, E>,
         E: From<StoreError>,
     {
         let shared = &self.inner.shared;
         let mut head = shared.head.lock().unwrap_or_else(|e| e.into_inner());
-        let index = head.state.index + 1;
-        let mut txn = Txn {
-            state: (*head.state).clone(),
-            index,
-            ops: Vec::new(),
-            touched: Vec::new(),
-        };
-        let value = f(&mut txn)?;
-        if txn.ops.is_empty() {
+        let (value, change) = run_txn(&head.state, &mut f)?;
+        let Some(Change {
+            state,
+            ops,
+            touched,
+        }) = change
+        else {
             // Nothing changed: the index stays and no reader is woken.
             return Ok(Applied::Unchanged(value));
-        }
-        let Txn {
-            mut state,
-            mut ops,
-            touched,
-            ..
-        } = txn;
-        state.stamp(index, &touched);
-        let stamp = serde_json::to_vec(&index).expect("u64 serializes");
-        let mut tables: Vec<Table> = touched.iter().map(WatchKey::table).collect();
-        tables.sort();
-        tables.dedup();
-        for table in tables {
-            ops.push(Op::Put {
-                table: Table::Meta,
-                key: table_index_key(table).into(),
-                bytes: stamp.clone(),
-            });
-        }
-        ops.push(Op::Put {
-            table: Table::Meta,
-            key: GLOBAL_INDEX_KEY.into(),
-            bytes: stamp,
-        });
-        let state = Arc::new(state);
+        };
         head.state = state.clone();
         let pending = Pending {
             ops,
@@ -423,6 +420,98 @@ impl Store {
             .map_err(|_| StoreError::Task("the commit thread stopped".into()))?;
         Ok(Applied::Queued(value))
     }
+}
+
+/// What one write transaction changed: the state after it, the log
+/// records (with the index stamps), the watch keys it touched.
+pub(crate) struct Change {
+    pub(crate) state: Arc<MemState>,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) touched: Vec<WatchKey>,
+}
+
+/// Runs `f` on a copy of `base` at the next index; `None` when it changed
+/// nothing.
+pub(crate) fn run_txn<T, E, F>(base: &MemState, f: &mut F) -> Result<(T, Option<Change>), E>
+where
+    F: FnMut(&mut Txn) -> Result<T, E>,
+{
+    let index = base.index + 1;
+    let mut txn = Txn {
+        state: base.clone(),
+        index,
+        ops: Vec::new(),
+        touched: Vec::new(),
+    };
+    let value = f(&mut txn)?;
+    if txn.ops.is_empty() {
+        return Ok((value, None));
+    }
+    let Txn {
+        mut state,
+        mut ops,
+        touched,
+        ..
+    } = txn;
+    state.stamp(index, &touched);
+    let stamp = encode_index(index);
+    let mut tables: Vec<Table> = touched.iter().map(WatchKey::table).collect();
+    tables.sort();
+    tables.dedup();
+    for table in tables {
+        ops.push(Op::Put {
+            table: Table::Meta,
+            key: table_index_key(table).into(),
+            bytes: stamp.clone(),
+        });
+    }
+    ops.push(Op::Put {
+        table: Table::Meta,
+        key: GLOBAL_INDEX_KEY.into(),
+        bytes: stamp,
+    });
+    Ok((
+        value,
+        Some(Change {
+            state: Arc::new(state),
+            ops,
+            touched,
+        }),
+    ))
+}
+
+/// An index as the log stores it.
+pub(crate) fn encode_index(index: u64) -> Vec<u8> {
+    serde_json::to_vec(&index).expect("u64 serializes")
+}
+
+/// Builds the state from every row `feed` hands over: the rows, the
+/// indexes the log recorded, and the schema's secondary indexes.
+pub(crate) fn load_state(
+    schema: Arc<Schema>,
+    feed: impl FnOnce(&mut RowSink<'_>) -> Result<(), StoreError>,
+) -> Result<MemState, StoreError> {
+    let mut state = MemState::empty(schema);
+    let mut index = 0;
+    let mut table_index = [0; Table::ALL.len()];
+    feed(&mut |table, key, bytes| {
+        if table == Table::Meta && key == GLOBAL_INDEX_KEY {
+            index = decode_index(key, bytes)?;
+        } else if let Some(name) = key
+            .strip_prefix(TABLE_INDEX_PREFIX)
+            .filter(|_| table == Table::Meta)
+        {
+            if let Some(t) = Table::ALL.iter().find(|t| t.name() == name) {
+                table_index[*t as usize] = decode_index(key, bytes)?;
+            }
+        } else {
+            state.load_row(table, key, bytes)?;
+        }
+        Ok(())
+    })?;
+    state.finish_load(index, table_index);
+    state.build_indexes()?;
+    Ok(state)
 }
 
 enum Applied<T> {

@@ -451,19 +451,30 @@ impl MemState {
         key: &str,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        let cell = match self.schema.table_schema(table) {
+        let cell = self.cell_from_bytes(table, key, bytes, 0)?;
+        self.tables[table as usize].rows.insert(key.into(), cell);
+        Ok(())
+    }
+
+    /// A stored row's cell, decoded at once when its table has a schema.
+    pub(crate) fn cell_from_bytes(
+        &self,
+        table: Table,
+        key: &str,
+        bytes: &[u8],
+        changed: u64,
+    ) -> Result<Arc<Cell>, StoreError> {
+        Ok(match self.schema.table_schema(table) {
             Some(schema) => Cell::typed(
                 (schema.decode)(bytes).map_err(|source| StoreError::Corrupt {
                     table: table.name(),
                     key: key.to_owned(),
                     source,
                 })?,
-                0,
+                changed,
             ),
-            None => Cell::loaded(bytes.to_vec(), 0),
-        };
-        self.tables[table as usize].rows.insert(key.into(), cell);
-        Ok(())
+            None => Cell::loaded(bytes.to_vec(), changed),
+        })
     }
 
     pub(crate) fn len(&self, table: Table) -> usize {

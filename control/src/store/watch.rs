@@ -65,6 +65,14 @@ impl Watches {
         }
     }
 
+    /// Wakes every parked query (the whole state was replaced).
+    pub(crate) fn notify_all(&self) {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        for slot in slots.values() {
+            slot.notify_waiters();
+        }
+    }
+
     /// One slot per key (shared with other waiters on the same key).
     pub(crate) fn register(self: &Arc<Self>, keys: &[WatchKey]) -> Registration {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
