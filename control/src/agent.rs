@@ -18,8 +18,10 @@ use crate::checks::CheckRunner;
 pub use crate::cluster::ClusterIdentity;
 pub use crate::config::{AgentConfig, IntentionPolicy};
 pub use crate::http::AgentState;
+use crate::membership::{self, Member, Membership};
 use crate::metrics::AgentMetrics;
 use crate::peering::{self, PeeringContext, PeeringManager};
+use crate::store::etcd::EtcdLog;
 use crate::store::{Reads, Store, StoreError, Table};
 
 const CLUSTER_KEY: &str = "cluster";
@@ -64,6 +66,8 @@ impl RunningAgent {
         // End peering sessions first: their open streams would otherwise
         // hold the HTTP server's graceful shutdown (and a gateway's drain).
         self.state.peering.manager.stop_all();
+        // Leadership and liveness pass on now, not at the lease's expiry.
+        self.state.membership.release(false).await;
         let _ = self.stop.send(true);
         let result = match self.server {
             Some(server) => server
@@ -86,16 +90,31 @@ impl RunningAgent {
     }
 }
 
-fn open_store(config: &AgentConfig) -> Result<Store, StartError> {
+/// The cluster's etcd, when the state is there: the log and its prefix.
+struct EtcdCluster {
+    log: Arc<EtcdLog>,
+    prefix: String,
+}
+
+fn open_store(config: &AgentConfig) -> Result<(Store, Option<EtcdCluster>), StartError> {
     if let Some(etcd) = &config.etcd {
         let mut etcd = etcd.clone();
         if etcd.prefix.is_empty() {
             etcd.prefix = crate::config::default_etcd_prefix(&config.cluster_name);
         }
         tracing::info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "the cluster's state is in etcd");
-        let log = crate::store::etcd::EtcdLog::connect(&etcd, &config.node_name)?;
-        return Ok(Store::with_shared_log(log, crate::catalog::schema())?);
+        let log = EtcdLog::connect(&etcd, &config.node_name)?;
+        let store = Store::with_shared_log(log.clone(), crate::catalog::schema())?;
+        let cluster = EtcdCluster {
+            log,
+            prefix: etcd.prefix,
+        };
+        return Ok((store, Some(cluster)));
     }
+    Ok((open_embedded_store(config)?, None))
+}
+
+fn open_embedded_store(config: &AgentConfig) -> Result<Store, StartError> {
     match &config.data_dir {
         Some(dir) => {
             // It holds the CA key, the gateway key and the stream secrets.
@@ -192,10 +211,20 @@ async fn resume_peerings(state: &Arc<AgentState>) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Where other agents reach this one's API: the bound address, or the
+/// advertise address when bound to all interfaces.
+fn api_address(bound: SocketAddr, advertise: std::net::IpAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        SocketAddr::new(advertise, bound.port())
+    } else {
+        bound
+    }
+}
+
 /// Opens state, binds the API and starts serving.
 pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     config.validate().map_err(StartError::Config)?;
-    let store = open_store(&config)?;
+    let (store, etcd) = open_store(&config)?;
     let (cluster, node) = load_identity(&store, &config)?;
     let ca = ca::open(
         &store,
@@ -241,12 +270,31 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
             ..isthmus_api::peering_limits::ImportLimits::default()
         },
     });
+    let this = Member {
+        name: peering.node.name.clone(),
+        id: peering.node.id.clone(),
+        addr: peering.node.address.clone(),
+        api: api_address(http_addr, config.advertise_addr).to_string(),
+        datacenter: peering.cluster.name.clone(),
+        build: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let membership = match &etcd {
+        Some(etcd) => membership::etcd::start(
+            etcd.log.client(),
+            &etcd.log.runtime(),
+            &etcd.prefix,
+            this,
+            config.member_ttl,
+        ),
+        None => Membership::single(this),
+    };
     let state = Arc::new(AgentState::new(
         config,
         peering,
         checks,
         metrics,
         stopped.clone(),
+        membership,
     ));
     let router = crate::http::router(state.clone());
     let mut limits = state.config.http_limits;

@@ -42,6 +42,13 @@ pub enum IntentionPolicy {
     Deny,
 }
 
+/// How long a dead agent counts as alive by default (Consul's failure
+/// detection takes a few seconds; the bound is 15 s).
+pub const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(10);
+/// etcd refuses shorter leases than about this.
+const MIN_MEMBER_TTL: Duration = Duration::from_secs(2);
+const MAX_MEMBER_TTL: Duration = Duration::from_secs(60);
+
 /// The agent's settings once every source has been merged.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -75,6 +82,10 @@ pub struct AgentConfig {
     /// The cluster's state in etcd, shared with the cluster's other agents
     /// (`--store etcd`); `None` keeps it in this agent (embedded store).
     pub etcd: Option<EtcdSettings>,
+    /// With etcd: how long a dead agent still counts as alive (its
+    /// lease's TTL); its node turns critical and its leadership passes on
+    /// after this.
+    pub member_ttl: Duration,
 }
 
 impl AgentConfig {
@@ -97,6 +108,7 @@ impl AgentConfig {
             http_limits: default_http_limits(),
             http_allowed_hosts: Vec::new(),
             etcd: None,
+            member_ttl: DEFAULT_MEMBER_TTL,
         }
     }
 
@@ -112,6 +124,14 @@ impl AgentConfig {
         }
         if let Some(etcd) = &self.etcd {
             validate_etcd(etcd, &self.node_name)?;
+        }
+        if !(MIN_MEMBER_TTL..=MAX_MEMBER_TTL).contains(&self.member_ttl) {
+            return Err(format!(
+                "member_ttl {} must be between {} and {}",
+                isthmus_api::duration::format(self.member_ttl),
+                isthmus_api::duration::format(MIN_MEMBER_TTL),
+                isthmus_api::duration::format(MAX_MEMBER_TTL)
+            ));
         }
         if self.leaf_cert_ttl < Duration::from_secs(1) {
             return Err(format!(
@@ -249,6 +269,11 @@ pub struct Settings {
     /// The client certificate's key (PEM).
     #[arg(long, value_name = "FILE")]
     pub etcd_key_file: Option<PathBuf>,
+    /// With --store etcd: how long a dead agent still counts as alive, as a
+    /// Go duration (2s to 60s); its node then turns critical and another
+    /// agent takes over the leadership [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub member_ttl: Option<String>,
 }
 
 /// Where the cluster's state lives.
@@ -404,6 +429,9 @@ impl Settings {
         if let Some(v) = self.peering_max_service_instances {
             config.peering_max_service_instances = v;
         }
+        if let Some(v) = &self.member_ttl {
+            config.member_ttl = duration("member_ttl", v)?;
+        }
         let store = StoreLayer {
             kind: self.store,
             etcd_endpoints: self.etcd_endpoints,
@@ -550,7 +578,10 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("must be a URL"));
         let mut bad = config.clone();
         bad.etcd.as_mut().unwrap().endpoints.clear();
-        assert!(bad.validate().unwrap_err().contains("needs --etcd-endpoints"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("needs --etcd-endpoints"));
         let mut bad = config.clone();
         bad.node_name = "a/b".into();
         assert!(bad.validate().unwrap_err().contains("cannot hold '/'"));

@@ -124,10 +124,13 @@ pub async fn members(args: MembersArgs) -> anyhow::Result<ExitCode> {
             [
                 text(m, "/Name"),
                 format!("{}:{}", text(m, "/Addr"), text(m, "/Port")),
-                if m.get("Status").and_then(Value::as_u64) == Some(1) {
-                    "alive"
-                } else {
-                    "failed"
+                // Serf's member states, as Consul prints them.
+                match m.get("Status").and_then(Value::as_u64) {
+                    Some(1) => "alive",
+                    Some(2) => "leaving",
+                    Some(3) => "left",
+                    Some(4) => "failed",
+                    _ => "none",
                 }
                 .to_owned(),
                 text(m, "/Tags/role"),

@@ -16,6 +16,7 @@ use isthmus_api::consul_json::{value, ConsulBody, Schema};
 use super::error::ApiError;
 use super::{blocking_json, json_response, ConsulJson, Params, State};
 use crate::catalog;
+use crate::membership::{Member, MemberStatus};
 use crate::store::{Reads, Table};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -36,7 +37,7 @@ pub async fn agent_self(
             "Version": VERSION,
             "Revision": "",
         },
-        "Member": member(&state),
+        "Member": this_member(&state),
         "Meta": {},
         "Stats": stats(&state)?,
         "Isthmus": {
@@ -53,8 +54,8 @@ pub async fn agent_self(
 }
 
 /// The sections of Consul's `Stats` that describe a single-server agent:
-/// `agent` (local services and checks), `build`, `consul` (this agent is
-/// the datacenter's leader and only server) and `runtime`.
+/// `agent` (local services and checks), `build`, `consul` (whether this
+/// agent leads, and who does) and `runtime`.
 fn stats(state: &State) -> Result<serde_json::Value, ApiError> {
     let snap = state.store.snapshot()?;
     let services = catalog::all_services(&snap)?
@@ -83,7 +84,7 @@ fn stats(state: &State) -> Result<serde_json::Value, ApiError> {
         "consul": {
             "bootstrap": "true",
             "known_datacenters": "1",
-            "leader": "true",
+            "leader": state.membership.is_leader().to_string(),
             "leader_addr": leader_addr(state),
             "server": "true",
         },
@@ -108,30 +109,58 @@ fn go_arch(arch: &str) -> &str {
     }
 }
 
-fn member(state: &State) -> serde_json::Value {
+fn member(member: &Member, status: MemberStatus) -> serde_json::Value {
+    let port = member
+        .api
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.port())
+        .unwrap_or_default();
     json!({
-        "Name": state.node.name,
-        "Addr": state.node.address,
-        "Port": state.config.http_addr.port(),
+        "Name": member.name,
+        "Addr": member.addr,
+        "Port": port,
         "Tags": {
-            "dc": state.cluster.name,
-            "id": state.node.id,
+            "dc": member.datacenter,
+            "id": member.id,
             "role": "server",
-            "build": VERSION,
+            "build": member.build,
         },
-        "Status": 1,
+        "Status": status as u8,
     })
 }
 
-pub async fn members(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
-    json_response(&params, &[member(&state)], None)
+/// This agent's own member record, as the cluster sees it.
+fn this_member(state: &State) -> serde_json::Value {
+    let view = state.membership.view();
+    match view.members.get(&state.node.name) {
+        Some((m, status)) => member(m, *status),
+        // Before its first membership read (etcd), it is alive all the same.
+        None => json!({"Name": state.node.name, "Addr": state.node.address,
+                       "Port": state.config.http_addr.port(), "Status": 1}),
+    }
 }
 
-/// The address this agent answers as the datacenter's leader (and only
-/// server): `/v1/status/leader`, `/v1/status/peers` and
-/// `Stats.consul.leader_addr` of `/v1/agent/self` all give it.
+/// `GET /v1/agent/members`: every agent of the cluster, alive or failed.
+pub async fn members(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
+    let view = state.membership.view();
+    let members: Vec<_> = view
+        .members
+        .values()
+        .map(|(m, status)| member(m, *status))
+        .collect();
+    json_response(&params, &members, None)
+}
+
+/// The HTTP address of the cluster's leader (`""` while there is none, as
+/// Consul answers): `/v1/status/leader` and `Stats.consul.leader_addr` of
+/// `/v1/agent/self` give it.
 pub fn leader_addr(state: &State) -> String {
-    state.config.http_addr.to_string()
+    state
+        .membership
+        .view()
+        .leader
+        .map(|l| l.api)
+        .unwrap_or_default()
 }
 
 pub async fn leader(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {

@@ -153,9 +153,16 @@ pub async fn node_services(
     .await
 }
 
-/// `GET /v1/status/peers`: the servers of the datacenter's Raft peer set.
-/// An isthmus agent is its own single server, addressed as
-/// `/v1/status/leader` addresses it.
+/// `GET /v1/status/peers`: the servers of the datacenter. Every live
+/// isthmus agent of the cluster can serve and lead, so all of them, by the
+/// HTTP address `/v1/status/leader` gives.
 pub async fn peers(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
-    json_response(&params, &[super::agent::leader_addr(&state)], None)
+    let view = state.membership.view();
+    let peers: Vec<&str> = view
+        .members
+        .values()
+        .filter(|(_, status)| *status == crate::membership::MemberStatus::Alive)
+        .map(|(m, _)| m.api.as_str())
+        .collect();
+    json_response(&params, &peers, None)
 }

@@ -13,6 +13,7 @@ use crate::checks::CheckRunner;
 use crate::cluster::ClusterIdentity;
 use crate::config::AgentConfig;
 use crate::config_entries;
+use crate::membership::Membership;
 use crate::metrics::AgentMetrics;
 use crate::peering::PeeringContext;
 use crate::store::{Reads, Snapshot, Store, StoreError, Table};
@@ -31,6 +32,8 @@ pub struct AgentState {
     pub metrics: AgentMetrics,
     /// Becomes true when the agent stops; blocking queries end early on it.
     pub shutting_down: watch::Receiver<bool>,
+    /// The cluster's agents and its leader.
+    pub membership: Membership,
     /// The intention set compiled at a config-entries index.
     intentions: Mutex<Option<(u64, Arc<IntentionSet>)>>,
     /// The service ID of the mesh gateway `agent --dev` runs in-process:
@@ -47,6 +50,7 @@ impl AgentState {
         checks: Arc<CheckRunner>,
         metrics: AgentMetrics,
         shutting_down: watch::Receiver<bool>,
+        membership: Membership,
     ) -> AgentState {
         AgentState {
             config,
@@ -58,6 +62,7 @@ impl AgentState {
             peering,
             metrics,
             shutting_down,
+            membership,
             intentions: Mutex::new(None),
             in_process_gateway: OnceLock::new(),
         }

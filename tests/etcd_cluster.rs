@@ -1,0 +1,174 @@
+//! Several agents of one cluster over a real etcd: every agent knows the
+//! others and whether they are alive, one leads, and when the leader dies
+//! another takes over by itself.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use http::Method;
+use isthmus_runtime::client::Client;
+use isthmus_testkit::etcd::EtcdProcess;
+use isthmus_tests::api::{send, text};
+use isthmus_tests::process::{cli, stdout, AgentProcess};
+use serde_json::Value;
+
+fn agent(etcd: &EtcdProcess, node: &str) -> AgentProcess {
+    AgentProcess::spawn(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &etcd.endpoint,
+        "--node-name",
+        node,
+        "--cluster-name",
+        "cluster-01",
+        "--member-ttl",
+        "2s",
+    ])
+}
+
+/// GET expecting 200 (these endpoints have no index, as in Consul).
+async fn get(client: &Client, path: &str) -> (Value, ()) {
+    let response = send(client, Method::GET, path, None).await;
+    assert_eq!(response.status, 200, "GET {path}: {}", text(&response));
+    (serde_json::from_slice(&response.body).unwrap(), ())
+}
+
+/// Waits (bounded) until `check` holds for what `client` answers at `path`.
+async fn until(client: &Client, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + isthmus_tests::WAIT;
+    loop {
+        let (value, _) = get(client, path).await;
+        if check(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never matched; last: {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn statuses(members: &Value) -> Vec<(String, u64)> {
+    members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["Name"].as_str().unwrap().to_owned(),
+                m["Status"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn agents_see_each_other_and_a_new_leader_takes_over_when_the_leader_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let mut agents = [agent(&etcd, "n1"), agent(&etcd, "n2"), agent(&etcd, "n3")];
+    let clients: Vec<Client> = agents
+        .iter()
+        .map(|a| Client::new(&a.http_addr).unwrap())
+        .collect();
+    let addresses: BTreeSet<String> = agents.iter().map(|a| a.http_addr.clone()).collect();
+
+    // Every agent lists all three alive, and they agree on one leader.
+    for client in &clients {
+        until(client, "/v1/agent/members", |m| {
+            statuses(m) == [("n1".into(), 1), ("n2".into(), 1), ("n3".into(), 1)]
+        })
+        .await;
+    }
+    let leader = until(&clients[0], "/v1/status/leader", |l| {
+        l.as_str().is_some_and(|l| !l.is_empty())
+    })
+    .await;
+    let leader = leader.as_str().unwrap().to_owned();
+    assert!(addresses.contains(&leader), "{leader} is one of the agents");
+    for client in &clients {
+        until(client, "/v1/status/leader", |l| l == leader.as_str()).await;
+        let (peers, _) = get(client, "/v1/status/peers").await;
+        let peers: BTreeSet<String> = serde_json::from_value(peers).unwrap();
+        assert_eq!(peers, addresses);
+    }
+    // Exactly one says it leads.
+    let mut leading = Vec::new();
+    for client in &clients {
+        let (me, _) = get(client, "/v1/agent/self").await;
+        leading.push(me["Stats"]["consul"]["leader"] == "true");
+    }
+    assert_eq!(leading.iter().filter(|l| **l).count(), 1, "{leading:?}");
+
+    // The CLI shows them as Consul's does.
+    let out = cli(&agents[1].http_addr, &["members"], None);
+    let text = stdout(&out);
+    assert!(text.starts_with("Node"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("alive")).count(),
+        3,
+        "{text}"
+    );
+
+    // The leader dies (no goodbye): its lease runs out, another agent
+    // leads, and the dead node shows as failed.
+    let dead = agents.iter().position(|a| a.http_addr == leader).unwrap();
+    agents[dead].kill();
+    let dead_name = format!("n{}", dead + 1);
+    let survivors: Vec<&Client> = (0..3).filter(|i| *i != dead).map(|i| &clients[i]).collect();
+    let new_leader = until(survivors[0], "/v1/status/leader", |l| {
+        l.as_str().is_some_and(|l| !l.is_empty() && l != leader)
+    })
+    .await;
+    for client in &survivors {
+        until(client, "/v1/status/leader", |l| *l == new_leader).await;
+        let members = until(client, "/v1/agent/members", |m| {
+            statuses(m).contains(&(dead_name.clone(), 4))
+        })
+        .await;
+        assert_eq!(
+            statuses(&members).iter().filter(|(_, s)| *s == 1).count(),
+            2,
+            "{members}"
+        );
+    }
+    let out = cli(&agents[(dead + 1) % 3].http_addr, &["members"], None);
+    assert!(stdout(&out).contains("failed"), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn a_stopping_leader_hands_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    // A long lease: only a graceful release can move leadership quickly.
+    let spawn = |node: &str| {
+        AgentProcess::spawn(&[
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            &etcd.endpoint,
+            "--node-name",
+            node,
+            "--cluster-name",
+            "cluster-01",
+            "--member-ttl",
+            "60s",
+        ])
+    };
+    let first = spawn("n1");
+    let c1 = Client::new(&first.http_addr).unwrap();
+    until(&c1, "/v1/status/leader", |l| *l == first.http_addr.as_str()).await;
+    let second = spawn("n2");
+    let c2 = Client::new(&second.http_addr).unwrap();
+    until(&c2, "/v1/status/leader", |l| *l == first.http_addr.as_str()).await;
+    assert!(first.terminate().success());
+    // Well within the 60 s lease (the wait is bounded by WAIT, 20 s).
+    until(&c2, "/v1/status/leader", |l| {
+        *l == second.http_addr.as_str()
+    })
+    .await;
+    let (me, _) = get(&c2, "/v1/agent/self").await;
+    assert_eq!(me["Stats"]["consul"]["leader"], "true");
+}
