@@ -13,7 +13,13 @@ async fn health(agent: &TestAgent, service: &str) -> Vec<Value> {
 
 async fn check_status(agent: &TestAgent, service: &str) -> Option<(String, String)> {
     let entries = health(agent, service).await;
-    let check = entries.first()?.pointer("/Checks/0")?;
+    // The instance's own check, not its node's `serfHealth`.
+    let check = entries
+        .first()?
+        .get("Checks")?
+        .as_array()?
+        .iter()
+        .find(|c| c["ServiceID"] != "")?;
     Some((
         check["Status"].as_str()?.to_owned(),
         check["Output"].as_str()?.to_owned(),
@@ -50,10 +56,13 @@ async fn ttl_check_starts_critical_passes_and_expires() {
     assert_eq!(entry["Service"]["Meta"], json!({"team": "a"}));
     assert_eq!(entry["Node"]["Node"], "test-node");
     assert_eq!(entry["Node"]["Datacenter"], "dc1");
-    assert_eq!(entry["Checks"][0]["CheckID"], "service:web");
-    assert_eq!(entry["Checks"][0]["Name"], "Service 'web' check");
-    assert_eq!(entry["Checks"][0]["Type"], "ttl");
-    assert_eq!(entry["Checks"][0]["Output"], "all good");
+    // The node's liveness check, then the instance's own.
+    assert_eq!(entry["Checks"][0]["CheckID"], "serfHealth");
+    assert_eq!(entry["Checks"][0]["Status"], "passing");
+    assert_eq!(entry["Checks"][1]["CheckID"], "service:web");
+    assert_eq!(entry["Checks"][1]["Name"], "Service 'web' check");
+    assert_eq!(entry["Checks"][1]["Type"], "ttl");
+    assert_eq!(entry["Checks"][1]["Output"], "all good");
 
     // Nobody refreshes the TTL: a blocking query wakes when it expires.
     let (after, _) = get(
@@ -61,8 +70,8 @@ async fn ttl_check_starts_critical_passes_and_expires() {
         &format!("/v1/health/service/web?index={index}&wait=15s"),
     )
     .await;
-    assert_eq!(after[0]["Checks"][0]["Status"], "critical");
-    assert!(after[0]["Checks"][0]["Output"]
+    assert_eq!(after[0]["Checks"][1]["Status"], "critical");
+    assert!(after[0]["Checks"][1]["Output"]
         .as_str()
         .unwrap()
         .contains("TTL expired"));
@@ -162,7 +171,15 @@ async fn sidecars_answer_connect_health_and_catalog_shapes_match_consul() {
         .iter()
         .map(|c| c["CheckID"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["service:web-1-sidecar:1", "service:web-1-sidecar:2"]);
+    // The node's liveness check first, as Consul lists it.
+    assert_eq!(
+        ids,
+        [
+            "serfHealth",
+            "service:web-1-sidecar:1",
+            "service:web-1-sidecar:2"
+        ]
+    );
     let (passing, _) = get(&agent.client, "/v1/health/connect/web?passing").await;
     assert_eq!(passing, json!([]), "a warning check is not passing");
 
@@ -419,7 +436,7 @@ async fn a_check_failed_through_the_api_also_deregisters_its_service() {
         &format!("/v1/health/service/steady?index={index}&wait=600ms"),
     )
     .await;
-    assert_eq!(entries[0]["Checks"][0]["Status"], "passing");
+    assert_eq!(entries[0]["Checks"][1]["Status"], "passing");
     assert_eq!(health(&agent, "steady").await.len(), 1);
 }
 

@@ -172,3 +172,111 @@ async fn a_stopping_leader_hands_over_at_once() {
     let (me, _) = get(&c2, "/v1/agent/self").await;
     assert_eq!(me["Stats"]["consul"]["leader"], "true");
 }
+
+#[tokio::test]
+async fn every_agent_finds_services_on_every_node_and_a_dead_nodes_turn_critical() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let mut agents = [agent(&etcd, "n1"), agent(&etcd, "n2"), agent(&etcd, "n3")];
+    let clients: Vec<Client> = agents
+        .iter()
+        .map(|a| Client::new(&a.http_addr).unwrap())
+        .collect();
+    for client in &clients {
+        until(client, "/v1/agent/members", |m| {
+            statuses(m).iter().filter(|(_, s)| *s == 1).count() == 3
+        })
+        .await;
+    }
+    // n1 waits for `web`; the registration on n2 wakes it.
+    let response = send(&clients[0], Method::GET, "/v1/health/service/web", None).await;
+    let index = response.index.unwrap();
+    let parked = {
+        let client = clients[0].clone();
+        tokio::spawn(async move {
+            send(
+                &client,
+                Method::GET,
+                &format!("/v1/health/service/web?index={index}&wait=30s"),
+                None,
+            )
+            .await
+        })
+    };
+    for (client, port) in [(&clients[1], 8002), (&clients[2], 8003)] {
+        let register = serde_json::json!({"Name": "web", "Port": port,
+            "Check": {"CheckID": "web-ttl", "TTL": "1h", "Status": "passing"}});
+        let response = send(
+            client,
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(register),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{}", text(&response));
+    }
+    let woken = tokio::time::timeout(isthmus_tests::WAIT, parked)
+        .await
+        .expect("a registration on another node woke the query")
+        .unwrap();
+    assert!(woken.index.unwrap() > index);
+
+    // Both instances, each on its own node with its node's liveness check.
+    let entries = until(&clients[0], "/v1/health/service/web?passing", |e| {
+        e.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    let nodes: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Node"]["Node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["n2", "n3"]);
+    for entry in entries.as_array().unwrap() {
+        let ids: Vec<&str> = entry["Checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["CheckID"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["serfHealth", "web-ttl"], "{entry}");
+        assert_eq!(entry["Checks"][0]["Node"], entry["Node"]["Node"]);
+    }
+    let (rows, _) = get(&clients[0], "/v1/catalog/service/web").await;
+    let ports: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ServicePort"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [8002, 8003]);
+    let (names, _) = get(&clients[0], "/v1/catalog/services").await;
+    assert!(names.get("web").is_some(), "{names}");
+    // The agent endpoints stay local: n1 runs nothing.
+    let (local, _) = get(&clients[0], "/v1/agent/services").await;
+    assert_eq!(local, serde_json::json!({}));
+
+    // n3's agent dies: its instance turns critical through its node.
+    agents[2].kill();
+    let entries = until(&clients[0], "/v1/health/service/web?passing", |e| {
+        e.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    assert_eq!(entries[0]["Node"]["Node"], "n2");
+    let all = until(&clients[1], "/v1/health/service/web", |e| {
+        e.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|e| e["Node"]["Node"] == "n3" && e["Checks"][0]["Status"] == "critical")
+        })
+    })
+    .await;
+    let dead = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["Node"]["Node"] == "n3")
+        .unwrap();
+    assert_eq!(dead["Checks"][0]["CheckID"], "serfHealth");
+    assert_eq!(dead["Checks"][0]["Output"], "Agent not live or unreachable");
+}

@@ -34,7 +34,7 @@ async fn a_peer_asking_through_the_gateway_sees_flattened_checks_only() {
     // Locally the check says everything.
     let (local, _) = get(&c1.client, "/v1/health/service/web").await;
     assert_eq!(
-        local[0]["Checks"][0]["Output"],
+        local[0]["Checks"][1]["Output"],
         "OUTPUT-connected-to-10.1.2.3-as-admin"
     );
 

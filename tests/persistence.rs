@@ -47,7 +47,7 @@ async fn restart_keeps_the_ca_identity_entries_and_services() {
     let (entry, _) = get(&client, "/v1/config/service-intentions/backend").await;
     assert_eq!(entry["Sources"][0]["Name"], "web");
     let (health, index_after) = get(&client, "/v1/health/service/web").await;
-    assert_eq!(health[0]["Checks"][0]["Status"], "passing");
+    assert_eq!(health[0]["Checks"][1]["Status"], "passing");
     assert_eq!(index_after, index_before, "the index carries over");
 
     // A new write moves the index on from where it was.

@@ -321,6 +321,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         .await;
         Ok(())
     });
+    tokio::spawn(crate::liveness::keep_reconciled(
+        state.store.clone(),
+        state.membership.clone(),
+        state.shutting_down.clone(),
+    ));
     resume_peerings(&state).await?;
     tokio::spawn(ca::keep_gateway_renewed(
         state.store.clone(),

@@ -2,133 +2,19 @@
 //! this node, stored in the `services` and `checks` tables.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use isthmus_api::catalog::{
-    AgentService, CatalogService, CheckDefinition, HealthCheck, Node, ServiceEntry,
-    ServiceRegistration, KIND_CONNECT_PROXY, KIND_MESH_GATEWAY, STATUS_CRITICAL, STATUS_PASSING,
-    STATUS_WARNING,
+    AgentService, CatalogService, CheckDefinition, HealthCheck, ServiceEntry, ServiceRegistration,
+    KIND_CONNECT_PROXY, KIND_MESH_GATEWAY, STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING,
 };
-use isthmus_api::duration;
-use serde::{Deserialize, Serialize};
 
-use crate::check_kind::{check_kind, check_type, parse_duration_field, CheckKind};
-use crate::store::{Reads, Schema, StoreError, Table, Txn, WatchKey};
-
-/// Index of `services` by service name.
-pub const BY_NAME: &str = "name";
-/// Index of `services` by the service a sidecar proxy fronts.
-pub const BY_DESTINATION: &str = "destination";
-/// Index of `services` by kind (typical services, the most, are not in it).
-pub const BY_KIND: &str = "kind";
-/// Index of typical services (not proxies or gateways) by name: its
-/// values are the names a `*` export covers.
-pub const TYPICAL_BY_NAME: &str = "typical-name";
-/// Index of `checks` by service ID (`""` for node checks).
-pub const BY_SERVICE: &str = "service";
-/// Index of `checks` by the name of their service (`""` for node checks).
-pub const BY_SERVICE_NAME: &str = "service-name";
-
-/// The catalog's tables as the store keeps them: decoded once, indexed by
-/// what health and catalog queries select on, so a query costs what it
-/// returns, not the size of the catalog.
-pub fn schema() -> Schema {
-    fn service_name(s: &AgentService) -> Vec<String> {
-        vec![s.service.clone()]
-    }
-    fn destination(s: &AgentService) -> Vec<String> {
-        match &s.proxy {
-            Some(proxy) if s.kind.as_deref() == Some(KIND_CONNECT_PROXY) => {
-                vec![proxy.destination_service_name.clone()]
-            }
-            _ => Vec::new(),
-        }
-    }
-    fn kind(s: &AgentService) -> Vec<String> {
-        s.kind.iter().filter(|k| !k.is_empty()).cloned().collect()
-    }
-    fn typical_name(s: &AgentService) -> Vec<String> {
-        match s.kind.as_deref() {
-            None | Some("") => vec![s.service.clone()],
-            Some(_) => Vec::new(),
-        }
-    }
-    fn check_service(c: &StoredCheck) -> Vec<String> {
-        vec![c.state.service_id.clone()]
-    }
-    fn check_service_name(c: &StoredCheck) -> Vec<String> {
-        vec![c.state.service_name.clone()]
-    }
-    Schema::new()
-        .table::<AgentService>(
-            Table::Services,
-            vec![
-                (BY_NAME, service_name as fn(&AgentService) -> Vec<String>),
-                (BY_DESTINATION, destination),
-                (BY_KIND, kind),
-                (TYPICAL_BY_NAME, typical_name),
-            ],
-        )
-        .table::<StoredCheck>(
-            Table::Checks,
-            vec![
-                (BY_SERVICE, check_service as fn(&StoredCheck) -> Vec<String>),
-                (BY_SERVICE_NAME, check_service_name),
-            ],
-        )
-}
-
-/// The node this agent represents in the catalog.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LocalNode {
-    pub id: String,
-    pub name: String,
-    pub address: String,
-    pub datacenter: String,
-}
-
-impl LocalNode {
-    pub fn to_api(&self) -> Node {
-        Node {
-            id: self.id.clone(),
-            node: self.name.clone(),
-            address: self.address.clone(),
-            datacenter: self.datacenter.clone(),
-            tagged_addresses: BTreeMap::from([
-                ("lan".to_owned(), self.address.clone()),
-                ("wan".to_owned(), self.address.clone()),
-            ]),
-            ..Node::default()
-        }
-    }
-}
-
-/// A check's state together with the definition the agent runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredCheck {
-    pub state: HealthCheck,
-    pub definition: CheckDefinition,
-}
-
-/// `Type` of the maintenance checks (`agent_checks`): the check runner
-/// leaves them alone and re-registering a service keeps them.
-pub const TYPE_MAINTENANCE: &str = "maintenance";
-
-impl StoredCheck {
-    /// How to run this check; definitions are validated at registration so
-    /// this only fails on a corrupt store.
-    pub fn kind(&self) -> Result<CheckKind, String> {
-        check_kind(&self.definition, "Check")
-    }
-
-    /// Remove the service once the check has been critical this long.
-    pub fn deregister_after(&self) -> Option<Duration> {
-        self.definition
-            .deregister_critical_service_after
-            .as_deref()
-            .and_then(|d| duration::parse(d).ok())
-    }
-}
+use crate::catalog_remote;
+pub use crate::catalog_tables::{
+    catalog_row, schema, LocalNode, Select, StoredCheck, BY_DESTINATION, BY_KIND, BY_NAME,
+    BY_SERVICE, BY_SERVICE_NAME, TYPE_MAINTENANCE, TYPICAL_BY_NAME,
+};
+use crate::check_kind::{check_kind, check_type, parse_duration_field};
+use crate::store::{Reads, StoreError, Table, Txn, WatchKey};
 
 /// Why a service registration, deregistration or check update failed.
 /// The texts are Consul's, as clients and scripts match on them.
@@ -480,8 +366,9 @@ pub fn service_changed_at(r: &impl Reads, service: &str) -> u64 {
         WatchKey::Index(Table::Checks, BY_SERVICE_NAME, service.into()),
         WatchKey::Index(Table::Checks, BY_SERVICE, "".into()),
     ]
-    .iter()
-    .map(|key| r.changed_at(key))
+    .into_iter()
+    .chain(catalog_remote::changed_keys(service))
+    .map(|key| r.changed_at(&key))
     .max()
     .unwrap_or(0)
 }
@@ -491,15 +378,6 @@ pub fn instance_passing(r: &impl Reads, service_id: &str) -> Result<bool, StoreE
     let passing =
         |checks: Vec<StoredCheck>| checks.iter().all(|c| c.state.status == STATUS_PASSING);
     Ok(passing(service_checks(r, service_id)?) && passing(service_checks(r, "")?))
-}
-
-/// Which instances a health query returns.
-#[derive(Debug, Clone, Copy)]
-pub enum Select<'a> {
-    /// Instances of the named service.
-    Named(&'a str),
-    /// Sidecar proxies fronting the named service (`/v1/health/connect`).
-    ConnectFor(&'a str),
 }
 
 /// Instances with their checks, sorted by service ID.
@@ -513,13 +391,14 @@ pub fn service_entries(
         Select::Named(name) => r.lookup(Table::Services, BY_NAME, name)?,
         Select::ConnectFor(name) => r.lookup(Table::Services, BY_DESTINATION, name)?,
     };
-    let node_checks: Vec<HealthCheck> = service_checks(r, "")?
+    let mut node_checks: Vec<HealthCheck> = service_checks(r, "")?
         .into_iter()
         .map(|c| HealthCheck {
             node: node.name.clone(),
             ..c.state
         })
         .collect();
+    node_checks.extend(catalog_remote::serf_health(r, &node.name)?);
     let api_node = node.to_api();
     let mut entries = Vec::with_capacity(services.len());
     for service in services {
@@ -533,7 +412,8 @@ pub fn service_entries(
             service,
         });
     }
-    entries.sort_by(|a, b| a.service.id.cmp(&b.service.id));
+    entries.extend(catalog_remote::service_entries(r, select, passing_only)?);
+    entries.sort_by(|a, b| (&a.service.id, &a.node.node).cmp(&(&b.service.id, &b.node.node)));
     Ok(entries)
 }
 
@@ -551,26 +431,8 @@ pub fn catalog_service(
     };
     let mut rows: Vec<CatalogService> = services
         .into_iter()
-        .map(|s| CatalogService {
-            id: api_node.id.clone(),
-            node: api_node.node.clone(),
-            address: api_node.address.clone(),
-            datacenter: api_node.datacenter.clone(),
-            tagged_addresses: api_node.tagged_addresses.clone(),
-            node_meta: api_node.meta.clone(),
-            service_kind: s.kind.clone().unwrap_or_default(),
-            service_id: s.id,
-            service_name: s.service,
-            service_tags: s.tags,
-            service_address: s.address,
-            service_meta: s.meta,
-            service_port: s.port,
-            service_weights: s.weights,
-            service_enable_tag_override: s.enable_tag_override,
-            service_proxy: s.proxy,
-            create_index: s.create_index,
-            modify_index: s.modify_index,
-        })
+        .map(|s| catalog_row(&api_node, s))
+        .chain(catalog_remote::catalog_rows(r, select)?)
         .collect();
     rows.sort_by(|a, b| a.service_id.cmp(&b.service_id));
     Ok(rows)
@@ -579,7 +441,10 @@ pub fn catalog_service(
 /// `/v1/catalog/services`: every service name with the union of its tags.
 pub fn service_names(r: &impl Reads) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
     let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for s in all_services(r)? {
+    for s in all_services(r)?
+        .into_iter()
+        .chain(catalog_remote::all_services(r)?)
+    {
         let tags = names.entry(s.service).or_default();
         for tag in s.tags {
             if !tags.contains(&tag) {

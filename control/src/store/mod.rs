@@ -63,10 +63,20 @@ pub enum Table {
     /// Nodes other than this agent's, registered through
     /// `/v1/catalog/register`, keyed by lowercased node name.
     Nodes,
+    /// Services registered through the cluster's other agents (etcd),
+    /// keyed `<node>/<service ID>`; written only by their own agent.
+    RemoteServices,
+    /// Checks of the cluster's other agents, keyed `<node>/<check ID>`.
+    RemoteChecks,
+    /// The node records of the cluster's other agents, keyed by node name.
+    RemoteNodes,
+    /// Each agent node's liveness check (`serfHealth`), keyed by node
+    /// name; written by the leader from the cluster's membership.
+    NodeHealth,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Services,
         Table::Checks,
@@ -75,6 +85,10 @@ impl Table {
         Table::Imported,
         Table::AuthGroups,
         Table::Nodes,
+        Table::RemoteServices,
+        Table::RemoteChecks,
+        Table::RemoteNodes,
+        Table::NodeHealth,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +101,10 @@ impl Table {
             Table::Imported => "imported",
             Table::AuthGroups => "auth_groups",
             Table::Nodes => "nodes",
+            Table::RemoteServices => "remote_services",
+            Table::RemoteChecks => "remote_checks",
+            Table::RemoteNodes => "remote_nodes",
+            Table::NodeHealth => "node_health",
         }
     }
 }

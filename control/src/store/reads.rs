@@ -68,6 +68,43 @@ pub trait Reads {
             .collect()
     }
 
+    /// Like [`Reads::lookup`], with each row's primary key.
+    fn lookup_keyed<T: Stored>(
+        &self,
+        table: Table,
+        index: &'static str,
+        value: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.record(|| WatchKey::Index(table, index, value.into()));
+        let state = self.state();
+        let schema = state.schema(table);
+        state
+            .lookup(table, index, value)?
+            .map(|key| match state.cell(table, key) {
+                Some(cell) => Ok((key.to_owned(), cell.value(table, key, schema)?)),
+                None => Err(StoreError::Backend(format!(
+                    "index {index} of {} names missing row {key}",
+                    table.name()
+                ))),
+            })
+            .collect()
+    }
+
+    /// Every row whose key starts with `prefix`, with its key, in key order.
+    fn scan_keyed<T: Stored>(
+        &self,
+        table: Table,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.record(|| WatchKey::Table(table));
+        let state = self.state();
+        let schema = state.schema(table);
+        state
+            .range(table, prefix)
+            .map(|(key, cell)| Ok((key.to_string(), cell.value(table, key, schema)?)))
+            .collect()
+    }
+
     /// The values the table's index `index` holds, in order (for an index
     /// by name: the distinct names).
     fn index_values(&self, table: Table, index: &'static str) -> Result<Vec<String>, StoreError> {

@@ -122,12 +122,12 @@ impl Follower {
             ops.push(match event.event_type() {
                 EventType::Put => Op::Put {
                     table,
-                    key: Arc::from(row),
+                    key: Arc::from(&*row),
                     bytes: kv.value().to_vec(),
                 },
                 EventType::Delete => Op::Delete {
                     table,
-                    key: Arc::from(row),
+                    key: Arc::from(&*row),
                 },
             });
         }

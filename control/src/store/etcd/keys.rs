@@ -3,8 +3,11 @@
 //! `<prefix>/data/<table>/<scope>/<key>`: the scope is `cluster` for rows
 //! every agent shares (config entries, peerings, the CA, ...) and
 //! `node:<name>` for rows one agent owns (the services and checks
-//! registered through it, its node record). An agent loads and follows the
-//! cluster's rows and its own node's; other nodes' rows stay theirs.
+//! registered through it, its node record). Every agent loads and follows
+//! all of them; another node's rows land in the `remote_*` tables, keyed by
+//! node, so only their own agent ever writes them.
+
+use std::borrow::Cow;
 
 use super::super::Table;
 
@@ -40,28 +43,49 @@ impl EtcdKeys {
     }
 
     pub fn key(&self, table: Table, key: &str) -> String {
-        let scope = if node_owned(table, key) {
-            self.node_scope.as_str()
-        } else {
-            CLUSTER_SCOPE
+        let (table, scope, key) = match table {
+            // Another node's rows, as this agent keys them.
+            Table::RemoteServices | Table::RemoteChecks => {
+                let (node, key) = key.split_once('/').unwrap_or((key, ""));
+                let table = if table == Table::RemoteServices {
+                    Table::Services
+                } else {
+                    Table::Checks
+                };
+                (table, Cow::Owned(format!("{NODE_SCOPE}{node}")), key)
+            }
+            Table::RemoteNodes => (
+                Table::Meta,
+                Cow::Owned(format!("{NODE_SCOPE}{key}")),
+                "node",
+            ),
+            _ if node_owned(table, key) => (table, Cow::Borrowed(self.node_scope.as_str()), key),
+            _ => (table, Cow::Borrowed(CLUSTER_SCOPE), key),
         };
         format!("{}{}/{scope}/{key}", self.data, table.name())
     }
 
-    /// The row behind an etcd key, if it is one this agent keeps: `None`
-    /// for another node's rows and for keys isthmus did not write.
-    pub fn row<'a>(&self, etcd_key: &'a str) -> Option<(Table, &'a str)> {
+    /// The row behind an etcd key, as this agent keeps it: its own node's
+    /// rows and the cluster's as they are, another node's in the `remote_*`
+    /// tables; `None` for keys isthmus did not write.
+    pub fn row<'a>(&self, etcd_key: &'a str) -> Option<(Table, Cow<'a, str>)> {
         let rest = etcd_key.strip_prefix(self.data.as_str())?;
         let (table_name, rest) = rest.split_once('/')?;
         let table = Table::ALL.into_iter().find(|t| t.name() == table_name)?;
         let (scope, key) = rest.split_once('/')?;
-        let owned = node_owned(table, key);
-        let ours = if owned {
-            scope == self.node_scope
-        } else {
-            scope == CLUSTER_SCOPE
-        };
-        ours.then_some((table, key))
+        if !node_owned(table, key) {
+            return (scope == CLUSTER_SCOPE).then_some((table, Cow::Borrowed(key)));
+        }
+        if scope == self.node_scope {
+            return Some((table, Cow::Borrowed(key)));
+        }
+        let node = scope.strip_prefix(NODE_SCOPE).filter(|n| !n.is_empty())?;
+        match table {
+            Table::Services => Some((Table::RemoteServices, Cow::Owned(format!("{node}/{key}")))),
+            Table::Checks => Some((Table::RemoteChecks, Cow::Owned(format!("{node}/{key}")))),
+            Table::Meta => Some((Table::RemoteNodes, Cow::Owned(node.to_owned()))),
+            _ => None,
+        }
     }
 
     /// The end of the range of keys that start with `prefix` (etcd's
@@ -92,22 +116,30 @@ mod tests {
             entry,
             "/isthmus/c1/data/config_entries/cluster/service-intentions/web"
         );
+        let row = |keys: &EtcdKeys, key: &str| keys.row(key).map(|(t, k)| (t, k.into_owned()));
         assert_eq!(
-            n2.row(&entry),
-            Some((Table::ConfigEntries, "service-intentions/web"))
+            row(&n2, &entry),
+            Some((Table::ConfigEntries, "service-intentions/web".into()))
         );
         let service = n1.key(Table::Services, "web-1");
         assert_eq!(service, "/isthmus/c1/data/services/node:n1/web-1");
-        assert_eq!(n1.row(&service), Some((Table::Services, "web-1")));
-        assert_eq!(n2.row(&service), None);
-        assert_eq!(n2.row(&n1.key(Table::Meta, "node")), None);
+        assert_eq!(row(&n1, &service), Some((Table::Services, "web-1".into())));
         assert_eq!(
-            n2.row(&n1.key(Table::Meta, "index")),
-            Some((Table::Meta, "index"))
+            row(&n2, &service),
+            Some((Table::RemoteServices, "n1/web-1".into()))
         );
-        assert_eq!(n1.row("/isthmus/c1/data/nosuch/cluster/x"), None);
-        assert_eq!(n1.row("/isthmus/c2/data/meta/cluster/index"), None);
-        assert_eq!(n1.row("/isthmus/c1/data/meta"), None);
+        assert_eq!(n2.key(Table::RemoteServices, "n1/web-1"), service);
+        let node = n1.key(Table::Meta, "node");
+        assert_eq!(row(&n2, &node), Some((Table::RemoteNodes, "n1".into())));
+        assert_eq!(n2.key(Table::RemoteNodes, "n1"), node);
+        assert_eq!(
+            row(&n2, &n1.key(Table::Meta, "index")),
+            Some((Table::Meta, "index".into()))
+        );
+        assert_eq!(row(&n1, "/isthmus/c1/data/nosuch/cluster/x"), None);
+        assert_eq!(row(&n1, "/isthmus/c2/data/meta/cluster/index"), None);
+        assert_eq!(row(&n1, "/isthmus/c1/data/meta"), None);
+        assert_eq!(row(&n1, "/isthmus/c1/data/services/node:/x"), None);
     }
 
     #[test]
@@ -125,8 +157,18 @@ mod tests {
         ) {
             let keys = EtcdKeys::new("/isthmus/c", &node);
             let etcd_key = keys.key(table, &key);
-            prop_assert_eq!(keys.row(&etcd_key), Some((table, key.as_str())));
+            let remote = matches!(table, Table::RemoteServices | Table::RemoteChecks | Table::RemoteNodes);
+            if !remote {
+                let parsed = keys.row(&etcd_key).map(|(t, k)| (t, k.into_owned()));
+                prop_assert_eq!(parsed, Some((table, key.clone())));
+            }
             prop_assert!(etcd_key.starts_with(keys.data_prefix()));
+            // Another agent sees this agent's rows as remote ones, and
+            // keys them back to the same etcd key.
+            let other = EtcdKeys::new("/isthmus/c", &format!("{node}-other"));
+            if let Some((t, k)) = other.row(&etcd_key) {
+                prop_assert_eq!(other.key(t, &k), etcd_key);
+            }
         }
 
         #[test]

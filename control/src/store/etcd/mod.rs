@@ -231,7 +231,7 @@ async fn read_all(
         for kv in response.kvs() {
             let Ok(key) = kv.key_str() else { continue };
             if let Some((table, key)) = keys.row(key) {
-                row(table, key, kv.value())?;
+                row(table, &key, kv.value())?;
             }
         }
         match response.kvs().last() {
