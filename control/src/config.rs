@@ -70,6 +70,8 @@ pub struct AgentConfig {
     /// Host names (besides IP literals and `localhost`) the API answers to
     /// in `Host`; anything else is refused (DNS rebinding).
     pub http_allowed_hosts: Vec<String>,
+    /// The DNS interface (UDP and TCP on the HTTP API's address).
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl AgentConfig {
@@ -91,6 +93,7 @@ impl AgentConfig {
             peering_max_service_instances: DEFAULT_IMPORT_LIMITS.max_instances,
             http_limits: default_http_limits(),
             http_allowed_hosts: Vec::new(),
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 
@@ -146,6 +149,7 @@ impl AgentConfig {
             );
         }
         self.http_limits.validate("limits")?;
+        self.dns.validate()?;
         for host in &self.http_allowed_hosts {
             if host.is_empty() || host.contains(['/', ' ', '@']) {
                 return Err(format!(
@@ -221,6 +225,22 @@ pub struct Settings {
     /// localhost (repeatable; other Host headers get 403, against DNS rebinding).
     #[arg(long = "http-allowed-host", value_name = "NAME")]
     pub http_allowed_hosts: Option<Vec<String>>,
+    /// Port of the DNS interface (UDP and TCP) on the HTTP API's address;
+    /// 0 takes a free port, -1 turns DNS off [default: 8600].
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
+    pub dns_port: Option<i64>,
+    /// The domain the DNS interface answers [default: consul].
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// The file's `ports { dns = 8600 }` block (Consul's spelling).
+    #[arg(skip)]
+    #[serde(default)]
+    pub ports: crate::dns::config::PortSettings,
+    /// The file's `dns_config { ... }` block: only_passing, node_ttl,
+    /// service_ttl, a_record_limit, udp_answer_limit, enable_truncate.
+    #[arg(skip)]
+    #[serde(default)]
+    pub dns_config: crate::dns::config::DnsSettings,
 }
 
 /// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
@@ -332,6 +352,17 @@ impl Settings {
         if let Some(v) = self.http_allowed_hosts {
             config.http_allowed_hosts = v;
         }
+        if let Some(v) = self.ports.dns {
+            config.dns.port = crate::dns::config::port_setting(&source.key("ports.dns"), v)?;
+        }
+        if let Some(v) = self.dns_port {
+            config.dns.port = crate::dns::config::port_setting(&source.key("dns_port"), v)?;
+        }
+        if let Some(v) = self.domain {
+            config.dns.domain = v;
+        }
+        self.dns_config
+            .apply(&mut config.dns, |key| source.key(key))?;
         Ok(())
     }
 }
