@@ -508,6 +508,7 @@ mod tests {
         assert_eq!(config.peering_max_imported_services, 1024);
         assert_eq!(config.peering_max_service_instances, 4096);
         assert_eq!(config.http_limits, default_http_limits());
+        assert_eq!(config.dns, crate::dns::DnsConfig::default());
         config.validate().unwrap();
     }
 

@@ -172,3 +172,126 @@ fn external_sidecars(r: &impl Reads, service: &str) -> Result<Vec<ServiceEntry>,
     }
     Ok(entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use isthmus_api::catalog::{STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING};
+    use isthmus_api::catalog_register::{CatalogCheck, CatalogRegistration, CatalogServiceDef};
+    use isthmus_api::dns_name::parse;
+
+    use super::*;
+    use crate::store::Store;
+
+    fn store() -> Store {
+        Store::with_log(Box::new(crate::store::NoLog), crate::catalog::schema()).unwrap()
+    }
+
+    fn local() -> LocalNode {
+        LocalNode {
+            id: "id".into(),
+            name: "agent-1".into(),
+            address: "127.0.0.1".into(),
+            datacenter: "dc1".into(),
+        }
+    }
+
+    /// An external node `node` at `address` with one `db` instance.
+    fn external(store: &Store, node: &str, address: &str, tags: &[&str], status: &str) {
+        let reg = CatalogRegistration {
+            node: node.into(),
+            address: address.into(),
+            service: Some(CatalogServiceDef {
+                service: "db".into(),
+                id: format!("db-{node}"),
+                port: 5432,
+                tags: Some(tags.iter().map(|t| t.to_string()).collect()),
+                ..CatalogServiceDef::default()
+            }),
+            checks: Some(vec![CatalogCheck {
+                name: "db alive".into(),
+                check_id: format!("db-{node}-alive"),
+                service_id: format!("db-{node}"),
+                status: status.into(),
+                ..CatalogCheck::default()
+            }]),
+            ..CatalogRegistration::default()
+        };
+        store
+            .write_blocking(|txn| catalog_nodes::register(txn, reg, &local()))
+            .unwrap();
+    }
+
+    fn find_name(store: &Store, name: &str, only_passing: bool) -> Found {
+        let lookup = parse(name, "consul").unwrap();
+        find(&store.snapshot().unwrap(), &local(), &lookup, only_passing).unwrap()
+    }
+
+    fn addresses(found: Found) -> Vec<String> {
+        let Found::Endpoints(endpoints) = found else {
+            panic!("not endpoints: {found:?}")
+        };
+        let mut addresses: Vec<String> = endpoints.into_iter().map(|e| e.address).collect();
+        addresses.sort();
+        addresses
+    }
+
+    #[test]
+    fn instances_are_filtered_by_health_tag_and_datacenter() {
+        let store = store();
+        external(&store, "n1", "10.0.0.1", &["primary"], STATUS_PASSING);
+        external(&store, "n2", "10.0.0.2", &["replica"], STATUS_WARNING);
+        external(&store, "n3", "10.0.0.3", &["replica"], STATUS_CRITICAL);
+
+        assert_eq!(
+            addresses(find_name(&store, "db.service.consul", false)),
+            ["10.0.0.1", "10.0.0.2"]
+        );
+        assert_eq!(
+            addresses(find_name(&store, "db.service.dc1.consul", true)),
+            ["10.0.0.1"]
+        );
+        assert_eq!(
+            addresses(find_name(&store, "_db._REPLICA.service.consul", false)),
+            ["10.0.0.2"]
+        );
+        // Known, but nothing healthy matches: no endpoints (NXDOMAIN later).
+        assert_eq!(
+            addresses(find_name(&store, "replica.db.service.consul", true)),
+            Vec::<String>::new()
+        );
+        for missing in [
+            "web.service.consul",
+            "db.service.dc2.consul",
+            "db.service.other.peer.consul",
+            "n9.node.consul",
+            "7f000001.addr.dc2.consul",
+        ] {
+            assert_eq!(
+                find_name(&store, missing, false),
+                Found::NoSuchName,
+                "{missing}"
+            );
+        }
+    }
+
+    #[test]
+    fn nodes_are_this_agent_and_external_ones_in_any_case() {
+        let store = store();
+        external(&store, "Ext-1", "10.0.0.7", &[], STATUS_PASSING);
+        assert_eq!(
+            find_name(&store, "AGENT-1.node.consul", false),
+            Found::Node {
+                node: "agent-1".into(),
+                address: "127.0.0.1".into()
+            }
+        );
+        assert_eq!(
+            find_name(&store, "ext-1.node.dc1.consul", false),
+            Found::Node {
+                node: "Ext-1".into(),
+                address: "10.0.0.7".into()
+            }
+        );
+        assert_eq!(find_name(&store, "consul.", false), Found::Apex);
+    }
+}
