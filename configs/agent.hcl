@@ -69,3 +69,34 @@ limits {
 # The in-process mesh gateway of `--dev` (--gateway-bind, --gateway-admin-bind,
 # --no-gateway) is set with flags only; outside --dev, run isthmus-gateway
 # (see configs/gateway.hcl).
+
+# The DNS interface, Consul's (flag: --dns-port): UDP and TCP on the IP of
+# http_addr. 0 takes a free port (the agent prints it as dns=...), -1 turns
+# DNS off (default: 8600).
+ports {
+  dns = 8600
+}
+
+# The domain DNS answers: web.service.consul, v1.web.service.consul,
+# _web._tcp.service.consul (SRV), web.connect.consul, node-1.node.consul,
+# web.service.<peer>.peer.consul (flag: --domain; default: consul). Names
+# outside it are refused: the agent has no recursors.
+domain = "consul"
+
+dns_config {
+  # Answer only instances whose checks all pass (default: false, so warning
+  # instances are answered too; critical ones never are).
+  only_passing = false
+  # TTLs of node and service records (default: 0s). service_ttl takes
+  # service names, "prefix*" and "*".
+  node_ttl = "0s"
+  # service_ttl = { "*" = "5s", "web" = "30s" }
+  # At most this many records in any answer; 0 for no cap (default: 0).
+  a_record_limit = 0
+  # At most this many answers in a UDP reply to a query without EDNS
+  # (default: 3). A reply cut to fit 512 bytes (or the EDNS size) has the
+  # TC bit set, so resolvers retry over TCP; enable_truncate sets it also
+  # when this limit dropped answers (default: false).
+  udp_answer_limit = 3
+  enable_truncate  = false
+}

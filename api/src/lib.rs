@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod catalog_register;
 pub mod config_entry;
 pub mod consul_json;
+pub mod dns_name;
 pub mod duration;
 pub mod gateway;
 pub mod http_path;

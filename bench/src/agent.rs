@@ -51,9 +51,16 @@ impl Agent {
 
     /// `isthmus agent --dev --http-addr 127.0.0.1:0 <extra>`.
     async fn start_with(bin_dir: &Path, extra: &[&str]) -> Result<Agent> {
-        let mut args: Vec<String> = ["agent", "--dev", "--http-addr", "127.0.0.1:0"]
-            .map(str::to_owned)
-            .to_vec();
+        let mut args: Vec<String> = [
+            "agent",
+            "--dev",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--dns-port",
+            "0",
+        ]
+        .map(str::to_owned)
+        .to_vec();
         args.extend(extra.iter().map(|a| a.to_string()));
         let (proc, line) = procs::spawn(
             "isthmus agent",

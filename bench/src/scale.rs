@@ -61,6 +61,8 @@ impl ScaleAgent {
             &data,
             "--http-addr",
             "127.0.0.1:0",
+            "--dns-port",
+            "0",
             // Every blocking query is its own connection from one client.
             "--http-max-conns",
             "8192",

@@ -43,6 +43,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("binding the DNS interface to {addr} (UDP and TCP): {source} (see --dns-port; -1 turns DNS off)")]
+    DnsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A started agent. Dropping it does not stop it; call [`RunningAgent::shutdown`].
@@ -53,6 +58,8 @@ pub struct RunningAgent {
     /// `None` once [`RunningAgent::wait`] saw it finish: a finished
     /// handle must not be awaited again.
     server: Option<JoinHandle<std::io::Result<()>>>,
+    /// The DNS interface, unless turned off.
+    dns: Option<crate::dns::DnsServer>,
 }
 
 impl RunningAgent {
@@ -61,8 +68,17 @@ impl RunningAgent {
         self.http_addr
     }
 
+    /// Where the DNS interface listens, UDP and TCP (resolves port 0);
+    /// `None` when it is turned off.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns.as_ref().map(|dns| dns.addr())
+    }
+
     /// Stops accepting, lets in-flight requests finish, stops the checks.
     pub async fn shutdown(self) -> std::io::Result<()> {
+        if let Some(dns) = self.dns {
+            dns.shutdown().await;
+        }
         // End peering sessions first: their open streams would otherwise
         // hold the HTTP server's graceful shutdown (and a gateway's drain).
         self.state.peering.manager.stop_all();
@@ -326,6 +342,13 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         state.membership.clone(),
         state.shutting_down.clone(),
     ));
+    let dns = match start_dns(&state, http_addr.ip()).await {
+        Ok(dns) => dns,
+        Err(e) => {
+            let _ = stop.send(true);
+            return Err(e);
+        }
+    };
     resume_peerings(&state).await?;
     tokio::spawn(ca::keep_gateway_renewed(
         state.store.clone(),
@@ -336,6 +359,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         cluster = %state.cluster.name,
         trust_domain = %state.cluster.trust_domain,
         http = %http_addr,
+        dns = ?dns.as_ref().map(|d| d.addr()),
         http_max_conns = state.config.http_limits.max_conns,
         http_max_conns_per_client = state.config.http_limits.max_conns_per_client,
         http_header_read_timeout = ?state.config.http_limits.header_read_timeout,
@@ -349,5 +373,29 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         http_addr,
         stop,
         server: Some(server),
+        dns,
     })
+}
+
+/// Binds the DNS interface on the HTTP API's address, unless turned off.
+async fn start_dns(
+    state: &Arc<AgentState>,
+    ip: std::net::IpAddr,
+) -> Result<Option<crate::dns::DnsServer>, StartError> {
+    let Some(port) = state.config.dns.port else {
+        return Ok(None);
+    };
+    let addr = SocketAddr::new(ip, port);
+    let metrics = crate::dns::DnsMetrics::register(state.metrics.registry())?;
+    let handler = crate::dns::DnsHandler::new(
+        state.store.clone(),
+        state.node.clone(),
+        Arc::new(state.config.dns.clone()),
+        metrics,
+    )
+    .map_err(|e| StartError::Config(format!("domain {:?}: {e}", state.config.dns.domain)))?;
+    let server = crate::dns::DnsServer::bind(ip, port, handler)
+        .await
+        .map_err(|source| StartError::DnsBind { addr, source })?;
+    Ok(Some(server))
 }

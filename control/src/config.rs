@@ -86,6 +86,8 @@ pub struct AgentConfig {
     /// lease's TTL); its node turns critical and its leadership passes on
     /// after this.
     pub member_ttl: Duration,
+    /// The DNS interface (UDP and TCP on the HTTP API's address).
+    pub dns: crate::dns::DnsConfig,
 }
 
 impl AgentConfig {
@@ -109,6 +111,7 @@ impl AgentConfig {
             http_allowed_hosts: Vec::new(),
             etcd: None,
             member_ttl: DEFAULT_MEMBER_TTL,
+            dns: crate::dns::DnsConfig::default(),
         }
     }
 
@@ -175,6 +178,7 @@ impl AgentConfig {
             );
         }
         self.http_limits.validate("limits")?;
+        self.dns.validate()?;
         for host in &self.http_allowed_hosts {
             if host.is_empty() || host.contains(['/', ' ', '@']) {
                 return Err(format!(
@@ -274,6 +278,22 @@ pub struct Settings {
     /// agent takes over the leadership [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub member_ttl: Option<String>,
+    /// Port of the DNS interface (UDP and TCP) on the HTTP API's address;
+    /// 0 takes a free port, -1 turns DNS off [default: 8600].
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
+    pub dns_port: Option<i64>,
+    /// The domain the DNS interface answers [default: consul].
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// The file's `ports { dns = 8600 }` block (Consul's spelling).
+    #[arg(skip)]
+    #[serde(default)]
+    pub ports: crate::dns::config::PortSettings,
+    /// The file's `dns_config { ... }` block: only_passing, node_ttl,
+    /// service_ttl, a_record_limit, udp_answer_limit, enable_truncate.
+    #[arg(skip)]
+    #[serde(default)]
+    pub dns_config: crate::dns::config::DnsSettings,
 }
 
 /// Where the cluster's state lives.
@@ -456,6 +476,17 @@ impl Settings {
         if let Some(v) = self.http_allowed_hosts {
             config.http_allowed_hosts = v;
         }
+        if let Some(v) = self.ports.dns {
+            config.dns.port = crate::dns::config::port_setting(&source.key("ports.dns"), v)?;
+        }
+        if let Some(v) = self.dns_port {
+            config.dns.port = crate::dns::config::port_setting(&source.key("dns_port"), v)?;
+        }
+        if let Some(v) = self.domain {
+            config.dns.domain = v;
+        }
+        self.dns_config
+            .apply(&mut config.dns, |key| source.key(key))?;
         store.apply(config);
         Ok(())
     }
@@ -728,6 +759,7 @@ mod tests {
         assert_eq!(config.peering_max_imported_services, 1024);
         assert_eq!(config.peering_max_service_instances, 4096);
         assert_eq!(config.http_limits, default_http_limits());
+        assert_eq!(config.dns, crate::dns::DnsConfig::default());
         config.validate().unwrap();
     }
 

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod config_entries;
 pub mod demo;
+pub mod dns;
 pub mod http;
 pub mod liveness;
 pub mod membership;

@@ -10,6 +10,7 @@
 
 use base64::Engine;
 use isthmus_api::config_entry::{parse_document, ConfigEntry};
+use isthmus_api::dns_name;
 use isthmus_api::duration;
 use isthmus_api::http_path;
 use isthmus_api::peering::PeeringToken;
@@ -28,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("duration", duration),
     ("http_path", http_path),
     ("stream_framing", stream_framing),
+    ("dns_name", dns_name),
 ];
 
 /// A peering token as `POST /v1/peering/establish` receives it: as text, and
@@ -71,6 +73,30 @@ pub fn sni(data: &[u8]) {
             assert_eq!(parse_client_hello(bounded).ok(), Some(Parsed::Hello(name)));
         }
         Err(_) => {}
+    }
+}
+
+/// A DNS query name as the agent's DNS interface reads it: the bytes as
+/// text, under the domain `consul`. What is accepted is within the name
+/// bounds and reads back the same from the name it renders.
+pub fn dns_name(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(lookup) = dns_name::parse(&text, "consul") else {
+        return;
+    };
+    assert!(text.trim_end_matches('.').len() <= dns_name::MAX_NAME_LEN);
+    let underscored = match &lookup {
+        dns_name::DnsLookup::Service(q) => {
+            q.service.starts_with('_') || q.tag.as_deref().is_some_and(|t| t.starts_with('_'))
+        }
+        _ => false,
+    };
+    if !underscored {
+        assert_eq!(
+            dns_name::parse(&lookup.to_name("consul"), "consul"),
+            Ok(lookup),
+            "an accepted name must read back the same from its rendering"
+        );
     }
 }
 

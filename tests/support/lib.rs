@@ -38,6 +38,8 @@ impl TestAgent {
         let mut config = AgentConfig::dev();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.node_name = "test-node".into();
+        // Consul's 8600 would collide between the tests' agents.
+        config.dns.port = Some(0);
         customize(&mut config);
         let agent = agent::start(config).await.expect("agent starts");
         let client = Client::new(&agent.http_addr().to_string()).unwrap();

@@ -13,6 +13,8 @@ use super::isthmus_bin;
 pub struct AgentProcess {
     process: ChildProcess,
     pub http_addr: String,
+    /// Where the DNS interface listens (UDP and TCP), unless turned off.
+    pub dns_addr: Option<std::net::SocketAddr>,
     /// The whole announcement line (`isthmus agent running: ...`).
     pub line: String,
     logs: Logs,
@@ -41,6 +43,13 @@ impl AgentProcess {
         let mut all = vec!["agent"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--http-addr", "127.0.0.1:0"]);
+        if !args
+            .iter()
+            .any(|a| a.trim_start_matches('-').starts_with("dns-port"))
+        {
+            // Consul's 8600 would collide between the tests' agents.
+            all.extend_from_slice(&["--dns-port", "0"]);
+        }
         if args.contains(&"--dev") {
             // The in-process gateway must not collide with other tests' either.
             all.extend_from_slice(&[
@@ -65,9 +74,14 @@ impl AgentProcess {
         let http_addr = field(&line, "http")
             .trim_start_matches("http://")
             .to_owned();
+        let dns_addr = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("dns="))
+            .map(|addr| addr.parse().expect("dns= is an address"));
         Ok(AgentProcess {
             process: child,
             http_addr,
+            dns_addr,
             line,
             logs,
         })

@@ -134,10 +134,14 @@ pub fn run(args: AgentArgs, start_gateway: Option<DevGatewayStarter>) -> ExitCod
         };
         // Printed for people and scripts alike: the line says where to talk to us.
         println!(
-            "isthmus agent running: cluster={} trust_domain={} http=http://{}{}",
+            "isthmus agent running: cluster={} trust_domain={} http=http://{}{}{}",
             agent.state.cluster.name,
             agent.state.cluster.trust_domain,
             agent.http_addr(),
+            agent
+                .dns_addr()
+                .map(|addr| format!(" dns={addr}"))
+                .unwrap_or_default(),
             gateway
                 .as_ref()
                 .map(|g| format!(" gateway={} gateway_admin=http://{}", g.advertise_addr(), g.admin_addr()))

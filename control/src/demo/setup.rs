@@ -154,6 +154,9 @@ async fn start_cluster(
         path_str(&data_dir)?,
         "--http-addr",
         "127.0.0.1:0",
+        // Both clusters run on this host: Consul's 8600 would collide.
+        "--dns-port",
+        "0",
     ]
     .map(str::to_owned);
     let line = launcher

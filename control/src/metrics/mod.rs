@@ -264,6 +264,12 @@ impl PeerMetrics {
 }
 
 impl AgentMetrics {
+    /// The registry, for components that register their own counters
+    /// (the DNS interface).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn new() -> Result<AgentMetrics, prometheus::Error> {
         let registry = isthmus_runtime::metrics::component_registry()?;
 
