@@ -20,7 +20,7 @@ pub use crate::config::{AgentConfig, IntentionPolicy};
 pub use crate::http::AgentState;
 use crate::membership::{self, Member, Membership};
 use crate::metrics::AgentMetrics;
-use crate::peering::{self, PeeringContext, PeeringManager};
+use crate::peering::{PeeringContext, PeeringManager};
 use crate::store::etcd::EtcdLog;
 use crate::store::{Reads, Store, StoreError, Table};
 
@@ -191,42 +191,6 @@ fn load_identity(
     })
 }
 
-/// After a restart no stream is up yet: active peerings are `FAILING` until
-/// their stream returns, and this cluster redials the peers it dialed.
-/// Deletions that were under way when the agent stopped are finished.
-async fn resume_peerings(state: &Arc<AgentState>) -> Result<(), StartError> {
-    let records = state
-        .store
-        .write(|txn| -> Result<_, StoreError> {
-            let mut records = Vec::new();
-            for record in peering::list(txn)? {
-                if record.state == isthmus_api::peering::STATE_ACTIVE {
-                    peering::set_state(txn, &record.name, isthmus_api::peering::STATE_FAILING)?;
-                }
-                records.push(record);
-            }
-            Ok(records)
-        })
-        .await?;
-    let deleting = records
-        .iter()
-        .filter(|r| r.state == isthmus_api::peering::STATE_DELETING)
-        .map(|r| r.name.clone())
-        .collect();
-    peering::delete::resume(&state.peering, deleting);
-    for record in records {
-        let redial = record.role == peering::Role::Dialer
-            && !matches!(
-                record.state.as_str(),
-                isthmus_api::peering::STATE_TERMINATED | isthmus_api::peering::STATE_DELETING
-            );
-        if redial {
-            peering::dial::start_dialer(state.peering.clone(), record.name);
-        }
-    }
-    Ok(())
-}
-
 /// Where other agents reach this one's API: the bound address, or the
 /// advertise address when bound to all interfaces.
 fn api_address(bound: SocketAddr, advertise: std::net::IpAddr) -> SocketAddr {
@@ -349,12 +313,19 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
             return Err(e);
         }
     };
-    resume_peerings(&state).await?;
-    tokio::spawn(ca::keep_gateway_renewed(
+    tokio::spawn(ca::follow_gateway_cert(
         state.store.clone(),
         state.ca.clone(),
         state.shutting_down.clone(),
     ));
+    // A cluster of one leads from the start: its peerings are resumed
+    // before it reports started, as they always were.
+    let first_term = if state.membership.is_leader() {
+        Some(crate::leader::take_office(&state).await)
+    } else {
+        None
+    };
+    tokio::spawn(crate::leader::run_duties(state.clone(), first_term));
     tracing::info!(
         cluster = %state.cluster.name,
         trust_domain = %state.cluster.trust_domain,

@@ -453,6 +453,37 @@ pub async fn keep_gateway_renewed(
     }
 }
 
+/// Keeps this agent's gateway certificate the one in the store: the
+/// leader renews it, every agent serves it to its gateways.
+pub async fn follow_gateway_cert(
+    store: Store,
+    ca: Arc<CertificateAuthority>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let key = [crate::store::WatchKey::Key(Table::Meta, GATEWAY_KEY.into())];
+    loop {
+        let index = store.index();
+        match store
+            .snapshot()
+            .and_then(|s| s.get::<GatewayCert>(Table::Meta, GATEWAY_KEY))
+        {
+            Ok(Some(stored)) if stored.fingerprint != ca.gateway_cert().fingerprint => {
+                tracing::info!(fingerprint = %stored.fingerprint, "serving the cluster's renewed mesh gateway certificate");
+                *ca.gateway
+                    .write()
+                    .expect("gateway certificate lock poisoned") = Arc::new(stored);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the mesh gateway certificate failed"),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = store.wait_for_change(&key, index, deadline) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use isthmus_api::catalog::{
 };
 
 use crate::catalog_tables::{
-    catalog_row, LocalNode, Select, StoredCheck, BY_DESTINATION, BY_NAME, BY_SERVICE,
+    catalog_row, LocalNode, Select, StoredCheck, BY_DESTINATION, BY_KIND, BY_NAME, BY_SERVICE,
 };
 use crate::store::{Reads, StoreError, Table, Txn, WatchKey};
 
@@ -98,6 +98,28 @@ pub fn service_entries(
         });
     }
     Ok(entries)
+}
+
+/// Other agents' instances of `kind` (`mesh-gateway`, ...) whose checks
+/// and node all pass.
+pub fn passing_of_kind(r: &impl Reads, kind: &str) -> Result<Vec<AgentService>, StoreError> {
+    let mut passing = Vec::new();
+    for (key, service) in r.lookup_keyed::<AgentService>(Table::RemoteServices, BY_KIND, kind)? {
+        let (node, _) = split(&key);
+        let own = r.lookup::<StoredCheck>(
+            Table::RemoteChecks,
+            BY_SERVICE,
+            &format!("{node}/{}", service.id),
+        )?;
+        let healthy = own.iter().all(|c| c.state.status == STATUS_PASSING)
+            && node_checks(r, node)?
+                .iter()
+                .all(|c| c.status == STATUS_PASSING);
+        if healthy {
+            passing.push(service);
+        }
+    }
+    Ok(passing)
 }
 
 /// Other agents' `/v1/catalog/service` rows.

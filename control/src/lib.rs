@@ -18,6 +18,7 @@ pub mod config_entries;
 pub mod demo;
 pub mod dns;
 pub mod http;
+pub mod leader;
 pub mod liveness;
 pub mod membership;
 pub mod metrics;

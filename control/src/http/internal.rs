@@ -99,6 +99,10 @@ pub async fn exchange(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if let Some(leader) = super::relay::leader_elsewhere(&state, &headers)? {
+        return super::relay::to_leader(&state, &leader, api::AGENT_PATH_EXCHANGE, headers, body)
+            .await;
+    }
     let fingerprint = headers
         .get(api::HEADER_CLIENT_FINGERPRINT)
         .and_then(|v| v.to_str().ok())
@@ -139,6 +143,10 @@ pub async fn stream(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if let Some(leader) = super::relay::leader_elsewhere(&state, &headers)? {
+        return super::relay::to_leader(&state, &leader, api::AGENT_PATH_STREAM, headers, body)
+            .await;
+    }
     let gateway_peer = headers
         .get(api::HEADER_PEER)
         .and_then(|v| v.to_str().ok())

@@ -19,6 +19,7 @@ mod nodes;
 mod origin;
 mod peering;
 mod proxy;
+mod relay;
 mod state;
 pub mod ui;
 

@@ -219,6 +219,11 @@ pub fn gateway_addresses(r: &impl Reads) -> Result<Vec<String>, StoreError> {
             gateways.push(s);
         }
     }
+    // Gateways registered through the cluster's other agents (etcd).
+    gateways.extend(crate::catalog_remote::passing_of_kind(
+        r,
+        KIND_MESH_GATEWAY,
+    )?);
     let mut addresses: Vec<String> = gateways
         .into_iter()
         .map(|s| {

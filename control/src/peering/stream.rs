@@ -124,7 +124,7 @@ pub enum SessionEnd {
 #[derive(Default)]
 struct Exported {
     /// Table indexes the last computation saw; unchanged means nothing to do.
-    seen: Option<[u64; 5]>,
+    seen: Option<[u64; 8]>,
     names: Option<Vec<String>>,
     /// Per exported service: the content hash last sent, and the index at
     /// which what it was computed from last changed.
@@ -340,6 +340,10 @@ async fn push_changes(
         snapshot.table_index(Table::ConfigEntries).map_err(err)?,
         snapshot.table_index(Table::AuthGroups).map_err(err)?,
         snapshot.table_index(Table::Peerings).map_err(err)?,
+        // The cluster's other agents' instances and their nodes' liveness.
+        snapshot.table_index(Table::RemoteServices).map_err(err)?,
+        snapshot.table_index(Table::RemoteChecks).map_err(err)?,
+        snapshot.table_index(Table::NodeHealth).map_err(err)?,
     ];
     if exported.seen == Some(seen) {
         return Ok(Vec::new());
