@@ -15,6 +15,7 @@ pub mod config;
 pub mod config_entries;
 pub mod demo;
 pub mod http;
+pub mod intentions;
 pub mod metrics;
 pub mod peering;
 pub mod store;

@@ -13,6 +13,7 @@ use crate::auth::AuthError;
 use crate::ca::CaError;
 use crate::catalog::CatalogError;
 use crate::catalog_nodes::CatalogNodeError;
+use crate::intentions::IntentionError;
 use crate::peering::PeeringError;
 use crate::store::StoreError;
 
@@ -102,6 +103,22 @@ impl From<CatalogNodeError> for ApiError {
             CatalogNodeError::NoPathToDatacenter
             | CatalogNodeError::CheckNodeMismatch { .. }
             | CatalogNodeError::MissingServiceRegistration => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<IntentionError> for ApiError {
+    fn from(e: IntentionError) -> ApiError {
+        let status = match &e {
+            IntentionError::Store(_) => return store_failure(e),
+            // Config entry writes answer their validation failures with 400 here too.
+            IntentionError::Invalid(_) => StatusCode::BAD_REQUEST,
+            IntentionError::NotFound => StatusCode::NOT_FOUND,
+            // Consul answers these from its RPC layer, with a 500.
+            IntentionError::CannotModify(_)
+            | IntentionError::CannotDelete(_)
+            | IntentionError::NotLegacy(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }

@@ -13,6 +13,7 @@ mod catalog_register;
 mod config;
 mod connect;
 pub mod error;
+mod intentions;
 mod internal;
 mod metrics;
 mod nodes;
@@ -79,8 +80,25 @@ pub fn router(state: State) -> Router {
         .route("/v1/agent/connect/authorize", post(connect::authorize))
         .route("/v1/connect/ca/roots", get(connect::roots))
         .route(
+            "/v1/connect/intentions",
+            get(intentions::list).post(intentions::create),
+        )
+        .route(
             "/v1/connect/intentions/check",
             get(connect::intention_check),
+        )
+        .route(
+            "/v1/connect/intentions/exact",
+            get(intentions::get_exact)
+                .put(intentions::put_exact)
+                .delete(intentions::delete_exact),
+        )
+        .route("/v1/connect/intentions/match", get(intentions::matches))
+        .route(
+            "/v1/connect/intentions/{id}",
+            get(intentions::get_by_id)
+                .put(intentions::update_by_id)
+                .delete(intentions::delete_by_id),
         )
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
         .route("/v1/catalog/nodes", get(catalog::nodes))
