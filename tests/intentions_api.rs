@@ -346,3 +346,73 @@ async fn the_legacy_id_api_creates_reads_updates_and_deletes() {
         format!("Cannot delete non-existent intention: '{id}'")
     );
 }
+
+#[tokio::test]
+async fn the_cli_creates_gets_lists_and_deletes_like_consuls() {
+    use isthmus_tests::process::{cli, stderr, stdout};
+    let agent = start();
+    let addr = agent.addr.to_string();
+
+    let empty = cli(&addr, &["intention", "list"], None);
+    assert_eq!(empty.status.code(), Some(2));
+    assert_eq!(stderr(&empty).trim(), "There are no intentions.");
+
+    let created = cli(&addr, &["intention", "create", "-allow", "web", "db"], None);
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert_eq!(stdout(&created), "Created: web => db (allow)\n");
+    let denied = cli(&addr, &["intention", "create", "-deny", "*", "db"], None);
+    assert_eq!(stdout(&denied), "Created: * => db (deny)\n");
+    let duplicate = cli(&addr, &["intention", "create", "web", "db"], None);
+    assert_eq!(duplicate.status.code(), Some(1));
+    assert!(
+        stderr(&duplicate).contains("Error creating intention \"web => db (allow)\""),
+        "{}",
+        stderr(&duplicate)
+    );
+    let replaced = cli(
+        &addr,
+        &["intention", "create", "-deny", "-replace", "web", "db"],
+        None,
+    );
+    assert!(replaced.status.success(), "{}", stderr(&replaced));
+
+    let shown = cli(&addr, &["intention", "get", "web", "db"], None);
+    let shown = stdout(&shown);
+    assert!(
+        shown
+            .starts_with("Source:       web\nDestination:  db\nAction:       deny\nID:           "),
+        "{shown}"
+    );
+    assert!(shown.contains("\nCreated At:   "), "{shown}");
+
+    let listed = stdout(&cli(&addr, &["intention", "list"], None));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert!(lines[0].starts_with("ID"), "{listed}");
+    assert!(
+        lines[0].ends_with("Source  Action  Destination  Precedence"),
+        "{listed}"
+    );
+    assert!(
+        lines[1].contains("web     deny    db           9"),
+        "{listed}"
+    );
+    assert!(
+        lines[2].contains("*       deny    db           8"),
+        "{listed}"
+    );
+    let id = lines[1].split_whitespace().next().unwrap().to_owned();
+    let by_id = stdout(&cli(&addr, &["intention", "get", &id], None));
+    assert!(by_id.contains(&format!("ID:           {id}")), "{by_id}");
+
+    let deleted = cli(&addr, &["intention", "delete", &id], None);
+    assert_eq!(stdout(&deleted), "Intention deleted.\n");
+    let deleted = cli(&addr, &["intention", "delete", "*", "db"], None);
+    assert_eq!(stdout(&deleted), "Intention deleted.\n");
+    let missing = cli(&addr, &["intention", "get", "web", "db"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        stderr(&missing).trim(),
+        "Intention not found with source \"web\" and destination \"db\""
+    );
+}
