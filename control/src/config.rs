@@ -169,7 +169,7 @@ pub fn default_node_name() -> String {
 /// (snake_case) and the agent's command-line flags are the same struct, so a
 /// setting is added in one place. Layers apply over the defaults in order:
 /// the file, then the flags.
-#[derive(Debug, Default, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Directory for the agent's durable state (required without --dev).
@@ -224,7 +224,7 @@ pub struct Settings {
 }
 
 /// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
-#[derive(Debug, Default, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     /// Connections the HTTP API holds open at once; more are closed at accept [default: 4096].

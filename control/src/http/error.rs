@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::agent_checks::AgentCheckError;
+use crate::agent_lifecycle::LifecycleError;
 use crate::auth::AuthError;
 use crate::ca::CaError;
 use crate::catalog::CatalogError;
@@ -105,6 +106,18 @@ impl From<CatalogNodeError> for ApiError {
             | CatalogNodeError::MissingServiceRegistration => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> ApiError {
+        match e {
+            LifecycleError::Store(e) => e.into(),
+            LifecycleError::Catalog(e) => e.into(),
+            LifecycleError::Check(e) => e.into(),
+            // Consul answers a failed reload from its agent with a 500.
+            LifecycleError::Reload(_) => ApiError::internal(e.to_string()),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod agent;
 mod agent_checks;
+mod agent_lifecycle;
 mod auth;
 mod catalog;
 mod catalog_register;
@@ -56,6 +57,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/agent/metrics", get(metrics::agent_metrics))
         .route("/metrics", get(metrics::prometheus))
         .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/reload", put(agent_lifecycle::reload))
+        .route("/v1/agent/leave", put(agent_lifecycle::leave))
         .route("/v1/agent/services", get(agent::services))
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/service/register", put(agent::register))
@@ -111,6 +114,10 @@ pub fn router(state: State) -> Router {
         .route("/v1/health/connect/{name}", get(catalog::health_connect))
         .route("/v1/health/ingress/{name}", get(catalog::health_ingress))
         .route("/v1/catalog/connect/{name}", get(catalog::connect))
+        .route(
+            "/v1/catalog/gateway-services/{gateway}",
+            get(catalog::gateway_services),
+        )
         // ACLs are not implemented yet: Consul's answer when they are off.
         .route("/v1/agent/token/{kind}", any(acl_disabled))
         .route("/v1/acl/{*rest}", any(acl_disabled))

@@ -44,7 +44,7 @@ pub async fn view(
         let view = ProxyView {
             cluster: state.cluster.name.clone(),
             trust_domain: state.cluster.trust_domain.clone(),
-            default_allow: state.config.default_allow(),
+            default_allow: state.default_allow(),
             local_root_pems: state.ca.root_pems(),
             peers,
             intentions,

@@ -1,0 +1,245 @@
+//! What `PUT /v1/agent/reload` and `PUT /v1/agent/leave` do to a running agent.
+//!
+//! Reload re-reads the agent's configuration the way it was first built
+//! (defaults, then the config file, then the command-line flags), refuses a
+//! file that no longer loads, applies what can change safely while running
+//! (the default intention policy), and logs every other changed setting as
+//! needing a restart. The agent's config file holds no service or check
+//! definitions, so there are none to re-register.
+//!
+//! Leave removes this agent's node from the catalog state (its services and
+//! checks, as Consul's leader reaps a node that left) and then asks the
+//! process to shut down gracefully.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use tokio::sync::watch;
+
+use crate::agent_checks::{self, AgentCheckError};
+use crate::catalog::{self, CatalogError};
+use crate::config::AgentConfig;
+use crate::store::{StoreError, Txn};
+
+/// Builds the agent's configuration again from where it first came from.
+pub type ConfigLoader = Box<dyn Fn() -> Result<AgentConfig, String> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Check(#[from] AgentCheckError),
+    /// The configuration no longer loads; nothing was applied.
+    #[error("Failed to reload configs: {0}")]
+    Reload(String),
+}
+
+/// One setting that differs between the running configuration and the reloaded one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub setting: &'static str,
+    pub from: String,
+    pub to: String,
+    /// Whether the running agent now uses the new value.
+    pub applied: bool,
+}
+
+/// The reload and leave state of one agent.
+pub struct AgentLifecycle {
+    loader: OnceLock<ConfigLoader>,
+    /// The configuration as last loaded, to tell what a reload changes.
+    loaded: Mutex<AgentConfig>,
+    default_allow: AtomicBool,
+    leave: watch::Sender<bool>,
+}
+
+impl AgentLifecycle {
+    pub fn new(config: &AgentConfig) -> AgentLifecycle {
+        AgentLifecycle {
+            loader: OnceLock::new(),
+            loaded: Mutex::new(config.clone()),
+            default_allow: AtomicBool::new(config.default_allow()),
+            leave: watch::channel(false).0,
+        }
+    }
+
+    /// Where reloads read the configuration from (set once, by the command
+    /// that started the agent; an agent without one reloads nothing).
+    pub fn set_loader(&self, loader: ConfigLoader) {
+        let _ = self.loader.set(loader);
+    }
+
+    /// The default intention policy in force (reloadable).
+    pub fn default_allow(&self) -> bool {
+        self.default_allow.load(Ordering::Relaxed)
+    }
+
+    /// Reloads the configuration, applies what can change while running,
+    /// and returns every changed setting.
+    pub fn reload(&self) -> Result<Vec<Change>, LifecycleError> {
+        let Some(loader) = self.loader.get() else {
+            return Ok(Vec::new());
+        };
+        let fresh = loader().map_err(LifecycleError::Reload)?;
+        fresh.validate().map_err(LifecycleError::Reload)?;
+        let mut loaded = self.loaded.lock().expect("reload lock poisoned");
+        let changes = changes(&loaded, &fresh);
+        self.default_allow
+            .store(fresh.default_allow(), Ordering::Relaxed);
+        *loaded = fresh;
+        Ok(changes)
+    }
+
+    pub fn request_leave(&self) {
+        self.leave.send_replace(true);
+    }
+
+    /// Completes once a leave was requested.
+    pub async fn left(&self) {
+        let mut requested = self.leave.subscribe();
+        let _ = requested.wait_for(|left| *left).await;
+    }
+}
+
+/// The settings a reload compares, by their config file names.
+fn settings(config: &AgentConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("data_dir", format!("{:?}", config.data_dir)),
+        ("cluster_name", config.cluster_name.clone()),
+        ("node_name", config.node_name.clone()),
+        ("advertise_addr", config.advertise_addr.to_string()),
+        ("http_addr", config.http_addr.to_string()),
+        (
+            "default_intention_policy",
+            if config.default_allow() {
+                "allow"
+            } else {
+                "deny"
+            }
+            .to_owned(),
+        ),
+        ("leaf_cert_ttl", format!("{:?}", config.leaf_cert_ttl)),
+        ("gateway_cert_ttl", format!("{:?}", config.gateway_cert_ttl)),
+        (
+            "peering_heartbeat",
+            format!("{:?}", config.peering_heartbeat),
+        ),
+        (
+            "peering_token_ttl",
+            format!("{:?}", config.peering_token_ttl),
+        ),
+        (
+            "peering_max_message_bytes",
+            config.peering_max_message_bytes.to_string(),
+        ),
+        (
+            "peering_max_imported_services",
+            config.peering_max_imported_services.to_string(),
+        ),
+        (
+            "peering_max_service_instances",
+            config.peering_max_service_instances.to_string(),
+        ),
+        ("limits", format!("{:?}", config.http_limits)),
+        (
+            "http_allowed_hosts",
+            format!("{:?}", config.http_allowed_hosts),
+        ),
+    ]
+}
+
+/// Settings the running agent takes over from a reload.
+const RELOADABLE: &[&str] = &["default_intention_policy"];
+
+fn changes(running: &AgentConfig, fresh: &AgentConfig) -> Vec<Change> {
+    settings(running)
+        .into_iter()
+        .zip(settings(fresh))
+        .filter(|((_, from), (_, to))| from != to)
+        .map(|((setting, from), (_, to))| Change {
+            setting,
+            from,
+            to,
+            applied: RELOADABLE.contains(&setting),
+        })
+        .collect()
+}
+
+/// Removes every service and check of this agent's node but the services
+/// `deregisters_itself` names (the in-process gateway, which deregisters on
+/// its own way out); returns the IDs of the checks removed, for their
+/// runners to stop.
+pub fn deregister_node(
+    txn: &mut Txn,
+    deregisters_itself: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, LifecycleError> {
+    let mut removed = Vec::new();
+    for service in catalog::all_services(txn)? {
+        if deregisters_itself(&service.id) {
+            continue;
+        }
+        removed.extend(catalog::deregister(txn, &service.id)?);
+    }
+    for check in catalog::all_checks(txn)? {
+        if deregisters_itself(&check.state.service_id) {
+            continue;
+        }
+        agent_checks::deregister(txn, &check.state.check_id)?;
+        removed.push(check.state.check_id);
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IntentionPolicy;
+
+    #[test]
+    fn a_reload_applies_the_intention_policy_and_reports_the_rest() {
+        let running = AgentConfig::dev();
+        let lifecycle = AgentLifecycle::new(&running);
+        assert_eq!(
+            lifecycle.reload().unwrap(),
+            Vec::new(),
+            "no loader: nothing to do"
+        );
+
+        let mut fresh = running.clone();
+        fresh.default_intention_policy = IntentionPolicy::Allow;
+        fresh.peering_token_ttl *= 2;
+        let loaded = fresh.clone();
+        lifecycle.set_loader(Box::new(move || Ok(loaded.clone())));
+        let changes = lifecycle.reload().unwrap();
+        let summary: Vec<(&str, bool)> = changes.iter().map(|c| (c.setting, c.applied)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("default_intention_policy", true),
+                ("peering_token_ttl", false)
+            ]
+        );
+        assert!(lifecycle.default_allow());
+        assert_eq!(
+            lifecycle.reload().unwrap(),
+            Vec::new(),
+            "nothing changed since"
+        );
+    }
+
+    #[test]
+    fn a_configuration_that_no_longer_loads_changes_nothing() {
+        let running = AgentConfig::dev();
+        let lifecycle = AgentLifecycle::new(&running);
+        lifecycle.set_loader(Box::new(|| Err("config file x.hcl: bad".to_owned())));
+        let refused = lifecycle.reload().unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "Failed to reload configs: config file x.hcl: bad"
+        );
+        assert!(!lifecycle.default_allow());
+    }
+}
