@@ -1,10 +1,11 @@
 //! Consul endpoints a client meets beside the main ones, against a real
 //! `isthmus agent --dev` process: `/v1/catalog/gateway-services/:gateway`,
-//! and `?peer=` naming a peer with no peering (Consul answers empty, 200).
+//! `?peer=` naming a peer with no peering (Consul answers empty, 200),
+//! `?dc=` naming another datacenter, and the Consul APIs left out.
 
 use http::Method;
 use isthmus_runtime::client::Client;
-use isthmus_tests::api::{get, put, send};
+use isthmus_tests::api::{get, put, send, text};
 use isthmus_tests::process::AgentProcess;
 use serde_json::{json, Value};
 
@@ -119,4 +120,32 @@ async fn an_unknown_peer_has_imported_nothing() {
     }
     let (services, _) = get(&client, "/v1/catalog/services?peer=nope").await;
     assert_eq!(services, json!({}));
+}
+
+#[tokio::test]
+async fn another_datacenter_and_out_of_scope_apis_answer_clearly() {
+    let (_agent, client) = start();
+    // The agent's own datacenter (dc1 unless configured) passes.
+    let (_, _) = get(&client, "/v1/catalog/services?dc=dc1").await;
+    for path in [
+        "/v1/catalog/services?dc=elsewhere",
+        "/v1/health/service/web?dc=elsewhere",
+        "/v1/connect/intentions?dc=elsewhere",
+    ] {
+        let response = send(&client, Method::GET, path, None).await;
+        assert_eq!(
+            (response.status.as_u16(), text(&response).as_str()),
+            (500, "No path to datacenter"),
+            "{path}"
+        );
+    }
+    // Agent-local endpoints ignore ?dc=, as Consul's do.
+    let local = send(&client, Method::GET, "/v1/agent/self?dc=elsewhere", None).await;
+    assert_eq!(local.status.as_u16(), 200);
+    let kv = send(&client, Method::GET, "/v1/kv/app/config", None).await;
+    assert_eq!(kv.status.as_u16(), 404);
+    assert_eq!(
+        text(&kv),
+        "no such endpoint: /v1/kv/app/config (isthmus does not implement Consul's KV store)"
+    );
 }

@@ -21,6 +21,7 @@ mod nodes;
 mod origin;
 mod peering;
 mod proxy;
+mod scope;
 mod state;
 pub mod ui;
 
@@ -191,6 +192,10 @@ pub fn router(state: State) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            scope::datacenter,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             origin::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -212,7 +217,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::not_found(format!("no such endpoint: {}", request.uri().path()))
+    ApiError::not_found(scope::not_found_text(request.uri().path()))
 }
 
 /// A request body decoded like Consul decodes it: keys matched
