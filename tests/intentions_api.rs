@@ -348,7 +348,7 @@ async fn the_legacy_id_api_creates_reads_updates_and_deletes() {
 }
 
 #[tokio::test]
-async fn the_cli_creates_gets_lists_and_deletes_like_consuls() {
+async fn the_cli_creates_gets_lists_matches_and_deletes_like_consuls() {
     use isthmus_tests::process::{cli, stderr, stdout};
     let agent = start();
     let addr = agent.addr.to_string();
@@ -401,6 +401,11 @@ async fn the_cli_creates_gets_lists_and_deletes_like_consuls() {
         lines[2].contains("*       deny    db           8"),
         "{listed}"
     );
+    let matched = stdout(&cli(&addr, &["intention", "match", "db"], None));
+    assert_eq!(matched, "web => db (deny)\n* => db (deny)\n");
+    // By source, a `*` source applies to web too.
+    let matched = stdout(&cli(&addr, &["intention", "match", "-source", "web"], None));
+    assert_eq!(matched, "web => db (deny)\n* => db (deny)\n");
     let id = lines[1].split_whitespace().next().unwrap().to_owned();
     let by_id = stdout(&cli(&addr, &["intention", "get", &id], None));
     assert!(by_id.contains(&format!("ID:           {id}")), "{by_id}");

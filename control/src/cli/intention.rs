@@ -27,6 +27,9 @@ pub enum IntentionCommand {
     Delete(TargetArgs),
     /// List every intention, highest precedence first.
     List(ListArgs),
+    /// Show the intentions that apply to a destination (or, with -source, a
+    /// source), in the order they are evaluated.
+    Match(MatchArgs),
     /// Whether SOURCE may connect to DESTINATION: prints Allowed (exit 0) or Denied (exit 2).
     Check(CheckArgs),
 }
@@ -69,6 +72,20 @@ pub struct ListArgs {
 }
 
 #[derive(Args)]
+pub struct MatchArgs {
+    /// The service to match.
+    name: String,
+    /// Match intentions with the given source.
+    #[arg(long)]
+    source: bool,
+    /// Match intentions with the given destination (the default).
+    #[arg(long)]
+    destination: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args)]
 pub struct CheckArgs {
     /// The calling service.
     source: String,
@@ -94,6 +111,7 @@ pub async fn run(command: IntentionCommand) -> anyhow::Result<ExitCode> {
         IntentionCommand::Get(args) => get(args).await,
         IntentionCommand::Delete(args) => delete(args).await,
         IntentionCommand::List(args) => list(args).await,
+        IntentionCommand::Match(args) => matches(args).await,
         IntentionCommand::Check(args) => check(args).await,
     }
 }
@@ -101,6 +119,41 @@ pub async fn run(command: IntentionCommand) -> anyhow::Result<ExitCode> {
 /// `web => db (allow)`, as Consul prints an intention.
 fn describe(source: &str, destination: &str, action: &str) -> String {
     format!("{source} => {destination} ({action})")
+}
+
+/// [`describe`] for an intention from the API: an L7 one shows its
+/// permission count instead of an action.
+fn describe_json(intention: &Value) -> String {
+    let field = |name: &str| intention[name].as_str().unwrap_or_default();
+    let detail = match intention["Permissions"].as_array().map_or(0, Vec::len) {
+        0 => field("Action").to_owned(),
+        1 => "1 permission".to_owned(),
+        n => format!("{n} permissions"),
+    };
+    describe(field("SourceName"), field("DestinationName"), &detail)
+}
+
+async fn matches(args: MatchArgs) -> anyhow::Result<ExitCode> {
+    if args.source && args.destination {
+        return Err(anyhow!(
+            "Error: only one of -source or -destination may be specified"
+        ));
+    }
+    let by = if args.source { "source" } else { "destination" };
+    let path = format!(
+        "/v1/connect/intentions/match?by={by}&name={}",
+        encode(&args.name)
+    );
+    let (found, _): (BTreeMap<String, Vec<Value>>, _) = args
+        .api
+        .client()?
+        .get_json(&path)
+        .await
+        .context("Error matching the connection")?;
+    for intention in found.get(&args.name).into_iter().flatten() {
+        println!("{}", describe_json(intention));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
