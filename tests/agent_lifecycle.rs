@@ -87,3 +87,76 @@ async fn leave_deregisters_the_node_and_stops_the_agent() {
     assert_eq!(checks, json!({}));
     assert!(again.terminate().success());
 }
+
+/// The catalog's instances of `service`: (ID, port).
+async fn instances(client: &Client, service: &str) -> Vec<(String, u64)> {
+    let (rows, _) = get(client, &format!("/v1/catalog/service/{service}")).await;
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["ServiceID"].as_str().unwrap().to_owned(),
+                r["ServicePort"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_config_files_services_register_at_start_and_follow_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.hcl");
+    std::fs::write(
+        &file,
+        "service {\n  name = \"web\"\n  port = 8080\n  check {\n    ttl = \"60s\"\n  }\n}\n\
+         check {\n  name = \"disk\"\n  ttl = \"60s\"\n}\n",
+    )
+    .unwrap();
+    let agent = AgentProcess::spawn(&[
+        "--dev",
+        "--no-gateway",
+        "--config-file",
+        file.to_str().unwrap(),
+    ]);
+    let client = Client::new(&agent.http_addr).unwrap();
+    assert_eq!(instances(&client, "web").await, [("web".to_owned(), 8080)]);
+    let (checks, _) = get(&client, "/v1/agent/checks").await;
+    assert!(checks.get("disk").is_some(), "{checks}");
+    // A service registered through the API is not the file's to remove.
+    put(
+        &client,
+        "/v1/agent/service/register",
+        json!({"name": "manual", "port": 1}),
+    )
+    .await;
+
+    // web moves, api appears, the disk check goes.
+    std::fs::write(
+        &file,
+        "services = [\n  { name = \"web\", port = 9090 },\n  { name = \"api\", port = 7070 }\n]\n",
+    )
+    .unwrap();
+    let reloaded = send(&client, Method::PUT, "/v1/agent/reload", None).await;
+    assert_eq!(reloaded.status.as_u16(), 200, "{}", text(&reloaded));
+    assert_eq!(instances(&client, "web").await, [("web".to_owned(), 9090)]);
+    assert_eq!(instances(&client, "api").await, [("api".to_owned(), 7070)]);
+    assert_eq!(instances(&client, "manual").await.len(), 1);
+    let (checks, _) = get(&client, "/v1/agent/checks").await;
+    assert!(checks.get("disk").is_none(), "{checks}");
+
+    // A bad definition is refused whole: nothing changes.
+    std::fs::write(
+        &file,
+        "services = [\n  { name = \"web\", port = 1 },\n  { port = 2 }\n]\n",
+    )
+    .unwrap();
+    let refused = send(&client, Method::PUT, "/v1/agent/reload", None).await;
+    assert_eq!(refused.status.as_u16(), 500);
+    assert_eq!(
+        text(&refused),
+        "Failed to reload configs: service definition 1: Missing service name"
+    );
+    assert_eq!(instances(&client, "web").await, [("web".to_owned(), 9090)]);
+    assert!(agent.terminate().success());
+}

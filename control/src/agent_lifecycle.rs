@@ -1,24 +1,27 @@
 //! What `PUT /v1/agent/reload` and `PUT /v1/agent/leave` do to a running agent.
 //!
 //! Reload re-reads the agent's configuration the way it was first built
-//! (defaults, then the config file, then the command-line flags), refuses a
-//! file that no longer loads, applies what can change safely while running
-//! (the default intention policy), and logs every other changed setting as
-//! needing a restart. The agent's config file holds no service or check
-//! definitions, so there are none to re-register.
+//! (defaults, then the config file, then the command-line flags), refuses
+//! one that no longer loads, registers the file's service and check
+//! definitions again (deregistering those dropped from it,
+//! [`crate::config_definitions`]), applies the default intention policy,
+//! and logs every other changed setting as needing a restart. Reloads run
+//! one at a time.
 //!
 //! Leave removes this agent's node from the catalog state (its services and
 //! checks, as Consul's leader reaps a node that left) and then asks the
 //! process to shut down gracefully.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex};
 
 use crate::agent_checks::{self, AgentCheckError};
 use crate::catalog::{self, CatalogError};
 use crate::config::AgentConfig;
+use crate::config_definitions::{self, ConfigDefinitionError, Definitions};
+use crate::http::AgentState;
 use crate::store::{StoreError, Txn};
 
 /// Builds the agent's configuration again from where it first came from.
@@ -32,9 +35,19 @@ pub enum LifecycleError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Check(#[from] AgentCheckError),
-    /// The configuration no longer loads; nothing was applied.
+    /// The configuration no longer loads, or its definitions are invalid;
+    /// nothing was applied.
     #[error("Failed to reload configs: {0}")]
     Reload(String),
+}
+
+impl From<ConfigDefinitionError> for LifecycleError {
+    fn from(e: ConfigDefinitionError) -> LifecycleError {
+        match e {
+            ConfigDefinitionError::Store(e) => LifecycleError::Store(e),
+            invalid => LifecycleError::Reload(invalid.to_string()),
+        }
+    }
 }
 
 /// One setting that differs between the running configuration and the reloaded one.
@@ -50,7 +63,7 @@ pub struct Change {
 /// The reload and leave state of one agent.
 pub struct AgentLifecycle {
     loader: OnceLock<ConfigLoader>,
-    /// The configuration as last loaded, to tell what a reload changes.
+    /// The configuration as last loaded; held for a whole reload.
     loaded: Mutex<AgentConfig>,
     default_allow: AtomicBool,
     leave: watch::Sender<bool>,
@@ -77,20 +90,14 @@ impl AgentLifecycle {
         self.default_allow.load(Ordering::Relaxed)
     }
 
-    /// Reloads the configuration, applies what can change while running,
-    /// and returns every changed setting.
-    pub fn reload(&self) -> Result<Vec<Change>, LifecycleError> {
+    /// The configuration from its sources, checked; `None` without a loader.
+    fn load(&self) -> Result<Option<AgentConfig>, LifecycleError> {
         let Some(loader) = self.loader.get() else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let fresh = loader().map_err(LifecycleError::Reload)?;
         fresh.validate().map_err(LifecycleError::Reload)?;
-        let mut loaded = self.loaded.lock().expect("reload lock poisoned");
-        let changes = changes(&loaded, &fresh);
-        self.default_allow
-            .store(fresh.default_allow(), Ordering::Relaxed);
-        *loaded = fresh;
-        Ok(changes)
+        Ok(Some(fresh))
     }
 
     pub fn request_leave(&self) {
@@ -102,6 +109,73 @@ impl AgentLifecycle {
         let mut requested = self.leave.subscribe();
         let _ = requested.wait_for(|left| *left).await;
     }
+}
+
+fn definitions(config: &AgentConfig) -> Definitions<'_> {
+    Definitions {
+        services: &config.services,
+        checks: &config.checks,
+    }
+}
+
+/// Registers the configuration's service and check definitions at start.
+pub async fn register_definitions(state: &AgentState) -> Result<(), LifecycleError> {
+    let none = Definitions {
+        services: &[],
+        checks: &[],
+    };
+    let applied = config_definitions::apply(
+        &state.store,
+        &state.checks,
+        &state.node,
+        none,
+        definitions(&state.config),
+    )
+    .await?;
+    if !applied.services.is_empty() || !applied.checks.is_empty() {
+        tracing::info!(services = ?applied.services, checks = ?applied.checks, "registered the config file's definitions");
+    }
+    Ok(())
+}
+
+/// Reloads the configuration (see the module docs) and returns the
+/// settings that changed.
+pub async fn reload(state: &Arc<AgentState>) -> Result<Vec<Change>, LifecycleError> {
+    let lifecycle = &state.lifecycle;
+    let mut loaded = lifecycle.loaded.lock().await;
+    // A file read and a parse: off the async workers.
+    let loading = state.clone();
+    let fresh = tokio::task::spawn_blocking(move || loading.lifecycle.load())
+        .await
+        .map_err(|e| LifecycleError::Reload(e.to_string()))??;
+    let Some(mut fresh) = fresh else {
+        return Ok(Vec::new());
+    };
+    // Port 0 was resolved when the agent started; that is no change.
+    if fresh.http_addr.port() == 0 && fresh.http_addr.ip() == loaded.http_addr.ip() {
+        fresh.http_addr = loaded.http_addr;
+    }
+    let applied = config_definitions::apply(
+        &state.store,
+        &state.checks,
+        &state.node,
+        definitions(&loaded),
+        definitions(&fresh),
+    )
+    .await?;
+    tracing::info!(
+        services = ?applied.services,
+        checks = ?applied.checks,
+        removed_services = ?applied.removed_services,
+        removed_checks = ?applied.removed_checks,
+        "configuration reloaded: definitions registered"
+    );
+    let changes = changes(&loaded, &fresh);
+    lifecycle
+        .default_allow
+        .store(fresh.default_allow(), Ordering::Relaxed);
+    *loaded = fresh;
+    Ok(changes)
 }
 
 /// The settings a reload compares, by their config file names.
@@ -199,22 +273,16 @@ mod tests {
     use crate::config::IntentionPolicy;
 
     #[test]
-    fn a_reload_applies_the_intention_policy_and_reports_the_rest() {
+    fn changes_name_each_setting_and_whether_it_applies_live() {
         let running = AgentConfig::dev();
-        let lifecycle = AgentLifecycle::new(&running);
-        assert_eq!(
-            lifecycle.reload().unwrap(),
-            Vec::new(),
-            "no loader: nothing to do"
-        );
-
         let mut fresh = running.clone();
+        assert_eq!(changes(&running, &fresh), Vec::new());
         fresh.default_intention_policy = IntentionPolicy::Allow;
         fresh.peering_token_ttl *= 2;
-        let loaded = fresh.clone();
-        lifecycle.set_loader(Box::new(move || Ok(loaded.clone())));
-        let changes = lifecycle.reload().unwrap();
-        let summary: Vec<(&str, bool)> = changes.iter().map(|c| (c.setting, c.applied)).collect();
+        let summary: Vec<(&str, bool)> = changes(&running, &fresh)
+            .iter()
+            .map(|c| (c.setting, c.applied))
+            .collect();
         assert_eq!(
             summary,
             [
@@ -222,20 +290,17 @@ mod tests {
                 ("peering_token_ttl", false)
             ]
         );
-        assert!(lifecycle.default_allow());
-        assert_eq!(
-            lifecycle.reload().unwrap(),
-            Vec::new(),
-            "nothing changed since"
-        );
     }
 
     #[test]
-    fn a_configuration_that_no_longer_loads_changes_nothing() {
-        let running = AgentConfig::dev();
-        let lifecycle = AgentLifecycle::new(&running);
+    fn a_configuration_that_no_longer_loads_is_refused_with_consuls_prefix() {
+        let lifecycle = AgentLifecycle::new(&AgentConfig::dev());
+        assert!(
+            lifecycle.load().unwrap().is_none(),
+            "no loader: nothing to do"
+        );
         lifecycle.set_loader(Box::new(|| Err("config file x.hcl: bad".to_owned())));
-        let refused = lifecycle.reload().unwrap_err();
+        let refused = lifecycle.load().unwrap_err();
         assert_eq!(
             refused.to_string(),
             "Failed to reload configs: config file x.hcl: bad"

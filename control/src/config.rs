@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use isthmus_api::catalog::{CheckDefinition, ServiceRegistration};
 use isthmus_api::peering_limits::DEFAULT_IMPORT_LIMITS;
 use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
@@ -70,7 +71,15 @@ pub struct AgentConfig {
     /// Host names (besides IP literals and `localhost`) the API answers to
     /// in `Host`; anything else is refused (DNS rebinding).
     pub http_allowed_hosts: Vec<String>,
+    /// Services the config file defines (Consul's `service`/`services`),
+    /// registered at start and again on every reload.
+    pub services: Vec<ServiceRegistration>,
+    /// Checks the config file defines (Consul's `check`/`checks`).
+    pub checks: Vec<CheckDefinition>,
 }
+
+/// Definitions one config file may hold, like Consul's limits on a body.
+pub const MAX_CONFIG_DEFINITIONS: usize = 1024;
 
 impl AgentConfig {
     /// The defaults: in memory, the API on 127.0.0.1:8500, default deny.
@@ -91,6 +100,8 @@ impl AgentConfig {
             peering_max_service_instances: DEFAULT_IMPORT_LIMITS.max_instances,
             http_limits: default_http_limits(),
             http_allowed_hosts: Vec::new(),
+            services: Vec::new(),
+            checks: Vec::new(),
         }
     }
 
@@ -221,6 +232,48 @@ pub struct Settings {
     /// localhost (repeatable; other Host headers get 403, against DNS rebinding).
     #[arg(long = "http-allowed-host", value_name = "NAME")]
     pub http_allowed_hosts: Option<Vec<String>>,
+    /// Services to register (the file's `service { ... }` blocks or
+    /// `services = [...]`, in Consul's shape); not a flag.
+    #[arg(skip)]
+    #[serde(default, alias = "service", deserialize_with = "one_or_many")]
+    pub services: Option<Vec<serde_json::Value>>,
+    /// Checks to register (`check { ... }` blocks or `checks = [...]`); not a flag.
+    #[arg(skip)]
+    #[serde(default, alias = "check", deserialize_with = "one_or_many")]
+    pub checks: Option<Vec<serde_json::Value>>,
+}
+
+/// A single block (`service { ... }`) or a list of them (repeated blocks,
+/// `services = [...]`), as Consul's config takes both.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<serde_json::Value>>, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Array(items) => Some(items),
+        serde_json::Value::Null => None,
+        single => Some(vec![single]),
+    })
+}
+
+/// Decodes config file definitions like request bodies (Consul's key
+/// spellings), naming the failing one as `services[1]: ...`.
+fn definitions<T: isthmus_api::consul_json::ConsulBody>(
+    key: &str,
+    values: Vec<serde_json::Value>,
+) -> Result<Vec<T>, String> {
+    if values.len() > MAX_CONFIG_DEFINITIONS {
+        return Err(format!(
+            "{key}: at most {MAX_CONFIG_DEFINITIONS} definitions are accepted, got {}",
+            values.len()
+        ));
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            isthmus_api::consul_json::from_value(value).map_err(|e| format!("{key}[{index}]: {e}"))
+        })
+        .collect()
 }
 
 /// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
@@ -331,6 +384,12 @@ impl Settings {
         }
         if let Some(v) = self.http_allowed_hosts {
             config.http_allowed_hosts = v;
+        }
+        if let Some(v) = self.services {
+            config.services = definitions("services", v)?;
+        }
+        if let Some(v) = self.checks {
+            config.checks = definitions("checks", v)?;
         }
         Ok(())
     }
@@ -463,6 +522,51 @@ mod tests {
         assert_eq!(config.http_limits.idle_timeout, Duration::from_secs(120));
         std::fs::write(&json, r#"{"limits": {"http_max_con": 1}}"#).unwrap();
         assert!(Settings::load(&json).unwrap_err().contains("http_max_con"));
+    }
+
+    #[test]
+    fn service_and_check_definitions_come_from_blocks_or_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let hcl = dir.path().join("agent.hcl");
+        std::fs::write(
+            &hcl,
+            "service {\n  name = \"web\"\n  port = 8080\n  check {\n    ttl = \"30s\"\n  }\n}\n\
+             service {\n  name = \"api\"\n  tags = [\"v1\"]\n}\n\
+             check {\n  name = \"disk\"\n  ttl = \"1m\"\n}\n",
+        )
+        .unwrap();
+        let mut config = AgentConfig::dev();
+        Settings::load(&hcl)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web", "api"]);
+        assert_eq!(config.checks.len(), 1);
+
+        let json = dir.path().join("agent.json");
+        std::fs::write(
+            &json,
+            r#"{"services": [{"name": "db", "port": 5432}], "check": {"name": "x", "ttl": "5s"}}"#,
+        )
+        .unwrap();
+        let mut config = AgentConfig::dev();
+        Settings::load(&json)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(config.services[0].name, "db");
+        assert_eq!(config.checks.len(), 1);
+
+        std::fs::write(&json, r#"{"service": {"name": "db", "prot": 1}}"#).unwrap();
+        let refused = Settings::load(&json)
+            .unwrap()
+            .apply(&mut AgentConfig::dev(), Source::File)
+            .unwrap_err();
+        assert!(
+            refused.starts_with("services[0]: unknown field `prot`"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod config_definitions;
 pub mod config_entries;
 pub mod demo;
 pub mod gateway_services;

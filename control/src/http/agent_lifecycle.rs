@@ -10,11 +10,7 @@ use crate::agent_lifecycle;
 
 /// Re-reads the configuration; 200 with an empty body, as Consul answers.
 pub async fn reload(Extract(state): Extract<State>) -> Result<Response, ApiError> {
-    // A file read and a parse: off the async workers.
-    let reloading = state.clone();
-    let changes = tokio::task::spawn_blocking(move || reloading.lifecycle.reload())
-        .await
-        .map_err(|e| ApiError::internal(format!("internal error: {e}")))??;
+    let changes = agent_lifecycle::reload(&state).await?;
     if changes.is_empty() {
         tracing::info!("configuration reloaded: nothing changed");
     }
