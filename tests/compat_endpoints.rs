@@ -149,3 +149,22 @@ async fn another_datacenter_and_out_of_scope_apis_answer_clearly() {
         "no such endpoint: /v1/kv/app/config (isthmus does not implement Consul's KV store)"
     );
 }
+
+#[tokio::test]
+async fn catalog_node_lists_a_nodes_services_by_id() {
+    let (_agent, client) = start();
+    put(
+        &client,
+        "/v1/agent/service/register",
+        json!({"name": "web", "id": "web-1", "port": 8080}),
+    )
+    .await;
+    let (me, _) = client.get_json::<Value>("/v1/agent/self").await.unwrap();
+    let node = me["Config"]["NodeName"].as_str().unwrap().to_owned();
+    let (answer, _) = get(&client, &format!("/v1/catalog/node/{node}")).await;
+    assert_eq!(answer["Node"]["Node"], node.as_str());
+    assert_eq!(answer["Services"]["web-1"]["Service"], "web");
+    assert_eq!(answer["Services"]["web-1"]["Port"], 8080);
+    let (unknown, _) = get(&client, "/v1/catalog/node/nope").await;
+    assert_eq!(unknown, Value::Null);
+}

@@ -127,6 +127,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/health/state/{state}", get(nodes::health_state))
         .route("/v1/health/node/", get(nodes::node_missing))
         .route("/v1/health/node/{node}", get(nodes::health_node))
+        .route("/v1/catalog/node/", get(nodes::node_missing))
+        .route("/v1/catalog/node/{node}", get(nodes::node))
         .route("/v1/catalog/node-services/", get(nodes::node_missing))
         .route(
             "/v1/catalog/node-services/{node}",
