@@ -290,11 +290,9 @@ pub fn legacy_create(
     let mut sources = sources_json(previous.as_ref());
     sources.push(body.to_source_json(&legacy_source(body)));
     let mut entry = validated(entry_json(destination, previous.as_ref(), sources))?;
-    let created = entry
-        .sources
-        .iter_mut()
-        .find(|s| s.legacy.legacy_id.is_none())
-        .expect("the new source is the one without an ID");
+    // Every other source has an ID (the entry is all legacy): the one
+    // without is the new one.
+    let created = unidentified(&mut entry)?;
     created.legacy = LegacySourceFields {
         legacy_id: Some(id.clone()),
         legacy_meta: body.meta.clone(),
@@ -329,11 +327,7 @@ pub fn legacy_update(
     let mut sources = sources_json(Some(&previous));
     sources[position] = body.to_source_json(&legacy_source(body));
     let mut entry = validated(entry_json(&previous.name, Some(&previous), sources))?;
-    let updated = entry
-        .sources
-        .iter_mut()
-        .find(|s| s.legacy.legacy_id.is_none())
-        .expect("the replaced source is the one without an ID");
+    let updated = unidentified(&mut entry)?;
     updated.legacy = LegacySourceFields {
         legacy_id: Some(id.to_owned()),
         legacy_meta: body.meta.clone(),
@@ -356,6 +350,20 @@ pub fn legacy_delete(txn: &mut Txn, id: &str) -> Result<(), IntentionError> {
         return Ok(());
     }
     write(txn, entry)
+}
+
+/// The source a legacy write just put into an all-legacy entry: the only
+/// one without an ID.
+fn unidentified(
+    entry: &mut ServiceIntentions,
+) -> Result<&mut isthmus_api::config_entry::SourceIntention, IntentionError> {
+    entry
+        .sources
+        .iter_mut()
+        .find(|s| s.legacy.legacy_id.is_none())
+        .ok_or_else(|| {
+            IntentionError::Invalid("the written intention is missing from its entry".into())
+        })
 }
 
 fn legacy_source(body: &IntentionBody) -> IntentionTarget {
