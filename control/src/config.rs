@@ -78,9 +78,6 @@ pub struct AgentConfig {
     pub checks: Vec<CheckDefinition>,
 }
 
-/// Definitions one config file may hold, like Consul's limits on a body.
-pub const MAX_CONFIG_DEFINITIONS: usize = 1024;
-
 impl AgentConfig {
     /// The defaults: in memory, the API on 127.0.0.1:8500, default deny.
     pub fn dev() -> AgentConfig {
@@ -235,45 +232,20 @@ pub struct Settings {
     /// Services to register (the file's `service { ... }` blocks or
     /// `services = [...]`, in Consul's shape); not a flag.
     #[arg(skip)]
-    #[serde(default, alias = "service", deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        alias = "service",
+        deserialize_with = "crate::config_definitions::one_or_many"
+    )]
     pub services: Option<Vec<serde_json::Value>>,
     /// Checks to register (`check { ... }` blocks or `checks = [...]`); not a flag.
     #[arg(skip)]
-    #[serde(default, alias = "check", deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        alias = "check",
+        deserialize_with = "crate::config_definitions::one_or_many"
+    )]
     pub checks: Option<Vec<serde_json::Value>>,
-}
-
-/// A single block (`service { ... }`) or a list of them (repeated blocks,
-/// `services = [...]`), as Consul's config takes both.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Vec<serde_json::Value>>, D::Error> {
-    Ok(match serde_json::Value::deserialize(deserializer)? {
-        serde_json::Value::Array(items) => Some(items),
-        serde_json::Value::Null => None,
-        single => Some(vec![single]),
-    })
-}
-
-/// Decodes config file definitions like request bodies (Consul's key
-/// spellings), naming the failing one as `services[1]: ...`.
-fn definitions<T: isthmus_api::consul_json::ConsulBody>(
-    key: &str,
-    values: Vec<serde_json::Value>,
-) -> Result<Vec<T>, String> {
-    if values.len() > MAX_CONFIG_DEFINITIONS {
-        return Err(format!(
-            "{key}: at most {MAX_CONFIG_DEFINITIONS} definitions are accepted, got {}",
-            values.len()
-        ));
-    }
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(index, value)| {
-            isthmus_api::consul_json::from_value(value).map_err(|e| format!("{key}[{index}]: {e}"))
-        })
-        .collect()
 }
 
 /// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
@@ -386,10 +358,10 @@ impl Settings {
             config.http_allowed_hosts = v;
         }
         if let Some(v) = self.services {
-            config.services = definitions("services", v)?;
+            config.services = crate::config_definitions::decode("services", v)?;
         }
         if let Some(v) = self.checks {
-            config.checks = definitions("checks", v)?;
+            config.checks = crate::config_definitions::decode("checks", v)?;
         }
         Ok(())
     }

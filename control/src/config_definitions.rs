@@ -6,12 +6,49 @@
 //! one transaction, so a bad file changes nothing.
 
 use isthmus_api::catalog::{CheckDefinition, ServiceRegistration};
+use serde::Deserialize;
 
 use crate::agent_checks::{self, AgentCheckError};
 use crate::catalog::LocalNode;
 use crate::catalog::{self, CatalogError, Registration};
 use crate::checks::CheckRunner;
 use crate::store::{Store, StoreError};
+
+/// Definitions one config file may hold of each kind.
+pub const MAX_DEFINITIONS: usize = 1024;
+
+/// A single block (`service { ... }`) or a list of them (repeated blocks,
+/// `services = [...]`), as Consul's config takes both.
+pub fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<serde_json::Value>>, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Array(items) => Some(items),
+        serde_json::Value::Null => None,
+        single => Some(vec![single]),
+    })
+}
+
+/// Decodes config file definitions like request bodies (Consul's key
+/// spellings), naming the failing one as `services[1]: ...`.
+pub fn decode<T: isthmus_api::consul_json::ConsulBody>(
+    key: &str,
+    values: Vec<serde_json::Value>,
+) -> Result<Vec<T>, String> {
+    if values.len() > MAX_DEFINITIONS {
+        return Err(format!(
+            "{key}: at most {MAX_DEFINITIONS} definitions are accepted, got {}",
+            values.len()
+        ));
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            isthmus_api::consul_json::from_value(value).map_err(|e| format!("{key}[{index}]: {e}"))
+        })
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigDefinitionError {
