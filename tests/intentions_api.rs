@@ -126,6 +126,32 @@ async fn exact_writes_are_the_destinations_config_entry() {
     assert!(new_index > index);
     assert_eq!(woken.as_array().unwrap().len(), 4);
 
+    // A peer's source, written as a config entry, read by `peer:<peer>/<name>`.
+    let (status, _) = raw_json(
+        agent.addr,
+        "PUT",
+        "/v1/config",
+        &json!({"Kind": "service-intentions", "Name": "ledger",
+                "Sources": [{"Name": "web", "Peer": "east", "Action": "allow"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (peered, _) = get(
+        &agent.client,
+        "/v1/connect/intentions/exact?source=peer:east/web&destination=ledger",
+    )
+    .await;
+    assert_eq!(peered["SourcePeer"], "east");
+    assert_eq!(peered["SourceName"], "web");
+    let local = send(
+        &agent.client,
+        Method::GET,
+        "/v1/connect/intentions/exact?source=web&destination=ledger",
+        None,
+    )
+    .await;
+    assert_eq!(local.status.as_u16(), 404, "a local web is another source");
+
     // Deleting by source and destination; the last source takes the entry.
     for source in ["web", "api", "*"] {
         let response = send(
