@@ -26,6 +26,20 @@ async fn reload_applies_the_intention_policy_and_keeps_a_good_config_on_errors()
     let client = Client::new(&agent.http_addr).unwrap();
     assert!(!allowed(&client).await);
 
+    // A sidecar's blocking view query wakes with the new policy.
+    let (view, index) = get(&client, "/v1/internal/proxy/view?service=db").await;
+    assert_eq!(view["DefaultAllow"], false);
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            get(
+                &client,
+                &format!("/v1/internal/proxy/view?service=db&index={index}&wait=5m"),
+            )
+            .await
+        })
+    };
+
     std::fs::write(
         &file,
         "default_intention_policy = \"allow\"\npeering_token_ttl = \"1h\"\n",
@@ -37,6 +51,11 @@ async fn reload_applies_the_intention_policy_and_keeps_a_good_config_on_errors()
         (200, String::new())
     );
     assert!(allowed(&client).await, "the reloaded policy is in force");
+    let (view, _) = tokio::time::timeout(isthmus_tests::WAIT, waiter)
+        .await
+        .expect("the view query wakes")
+        .unwrap();
+    assert_eq!(view["DefaultAllow"], true);
 
     std::fs::write(&file, "no_such_setting = 1\n").unwrap();
     let refused = send(&client, Method::PUT, "/v1/agent/reload", None).await;

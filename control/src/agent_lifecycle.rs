@@ -22,7 +22,12 @@ use crate::catalog::{self, CatalogError};
 use crate::config::AgentConfig;
 use crate::config_definitions::{self, ConfigDefinitionError, Definitions};
 use crate::http::AgentState;
-use crate::store::{StoreError, Txn};
+use crate::store::{StoreError, Table, Txn};
+
+/// A row the proxy view reads, written when a reload changes the default
+/// intention policy, so that sidecars' blocking queries wake and take the
+/// new policy at once (the policy itself is this agent's configuration).
+pub const POLICY_RELOADED_KEY: &str = "config/default-intention-policy";
 
 /// Builds the agent's configuration again from where it first came from.
 pub type ConfigLoader = Box<dyn Fn() -> Result<AgentConfig, String> + Send + Sync>;
@@ -171,9 +176,15 @@ pub async fn reload(state: &Arc<AgentState>) -> Result<Vec<Change>, LifecycleErr
         "configuration reloaded: definitions registered"
     );
     let changes = changes(&loaded, &fresh);
-    lifecycle
-        .default_allow
-        .store(fresh.default_allow(), Ordering::Relaxed);
+    let allow = fresh.default_allow();
+    lifecycle.default_allow.store(allow, Ordering::Relaxed);
+    if allow != loaded.default_allow() {
+        let policy = if allow { "allow" } else { "deny" }.to_owned();
+        state
+            .store
+            .write(move |txn| txn.put(Table::Meta, POLICY_RELOADED_KEY, &policy))
+            .await?;
+    }
     *loaded = fresh;
     Ok(changes)
 }
