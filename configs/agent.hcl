@@ -100,3 +100,16 @@ dns_config {
   udp_answer_limit = 3
   enable_truncate  = false
 }
+
+# Services and checks to register, in Consul's shape (`service { ... }`
+# blocks or `services = [...]`, and `check`/`checks`). They are registered
+# at start and again on `PUT /v1/agent/reload`, which also deregisters the
+# ones removed from this file; a file with a bad definition changes nothing.
+# service {
+#   name = "web"
+#   port = 8080
+#   check {
+#     http     = "http://127.0.0.1:8080/health"
+#     interval = "10s"
+#   }
+# }

@@ -175,15 +175,22 @@ async fn seed_flow_from_token_to_terminated() {
     assert_eq!(names, json!({"backend-service": ["primary", "v2"]}));
     let (local, _) = get(&c2.client, "/v1/catalog/services").await;
     assert!(local.get("backend-service").is_none(), "{local}");
-    let unknown = send(
+    // Consul does not check the peer name: one with no peering imported nothing.
+    let (unknown, _) = get(&c2.client, "/v1/catalog/services?peer=nope").await;
+    assert_eq!(unknown, json!({}));
+    // The catalog rows of an imported service, as Consul's `?peer=`.
+    let (rows, _) = get(
         &c2.client,
-        Method::GET,
-        "/v1/catalog/services?peer=nope",
-        None,
+        "/v1/catalog/service/backend-service?peer=cluster-01",
     )
     .await;
-    assert_eq!(unknown.status, 404);
-    assert_eq!(text(&unknown), "Peering not found for \"nope\"");
+    assert!(
+        rows.as_array().is_some_and(|rows| !rows.is_empty()
+            && rows
+                .iter()
+                .all(|row| row["ServiceName"] == "backend-service")),
+        "{rows}"
+    );
 
     // A health change on cluster-01 reaches cluster-02's blocking query.
     let (_, index) = get(

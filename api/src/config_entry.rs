@@ -18,7 +18,7 @@ mod tests;
 pub use exported_services::{ExportedService, ExportedServices, ServiceConsumer};
 pub use service_intentions::{
     IntentionAction, IntentionHttpHeaderPermission, IntentionHttpPermission, IntentionPermission,
-    IntentionSourceType, ServiceIntentions, SourceIntention,
+    IntentionSourceType, LegacySourceFields, ServiceIntentions, SourceIntention,
 };
 
 pub const KIND_EXPORTED_SERVICES: &str = "exported-services";

@@ -13,6 +13,7 @@ pub mod ca;
 pub mod catalog;
 pub mod catalog_register;
 pub mod config_entry;
+pub mod connect_intention;
 pub mod consul_json;
 pub mod dns_name;
 pub mod duration;

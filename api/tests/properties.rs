@@ -454,6 +454,7 @@ fn source_intention(wildcard_destination: bool) -> impl Strategy<Value = SourceI
                 description,
                 precedence: 0,
                 source_type: IntentionSourceType::Consul,
+                legacy: Default::default(),
             },
         )
 }

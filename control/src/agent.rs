@@ -276,6 +276,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         stopped.clone(),
         membership,
     ));
+    // Before the API listens: a bad definition stops the start cleanly.
+    crate::agent_lifecycle::register_definitions(&state)
+        .await
+        .map_err(|e| StartError::Config(format!("the config file's definitions: {e}")))?;
     let router = crate::http::router(state.clone());
     let mut limits = state.config.http_limits;
     limits.fit_fd_limit("api");

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use isthmus_api::catalog::{CheckDefinition, ServiceRegistration};
 use isthmus_api::peering_limits::DEFAULT_IMPORT_LIMITS;
 use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
@@ -88,6 +89,11 @@ pub struct AgentConfig {
     pub member_ttl: Duration,
     /// The DNS interface (UDP and TCP on the HTTP API's address).
     pub dns: crate::dns::DnsConfig,
+    /// Services the config file defines (Consul's `service`/`services`),
+    /// registered at start and again on every reload.
+    pub services: Vec<ServiceRegistration>,
+    /// Checks the config file defines (Consul's `check`/`checks`).
+    pub checks: Vec<CheckDefinition>,
 }
 
 impl AgentConfig {
@@ -112,6 +118,8 @@ impl AgentConfig {
             etcd: None,
             member_ttl: DEFAULT_MEMBER_TTL,
             dns: crate::dns::DnsConfig::default(),
+            services: Vec::new(),
+            checks: Vec::new(),
         }
     }
 
@@ -202,7 +210,7 @@ pub fn default_node_name() -> String {
 /// (snake_case) and the agent's command-line flags are the same struct, so a
 /// setting is added in one place. Layers apply over the defaults in order:
 /// the file, then the flags.
-#[derive(Debug, Default, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Directory for the agent's durable state (required without --dev).
@@ -294,6 +302,23 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub dns_config: crate::dns::config::DnsSettings,
+    /// Services to register (the file's `service { ... }` blocks or
+    /// `services = [...]`, in Consul's shape); not a flag.
+    #[arg(skip)]
+    #[serde(
+        default,
+        alias = "service",
+        deserialize_with = "crate::config_definitions::one_or_many"
+    )]
+    pub services: Option<Vec<serde_json::Value>>,
+    /// Checks to register (`check { ... }` blocks or `checks = [...]`); not a flag.
+    #[arg(skip)]
+    #[serde(
+        default,
+        alias = "check",
+        deserialize_with = "crate::config_definitions::one_or_many"
+    )]
+    pub checks: Option<Vec<serde_json::Value>>,
 }
 
 /// Where the cluster's state lives.
@@ -357,7 +382,7 @@ fn validate_etcd(etcd: &EtcdSettings, node_name: &str) -> Result<(), String> {
 }
 
 /// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
-#[derive(Debug, Default, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     /// Connections the HTTP API holds open at once; more are closed at accept [default: 4096].
@@ -488,6 +513,12 @@ impl Settings {
         self.dns_config
             .apply(&mut config.dns, |key| source.key(key))?;
         store.apply(config);
+        if let Some(v) = self.services {
+            config.services = crate::config_definitions::decode("services", v)?;
+        }
+        if let Some(v) = self.checks {
+            config.checks = crate::config_definitions::decode("checks", v)?;
+        }
         Ok(())
     }
 }
@@ -745,6 +776,51 @@ mod tests {
         assert_eq!(config.http_limits.idle_timeout, Duration::from_secs(120));
         std::fs::write(&json, r#"{"limits": {"http_max_con": 1}}"#).unwrap();
         assert!(Settings::load(&json).unwrap_err().contains("http_max_con"));
+    }
+
+    #[test]
+    fn service_and_check_definitions_come_from_blocks_or_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let hcl = dir.path().join("agent.hcl");
+        std::fs::write(
+            &hcl,
+            "service {\n  name = \"web\"\n  port = 8080\n  check {\n    ttl = \"30s\"\n  }\n}\n\
+             service {\n  name = \"api\"\n  tags = [\"v1\"]\n}\n\
+             check {\n  name = \"disk\"\n  ttl = \"1m\"\n}\n",
+        )
+        .unwrap();
+        let mut config = AgentConfig::dev();
+        Settings::load(&hcl)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web", "api"]);
+        assert_eq!(config.checks.len(), 1);
+
+        let json = dir.path().join("agent.json");
+        std::fs::write(
+            &json,
+            r#"{"services": [{"name": "db", "port": 5432}], "check": {"name": "x", "ttl": "5s"}}"#,
+        )
+        .unwrap();
+        let mut config = AgentConfig::dev();
+        Settings::load(&json)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(config.services[0].name, "db");
+        assert_eq!(config.checks.len(), 1);
+
+        std::fs::write(&json, r#"{"service": {"name": "db", "prot": 1}}"#).unwrap();
+        let refused = Settings::load(&json)
+            .unwrap()
+            .apply(&mut AgentConfig::dev(), Source::File)
+            .unwrap_err();
+        assert!(
+            refused.starts_with("services[0]: unknown field `prot`"),
+            "{refused}"
+        );
     }
 
     #[test]

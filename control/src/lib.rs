@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod agent_checks;
+pub mod agent_lifecycle;
 pub mod auth;
 pub mod ca;
 pub mod catalog;
@@ -14,10 +15,13 @@ pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod config_definitions;
 pub mod config_entries;
 pub mod demo;
 pub mod dns;
+pub mod gateway_services;
 pub mod http;
+pub mod intentions;
 pub mod leader;
 pub mod liveness;
 pub mod membership;

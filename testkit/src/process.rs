@@ -179,6 +179,23 @@ impl ChildProcess {
         }
     }
 
+    /// Waits (bounded) for the child to exit by itself, as after a request
+    /// to leave.
+    pub fn wait_exit(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("process running");
+        let deadline = std::time::Instant::now() + PROCESS_WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not exit by itself"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -109,6 +109,14 @@ impl AgentProcess {
         (status, self.logs.text())
     }
 
+    /// Waits (bounded) for the agent to exit by itself and returns the
+    /// status with everything it wrote to stderr.
+    pub fn wait_exit_with_logs(self) -> (std::process::ExitStatus, String) {
+        let status = self.process.wait_exit();
+        assert!(self.logs.wait_closed(), "the agent's stderr stayed open");
+        (status, self.logs.text())
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         self.process.kill();

@@ -100,6 +100,11 @@ const SOURCE_FIELDS: &[Field] = &[
     field("Description", Shape::Text),
     field("Precedence", Shape::Count),
     field("Type", Shape::SourceType),
+    // Kept by the legacy ID-based intention API; a config write drops them again.
+    field("LegacyID", Shape::Text),
+    field("LegacyMeta", Shape::Meta),
+    field("LegacyCreateTime", Shape::Text),
+    field("LegacyUpdateTime", Shape::Text),
 ];
 
 pub(super) const SERVICE_INTENTIONS_FIELDS: &[Field] = &[

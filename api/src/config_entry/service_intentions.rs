@@ -60,6 +60,28 @@ pub struct SourceIntention {
     pub precedence: u32,
     #[serde(default, rename = "Type")]
     pub source_type: IntentionSourceType,
+    /// What the legacy ID-based intention API keeps on the sources it wrote.
+    #[serde(flatten)]
+    pub legacy: LegacySourceFields,
+}
+
+/// The fields Consul keeps on a source written through the legacy, ID-based
+/// intention API (`POST /v1/connect/intentions`, `/v1/connect/intentions/:id`),
+/// so that the intention keeps its ID, metadata and timestamps. A write of the
+/// config entry itself clears them ([`ServiceIntentions::clear_legacy_fields`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LegacySourceFields {
+    #[serde(default, rename = "LegacyID", skip_serializing_if = "Option::is_none")]
+    pub legacy_id: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub legacy_meta: BTreeMap<String, String>,
+    /// RFC 3339, UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_create_time: Option<String>,
+    /// RFC 3339, UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_update_time: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -146,7 +168,9 @@ impl ServiceIntentions {
         self.name == WILDCARD
     }
 
-    /// Sets every source's `precedence` from the wildcards it and the destination use.
+    /// Sets every source's `precedence` from the wildcards it and the
+    /// destination use, and orders the sources by it, highest first (stable,
+    /// as Consul stores them).
     pub fn update_precedence(&mut self) {
         let destination_namespace = self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
         for source in &mut self.sources {
@@ -158,6 +182,31 @@ impl ServiceIntentions {
                 &source.name,
             );
         }
+        self.sources
+            .sort_by_key(|source| std::cmp::Reverse(source.precedence));
+    }
+
+    /// Whether every source was written through the legacy ID-based API
+    /// (vacuously true without sources); only then may that API edit the entry.
+    pub fn all_sources_legacy(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|source| source.legacy.legacy_id.is_some())
+    }
+
+    /// What a write of the entry itself does to the legacy fields, as
+    /// Consul's: `LegacyMeta` is refused (it would be lost), the ID and
+    /// timestamps are dropped.
+    pub fn clear_legacy_fields(&mut self) -> Result<(), ConfigEntryError> {
+        for (index, source) in self.sources.iter_mut().enumerate() {
+            if !source.legacy.legacy_meta.is_empty() {
+                return Err(ConfigEntryError::Invalid(format!(
+                    "Sources[{index}].LegacyMeta must be omitted"
+                )));
+            }
+            source.legacy = LegacySourceFields::default();
+        }
+        Ok(())
     }
 
     /// Consul's checks, with its error texts.

@@ -37,13 +37,23 @@ pub struct AgentArgs {
     log_json: bool,
 }
 
-impl AgentArgs {
-    fn into_config(self) -> Result<AgentConfig, String> {
+/// Where the agent's configuration comes from, kept so that
+/// `PUT /v1/agent/reload` can build it again the same way.
+#[derive(Clone)]
+struct ConfigSources {
+    dev: bool,
+    config_file: Option<PathBuf>,
+    flags: Settings,
+}
+
+impl ConfigSources {
+    /// The defaults, then the file, then the flags.
+    fn load(&self) -> Result<AgentConfig, String> {
         let mut config = AgentConfig::dev();
         if let Some(path) = &self.config_file {
             Settings::load(path)?.apply(&mut config, Source::File)?;
         }
-        self.settings.apply(&mut config, Source::Flags)?;
+        self.flags.clone().apply(&mut config, Source::Flags)?;
         if !self.dev && config.data_dir.is_none() && config.etcd.is_none() {
             return Err(
                 "--data-dir (or data_dir in the config file) is required unless --dev or --store etcd is given"
@@ -51,6 +61,16 @@ impl AgentArgs {
             );
         }
         Ok(config)
+    }
+}
+
+impl AgentArgs {
+    fn sources(&self) -> ConfigSources {
+        ConfigSources {
+            dev: self.dev,
+            config_file: self.config_file.clone(),
+            flags: self.settings.clone(),
+        }
     }
 }
 
@@ -69,7 +89,8 @@ pub fn run(args: AgentArgs, start_gateway: Option<DevGatewayStarter>) -> ExitCod
                 start,
             )
         });
-    let config = match args.into_config() {
+    let sources = args.sources();
+    let config = match sources.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -110,6 +131,10 @@ pub fn run(args: AgentArgs, start_gateway: Option<DevGatewayStarter>) -> ExitCod
                 return ExitCode::FAILURE;
             }
         };
+        agent
+            .state
+            .lifecycle
+            .set_loader(Box::new(move || sources.load()));
         let gateway = match dev_gateway {
             Some((bind, admin_bind, advertise, start)) => {
                 let settings = DevGatewaySettings {
@@ -174,6 +199,7 @@ async fn run_until_stopped(
     agent: &mut crate::agent::RunningAgent,
     signal: std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
 ) -> ExitCode {
+    let state = agent.state.clone();
     tokio::select! {
         // The server only ends by itself on a fatal error; there is
         // nothing left to shut down gracefully then.
@@ -186,6 +212,10 @@ async fn run_until_stopped(
         }
         signal = signal => {
             tracing::info!(signal, "shutting down");
+            ExitCode::SUCCESS
+        }
+        () = state.lifecycle.left() => {
+            tracing::info!("left the cluster (PUT /v1/agent/leave); shutting down");
             ExitCode::SUCCESS
         }
     }

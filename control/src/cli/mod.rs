@@ -8,6 +8,7 @@ mod auth;
 mod config;
 pub mod dev_gateway;
 mod identity;
+mod intention;
 mod link;
 mod lxd;
 mod output;
@@ -56,9 +57,9 @@ enum Command {
     /// Query the catalog.
     #[command(subcommand)]
     Catalog(query::CatalogCommand),
-    /// Check what intentions allow.
+    /// Create, read, list and delete intentions; check what they allow.
     #[command(subcommand)]
-    Intention(query::IntentionCommand),
+    Intention(intention::IntentionCommand),
     /// List the members of the cluster.
     Members(query::MembersArgs),
     /// Show the agent's cluster name, trust domain, index and settings.
@@ -116,7 +117,7 @@ pub fn main(start_gateway: Option<DevGatewayStarter>) -> ExitCode {
                     Command::Config(c) => config::run(c).await,
                     Command::Services(c) => services::run(c).await,
                     Command::Catalog(c) => query::catalog(c).await,
-                    Command::Intention(c) => query::intention(c).await,
+                    Command::Intention(c) => intention::run(c).await,
                     Command::Members(a) => query::members(a).await,
                     Command::Info(a) => query::info(a).await,
                     Command::Peering(c) => peering::run(c).await,

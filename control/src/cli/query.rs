@@ -1,11 +1,10 @@
-//! Read-only commands: `catalog services`, `intention check`, `members`, `info`.
+//! Read-only commands: `catalog services`, `members`, `info`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use isthmus_runtime::client::encode;
 use serde_json::Value;
 
 use super::ApiArgs;
@@ -21,25 +20,6 @@ pub struct CatalogServicesArgs {
     /// Show each service's tags too.
     #[arg(long)]
     tags: bool,
-    #[command(flatten)]
-    api: ApiArgs,
-}
-
-#[derive(Subcommand)]
-pub enum IntentionCommand {
-    /// Whether SOURCE may connect to DESTINATION: prints Allowed (exit 0) or Denied (exit 2).
-    Check(CheckArgs),
-}
-
-#[derive(Args)]
-pub struct CheckArgs {
-    /// The calling service.
-    source: String,
-    /// The called service.
-    destination: String,
-    /// The peer the calling service is imported from (default: this cluster).
-    #[arg(long, value_name = "PEER")]
-    source_peer: Option<String>,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -73,34 +53,6 @@ pub async fn catalog(command: CatalogCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Exit code for "the check ran and said no", as Consul uses.
-const DENIED: u8 = 2;
-
-pub async fn intention(command: IntentionCommand) -> anyhow::Result<ExitCode> {
-    let IntentionCommand::Check(args) = command;
-    let mut path = format!(
-        "/v1/connect/intentions/check?source={}&destination={}",
-        encode(&args.source),
-        encode(&args.destination)
-    );
-    if let Some(peer) = &args.source_peer {
-        path.push_str(&format!("&source-peer={}", encode(peer)));
-    }
-    let (answer, _): (Value, _) = args
-        .api
-        .client()?
-        .get_json(&path)
-        .await
-        .context("Error checking the intention")?;
-    if answer.get("Allowed").and_then(Value::as_bool) == Some(true) {
-        println!("Allowed");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("Denied");
-        Ok(ExitCode::from(DENIED))
-    }
 }
 
 fn text(value: &Value, pointer: &str) -> String {

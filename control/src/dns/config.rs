@@ -94,7 +94,7 @@ impl DnsConfig {
 }
 
 /// The file's `ports { ... }` block; only `dns` is read from it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortSettings {
     /// The DNS port; 0 takes a free port, -1 turns DNS off.
@@ -102,7 +102,7 @@ pub struct PortSettings {
 }
 
 /// The file's `dns_config { ... }` block, Consul's keys.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSettings {
     pub only_passing: Option<bool>,

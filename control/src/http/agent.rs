@@ -45,7 +45,7 @@ pub async fn agent_self(
             "ClusterID": state.cluster.id,
             "TrustDomain": state.cluster.trust_domain,
             "Index": state.store.index(),
-            "DefaultIntentionPolicy": if state.config.default_allow() { "allow" } else { "deny" },
+            "DefaultIntentionPolicy": if state.default_allow() { "allow" } else { "deny" },
             "DataDir": state.config.data_dir.as_ref().map(|d| d.display().to_string()),
             "HTTPAddr": state.config.http_addr.to_string(),
         },

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
+use isthmus_api::catalog::{AgentService, CatalogService, Node};
 
 use super::error::ApiError;
 use super::{blocking_json, flag, json_response, Params, State};
@@ -55,7 +56,8 @@ pub async fn nodes(
 }
 
 /// `/v1/catalog/services[?peer=X]`: service names and their tags, ours or
-/// (with `peer`) those imported from the peer.
+/// (with `peer`) those imported from the peer. Like Consul, a peer name is
+/// not checked: one with no peering has imported nothing (`{}`).
 pub async fn services(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
@@ -64,7 +66,6 @@ pub async fn services(
     refuse_relayed_peer_query(&headers, &params)?;
     if let Some(peer) = peer_param(&params) {
         return blocking_json(&state, &params, move |snap| {
-            require_peering(snap, &peer)?;
             let mut names = BTreeMap::new();
             for name in crate::peering::imported_names(snap, &peer)? {
                 let (entries, _) = super::internal::imported_entries(snap, &peer, &name, false)?;
@@ -96,22 +97,53 @@ pub async fn services(
     .await
 }
 
-fn require_peering(snap: &Snapshot, peer: &str) -> Result<(), ApiError> {
-    if crate::peering::get(snap, peer)?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "Peering not found for {peer:?}"
-        )));
-    }
-    Ok(())
-}
-
+/// `/v1/catalog/service/<name>[?peer=X]`: our instances of `name`, or (with
+/// `peer`) those imported from the peer (`[]` for a peer name with no
+/// peering, as Consul answers).
 pub async fn service(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
+    refuse_relayed_peer_query(&headers, &params)?;
+    if let Some(peer) = peer_param(&params) {
+        return blocking_json(&state, &params, |snap| {
+            let (entries, index) = super::internal::imported_entries(snap, &peer, &name, false)?;
+            let rows: Vec<CatalogService> = entries
+                .into_iter()
+                .map(|entry| catalog_row(&entry.node, entry.service))
+                .collect();
+            Ok((rows, index))
+        })
+        .await;
+    }
     catalog_rows(state, params, Select::Named(&name)).await
+}
+
+/// An imported instance as a catalog row.
+fn catalog_row(node: &Node, service: AgentService) -> CatalogService {
+    CatalogService {
+        id: node.id.clone(),
+        node: node.node.clone(),
+        address: node.address.clone(),
+        datacenter: node.datacenter.clone(),
+        tagged_addresses: node.tagged_addresses.clone(),
+        node_meta: node.meta.clone(),
+        service_kind: service.kind.clone().unwrap_or_default(),
+        service_id: service.id,
+        service_name: service.service,
+        service_tags: service.tags,
+        service_address: service.address,
+        service_meta: service.meta,
+        service_port: service.port,
+        service_weights: service.weights,
+        service_enable_tag_override: service.enable_tag_override,
+        service_proxy: service.proxy,
+        create_index: service.create_index,
+        modify_index: service.modify_index,
+    }
 }
 
 /// `/v1/catalog/connect/<name>`: the catalog rows of the sidecar proxies
@@ -256,19 +288,18 @@ async fn imported(
     service: Option<String>,
 ) -> Result<Response, ApiError> {
     let passing = flag(&params, "passing");
-    blocking_json(&state, &params, |snap| {
-        require_peering(snap, &peer)?;
-        match &service {
-            Some(name) => Ok(super::internal::imported_entries(
-                snap, &peer, name, passing,
-            )?),
-            None => {
-                let mut all = Vec::new();
-                for name in crate::peering::imported_names(snap, &peer)? {
-                    all.extend(super::internal::imported_entries(snap, &peer, &name, passing)?.0);
-                }
-                Ok((all, snap.table_index(Table::Imported)?))
+    // Like Consul, the peer name is not checked: a name with no peering
+    // has imported nothing, and the answer is `[]`.
+    blocking_json(&state, &params, |snap| match &service {
+        Some(name) => Ok(super::internal::imported_entries(
+            snap, &peer, name, passing,
+        )?),
+        None => {
+            let mut all = Vec::new();
+            for name in crate::peering::imported_names(snap, &peer)? {
+                all.extend(super::internal::imported_entries(snap, &peer, &name, passing)?.0);
             }
+            Ok((all, snap.table_index(Table::Imported)?))
         }
     })
     .await
@@ -296,6 +327,20 @@ pub async fn health_checks(
             checks.extend(node.checks.into_iter().filter(|c| c.service_name == name));
         }
         Ok((checks, read_index(snap)))
+    })
+    .await
+}
+
+/// `GET /v1/catalog/gateway-services/:gateway`: the services a mesh
+/// gateway exposes to peers; `[]` for a name that is no gateway.
+pub async fn gateway_services(
+    Extract(state): Extract<State>,
+    Path(gateway): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    blocking_json(&state, &params, |snap| {
+        let rows = crate::gateway_services::gateway_services(snap, &gateway)?;
+        Ok((rows, read_index(snap)))
     })
     .await
 }

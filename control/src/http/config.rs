@@ -31,8 +31,14 @@ pub async fn apply(
 ) -> Result<Response, ApiError> {
     let cas = cas(&params)?;
     let document: serde_json::Value = read_json(body).await?;
-    let entry =
+    let mut entry =
         ConfigEntry::from_json(document).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // As Consul: writing the entry itself ends what the legacy intention API kept on it.
+    if let ConfigEntry::ServiceIntentions(intentions) = &mut entry {
+        intentions
+            .clear_legacy_fields()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     let (kind, name) = (entry.kind(), entry.name().to_owned());
     let written = state
         .store

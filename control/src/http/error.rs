@@ -9,10 +9,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::agent_checks::AgentCheckError;
+use crate::agent_lifecycle::LifecycleError;
 use crate::auth::AuthError;
 use crate::ca::CaError;
 use crate::catalog::CatalogError;
 use crate::catalog_nodes::CatalogNodeError;
+use crate::intentions::IntentionError;
 use crate::peering::PeeringError;
 use crate::store::StoreError;
 
@@ -102,6 +104,34 @@ impl From<CatalogNodeError> for ApiError {
             CatalogNodeError::NoPathToDatacenter
             | CatalogNodeError::CheckNodeMismatch { .. }
             | CatalogNodeError::MissingServiceRegistration => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> ApiError {
+        match e {
+            LifecycleError::Store(e) => e.into(),
+            LifecycleError::Catalog(e) => e.into(),
+            LifecycleError::Check(e) => e.into(),
+            // Consul answers a failed reload from its agent with a 500.
+            LifecycleError::Reload(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<IntentionError> for ApiError {
+    fn from(e: IntentionError) -> ApiError {
+        let status = match &e {
+            IntentionError::Store(_) => return store_failure(e),
+            // Config entry writes answer their validation failures with 400 here too.
+            IntentionError::Invalid(_) => StatusCode::BAD_REQUEST,
+            IntentionError::NotFound => StatusCode::NOT_FOUND,
+            // Consul answers these from its RPC layer, with a 500.
+            IntentionError::CannotModify(_)
+            | IntentionError::CannotDelete(_)
+            | IntentionError::NotLegacy(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }

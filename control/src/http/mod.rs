@@ -7,12 +7,14 @@
 
 mod agent;
 mod agent_checks;
+mod agent_lifecycle;
 mod auth;
 mod catalog;
 mod catalog_register;
 mod config;
 mod connect;
 pub mod error;
+mod intentions;
 mod internal;
 mod metrics;
 mod nodes;
@@ -20,6 +22,7 @@ mod origin;
 mod peering;
 mod proxy;
 mod relay;
+mod scope;
 mod state;
 pub mod ui;
 
@@ -56,6 +59,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/agent/metrics", get(metrics::agent_metrics))
         .route("/metrics", get(metrics::prometheus))
         .route("/v1/agent/members", get(agent::members))
+        .route("/v1/agent/reload", put(agent_lifecycle::reload))
+        .route("/v1/agent/leave", put(agent_lifecycle::leave))
         .route("/v1/agent/services", get(agent::services))
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/service/register", put(agent::register))
@@ -80,8 +85,25 @@ pub fn router(state: State) -> Router {
         .route("/v1/agent/connect/authorize", post(connect::authorize))
         .route("/v1/connect/ca/roots", get(connect::roots))
         .route(
+            "/v1/connect/intentions",
+            get(intentions::list).post(intentions::create),
+        )
+        .route(
             "/v1/connect/intentions/check",
             get(connect::intention_check),
+        )
+        .route(
+            "/v1/connect/intentions/exact",
+            get(intentions::get_exact)
+                .put(intentions::put_exact)
+                .delete(intentions::delete_exact),
+        )
+        .route("/v1/connect/intentions/match", get(intentions::matches))
+        .route(
+            "/v1/connect/intentions/{id}",
+            get(intentions::get_by_id)
+                .put(intentions::update_by_id)
+                .delete(intentions::delete_by_id),
         )
         .route("/v1/catalog/datacenters", get(catalog::datacenters))
         .route("/v1/catalog/nodes", get(catalog::nodes))
@@ -94,6 +116,10 @@ pub fn router(state: State) -> Router {
         .route("/v1/health/connect/{name}", get(catalog::health_connect))
         .route("/v1/health/ingress/{name}", get(catalog::health_ingress))
         .route("/v1/catalog/connect/{name}", get(catalog::connect))
+        .route(
+            "/v1/catalog/gateway-services/{gateway}",
+            get(catalog::gateway_services),
+        )
         // ACLs are not implemented yet: Consul's answer when they are off.
         .route("/v1/agent/token/{kind}", any(acl_disabled))
         .route("/v1/acl/{*rest}", any(acl_disabled))
@@ -102,6 +128,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/health/state/{state}", get(nodes::health_state))
         .route("/v1/health/node/", get(nodes::node_missing))
         .route("/v1/health/node/{node}", get(nodes::health_node))
+        .route("/v1/catalog/node/", get(nodes::node_missing))
+        .route("/v1/catalog/node/{node}", get(nodes::node))
         .route("/v1/catalog/node-services/", get(nodes::node_missing))
         .route(
             "/v1/catalog/node-services/{node}",
@@ -167,6 +195,10 @@ pub fn router(state: State) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            scope::datacenter,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             origin::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -188,7 +220,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::not_found(format!("no such endpoint: {}", request.uri().path()))
+    ApiError::not_found(scope::not_found_text(request.uri().path()))
 }
 
 /// A request body decoded like Consul decodes it: keys matched

@@ -1,5 +1,6 @@
 //! Node-scoped reads: `/v1/health/state/:state`, `/v1/health/node/:node`,
-//! `/v1/catalog/node-services/:node` and `/v1/status/peers`.
+//! `/v1/catalog/node/:node`, `/v1/catalog/node-services/:node` and
+//! `/v1/status/peers`.
 //!
 //! The catalog holds this agent's node and the external nodes written with
 //! `/v1/catalog/register`; a name that is neither reads as an empty node the
@@ -165,4 +166,36 @@ pub async fn peers(Extract(state): Extract<State>, Query(params): Query<Params>)
         .map(|(m, _)| m.api.as_str())
         .collect();
     json_response(&params, &peers, None)
+}
+
+/// `GET /v1/catalog/node/:node`: the node and its services keyed by ID
+/// (Consul's `NodeServices`), or `null` for a node the catalog does not know.
+pub async fn node(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let local = is_local(&state.node, &name);
+    blocking_json(&state, &params, |snap| {
+        let index = snap
+            .table_index(Table::Services)?
+            .max(snap.table_index(Table::Meta)?)
+            .max(snap.table_index(Table::Nodes)?);
+        let found = if local {
+            Some((state.node.to_api(), catalog::all_services(snap)?))
+        } else {
+            catalog_nodes::get(snap, &name)?.map(|external| (external.node, external.services))
+        };
+        let answer = found.map(|(node, services)| {
+            serde_json::json!({
+                "Node": node,
+                "Services": services
+                    .into_iter()
+                    .map(|s| (s.id.clone(), s))
+                    .collect::<std::collections::BTreeMap<String, AgentService>>(),
+            })
+        });
+        Ok((answer, index))
+    })
+    .await
 }

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::AgentState;
 use super::{blocking_json, Params, State};
 use crate::peering;
-use crate::store::Snapshot;
+use crate::store::{Reads, Snapshot};
 
 pub async fn view(
     Extract(state): Extract<State>,
@@ -41,10 +41,15 @@ pub async fn view(
             Some(service) => crate::config_entries::intentions_for(snap, service)?,
             None => crate::config_entries::service_intentions(snap)?,
         };
+        // Read so that a reload changing the default policy wakes this query.
+        let _: Option<String> = snap.get(
+            crate::store::Table::Meta,
+            crate::agent_lifecycle::POLICY_RELOADED_KEY,
+        )?;
         let view = ProxyView {
             cluster: state.cluster.name.clone(),
             trust_domain: state.cluster.trust_domain.clone(),
-            default_allow: state.config.default_allow(),
+            default_allow: state.default_allow(),
             local_root_pems: state.ca.root_pems(),
             peers,
             intentions,

@@ -7,6 +7,7 @@ use isthmus_api::config_entry::ServiceIntentions;
 use isthmus_api::intentions::IntentionSet;
 use tokio::sync::watch;
 
+use crate::agent_lifecycle::AgentLifecycle;
 use crate::ca::CertificateAuthority;
 use crate::catalog::LocalNode;
 use crate::checks::CheckRunner;
@@ -34,8 +35,11 @@ pub struct AgentState {
     pub shutting_down: watch::Receiver<bool>,
     /// The cluster's agents and its leader.
     pub membership: Membership,
-    /// The intention set compiled at a config-entries index.
-    intentions: Mutex<Option<(u64, Arc<IntentionSet>)>>,
+    /// Reloads of the configuration and the request to leave.
+    pub lifecycle: AgentLifecycle,
+    /// The intention set compiled at a config-entries index, with the
+    /// default policy it was compiled for.
+    intentions: Mutex<Option<(u64, bool, Arc<IntentionSet>)>>,
     /// The service ID of the mesh gateway `agent --dev` runs in-process:
     /// in the catalog like Consul's mesh gateways, but not one of the
     /// agent's local services (`/v1/agent/services`, `/v1/agent/checks`).
@@ -53,6 +57,7 @@ impl AgentState {
         membership: Membership,
     ) -> AgentState {
         AgentState {
+            lifecycle: AgentLifecycle::new(&config),
             config,
             store: peering.store.clone(),
             cluster: peering.cluster.clone(),
@@ -82,15 +87,24 @@ impl AgentState {
     /// The intentions in force in `snapshot`, compiled once per change.
     pub fn intentions(&self, snapshot: &Snapshot) -> Result<Arc<IntentionSet>, StoreError> {
         let index = snapshot.table_index(Table::ConfigEntries)?;
-        if let Some((cached_at, set)) = &*self.intentions.lock().expect("intentions lock poisoned")
+        let default_allow = self.default_allow();
+        if let Some((cached_at, cached_allow, set)) =
+            &*self.intentions.lock().expect("intentions lock poisoned")
         {
-            if *cached_at == index {
+            if *cached_at == index && *cached_allow == default_allow {
                 return Ok(set.clone());
             }
         }
         let entries: Vec<ServiceIntentions> = config_entries::service_intentions(snapshot)?;
-        let set = Arc::new(IntentionSet::compile(&entries, self.config.default_allow()));
-        *self.intentions.lock().expect("intentions lock poisoned") = Some((index, set.clone()));
+        let set = Arc::new(IntentionSet::compile(&entries, default_allow));
+        *self.intentions.lock().expect("intentions lock poisoned") =
+            Some((index, default_allow, set.clone()));
         Ok(set)
+    }
+
+    /// The default intention policy in force: the configuration's, as last
+    /// reloaded.
+    pub fn default_allow(&self) -> bool {
+        self.lifecycle.default_allow()
     }
 }
