@@ -191,6 +191,23 @@ async fn every_agent_finds_services_on_every_node_and_a_dead_nodes_turn_critical
         })
         .await;
     }
+    // Every agent is an instance of `consul`, as Consul lists its servers.
+    let servers = until(&clients[0], "/v1/catalog/service/consul", |rows| {
+        rows.as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    let server_nodes: Vec<&str> = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Node"].as_str().unwrap())
+        .collect();
+    assert_eq!(server_nodes, ["n1", "n2", "n3"]);
+    assert_eq!(
+        servers[1]["ServicePort"].as_u64().unwrap().to_string(),
+        agents[1].http_addr.rsplit(':').next().unwrap()
+    );
+
     // n1 waits for `web`; the registration on n2 wakes it.
     let response = send(&clients[0], Method::GET, "/v1/health/service/web", None).await;
     let index = response.index.unwrap();

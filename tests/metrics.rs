@@ -158,10 +158,10 @@ async fn agent_metrics_follow_a_peering_from_active_to_deleted() {
         ),
         Some(0.0)
     );
-    // mesh-gateway and backend.
+    // consul (the agent's own), mesh-gateway and backend.
     assert_eq!(
         series_value(&c1_text, "isthmus_catalog_services"),
-        Some(2.0)
+        Some(3.0)
     );
     let c2_text = wait_for_series(
         &c2,

@@ -324,6 +324,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     ));
     // A cluster of one leads from the start: its peerings are resumed
     // before it reports started, as they always were.
+    if state.membership.is_leader() {
+        crate::liveness::reconcile(&state.store, &state.membership.view()).await;
+    }
     let first_term = if state.membership.is_leader() {
         Some(crate::leader::take_office(&state).await)
     } else {

@@ -412,7 +412,12 @@ pub fn service_entries(
             service,
         });
     }
-    entries.extend(catalog_remote::service_entries(r, select, passing_only)?);
+    entries.extend(catalog_remote::service_entries(
+        r,
+        node,
+        select,
+        passing_only,
+    )?);
     entries.sort_by(|a, b| (&a.service.id, &a.node.node).cmp(&(&b.service.id, &b.node.node)));
     Ok(entries)
 }
@@ -432,7 +437,7 @@ pub fn catalog_service(
     let mut rows: Vec<CatalogService> = services
         .into_iter()
         .map(|s| catalog_row(&api_node, s))
-        .chain(catalog_remote::catalog_rows(r, select)?)
+        .chain(catalog_remote::catalog_rows(r, node, select)?)
         .collect();
     rows.sort_by(|a, b| a.service_id.cmp(&b.service_id));
     Ok(rows)

@@ -14,8 +14,12 @@ use isthmus_api::catalog::{
 
 use crate::catalog_tables::{
     catalog_row, LocalNode, Select, StoredCheck, BY_DESTINATION, BY_KIND, BY_NAME, BY_SERVICE,
+    BY_SERVICE_NAME,
 };
 use crate::store::{Reads, StoreError, Table, Txn, WatchKey};
+
+/// The service every agent node offers, as Consul lists its servers.
+pub const SERVER_SERVICE: &str = "consul";
 
 /// The liveness check's ID and name, as Consul's.
 pub const SERF_CHECK_ID: &str = "serfHealth";
@@ -71,10 +75,11 @@ fn instances(
 /// its liveness), sorted by check ID.
 pub fn service_entries(
     r: &impl Reads,
+    local: &LocalNode,
     select: Select<'_>,
     passing_only: bool,
 ) -> Result<Vec<ServiceEntry>, StoreError> {
-    let mut entries = Vec::new();
+    let mut entries = server_entries(r, local, select, passing_only)?;
     for (key, service) in instances(r, select)? {
         let (node, _) = split(&key);
         let mut checks: Vec<HealthCheck> = r
@@ -93,6 +98,46 @@ pub fn service_entries(
         }
         entries.push(ServiceEntry {
             node: api_node(r, node)?,
+            checks,
+            service,
+        });
+    }
+    Ok(entries)
+}
+
+/// The `consul` service's instances: one per agent node, with that
+/// node's checks.
+fn server_entries(
+    r: &impl Reads,
+    local: &LocalNode,
+    select: Select<'_>,
+    passing_only: bool,
+) -> Result<Vec<ServiceEntry>, StoreError> {
+    let Select::Named(name) = select else {
+        return Ok(Vec::new());
+    };
+    let mut entries = Vec::new();
+    for (node, service) in r.lookup_keyed::<AgentService>(Table::ServerServices, BY_NAME, name)? {
+        let (api_node, mut checks) = if node == local.name {
+            let mut checks: Vec<HealthCheck> = r
+                .lookup::<StoredCheck>(Table::Checks, BY_SERVICE, "")?
+                .into_iter()
+                .map(|c| HealthCheck {
+                    node: local.name.clone(),
+                    ..c.state
+                })
+                .collect();
+            checks.extend(serf_health(r, &node)?);
+            (local.to_api(), checks)
+        } else {
+            (api_node(r, &node)?, node_checks(r, &node)?)
+        };
+        checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
+        if passing_only && !checks.iter().all(|c| c.status == STATUS_PASSING) {
+            continue;
+        }
+        entries.push(ServiceEntry {
+            node: api_node,
             checks,
             service,
         });
@@ -123,26 +168,51 @@ pub fn passing_of_kind(r: &impl Reads, kind: &str) -> Result<Vec<AgentService>, 
 }
 
 /// Other agents' `/v1/catalog/service` rows.
-pub fn catalog_rows(r: &impl Reads, select: Select<'_>) -> Result<Vec<CatalogService>, StoreError> {
+pub fn catalog_rows(
+    r: &impl Reads,
+    local: &LocalNode,
+    select: Select<'_>,
+) -> Result<Vec<CatalogService>, StoreError> {
+    let servers = match select {
+        Select::Named(name) => {
+            r.lookup_keyed::<AgentService>(Table::ServerServices, BY_NAME, name)?
+        }
+        Select::ConnectFor(_) => Vec::new(),
+    };
+    let servers = servers.into_iter().map(|(node, service)| {
+        let node = if node == local.name {
+            local.to_api()
+        } else {
+            api_node(r, &node)?
+        };
+        Ok(catalog_row(&node, service))
+    });
     instances(r, select)?
         .into_iter()
         .map(|(key, service)| {
             let node = api_node(r, split(&key).0)?;
             Ok(catalog_row(&node, service))
         })
+        .chain(servers)
         .collect()
 }
 
-/// Every service instance the other agents registered.
+/// Every service instance the other agents registered, and the agents'
+/// own `consul` instances.
 pub fn all_services(r: &impl Reads) -> Result<Vec<AgentService>, StoreError> {
-    r.scan(Table::RemoteServices, "")
+    let mut services = r.scan(Table::RemoteServices, "")?;
+    services.extend(r.scan::<AgentService>(Table::ServerServices, "")?);
+    Ok(services)
 }
 
 /// What a health answer for `service` reads besides this agent's rows.
-pub fn changed_keys(service: &str) -> [WatchKey; 3] {
+pub fn changed_keys(service: &str) -> [WatchKey; 5] {
     [
         WatchKey::Index(Table::RemoteServices, BY_NAME, service.into()),
-        WatchKey::Table(Table::RemoteChecks),
+        WatchKey::Index(Table::ServerServices, BY_NAME, service.into()),
+        WatchKey::Index(Table::RemoteChecks, BY_SERVICE_NAME, service.into()),
+        // Other nodes' node checks.
+        WatchKey::Index(Table::RemoteChecks, BY_SERVICE_NAME, "".into()),
         WatchKey::Table(Table::NodeHealth),
     ]
 }
@@ -156,45 +226,71 @@ pub fn agent_nodes(r: &impl Reads, local: &LocalNode) -> Result<Vec<Node>, Store
     Ok(nodes)
 }
 
-/// Brings the `serfHealth` checks in line with which agents are alive
-/// (the leader's job); returns how many it changed.
-pub fn reconcile_liveness(
-    txn: &mut Txn,
-    alive: &[String],
-    failed: &[String],
-) -> Result<usize, StoreError> {
+/// One agent node as the leader reconciles it.
+#[derive(Debug, Clone)]
+pub struct AgentNode {
+    pub name: String,
+    pub address: String,
+    /// The port of its HTTP API (its `consul` service's port).
+    pub api_port: u16,
+    pub alive: bool,
+}
+
+/// Brings the `serfHealth` checks and the `consul` service instances in
+/// line with the cluster's agents (the leader's job); returns how many
+/// rows it changed.
+pub fn reconcile_liveness(txn: &mut Txn, nodes: &[AgentNode]) -> Result<usize, StoreError> {
     let mut changed = 0;
-    let wanted = alive
-        .iter()
-        .map(|n| (n, STATUS_PASSING, SERF_ALIVE))
-        .chain(failed.iter().map(|n| (n, STATUS_CRITICAL, SERF_DEAD)));
-    for (node, status, output) in wanted {
-        let current: Option<HealthCheck> = txn.get(Table::NodeHealth, node)?;
-        if current
-            .as_ref()
-            .is_some_and(|c| c.status == status && c.output == output)
-        {
-            continue;
-        }
-        let index = txn.index();
-        let check = HealthCheck {
-            node: node.clone(),
-            check_id: SERF_CHECK_ID.into(),
-            name: SERF_CHECK_NAME.into(),
-            status: status.into(),
-            output: output.into(),
-            create_index: current.as_ref().map_or(index, |c| c.create_index),
-            modify_index: index,
-            ..HealthCheck::default()
+    let index = txn.index();
+    for node in nodes {
+        let (status, output) = if node.alive {
+            (STATUS_PASSING, SERF_ALIVE)
+        } else {
+            (STATUS_CRITICAL, SERF_DEAD)
         };
-        txn.put(Table::NodeHealth, node, &check)?;
-        changed += 1;
-    }
-    // Nodes that left the cluster take their liveness with them.
-    for node in txn.keys(Table::NodeHealth, "") {
-        if !alive.contains(&node) && !failed.contains(&node) {
-            txn.delete(Table::NodeHealth, &node)?;
+        let current: Option<HealthCheck> = txn.get(Table::NodeHealth, &node.name)?;
+        let same = current
+            .as_ref()
+            .is_some_and(|c| c.status == status && c.output == output);
+        if !same {
+            let check = HealthCheck {
+                node: node.name.clone(),
+                check_id: SERF_CHECK_ID.into(),
+                name: SERF_CHECK_NAME.into(),
+                status: status.into(),
+                output: output.into(),
+                create_index: current.as_ref().map_or(index, |c| c.create_index),
+                modify_index: index,
+                ..HealthCheck::default()
+            };
+            txn.put(Table::NodeHealth, &node.name, &check)?;
             changed += 1;
+        }
+        let server: Option<AgentService> = txn.get(Table::ServerServices, &node.name)?;
+        let same = server
+            .as_ref()
+            .is_some_and(|s| s.port == node.api_port && s.address == node.address);
+        if !same {
+            let service = AgentService {
+                id: SERVER_SERVICE.into(),
+                service: SERVER_SERVICE.into(),
+                address: node.address.clone(),
+                port: node.api_port,
+                create_index: server.as_ref().map_or(index, |s| s.create_index),
+                modify_index: index,
+                ..AgentService::default()
+            };
+            txn.put(Table::ServerServices, &node.name, &service)?;
+            changed += 1;
+        }
+    }
+    // Nodes that left the cluster take their rows with them.
+    for table in [Table::NodeHealth, Table::ServerServices] {
+        for name in txn.keys(table, "") {
+            if !nodes.iter().any(|n| n.name == name) {
+                txn.delete(table, &name)?;
+                changed += 1;
+            }
         }
     }
     Ok(changed)

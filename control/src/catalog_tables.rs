@@ -82,6 +82,7 @@ pub fn schema() -> Schema {
             ],
         )
         .table::<AgentService>(Table::RemoteServices, service_indexes())
+        .table::<AgentService>(Table::ServerServices, service_indexes())
         .table::<StoredCheck>(
             Table::RemoteChecks,
             vec![

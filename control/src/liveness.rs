@@ -5,7 +5,7 @@
 
 use tokio::sync::watch;
 
-use crate::catalog_remote::reconcile_liveness;
+use crate::catalog_remote::{reconcile_liveness, AgentNode};
 use crate::membership::{ClusterView, MemberStatus, Membership};
 use crate::store::{Store, StoreError};
 
@@ -33,22 +33,30 @@ pub async fn keep_reconciled(
     }
 }
 
-async fn reconcile(store: &Store, view: &ClusterView) {
-    let by_status = |wanted: MemberStatus| -> Vec<String> {
-        view.members
-            .iter()
-            .filter(|(_, (_, status))| *status == wanted)
-            .map(|(name, _)| name.clone())
-            .collect()
-    };
-    let alive = by_status(MemberStatus::Alive);
-    let failed = by_status(MemberStatus::Failed);
+/// One reconciliation of `view` into the store (the agent runs one at
+/// start-up when it leads from the start, so it reports started with its
+/// node's `serfHealth` in place).
+pub async fn reconcile(store: &Store, view: &ClusterView) {
+    let nodes: Vec<AgentNode> = view
+        .members
+        .values()
+        .map(|(member, status)| AgentNode {
+            name: member.name.clone(),
+            address: member.addr.clone(),
+            api_port: member
+                .api
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.port())
+                .unwrap_or_default(),
+            alive: *status == MemberStatus::Alive,
+        })
+        .collect();
     let written = store
-        .write(move |txn| -> Result<usize, StoreError> { reconcile_liveness(txn, &alive, &failed) })
+        .write(move |txn| -> Result<usize, StoreError> { reconcile_liveness(txn, &nodes) })
         .await;
     match written {
         Ok(0) => {}
-        Ok(changed) => tracing::info!(changed, "node liveness checks updated"),
+        Ok(changed) => tracing::info!(changed, "node liveness checks and agent services updated"),
         Err(e) => tracing::warn!(error = %e, "updating the node liveness checks failed"),
     }
 }

@@ -73,10 +73,13 @@ pub enum Table {
     /// Each agent node's liveness check (`serfHealth`), keyed by node
     /// name; written by the leader from the cluster's membership.
     NodeHealth,
+    /// The `consul` service's instance on each agent node (the API every
+    /// agent serves), keyed by node name; written by the leader.
+    ServerServices,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Meta,
         Table::Services,
         Table::Checks,
@@ -89,6 +92,7 @@ impl Table {
         Table::RemoteChecks,
         Table::RemoteNodes,
         Table::NodeHealth,
+        Table::ServerServices,
     ];
 
     pub fn name(self) -> &'static str {
@@ -105,6 +109,7 @@ impl Table {
             Table::RemoteChecks => "remote_checks",
             Table::RemoteNodes => "remote_nodes",
             Table::NodeHealth => "node_health",
+            Table::ServerServices => "server_services",
         }
     }
 }
