@@ -15,6 +15,7 @@ pub mod catalog_register;
 pub mod config_entry;
 pub mod consul_json;
 pub mod duration;
+pub mod filter;
 pub mod gateway;
 pub mod http_path;
 pub mod intentions;
