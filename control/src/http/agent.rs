@@ -14,6 +14,7 @@ use serde_json::json;
 use isthmus_api::consul_json::{value, ConsulBody, Schema};
 
 use super::error::ApiError;
+use super::list_query::ListQuery;
 use super::{blocking_json, json_response, ConsulJson, Params, State};
 use crate::catalog;
 use crate::store::{Reads, Table};
@@ -141,13 +142,15 @@ pub async fn leader(Extract(state): Extract<State>, Query(params): Query<Params>
 pub async fn services(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
-        let services: BTreeMap<String, _> = catalog::all_services(snap)?
+        let mut services: BTreeMap<String, _> = catalog::all_services(snap)?
             .into_iter()
             .filter(|s| state.is_agent_service(&s.id))
             .map(|s| (s.id.clone(), s))
             .collect();
+        list.narrow_map(&mut services)?;
         Ok((services, snap.table_index(Table::Services)?))
     })
     .await
@@ -173,13 +176,15 @@ pub async fn service(
 pub async fn checks(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
-        let checks: BTreeMap<String, HealthCheck> = catalog::check_states(snap, &state.node)?
+        let mut checks: BTreeMap<String, HealthCheck> = catalog::check_states(snap, &state.node)?
             .into_iter()
             .filter(|c| state.is_agent_service(&c.service_id))
             .map(|c| (c.check_id.clone(), c))
             .collect();
+        list.narrow_map(&mut checks)?;
         Ok((checks, snap.table_index(Table::Checks)?))
     })
     .await

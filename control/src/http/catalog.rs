@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 
 use super::error::ApiError;
+use super::list_query::ListQuery;
 use super::{blocking_json, flag, json_response, Params, State};
 use crate::catalog::{self, Select};
 use crate::catalog_nodes;
@@ -41,11 +42,13 @@ pub async fn datacenters(Extract(state): Extract<State>, Query(params): Query<Pa
 pub async fn nodes(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
         let mut nodes = vec![state.node.to_api()];
         nodes.extend(catalog_nodes::all(snap)?.into_iter().map(|n| n.node));
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        list.narrow(&mut nodes)?;
         let index = snap
             .table_index(Table::Meta)?
             .max(snap.table_index(Table::Nodes)?);
@@ -109,9 +112,10 @@ pub async fn service(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    catalog_rows(state, params, Select::Named(&name)).await
+    catalog_rows(state, params, list, Select::Named(&name)).await
 }
 
 /// `/v1/catalog/connect/<name>`: the catalog rows of the sidecar proxies
@@ -120,9 +124,10 @@ pub async fn connect(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    catalog_rows(state, params, Select::ConnectFor(&name)).await
+    catalog_rows(state, params, list, Select::ConnectFor(&name)).await
 }
 
 /// Catalog rows for `select`: this node's, plus external nodes' for a
@@ -130,6 +135,7 @@ pub async fn connect(
 async fn catalog_rows(
     state: State,
     params: Params,
+    list: ListQuery,
     select: Select<'_>,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
@@ -139,6 +145,7 @@ async fn catalog_rows(
         }
         // By node, then service ID, as Consul's catalog orders them.
         rows.sort_by(|a, b| (&a.node, &a.service_id).cmp(&(&b.node, &b.service_id)));
+        list.narrow(&mut rows)?;
         Ok((rows, read_index(snap)))
     })
     .await
@@ -160,7 +167,12 @@ pub async fn health_ingress(
     .await
 }
 
-async fn health(state: State, params: Params, select: Select<'_>) -> Result<Response, ApiError> {
+async fn health(
+    state: State,
+    params: Params,
+    list: ListQuery,
+    select: Select<'_>,
+) -> Result<Response, ApiError> {
     let passing = flag(&params, "passing");
     blocking_json(&state, &params, |snap| {
         let mut entries = catalog::service_entries(snap, &state.node, select, passing)?;
@@ -169,6 +181,7 @@ async fn health(state: State, params: Params, select: Select<'_>) -> Result<Resp
             entries
                 .sort_by(|a, b| (&a.node.node, &a.service.id).cmp(&(&b.node.node, &b.service.id)));
         }
+        list.narrow(&mut entries)?;
         Ok((entries, read_index(snap)))
     })
     .await
@@ -178,17 +191,18 @@ pub async fn health_service(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     refuse_relayed_peer_query(&headers, &params)?;
     if let Some(peer) = peer_param(&params) {
-        return imported(state, params.clone(), peer, Some(name)).await;
+        return imported(state, params.clone(), list, peer, Some(name)).await;
     }
     if headers.contains_key(isthmus_api::peering::HEADER_PEER) {
         return relayed_for_peer(state, params, name).await;
     }
-    health(state, params, Select::Named(&name)).await
+    health(state, params, list, Select::Named(&name)).await
 }
 
 /// A peer's health query relayed by our gateway: the same flattened
@@ -216,11 +230,12 @@ async fn relayed_for_peer(
 pub async fn health_service_all(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    list: ListQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     refuse_relayed_peer_query(&headers, &params)?;
     match peer_param(&params) {
-        Some(peer) => imported(state, params.clone(), peer, None).await,
+        Some(peer) => imported(state, params.clone(), list, peer, None).await,
         None => Err(ApiError::bad_request("Missing service name")),
     }
 }
@@ -252,24 +267,25 @@ fn peer_param(params: &Params) -> Option<String> {
 async fn imported(
     state: State,
     params: Params,
+    list: ListQuery,
     peer: String,
     service: Option<String>,
 ) -> Result<Response, ApiError> {
     let passing = flag(&params, "passing");
     blocking_json(&state, &params, |snap| {
         require_peering(snap, &peer)?;
-        match &service {
-            Some(name) => Ok(super::internal::imported_entries(
-                snap, &peer, name, passing,
-            )?),
+        let (mut entries, index) = match &service {
+            Some(name) => super::internal::imported_entries(snap, &peer, name, passing)?,
             None => {
                 let mut all = Vec::new();
                 for name in crate::peering::imported_names(snap, &peer)? {
                     all.extend(super::internal::imported_entries(snap, &peer, &name, passing)?.0);
                 }
-                Ok((all, snap.table_index(Table::Imported)?))
+                (all, snap.table_index(Table::Imported)?)
             }
-        }
+        };
+        list.narrow(&mut entries)?;
+        Ok((entries, index))
     })
     .await
 }
@@ -278,15 +294,17 @@ pub async fn health_connect(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    health(state, params, Select::ConnectFor(&name)).await
+    health(state, params, list, Select::ConnectFor(&name)).await
 }
 
 pub async fn health_checks(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     blocking_json(&state, &params, |snap| {
@@ -295,6 +313,7 @@ pub async fn health_checks(
         for node in catalog_nodes::all(snap)? {
             checks.extend(node.checks.into_iter().filter(|c| c.service_name == name));
         }
+        list.narrow(&mut checks)?;
         Ok((checks, read_index(snap)))
     })
     .await

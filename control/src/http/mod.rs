@@ -14,6 +14,7 @@ mod config;
 mod connect;
 pub mod error;
 mod internal;
+mod list_query;
 mod metrics;
 mod nodes;
 mod origin;

@@ -13,6 +13,7 @@ use isthmus_api::catalog::{
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::list_query::ListQuery;
 use super::{blocking_json, json_response, Params, State};
 use crate::catalog::{self, LocalNode};
 use crate::catalog_nodes;
@@ -55,6 +56,7 @@ pub async fn health_state(
     Extract(state): Extract<State>,
     Path(wanted): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     let wanted = if wanted == STATE_ANY {
         Some(STATE_ANY)
@@ -64,7 +66,7 @@ pub async fn health_state(
             .find(|s| s.eq_ignore_ascii_case(&wanted))
     };
     blocking_json(&state, &params, |snap| {
-        let checks: Vec<HealthCheck> = match wanted {
+        let mut checks: Vec<HealthCheck> = match wanted {
             None => Vec::new(),
             Some(STATE_ANY) => all_checks(snap, &state.node)?,
             Some(status) => all_checks(snap, &state.node)?
@@ -72,6 +74,7 @@ pub async fn health_state(
                 .filter(|c| c.status == status)
                 .collect(),
         };
+        list.narrow(&mut checks)?;
         Ok((checks, checks_index(snap)?))
     })
     .await
@@ -88,16 +91,18 @@ pub async fn health_node(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     let local = is_local(&state.node, &name);
     blocking_json(&state, &params, |snap| {
-        let checks = if local {
+        let mut checks = if local {
             sorted_checks(snap, &state.node)?
         } else {
             catalog_nodes::get(snap, &name)?
                 .map(|n| n.checks)
                 .unwrap_or_default()
         };
+        list.narrow(&mut checks)?;
         Ok((checks, checks_index(snap)?))
     })
     .await
@@ -122,6 +127,7 @@ pub async fn node_services(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     let local = is_local(&state.node, &name);
     blocking_json(&state, &params, |snap| {
@@ -131,10 +137,13 @@ pub async fn node_services(
             .max(snap.table_index(Table::Nodes)?);
         if !local {
             let answer = match catalog_nodes::get(snap, &name)? {
-                Some(external) => NodeServices {
-                    node: Some(external.node),
-                    services: Some(external.services),
-                },
+                Some(mut external) => {
+                    list.narrow(&mut external.services)?;
+                    NodeServices {
+                        node: Some(external.node),
+                        services: Some(external.services),
+                    }
+                }
                 None => NodeServices {
                     node: None,
                     services: None,
@@ -144,6 +153,7 @@ pub async fn node_services(
         }
         let mut services = catalog::all_services(snap)?;
         services.sort_by(|a, b| a.id.cmp(&b.id));
+        list.narrow(&mut services)?;
         let found = NodeServices {
             node: Some(state.node.to_api()),
             services: Some(services),
