@@ -17,5 +17,6 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod peering;
+pub mod sidecar;
 pub mod store;
 pub mod ttl_timers;

@@ -16,8 +16,8 @@ use isthmus_api::consul_json::{value, ConsulBody, Schema};
 use super::error::ApiError;
 use super::list_query::ListQuery;
 use super::{blocking_json, json_response, ConsulJson, Params, State};
-use crate::catalog;
 use crate::store::{Reads, Table};
+use crate::{catalog, sidecar};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -194,22 +194,27 @@ pub async fn register(
     Extract(state): Extract<State>,
     ConsulJson(registration): ConsulJson<ServiceRegistration>,
 ) -> Result<Response, ApiError> {
+    let (registration, sidecar) = sidecar::split(registration, &state.node)?;
     let prepared = catalog::prepare(registration, &state.node)?;
-    let registered = state
+    let node = state.node.clone();
+    let (registered, sidecar) = state
         .store
-        .write(move |txn| catalog::register(txn, prepared))
+        .write(move |txn| sidecar::register(txn, prepared, sidecar, &node))
         .await?;
-    for check in &registered.dropped_checks {
-        state.checks.stop(check);
+    for registered in std::iter::once(registered).chain(sidecar) {
+        for check in &registered.dropped_checks {
+            state.checks.stop(check);
+        }
+        let written = registered.registration;
+        for check in &written.checks {
+            state.checks.start(check);
+        }
+        tracing::info!(service = %written.service.service, id = %written.service.id, checks = written.checks.len(), "service registered");
     }
-    let written = registered.registration;
-    for check in &written.checks {
-        state.checks.start(check);
-    }
-    tracing::info!(service = %written.service.service, id = %written.service.id, checks = written.checks.len(), "service registered");
     Ok(Response::new(Body::empty()))
 }
 
+/// Removes the service and the sidecar registered with it.
 pub async fn deregister(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
@@ -217,7 +222,7 @@ pub async fn deregister(
     let service_id = id.clone();
     let removed = state
         .store
-        .write(move |txn| catalog::deregister(txn, &service_id))
+        .write(move |txn| sidecar::deregister(txn, &service_id))
         .await?;
     for check in &removed {
         state.checks.stop(check);
