@@ -229,3 +229,47 @@ async fn an_isthmus_proxy_takes_over_the_registered_sidecar() {
     let inbound_port: u64 = backend.inbound.rsplit(':').next().unwrap().parse().unwrap();
     assert_eq!(rows[0]["ServicePort"], inbound_port);
 }
+
+/// The way Consul's documentation registers a sidecar: a service file with
+/// `connect { sidecar_service { ... } }`, through the CLI.
+#[tokio::test]
+async fn the_cli_registers_a_sidecar_from_a_service_file() {
+    use isthmus_tests::process::{cli, cli_in, stderr, stdout};
+    let (agent, client, _) = start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("web.hcl"),
+        "service {\n  name = \"web\"\n  port = 8080\n  connect {\n    sidecar_service {\n      proxy {\n        upstreams = [{ destination_name = \"db\", local_bind_port = 9191 }]\n      }\n    }\n  }\n}\n",
+    )
+    .unwrap();
+    let http_addr = agent.http_addr.clone();
+    let dir_path = dir.path().to_owned();
+    let registered = tokio::task::spawn_blocking(move || {
+        cli_in(
+            Some(&dir_path),
+            &http_addr,
+            &["services", "register", "web.hcl"],
+            None,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(registered.status.success(), "{}", stderr(&registered));
+    assert_eq!(stdout(&registered), "Registered service: web\n");
+    let (sidecar, _) = get(&client, "/v1/agent/service/web-sidecar-proxy").await;
+    assert_eq!(sidecar["Proxy"]["DestinationServiceID"], "web");
+    assert_eq!(sidecar["Proxy"]["Upstreams"][0]["DestinationName"], "db");
+    assert_eq!(sidecar["Proxy"]["Upstreams"][0]["LocalBindPort"], 9191);
+
+    let http_addr = agent.http_addr.clone();
+    let deregistered = tokio::task::spawn_blocking(move || {
+        cli(&http_addr, &["services", "deregister", "-id", "web"], None)
+    })
+    .await
+    .unwrap();
+    assert!(deregistered.status.success(), "{}", stderr(&deregistered));
+    assert_eq!(
+        status(&client, "/v1/agent/service/web-sidecar-proxy").await,
+        404
+    );
+}

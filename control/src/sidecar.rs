@@ -210,7 +210,7 @@ fn free_port(txn: &Txn, id: &str) -> Result<u16, CatalogError> {
         .find(|port| !taken.contains(port))
         .ok_or_else(|| {
             CatalogError::InvalidRegistration(format!(
-                "Connect.SidecarService: no port provided and none left in the range {}-{}",
+                "Connect.SidecarService: no port provided and none left in the configured range [{}, {}]",
                 SIDECAR_PORTS.start(),
                 SIDECAR_PORTS.end()
             ))
@@ -353,5 +353,98 @@ mod tests {
             Some("Connect Sidecar Aliasing web-1")
         );
         assert_eq!(checks[1].alias_service.as_deref(), Some("web-1"));
+    }
+
+    fn store() -> crate::store::Store {
+        crate::store::Store::with_log(Box::new(crate::store::NoLog), catalog::schema()).unwrap()
+    }
+
+    fn register_with_sidecar(
+        store: &crate::store::Store,
+        name: &str,
+        sidecar: ServiceRegistration,
+    ) -> Result<Option<u16>, CatalogError> {
+        let reg = ServiceRegistration {
+            id: None,
+            name: name.into(),
+            connect: Some(ConnectDefinition {
+                native: false,
+                sidecar_service: Some(Box::new(sidecar)),
+            }),
+            ..ServiceRegistration::default()
+        };
+        let (parent, sidecar) = split(reg, &node())?;
+        let parent = catalog::prepare(parent, &node())?;
+        let (_, sidecar) = store.write_blocking(|txn| register(txn, parent, sidecar, &node()))?;
+        Ok(sidecar.map(|s| s.registration.service.port))
+    }
+
+    #[test]
+    fn ports_run_out_and_then_nothing_is_written() {
+        let store = store();
+        // Every port of the range but the last is taken by given ports.
+        for port in *SIDECAR_PORTS.start()..*SIDECAR_PORTS.end() {
+            let given = ServiceRegistration {
+                port: Some(port),
+                ..ServiceRegistration::default()
+            };
+            register_with_sidecar(&store, &format!("s{port}"), given).unwrap();
+        }
+        let last = register_with_sidecar(&store, "last", ServiceRegistration::default());
+        assert_eq!(last.unwrap(), Some(*SIDECAR_PORTS.end()));
+        let e = register_with_sidecar(&store, "late", ServiceRegistration::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("none left in the configured range [21000, 21255]"),
+            "{e}"
+        );
+        let snap = store.snapshot().unwrap();
+        assert!(catalog::get_service(&snap, "late").unwrap().is_none());
+    }
+
+    #[test]
+    fn deregistering_a_parent_leaves_proxies_of_others_alone() {
+        let store = store();
+        register_with_sidecar(&store, "web", ServiceRegistration::default()).unwrap();
+        // A proxy that happens to be called like web's sidecar but fronts
+        // another instance is not web's.
+        let stranger = ServiceRegistration {
+            id: Some("db-sidecar-proxy".into()),
+            name: "db-sidecar-proxy".into(),
+            kind: Some(KIND_CONNECT_PROXY.into()),
+            port: Some(30000),
+            proxy: Some(Box::new(ProxyConfig {
+                destination_service_name: "other".into(),
+                destination_service_id: "other".into(),
+                ..ProxyConfig::default()
+            })),
+            ..ServiceRegistration::default()
+        };
+        let stranger = catalog::prepare(stranger, &node()).unwrap();
+        store
+            .write_blocking(|txn| catalog::register(txn, stranger))
+            .unwrap();
+        let db = catalog::prepare(
+            ServiceRegistration {
+                name: "db".into(),
+                ..ServiceRegistration::default()
+            },
+            &node(),
+        )
+        .unwrap();
+        store
+            .write_blocking(|txn| catalog::register(txn, db))
+            .unwrap();
+
+        store.write_blocking(|txn| deregister(txn, "web")).unwrap();
+        store.write_blocking(|txn| deregister(txn, "db")).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert!(catalog::get_service(&snap, "web-sidecar-proxy")
+            .unwrap()
+            .is_none());
+        assert!(catalog::get_service(&snap, "db-sidecar-proxy")
+            .unwrap()
+            .is_some());
     }
 }
