@@ -237,6 +237,8 @@ async fn bad_expressions_are_400_with_consuls_prefix() {
         ("/v1/health/state/any", "Status == \"unterminated"),
         // Fits the grammar, not the data: a port is a number.
         ("/v1/agent/services", "Port == eighty"),
+        // A field the answer does not have, refused whatever the data.
+        ("/v1/catalog/nodes", "Nodes == x"),
     ] {
         let answer = bad_request(&client, &filtered(path, expression)).await;
         assert!(
@@ -244,6 +246,15 @@ async fn bad_expressions_are_400_with_consuls_prefix() {
             "{path} {expression:?}: {answer}"
         );
     }
+    let typo = bad_request(
+        &client,
+        &filtered("/v1/health/service/nothing-here", "Servise.Port == 1"),
+    )
+    .await;
+    assert_eq!(
+        typo,
+        "Failed to create boolean expression evaluator: Selector \"Servise\" is not valid"
+    );
     let long = vec!["Port == 1"; 600].join(" or ");
     let answer = bad_request(&client, &filtered("/v1/agent/checks", &long)).await;
     assert!(answer.contains("over the limit of 4096"), "{answer}");

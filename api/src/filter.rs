@@ -14,14 +14,17 @@
 //! like Consul's absent map key: `==`, `contains`, `in`, `matches` and
 //! `is not empty` are false, their negations true.
 //!
-//! Unlike Consul, which checks selectors against the Go type before it runs,
-//! isthmus evaluates against the JSON it is about to send: an unknown field
-//! selects nothing instead of being refused, and a value that cannot be
-//! compared with the field it meets (`Service.Port == abc`) is refused when
-//! it first meets one. Input is bounded: [`MAX_EXPRESSION_BYTES`],
+//! Consul checks selectors against the Go type before it runs; isthmus
+//! checks a selector's first field against the answer's type
+//! ([`Filter::check_fields`], the names read from its `Deserialize`), and
+//! evaluates the rest against the JSON it is about to send: a deeper field
+//! that does not exist selects nothing, and a value that cannot be compared
+//! with the field it meets (`Service.Port == abc`) is refused when it first
+//! meets one. Input is bounded: [`MAX_EXPRESSION_BYTES`],
 //! [`MAX_NESTING`], [`MAX_SELECTOR_SEGMENTS`] and [`MAX_REGEX_BYTES`].
 
 mod eval;
+mod fields;
 mod parse;
 #[cfg(test)]
 mod tests;
@@ -29,6 +32,8 @@ mod tests;
 use std::fmt;
 
 use regex::Regex;
+
+pub use fields::struct_fields;
 
 /// Longer expressions are refused before parsing.
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
@@ -60,6 +65,9 @@ pub enum FilterError {
         offset: usize,
         message: String,
     },
+    /// bexpr's text for a selector naming no field of the type.
+    #[error("Selector {0:?} is not valid")]
+    UnknownSelector(String),
     #[error("Failed to compile regular expression {pattern:?}: {reason}")]
     Regex { pattern: String, reason: String },
     #[error("Cannot perform {operator} on a {kind} at selector {selector:?}")]
@@ -110,6 +118,26 @@ impl Filter {
 
     pub fn expr(&self) -> &Expr {
         &self.expr
+    }
+
+    /// Refuses selectors whose first field is not one of `fields` (the
+    /// JSON names of the type the filter will judge).
+    pub fn check_fields(&self, fields: &[&str]) -> Result<(), FilterError> {
+        fn walk(expr: &Expr, fields: &[&str]) -> Result<(), FilterError> {
+            match expr {
+                Expr::Or(parts) | Expr::And(parts) => {
+                    parts.iter().try_for_each(|part| walk(part, fields))
+                }
+                Expr::Not(inner) => walk(inner, fields),
+                Expr::Match(m) => match m.selector.0.first() {
+                    Some(first) if !fields.contains(&first.as_str()) => {
+                        Err(FilterError::UnknownSelector(first.clone()))
+                    }
+                    _ => Ok(()),
+                },
+            }
+        }
+        walk(&self.expr, fields)
     }
 
     /// Keeps the items that pass, each judged by its JSON form.

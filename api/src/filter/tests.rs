@@ -151,6 +151,22 @@ fn refused_expressions() {
 }
 
 #[test]
+fn first_fields_are_checked_against_the_type() {
+    let fields = struct_fields::<crate::catalog::ServiceEntry>().unwrap();
+    let ok = Filter::parse("Service.Anything == x and not Checks is empty").unwrap();
+    assert_eq!(ok.check_fields(fields), Ok(()));
+    let typo = Filter::parse("Service.Port == 1 or Servise.Port == 1").unwrap();
+    assert_eq!(
+        typo.check_fields(fields),
+        Err(FilterError::UnknownSelector("Servise".into()))
+    );
+    assert_eq!(
+        typo.check_fields(fields).unwrap_err().to_string(),
+        "Selector \"Servise\" is not valid"
+    );
+}
+
+#[test]
 fn a_long_flat_chain_is_fine() {
     // Near the length limit, far past the nesting limit if it recursed.
     let chain = vec!["Service.Port == 8080"; 150].join(" and ");

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use isthmus_api::catalog::{AgentService, CatalogService, HealthCheck, Node, ServiceEntry};
-use isthmus_api::filter::Filter;
+use isthmus_api::filter::{struct_fields, Filter};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::ApiError;
@@ -66,6 +67,7 @@ impl ListQuery {
     /// Keeps the items that carry every `?tag=` and `?node-meta=` pair
     /// (where the endpoint's items have them) and pass `?filter=`.
     pub fn narrow<T: ListItem>(&self, items: &mut Vec<T>) -> Result<(), ApiError> {
+        self.check_fields::<T>()?;
         if !self.tags.is_empty() {
             items.retain(|item| {
                 item.tags().is_none_or(|have| {
@@ -114,9 +116,20 @@ impl ListQuery {
     }
 }
 
+impl ListQuery {
+    /// Refuses a filter whose selectors start with a field `T` does not
+    /// have, as Consul does whatever the data.
+    fn check_fields<T: DeserializeOwned>(&self) -> Result<(), ApiError> {
+        match (&self.filter, struct_fields::<T>()) {
+            (Some(filter), Some(fields)) => Ok(filter.check_fields(fields)?),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// An element of a list answer, and what `?tag=` and `?node-meta=` read in
 /// it (`None`: the endpoint does not take that parameter, as in Consul).
-pub trait ListItem: Serialize {
+pub trait ListItem: Serialize + DeserializeOwned {
     fn tags(&self) -> Option<&[String]> {
         None
     }
