@@ -273,3 +273,30 @@ async fn the_cli_registers_a_sidecar_from_a_service_file() {
         404
     );
 }
+
+/// `Connect.Native`: the instance shows `Connect: {Native: true}` and the
+/// connect endpoints find it under its own name, as Consul's do.
+#[tokio::test]
+async fn a_connect_native_instance_is_found_by_connect_queries() {
+    let (_agent, client, addr) = start(&[]);
+    let (code, body) = register(
+        addr,
+        json!({"name": "pay", "id": "pay-1", "port": 7070, "connect": {"native": true}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (pay, _) = get(&client, "/v1/agent/service/pay-1").await;
+    assert_eq!(pay["Connect"], json!({"Native": true}));
+    let (entries, _) = get(&client, "/v1/health/connect/pay").await;
+    assert_eq!(entries[0]["Service"]["ID"], "pay-1", "{entries}");
+    let (rows, _) = get(&client, "/v1/catalog/connect/pay").await;
+    assert_eq!(rows[0]["ServiceID"], "pay-1", "{rows}");
+
+    // Not native: no Connect, not a connect endpoint.
+    let (code, _) = register(addr, json!({"name": "pay", "id": "pay-1", "port": 7070})).await;
+    assert_eq!(code, 200);
+    let (pay, _) = get(&client, "/v1/agent/service/pay-1").await;
+    assert!(pay.get("Connect").is_none(), "{pay}");
+    let (entries, _) = get(&client, "/v1/health/connect/pay").await;
+    assert_eq!(entries, json!([]));
+}

@@ -236,6 +236,10 @@ pub struct AgentService {
     pub enable_tag_override: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Box<ProxyConfig>>,
+    /// `{"Native": true}` for a Connect-native instance; absent otherwise
+    /// (a sidecar asked for at registration is a service of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<AgentServiceConnect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_name: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -244,6 +248,14 @@ pub struct AgentService {
     pub create_index: u64,
     #[serde(default)]
     pub modify_index: u64,
+}
+
+/// `Connect` of an instance as the agent shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentServiceConnect {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native: bool,
 }
 
 /// One health check's current state.

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use isthmus_api::catalog::{
-    AgentService, CatalogService, CheckDefinition, HealthCheck, Node, ServiceEntry,
-    ServiceRegistration, KIND_CONNECT_PROXY, KIND_MESH_GATEWAY, STATUS_CRITICAL, STATUS_PASSING,
-    STATUS_WARNING,
+    AgentService, AgentServiceConnect, CatalogService, CheckDefinition, HealthCheck, Node,
+    ServiceEntry, ServiceRegistration, KIND_CONNECT_PROXY, KIND_MESH_GATEWAY, STATUS_CRITICAL,
+    STATUS_PASSING, STATUS_WARNING,
 };
 use isthmus_api::duration;
 use serde::{Deserialize, Serialize};
@@ -36,11 +36,15 @@ pub fn schema() -> Schema {
     fn service_name(s: &AgentService) -> Vec<String> {
         vec![s.service.clone()]
     }
+    /// The service a connect query for it finds this instance under: the
+    /// one a sidecar fronts, or a Connect-native instance's own (as
+    /// Consul's connect index files them).
     fn destination(s: &AgentService) -> Vec<String> {
         match &s.proxy {
             Some(proxy) if s.kind.as_deref() == Some(KIND_CONNECT_PROXY) => {
                 vec![proxy.destination_service_name.clone()]
             }
+            _ if s.connect.as_ref().is_some_and(|c| c.native) => vec![s.service.clone()],
             _ => Vec::new(),
         }
     }
@@ -299,6 +303,10 @@ pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registratio
         weights: reg.weights.unwrap_or_default(),
         enable_tag_override: reg.enable_tag_override,
         proxy: reg.proxy,
+        connect: reg
+            .connect
+            .filter(|c| c.native)
+            .map(|_| AgentServiceConnect { native: true }),
         datacenter: node.datacenter.clone(),
         ..AgentService::default()
     };
