@@ -43,11 +43,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
 impl ListQuery {
     fn from_pairs(pairs: Vec<(String, String)>) -> Result<ListQuery, ApiError> {
         let mut query = ListQuery::default();
+        let mut seen_filter = false;
         for (name, value) in pairs {
             match name.as_str() {
-                // Consul ignores an empty expression.
-                "filter" if value.is_empty() => {}
-                "filter" => query.filter = Some(Filter::parse(&value)?),
+                // The first `filter` counts, as Go's `Query().Get` reads it;
+                // an empty one filters nothing, as in Consul.
+                "filter" if seen_filter => {}
+                "filter" => {
+                    seen_filter = true;
+                    if !value.is_empty() {
+                        query.filter = Some(Filter::parse(&value)?);
+                    }
+                }
                 "tag" => query.tags.push(value),
                 "node-meta" => {
                     let (key, wanted) = value.split_once(':').unwrap_or((&value, ""));
@@ -232,5 +239,7 @@ mod tests {
             axum::http::StatusCode::BAD_REQUEST
         );
         assert!(query(&[("filter", "")]).unwrap().filter.is_none());
+        let first = query(&[("filter", "Port == 1"), ("filter", "not valid ==")]).unwrap();
+        assert_eq!(first.filter.unwrap().to_string(), "Port == \"1\"");
     }
 }
