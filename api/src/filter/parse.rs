@@ -52,11 +52,16 @@ fn syntax_error(text: &str, offset: usize, error: &ContextError) -> FilterError 
             _ => {}
         }
     }
-    let before = &text[..offset.min(text.len())];
+    // winnow reports offsets on character boundaries; stay safe anyway.
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
     let message = if expected.is_empty() {
-        let near: String = text[offset.min(text.len())..].chars().take(16).collect();
+        let near: String = text[offset..].chars().take(16).collect();
         if near.is_empty() {
             "unexpected end of expression".to_owned()
         } else {

@@ -76,11 +76,13 @@ impl ListQuery {
     pub fn narrow<T: ListItem>(&self, items: &mut Vec<T>) -> Result<(), ApiError> {
         self.check_fields::<T>()?;
         if !self.tags.is_empty() {
+            // Lower-cased on both sides, as Consul's catalog compares them.
+            let wanted: Vec<String> = self.tags.iter().map(|t| t.to_lowercase()).collect();
             items.retain(|item| {
                 item.tags().is_none_or(|have| {
-                    self.tags
+                    wanted
                         .iter()
-                        .all(|want| have.iter().any(|t| t.eq_ignore_ascii_case(want)))
+                        .all(|want| have.iter().any(|t| t.to_lowercase() == *want))
                 })
             });
         }
