@@ -80,7 +80,9 @@ async fn register(client: &Client) {
     }
     let external = json!({
         "node": "ext-1", "address": "127.0.0.9", "node_meta": {"rack": "r2"},
-        "service": {"id": "web-3", "service": "web", "tags": ["V1"], "port": 9000}
+        "service": {"id": "web-3", "service": "web", "tags": ["V1"], "port": 9000},
+        "check": {"check_id": "ext-1-alive", "name": "alive", "status": "passing",
+                  "service_id": "web-3"}
     });
     let response = put(client, "/v1/catalog/register", external).await;
     assert_eq!(response.status, 200, "{}", text(&response));
@@ -192,7 +194,10 @@ async fn filter_narrows_every_list_endpoint() {
         &filtered("/v1/health/state/any", "ServiceName == web"),
     )
     .await;
-    assert_eq!(field(&checks, "CheckID"), ["web-1-ttl", "web-2-ttl"]);
+    assert_eq!(
+        field(&checks, "CheckID"),
+        ["ext-1-alive", "web-1-ttl", "web-2-ttl"]
+    );
 
     // An empty expression filters nothing, as in Consul.
     let (services, _) = get(&client, "/v1/agent/services?filter=").await;
@@ -217,6 +222,13 @@ async fn tags_and_node_meta_must_all_match() {
     assert_eq!(entries, json!([]));
     let (nodes, _) = get(&client, "/v1/catalog/nodes?node-meta=rack:r2").await;
     assert_eq!(field(&nodes, "Node"), ["ext-1"]);
+    // Checks by their node's meta: ext-1 has one, this agent's node none.
+    let (checks, _) = get(&client, "/v1/health/state/any?node-meta=rack:r2").await;
+    assert_eq!(field(&checks, "CheckID"), ["ext-1-alive"]);
+    let (checks, _) = get(&client, "/v1/health/checks/web?node-meta=rack:r2").await;
+    assert_eq!(field(&checks, "CheckID"), ["ext-1-alive"]);
+    let (checks, _) = get(&client, "/v1/health/checks/web?node-meta=rack:r1").await;
+    assert_eq!(checks, json!([]));
     let (entries, _) = get(
         &client,
         &filtered("/v1/health/service/web?tag=v1", "Service.Port == 9000"),

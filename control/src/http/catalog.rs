@@ -313,6 +313,7 @@ pub async fn health_checks(
         for node in catalog_nodes::all(snap)? {
             checks.extend(node.checks.into_iter().filter(|c| c.service_name == name));
         }
+        super::nodes::retain_by_node_meta(&list, snap, &state.node, &mut checks)?;
         list.narrow(&mut checks)?;
         Ok((checks, read_index(snap)))
     })

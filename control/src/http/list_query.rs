@@ -2,7 +2,8 @@
 //! takes them: `?filter=` (a bexpr expression, [`isthmus_api::filter`]),
 //! `?tag=` (repeatable; an instance must carry every one, compared without
 //! regard to case) and `?node-meta=key:value` (repeatable; the node's meta
-//! must hold every pair).
+//! must hold every pair; check lists apply it by the check's node, see
+//! `nodes::retain_by_node_meta`).
 //!
 //! A handler takes [`ListQuery`] as an extractor, so a bad expression is
 //! refused with 400 before any blocking wait, and narrows its result inside
@@ -86,19 +87,28 @@ impl ListQuery {
                 })
             });
         }
-        if !self.node_meta.is_empty() {
+        if self.wants_node_meta() {
             items.retain(|item| {
-                item.node_meta().is_none_or(|meta| {
-                    self.node_meta
-                        .iter()
-                        .all(|(key, want)| meta.get(key) == Some(want))
-                })
+                item.node_meta()
+                    .is_none_or(|meta| self.node_meta_matches(meta))
             });
         }
         if let Some(filter) = &self.filter {
             filter.retain(items)?;
         }
         Ok(())
+    }
+
+    /// Whether the request has `?node-meta=` pairs.
+    pub fn wants_node_meta(&self) -> bool {
+        !self.node_meta.is_empty()
+    }
+
+    /// Whether a node's `meta` holds every `?node-meta=` pair.
+    pub fn node_meta_matches(&self, meta: &BTreeMap<String, String>) -> bool {
+        self.node_meta
+            .iter()
+            .all(|(key, want)| meta.get(key) == Some(want))
     }
 
     /// A map answer (`/v1/agent/services`, `/v1/agent/checks`): the filter

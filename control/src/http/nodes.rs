@@ -42,6 +42,30 @@ fn all_checks(snap: &Snapshot, node: &LocalNode) -> Result<Vec<HealthCheck>, Sto
     Ok(checks)
 }
 
+/// Keeps the checks on nodes whose meta holds every `?node-meta=` pair
+/// (this agent's node has no meta, so it matches only when none is asked).
+pub(super) fn retain_by_node_meta(
+    list: &ListQuery,
+    snap: &Snapshot,
+    node: &LocalNode,
+    checks: &mut Vec<HealthCheck>,
+) -> Result<(), StoreError> {
+    if !list.wants_node_meta() {
+        return Ok(());
+    }
+    let mut matching: Vec<String> = Vec::new();
+    if list.node_meta_matches(&node.to_api().meta) {
+        matching.push(node.name.clone());
+    }
+    for external in catalog_nodes::all(snap)? {
+        if list.node_meta_matches(&external.node.meta) {
+            matching.push(external.node.node);
+        }
+    }
+    checks.retain(|c| matching.iter().any(|n| n.eq_ignore_ascii_case(&c.node)));
+    Ok(())
+}
+
 /// Indexes of the tables holding checks.
 fn checks_index(snap: &Snapshot) -> Result<u64, StoreError> {
     Ok(snap
@@ -74,6 +98,7 @@ pub async fn health_state(
                 .filter(|c| c.status == status)
                 .collect(),
         };
+        retain_by_node_meta(&list, snap, &state.node, &mut checks)?;
         list.narrow(&mut checks)?;
         Ok((checks, checks_index(snap)?))
     })
