@@ -78,6 +78,11 @@ pub fn split(
     if sidecar.id.as_deref().is_none_or(str::is_empty) {
         sidecar.id = Some(format!("{parent_id}{SIDECAR_SUFFIX}"));
     }
+    if sidecar.id.as_deref() == Some(parent_id.as_str()) {
+        return Err(invalid(format!(
+            "ID {parent_id:?} is the service's own; a sidecar needs an ID of its own"
+        )));
+    }
     if sidecar.name.is_empty() {
         sidecar.name = format!("{}{SIDECAR_SUFFIX}", parent.name);
     }
@@ -336,6 +341,12 @@ mod tests {
         };
         let e = split(web(bad_check), &node()).unwrap_err().to_string();
         assert!(e.starts_with("Connect.SidecarService: Check"), "{e}");
+        let same_id = ServiceRegistration {
+            id: Some("web-1".into()),
+            ..ServiceRegistration::default()
+        };
+        let e = split(web(same_id), &node()).unwrap_err().to_string();
+        assert!(e.starts_with("Connect.SidecarService: ID"), "{e}");
     }
 
     #[test]
