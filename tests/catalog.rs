@@ -236,7 +236,7 @@ async fn bad_input_is_refused_with_a_reason_and_changes_nothing() {
         (
             json!({"Name": "web", "Check": {"TTL": "10s", "HTTP": "http://x/"}}),
             400,
-            "Check: must define exactly one of TTL, HTTP or TCP",
+            "Check: must define exactly one of TTL, HTTP, TCP or AliasService",
         ),
         (
             json!({"Name": "web", "Check": {"HTTP": "http://127.0.0.1:1/"}}),

@@ -58,6 +58,10 @@ pub struct ServiceRegistration {
     pub check: Option<CheckDefinition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckDefinition>,
+    /// `Connect.SidecarService` asks the agent to register a sidecar proxy
+    /// for this service along with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectDefinition>,
     /// Accepted for compatibility with clients that always send them; only
     /// `default` is meaningful in an isthmus cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,7 +70,21 @@ pub struct ServiceRegistration {
     pub partition: Option<String>,
 }
 
-/// A health check as registered: TTL, HTTP or TCP.
+/// `Connect` of a service registration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ConnectDefinition {
+    /// A Connect-native application (it speaks mTLS itself). Accepted as
+    /// Consul accepts it; isthmus registers no sidecar for it.
+    #[serde(default)]
+    pub native: bool,
+    /// The sidecar proxy to register with the service; every field may be
+    /// left out (the agent fills in Consul's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_service: Option<Box<ServiceRegistration>>,
+}
+
+/// A health check as registered: TTL, HTTP, TCP or an alias of a service.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct CheckDefinition {
@@ -92,6 +110,9 @@ pub struct CheckDefinition {
     pub header: BTreeMap<String, Vec<String>>,
     #[serde(rename = "TCP", default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<String>,
+    /// An alias check: healthy as long as this service (on this node) is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias_service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +236,10 @@ pub struct AgentService {
     pub enable_tag_override: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Box<ProxyConfig>>,
+    /// `{"Native": true}` for a Connect-native instance; absent otherwise
+    /// (a sidecar asked for at registration is a service of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<AgentServiceConnect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_name: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -223,6 +248,14 @@ pub struct AgentService {
     pub create_index: u64,
     #[serde(default)]
     pub modify_index: u64,
+}
+
+/// `Connect` of an instance as the agent shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentServiceConnect {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native: bool,
 }
 
 /// One health check's current state.
@@ -359,6 +392,7 @@ mod schemas {
         value("Method"),
         field("Header", Shape::Map),
         value("TCP"),
+        value("AliasService"),
         value("Interval"),
         value("Timeout"),
         value("DeregisterCriticalServiceAfter"),
@@ -384,6 +418,31 @@ mod schemas {
         field("Config", Shape::Map),
     ]);
 
+    /// A sidecar's registration: a service's fields without `Connect` (a
+    /// sidecar has no sidecar of its own).
+    const SIDECAR_SERVICE: Schema = Schema::closed(&[
+        value("ID"),
+        value("Name"),
+        value("Kind"),
+        value("Tags"),
+        value("Address"),
+        value("Port"),
+        field("TaggedAddresses", Shape::MapOf(&SERVICE_ADDRESS)),
+        field("Meta", Shape::Map),
+        value("EnableTagOverride"),
+        field("Weights", Shape::Object(&WEIGHTS)),
+        field("Proxy", Shape::Object(&PROXY)),
+        field("Check", Shape::Object(&CHECK)),
+        field("Checks", Shape::ListOf(&CHECK)),
+        value("Namespace"),
+        value("Partition"),
+    ]);
+
+    const CONNECT: Schema = Schema::closed(&[
+        value("Native"),
+        field("SidecarService", Shape::Object(&SIDECAR_SERVICE)),
+    ]);
+
     const SERVICE_REGISTRATION: Schema = Schema::closed(&[
         value("ID"),
         value("Name"),
@@ -398,6 +457,7 @@ mod schemas {
         field("Proxy", Shape::Object(&PROXY)),
         field("Check", Shape::Object(&CHECK)),
         field("Checks", Shape::ListOf(&CHECK)),
+        field("Connect", Shape::Object(&CONNECT)),
         value("Namespace"),
         value("Partition"),
     ]);

@@ -17,6 +17,7 @@ pub mod connect_intention;
 pub mod consul_json;
 pub mod dns_name;
 pub mod duration;
+pub mod filter;
 pub mod gateway;
 pub mod http_path;
 pub mod intentions;

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use isthmus_api::catalog::{
-    AgentService, CatalogService, CheckDefinition, HealthCheck, ServiceEntry, ServiceRegistration,
-    KIND_CONNECT_PROXY, KIND_MESH_GATEWAY, STATUS_CRITICAL, STATUS_PASSING, STATUS_WARNING,
+    AgentService, AgentServiceConnect, CatalogService, CheckDefinition, HealthCheck, ServiceEntry,
+    ServiceRegistration, KIND_CONNECT_PROXY, KIND_MESH_GATEWAY, STATUS_CRITICAL, STATUS_PASSING,
+    STATUS_WARNING,
 };
 
 use crate::catalog_remote;
@@ -185,6 +186,10 @@ pub fn prepare(reg: ServiceRegistration, node: &LocalNode) -> Result<Registratio
         weights: reg.weights.unwrap_or_default(),
         enable_tag_override: reg.enable_tag_override,
         proxy: reg.proxy,
+        connect: reg
+            .connect
+            .filter(|c| c.native)
+            .map(|_| AgentServiceConnect { native: true }),
         datacenter: node.datacenter.clone(),
         ..AgentService::default()
     };

@@ -154,6 +154,7 @@ pub fn register(
             weights: def.weights.unwrap_or_default(),
             enable_tag_override: def.enable_tag_override,
             proxy: def.proxy,
+            connect: None,
             peer_name: None,
             datacenter: local.datacenter.clone(),
             create_index,

@@ -36,11 +36,15 @@ pub fn schema() -> Schema {
     fn service_name(s: &AgentService) -> Vec<String> {
         vec![s.service.clone()]
     }
+    /// The service a connect query for it finds this instance under: the
+    /// one a sidecar fronts, or a Connect-native instance's own (as
+    /// Consul's connect index files them).
     fn destination(s: &AgentService) -> Vec<String> {
         match &s.proxy {
             Some(proxy) if s.kind.as_deref() == Some(KIND_CONNECT_PROXY) => {
                 vec![proxy.destination_service_name.clone()]
             }
+            _ if s.connect.as_ref().is_some_and(|c| c.native) => vec![s.service.clone()],
             _ => Vec::new(),
         }
     }

@@ -1,5 +1,5 @@
-//! How a check definition (exactly one of TTL, HTTP or TCP, with its
-//! interval and timeout) is validated into what the check runner does.
+//! How a check definition (exactly one of TTL, HTTP, TCP or AliasService,
+//! with its interval and timeout) is validated into what the check runner does.
 //! Errors name the definition's field, as the API reports them.
 
 use std::time::Duration;
@@ -28,6 +28,11 @@ pub enum CheckKind {
         interval: Duration,
         timeout: Duration,
     },
+    /// Mirrors the health of another service instance of this node (its
+    /// checks and the node's), as Consul's alias checks do.
+    Alias {
+        service_id: String,
+    },
 }
 
 /// A Go-style duration (`10s`, `1m30s`); the error names `field`.
@@ -37,14 +42,27 @@ pub fn parse_duration_field(field: &str, value: &str) -> Result<Duration, String
 
 /// Validates `def`; errors name it as `field` (`Check`, `Checks[1]`).
 pub fn check_kind(def: &CheckDefinition, field: &str) -> Result<CheckKind, String> {
-    let defined = [def.ttl.is_some(), def.http.is_some(), def.tcp.is_some()]
-        .iter()
-        .filter(|d| **d)
-        .count();
+    let defined = [
+        def.ttl.is_some(),
+        def.http.is_some(),
+        def.tcp.is_some(),
+        def.alias_service.is_some(),
+    ]
+    .iter()
+    .filter(|d| **d)
+    .count();
     if defined != 1 {
         return Err(format!(
-            "{field}: must define exactly one of TTL, HTTP or TCP"
+            "{field}: must define exactly one of TTL, HTTP, TCP or AliasService"
         ));
+    }
+    if let Some(service_id) = &def.alias_service {
+        if service_id.is_empty() {
+            return Err(format!("{field}.AliasService must name a service ID"));
+        }
+        return Ok(CheckKind::Alias {
+            service_id: service_id.clone(),
+        });
     }
     let timeout = match &def.timeout {
         Some(t) => parse_duration_field(&format!("{field}.Timeout"), t)?,
@@ -122,5 +140,6 @@ pub fn check_type(kind: &CheckKind) -> &'static str {
         CheckKind::Ttl { .. } => "ttl",
         CheckKind::Http { .. } => "http",
         CheckKind::Tcp { .. } => "tcp",
+        CheckKind::Alias { .. } => "alias",
     }
 }

@@ -3,7 +3,9 @@
 //! check stayed critical past `DeregisterCriticalServiceAfter`.
 //!
 //! One task per HTTP or TCP check; TTL checks share one timer wheel
-//! (`ttl_timers`). Results are written to the store only when status or
+//! (`ttl_timers`). An alias check's task waits on the store for a change
+//! to the aliased instance's checks (a blocking query of its own), so it
+//! costs nothing while they stay as they are. Results are written to the store only when status or
 //! output changes, so blocked health queries wake on real changes only.
 //! A check that turns critical with a deregistration deadline gets a timer
 //! (a "reaper"), whoever reported the status; turning healthy cancels it.
@@ -21,7 +23,7 @@ use tokio::task::AbortHandle;
 
 use crate::catalog::{self, CatalogError, StoredCheck};
 use crate::check_kind::CheckKind;
-use crate::store::Store;
+use crate::store::{Reads, Snapshot, Store, StoreError, Table};
 use crate::ttl_timers::TtlTimers;
 
 /// How much of an HTTP check's response body is read and kept as its
@@ -203,7 +205,7 @@ impl CheckRunner {
                 if check.state.status != STATUS_CRITICAL {
                     return Ok(None);
                 }
-                let removed = catalog::deregister(txn, &check.state.service_id)?;
+                let removed = crate::sidecar::deregister(txn, &check.state.service_id)?;
                 Ok(Some((check.state.service_id, removed)))
             })
             .await;
@@ -251,6 +253,42 @@ where
         }
     }
     Ok(kept)
+}
+
+/// An alias check reads its service again at least this often, whatever
+/// the store says (a safety net; changes wake it at once).
+const ALIAS_RECHECK: Duration = Duration::from_secs(60);
+
+/// The aliased instance's health: its own checks' and the node's, worst
+/// first, as Consul's alias check judges a local service.
+fn alias_status(snap: &Snapshot, service_id: &str) -> Result<(&'static str, String), StoreError> {
+    if catalog::get_service(snap, service_id)?.is_none() {
+        return Ok((
+            STATUS_CRITICAL,
+            format!("Service {service_id} could not be found on node"),
+        ));
+    }
+    let mut worst = STATUS_PASSING;
+    for owner in [service_id, ""] {
+        let checks: Vec<StoredCheck> = snap.lookup(Table::Checks, catalog::BY_SERVICE, owner)?;
+        for check in checks {
+            let status = match check.state.status.as_str() {
+                STATUS_PASSING => STATUS_PASSING,
+                STATUS_WARNING => STATUS_WARNING,
+                _ => STATUS_CRITICAL,
+            };
+            if isthmus_api::catalog::status_severity(status)
+                > isthmus_api::catalog::status_severity(worst)
+            {
+                worst = status;
+            }
+        }
+    }
+    let output = match worst {
+        STATUS_PASSING => "All checks passing.".to_owned(),
+        _ => format!("Aliased service {service_id} is {worst}"),
+    };
+    Ok((worst, output))
 }
 
 struct Probe {
@@ -303,6 +341,22 @@ impl Probe {
                     return;
                 }
                 tokio::time::sleep(interval).await;
+            },
+            CheckKind::Alias { service_id } => loop {
+                let store = &self.runner.store;
+                let snap = store.recording_snapshot();
+                let (status, output) = match alias_status(&snap, &service_id) {
+                    Ok(verdict) => verdict,
+                    Err(e) => (STATUS_CRITICAL, format!("reading {service_id:?}: {e}")),
+                };
+                let watched = snap.watch_set();
+                let since = snap.state_index();
+                drop(snap);
+                if !Box::pin(self.report(status, &output)).await {
+                    return;
+                }
+                let deadline = tokio::time::Instant::now() + ALIAS_RECHECK;
+                store.wait_for_change(&watched, since, deadline).await;
             },
         }
     }

@@ -27,5 +27,6 @@ pub mod liveness;
 pub mod membership;
 pub mod metrics;
 pub mod peering;
+pub mod sidecar;
 pub mod store;
 pub mod ttl_timers;

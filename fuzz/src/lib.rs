@@ -12,6 +12,7 @@ use base64::Engine;
 use isthmus_api::config_entry::{parse_document, ConfigEntry};
 use isthmus_api::dns_name;
 use isthmus_api::duration;
+use isthmus_api::filter::Filter;
 use isthmus_api::http_path;
 use isthmus_api::peering::PeeringToken;
 use isthmus_api::peering_framing;
@@ -30,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("http_path", http_path),
     ("stream_framing", stream_framing),
     ("dns_name", dns_name),
+    ("filter", filter),
 ];
 
 /// A peering token as `POST /v1/peering/establish` receives it: as text, and
@@ -179,6 +181,25 @@ pub fn stream_framing(data: &[u8]) {
     }
 }
 
+/// A `?filter=` expression as the HTTP API receives it.
+pub fn filter(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(filter) = Filter::parse(&text) else {
+        return;
+    };
+    let printed = filter.to_string();
+    let again = Filter::parse(&printed).expect("a printed filter parses");
+    assert_eq!(again, filter, "{text:?} printed as {printed:?}");
+    // Evaluating is total: an answer or an error, on any shape.
+    let doc = serde_json::json!({
+        "Node": "n1", "Port": 8080, "Flag": true, "Tags": ["a", "b"],
+        "Meta": {"k": "v"}, "Checks": [{"Status": "passing"}, {"Status": 1}],
+        "Nothing": null, "Ratio": 0.5,
+    });
+    let _ = filter.matches(&doc);
+    let _ = filter.matches(&serde_json::Value::Null);
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -226,5 +247,10 @@ mod tests {
         ConfigEntry::from_json(parse_document(&hcl).unwrap()).unwrap();
         let json = read("config_entry_json/exported.json");
         ConfigEntry::from_json(serde_json::from_slice(&json).unwrap()).unwrap();
+        for entry in std::fs::read_dir(seeds.join("filter")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            Filter::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
     }
 }

@@ -4,8 +4,8 @@ use serde_json::{json, Value};
 use super::*;
 use crate::auth::{GroupCreate, Permission};
 use crate::catalog::{
-    AuthorizeRequest, CheckDefinition, ProxyConfig, ServiceAddress, ServiceRegistration, Upstream,
-    Weights,
+    AuthorizeRequest, CheckDefinition, ConnectDefinition, ProxyConfig, ServiceAddress,
+    ServiceRegistration, Upstream, Weights,
 };
 use crate::peering::{EstablishRequest, TokenRequest};
 
@@ -198,6 +198,7 @@ fn the_schema_covers_every_field_of_the_type() {
         method: Some("GET".into()),
         header: [("X".to_owned(), vec!["v".to_owned()])].into(),
         tcp: Some("x:1".into()),
+        alias_service: Some("s".into()),
         interval: Some("1s".into()),
         timeout: Some("1s".into()),
         deregister_critical_service_after: Some("1m".into()),
@@ -239,6 +240,14 @@ fn the_schema_covers_every_field_of_the_type() {
         })),
         check: Some(check.clone()),
         checks: vec![check],
+        connect: Some(ConnectDefinition {
+            native: true,
+            sidecar_service: Some(Box::new(ServiceRegistration {
+                name: "side".into(),
+                port: Some(21000),
+                ..ServiceRegistration::default()
+            })),
+        }),
         namespace: Some("default".into()),
         partition: Some("default".into()),
     };

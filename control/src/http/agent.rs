@@ -14,10 +14,11 @@ use serde_json::json;
 use isthmus_api::consul_json::{value, ConsulBody, Schema};
 
 use super::error::ApiError;
+use super::list_query::ListQuery;
 use super::{blocking_json, json_response, ConsulJson, Params, State};
-use crate::catalog;
 use crate::membership::{Member, MemberStatus};
 use crate::store::{Reads, Table};
+use crate::{catalog, sidecar};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -170,13 +171,15 @@ pub async fn leader(Extract(state): Extract<State>, Query(params): Query<Params>
 pub async fn services(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
-        let services: BTreeMap<String, _> = catalog::all_services(snap)?
+        let mut services: BTreeMap<String, _> = catalog::all_services(snap)?
             .into_iter()
             .filter(|s| state.is_agent_service(&s.id))
             .map(|s| (s.id.clone(), s))
             .collect();
+        list.narrow_map(&mut services)?;
         Ok((services, snap.table_index(Table::Services)?))
     })
     .await
@@ -202,13 +205,15 @@ pub async fn service(
 pub async fn checks(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
-        let checks: BTreeMap<String, HealthCheck> = catalog::check_states(snap, &state.node)?
+        let mut checks: BTreeMap<String, HealthCheck> = catalog::check_states(snap, &state.node)?
             .into_iter()
             .filter(|c| state.is_agent_service(&c.service_id))
             .map(|c| (c.check_id.clone(), c))
             .collect();
+        list.narrow_map(&mut checks)?;
         Ok((checks, snap.table_index(Table::Checks)?))
     })
     .await
@@ -218,22 +223,27 @@ pub async fn register(
     Extract(state): Extract<State>,
     ConsulJson(registration): ConsulJson<ServiceRegistration>,
 ) -> Result<Response, ApiError> {
+    let (registration, sidecar) = sidecar::split(registration, &state.node)?;
     let prepared = catalog::prepare(registration, &state.node)?;
-    let registered = state
+    let node = state.node.clone();
+    let (registered, sidecar) = state
         .store
-        .write(move |txn| catalog::register(txn, prepared.clone()))
+        .write(move |txn| sidecar::register(txn, prepared.clone(), sidecar.clone(), &node))
         .await?;
-    for check in &registered.dropped_checks {
-        state.checks.stop(check);
+    for registered in std::iter::once(registered).chain(sidecar) {
+        for check in &registered.dropped_checks {
+            state.checks.stop(check);
+        }
+        let written = registered.registration;
+        for check in &written.checks {
+            state.checks.start(check);
+        }
+        tracing::info!(service = %written.service.service, id = %written.service.id, checks = written.checks.len(), "service registered");
     }
-    let written = registered.registration;
-    for check in &written.checks {
-        state.checks.start(check);
-    }
-    tracing::info!(service = %written.service.service, id = %written.service.id, checks = written.checks.len(), "service registered");
     Ok(Response::new(Body::empty()))
 }
 
+/// Removes the service and the sidecar registered with it.
 pub async fn deregister(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
@@ -241,7 +251,7 @@ pub async fn deregister(
     let service_id = id.clone();
     let removed = state
         .store
-        .write(move |txn| catalog::deregister(txn, &service_id))
+        .write(move |txn| sidecar::deregister(txn, &service_id))
         .await?;
     for check in &removed {
         state.checks.stop(check);

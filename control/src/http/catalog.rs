@@ -7,6 +7,7 @@ use axum::response::Response;
 use isthmus_api::catalog::{AgentService, CatalogService, Node};
 
 use super::error::ApiError;
+use super::list_query::ListQuery;
 use super::{blocking_json, flag, json_response, Params, State};
 use crate::catalog::{self, Select};
 use crate::catalog_nodes;
@@ -42,11 +43,13 @@ pub async fn datacenters(Extract(state): Extract<State>, Query(params): Query<Pa
 pub async fn nodes(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
         let mut nodes = vec![state.node.to_api()];
         nodes.extend(catalog_nodes::all(snap)?.into_iter().map(|n| n.node));
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        list.narrow(&mut nodes)?;
         let index = snap
             .table_index(Table::Meta)?
             .max(snap.table_index(Table::Nodes)?);
@@ -104,6 +107,7 @@ pub async fn service(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
@@ -111,15 +115,16 @@ pub async fn service(
     if let Some(peer) = peer_param(&params) {
         return blocking_json(&state, &params, |snap| {
             let (entries, index) = super::internal::imported_entries(snap, &peer, &name, false)?;
-            let rows: Vec<CatalogService> = entries
+            let mut rows: Vec<CatalogService> = entries
                 .into_iter()
                 .map(|entry| catalog_row(&entry.node, entry.service))
                 .collect();
+            list.narrow(&mut rows)?;
             Ok((rows, index))
         })
         .await;
     }
-    catalog_rows(state, params, Select::Named(&name)).await
+    catalog_rows(state, params, list, Select::Named(&name)).await
 }
 
 /// An imported instance as a catalog row.
@@ -152,9 +157,10 @@ pub async fn connect(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    catalog_rows(state, params, Select::ConnectFor(&name)).await
+    catalog_rows(state, params, list, Select::ConnectFor(&name)).await
 }
 
 /// Catalog rows for `select`: this node's, plus external nodes' for a
@@ -162,6 +168,7 @@ pub async fn connect(
 async fn catalog_rows(
     state: State,
     params: Params,
+    list: ListQuery,
     select: Select<'_>,
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
@@ -171,6 +178,7 @@ async fn catalog_rows(
         }
         // By node, then service ID, as Consul's catalog orders them.
         rows.sort_by(|a, b| (&a.node, &a.service_id).cmp(&(&b.node, &b.service_id)));
+        list.narrow(&mut rows)?;
         Ok((rows, read_index(snap)))
     })
     .await
@@ -192,7 +200,12 @@ pub async fn health_ingress(
     .await
 }
 
-async fn health(state: State, params: Params, select: Select<'_>) -> Result<Response, ApiError> {
+async fn health(
+    state: State,
+    params: Params,
+    list: ListQuery,
+    select: Select<'_>,
+) -> Result<Response, ApiError> {
     let passing = flag(&params, "passing");
     blocking_json(&state, &params, |snap| {
         let mut entries = catalog::service_entries(snap, &state.node, select, passing)?;
@@ -201,6 +214,7 @@ async fn health(state: State, params: Params, select: Select<'_>) -> Result<Resp
             entries
                 .sort_by(|a, b| (&a.node.node, &a.service.id).cmp(&(&b.node.node, &b.service.id)));
         }
+        list.narrow(&mut entries)?;
         Ok((entries, read_index(snap)))
     })
     .await
@@ -210,17 +224,18 @@ pub async fn health_service(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     refuse_relayed_peer_query(&headers, &params)?;
     if let Some(peer) = peer_param(&params) {
-        return imported(state, params.clone(), peer, Some(name)).await;
+        return imported(state, params.clone(), list, peer, Some(name)).await;
     }
     if headers.contains_key(isthmus_api::peering::HEADER_PEER) {
         return relayed_for_peer(state, params, name).await;
     }
-    health(state, params, Select::Named(&name)).await
+    health(state, params, list, Select::Named(&name)).await
 }
 
 /// A peer's health query relayed by our gateway: the same flattened
@@ -248,11 +263,12 @@ async fn relayed_for_peer(
 pub async fn health_service_all(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    list: ListQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     refuse_relayed_peer_query(&headers, &params)?;
     match peer_param(&params) {
-        Some(peer) => imported(state, params.clone(), peer, None).await,
+        Some(peer) => imported(state, params.clone(), list, peer, None).await,
         None => Err(ApiError::bad_request("Missing service name")),
     }
 }
@@ -284,23 +300,26 @@ fn peer_param(params: &Params) -> Option<String> {
 async fn imported(
     state: State,
     params: Params,
+    list: ListQuery,
     peer: String,
     service: Option<String>,
 ) -> Result<Response, ApiError> {
     let passing = flag(&params, "passing");
     // Like Consul, the peer name is not checked: a name with no peering
     // has imported nothing, and the answer is `[]`.
-    blocking_json(&state, &params, |snap| match &service {
-        Some(name) => Ok(super::internal::imported_entries(
-            snap, &peer, name, passing,
-        )?),
-        None => {
-            let mut all = Vec::new();
-            for name in crate::peering::imported_names(snap, &peer)? {
-                all.extend(super::internal::imported_entries(snap, &peer, &name, passing)?.0);
+    blocking_json(&state, &params, |snap| {
+        let (mut entries, index) = match &service {
+            Some(name) => super::internal::imported_entries(snap, &peer, name, passing)?,
+            None => {
+                let mut all = Vec::new();
+                for name in crate::peering::imported_names(snap, &peer)? {
+                    all.extend(super::internal::imported_entries(snap, &peer, &name, passing)?.0);
+                }
+                (all, snap.table_index(Table::Imported)?)
             }
-            Ok((all, snap.table_index(Table::Imported)?))
-        }
+        };
+        list.narrow(&mut entries)?;
+        Ok((entries, index))
     })
     .await
 }
@@ -309,15 +328,17 @@ pub async fn health_connect(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    health(state, params, Select::ConnectFor(&name)).await
+    health(state, params, list, Select::ConnectFor(&name)).await
 }
 
 pub async fn health_checks(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     blocking_json(&state, &params, |snap| {
@@ -326,6 +347,8 @@ pub async fn health_checks(
         for node in catalog_nodes::all(snap)? {
             checks.extend(node.checks.into_iter().filter(|c| c.service_name == name));
         }
+        super::nodes::retain_by_node_meta(&list, snap, &state.node, &mut checks)?;
+        list.narrow(&mut checks)?;
         Ok((checks, read_index(snap)))
     })
     .await

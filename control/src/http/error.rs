@@ -7,6 +7,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use isthmus_api::filter::FilterError;
 
 use crate::agent_checks::AgentCheckError;
 use crate::agent_lifecycle::LifecycleError;
@@ -184,6 +185,18 @@ impl From<PeeringError> for ApiError {
     }
 }
 
+/// A `?filter=` expression that does not parse, or does not fit the data it
+/// meets: Consul's 400 with its prefix (Consul finds the second kind when
+/// it checks the expression against the response type; isthmus when it
+/// first meets a value).
+impl From<FilterError> for ApiError {
+    fn from(e: FilterError) -> ApiError {
+        ApiError::bad_request(format!(
+            "Failed to create boolean expression evaluator: {e}"
+        ))
+    }
+}
+
 /// A domain error that is the store's failure: answered as the store's own
 /// (logged, 500). Their `Store` variants display the store error itself.
 fn store_failure(e: impl std::fmt::Display) -> ApiError {
@@ -277,6 +290,17 @@ mod tests {
                 StatusCode::BAD_GATEWAY,
                 "establishing peering \"east\": no peering server answered within 5s".into()
             )
+        );
+    }
+
+    #[test]
+    fn filter_errors_answer_400_with_consuls_prefix() {
+        let e = isthmus_api::filter::Filter::parse("Service ==").unwrap_err();
+        let (status, text) = answer(e);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            text.starts_with("Failed to create boolean expression evaluator: 1:11 (10): "),
+            "{text}"
         );
     }
 

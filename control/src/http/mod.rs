@@ -16,6 +16,7 @@ mod connect;
 pub mod error;
 mod intentions;
 mod internal;
+mod list_query;
 mod metrics;
 mod nodes;
 mod origin;

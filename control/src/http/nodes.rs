@@ -14,6 +14,7 @@ use isthmus_api::catalog::{
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::list_query::ListQuery;
 use super::{blocking_json, json_response, Params, State};
 use crate::catalog::{self, LocalNode};
 use crate::catalog_nodes;
@@ -42,6 +43,30 @@ fn all_checks(snap: &Snapshot, node: &LocalNode) -> Result<Vec<HealthCheck>, Sto
     Ok(checks)
 }
 
+/// Keeps the checks on nodes whose meta holds every `?node-meta=` pair
+/// (this agent's node has no meta, so it matches only when none is asked).
+pub(super) fn retain_by_node_meta(
+    list: &ListQuery,
+    snap: &Snapshot,
+    node: &LocalNode,
+    checks: &mut Vec<HealthCheck>,
+) -> Result<(), StoreError> {
+    if !list.wants_node_meta() {
+        return Ok(());
+    }
+    let mut matching: Vec<String> = Vec::new();
+    if list.node_meta_matches(&node.to_api().meta) {
+        matching.push(node.name.clone());
+    }
+    for external in catalog_nodes::all(snap)? {
+        if list.node_meta_matches(&external.node.meta) {
+            matching.push(external.node.node);
+        }
+    }
+    checks.retain(|c| matching.iter().any(|n| n.eq_ignore_ascii_case(&c.node)));
+    Ok(())
+}
+
 /// Indexes of the tables holding checks.
 fn checks_index(snap: &Snapshot) -> Result<u64, StoreError> {
     Ok(snap
@@ -56,6 +81,7 @@ pub async fn health_state(
     Extract(state): Extract<State>,
     Path(wanted): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     let wanted = if wanted == STATE_ANY {
         Some(STATE_ANY)
@@ -65,7 +91,7 @@ pub async fn health_state(
             .find(|s| s.eq_ignore_ascii_case(&wanted))
     };
     blocking_json(&state, &params, |snap| {
-        let checks: Vec<HealthCheck> = match wanted {
+        let mut checks: Vec<HealthCheck> = match wanted {
             None => Vec::new(),
             Some(STATE_ANY) => all_checks(snap, &state.node)?,
             Some(status) => all_checks(snap, &state.node)?
@@ -73,6 +99,8 @@ pub async fn health_state(
                 .filter(|c| c.status == status)
                 .collect(),
         };
+        retain_by_node_meta(&list, snap, &state.node, &mut checks)?;
+        list.narrow(&mut checks)?;
         Ok((checks, checks_index(snap)?))
     })
     .await
@@ -89,16 +117,18 @@ pub async fn health_node(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     let local = is_local(&state.node, &name);
     blocking_json(&state, &params, |snap| {
-        let checks = if local {
+        let mut checks = if local {
             sorted_checks(snap, &state.node)?
         } else {
             catalog_nodes::get(snap, &name)?
                 .map(|n| n.checks)
                 .unwrap_or_default()
         };
+        list.narrow(&mut checks)?;
         Ok((checks, checks_index(snap)?))
     })
     .await
@@ -123,6 +153,7 @@ pub async fn node_services(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    list: ListQuery,
 ) -> Result<Response, ApiError> {
     let local = is_local(&state.node, &name);
     blocking_json(&state, &params, |snap| {
@@ -132,10 +163,13 @@ pub async fn node_services(
             .max(snap.table_index(Table::Nodes)?);
         if !local {
             let answer = match catalog_nodes::get(snap, &name)? {
-                Some(external) => NodeServices {
-                    node: Some(external.node),
-                    services: Some(external.services),
-                },
+                Some(mut external) => {
+                    list.narrow(&mut external.services)?;
+                    NodeServices {
+                        node: Some(external.node),
+                        services: Some(external.services),
+                    }
+                }
                 None => NodeServices {
                     node: None,
                     services: None,
@@ -145,6 +179,7 @@ pub async fn node_services(
         }
         let mut services = catalog::all_services(snap)?;
         services.sort_by(|a, b| a.id.cmp(&b.id));
+        list.narrow(&mut services)?;
         let found = NodeServices {
             node: Some(state.node.to_api()),
             services: Some(services),
