@@ -16,6 +16,7 @@ mod procs;
 mod profile;
 mod report;
 mod scale;
+mod scale_etcd;
 mod scenario;
 mod soak;
 mod topology;

@@ -37,40 +37,43 @@ use crate::measure;
 use crate::procs::{self, Proc};
 use crate::RunArgs;
 
-const INSTANCES_PER_SERVICE: usize = 25;
-const CLIENTS: usize = 16;
+pub(crate) const INSTANCES_PER_SERVICE: usize = 25;
+pub(crate) const CLIENTS: usize = 16;
 const QUERIES: usize = 500;
 const WAITERS: usize = 1_000;
 const WAITERS_ON_CHANGED: usize = 10;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-struct ScaleAgent {
+pub(crate) struct ScaleAgent {
     proc: Option<Proc>,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl ScaleAgent {
     fn start(bin_dir: &Path, data_dir: &Path) -> Result<ScaleAgent> {
         let data = data_dir.display().to_string();
-        let args: Vec<String> = [
-            "agent",
-            "--dev",
-            "--no-gateway",
-            "--data-dir",
-            &data,
-            "--http-addr",
-            "127.0.0.1:0",
-            "--dns-port",
-            "0",
-            // Every blocking query is its own connection from one client.
-            "--http-max-conns",
-            "8192",
-            "--http-max-conns-per-client",
-            "4096",
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        Self::start_with(bin_dir, &["--dev", "--no-gateway", "--data-dir", &data])
+    }
+
+    /// `isthmus agent <store args>` with the bench's listener settings.
+    pub(crate) fn start_with(bin_dir: &Path, store: &[&str]) -> Result<ScaleAgent> {
+        let mut args: Vec<String> = vec!["agent".to_owned()];
+        args.extend(store.iter().map(|a| a.to_string()));
+        args.extend(
+            [
+                "--http-addr",
+                "127.0.0.1:0",
+                "--dns-port",
+                "0",
+                // Every blocking query is its own connection from one client.
+                "--http-max-conns",
+                "8192",
+                "--http-max-conns-per-client",
+                "4096",
+            ]
+            .map(str::to_owned),
+        );
         let (proc, line) = procs::spawn(
             "isthmus agent",
             &bin_dir.join("isthmus"),
@@ -96,7 +99,7 @@ impl ScaleAgent {
     }
 }
 
-fn client() -> HttpClient {
+pub(crate) fn client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(WAITERS + 64)
         .build_http()
@@ -123,7 +126,7 @@ async fn register(addr: &str, from: usize, to: usize) -> Result<f64> {
 }
 
 /// [`register`] with `per_service` instances per `<prefix>-NNNNN` name.
-async fn register_named(
+pub(crate) async fn register_named(
     addr: &str,
     from: usize,
     to: usize,
@@ -159,7 +162,7 @@ async fn register_named(
     Ok((to - from) as f64 / started.elapsed().as_secs_f64())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -168,7 +171,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// p50 and p99 (ms) of sequential `health/service/<name>` queries.
-async fn query_latency(addr: &str, instances: usize) -> Result<(f64, f64)> {
+pub(crate) async fn query_latency(addr: &str, instances: usize) -> Result<(f64, f64)> {
     let client = client();
     let services = instances / INSTANCES_PER_SERVICE;
     let mut samples = Vec::with_capacity(QUERIES);
@@ -445,6 +448,12 @@ pub async fn run(args: &RunArgs, bin_dir: &Path, name: &str) -> Result<i32> {
         "replication to a peer: {replicated} instances ({} services) in {replication_ms:.0} ms",
         replicated / REPLICATED_PER_SERVICE
     );
+    let etcd_sizes: Vec<usize> = if args.quick {
+        vec![1_000]
+    } else {
+        vec![10_000]
+    };
+    let etcd = crate::scale_etcd::run(bin_dir, &etcd_sizes).await?;
     let document = json!({
         "kind": "scale",
         "machine": measure::machine(),
@@ -461,6 +470,7 @@ pub async fn run(args: &RunArgs, bin_dir: &Path, name: &str) -> Result<i32> {
         },
         "restart": {"instances": registered, "serving_ms": restart_ms, "rss_kib": rss_after_restart},
         "replication": {"instances": replicated, "services": replicated / REPLICATED_PER_SERVICE, "ms": replication_ms},
+        "etcd": etcd,
     });
     let dir = crate::bench_dir().join("results");
     std::fs::create_dir_all(&dir)?;
