@@ -36,7 +36,8 @@ fn services_register_deregister_and_catalog() {
     assert_eq!(stdout(&registered), "Registered service: api\n");
 
     let listed = cli(&agent.http_addr, &["catalog", "services", "-tags"], None);
-    assert_eq!(stdout(&listed), "api  \nweb  v1\n");
+    // `consul` is the agent's own service, as Consul lists its servers.
+    assert_eq!(stdout(&listed), "api     \nconsul  \nweb     v1\n");
 
     let deregistered = cli(
         &agent.http_addr,
@@ -45,7 +46,7 @@ fn services_register_deregister_and_catalog() {
     );
     assert_eq!(stdout(&deregistered), "Deregistered service: web-1\n");
     let listed = cli(&agent.http_addr, &["catalog", "services"], None);
-    assert_eq!(stdout(&listed), "api\n");
+    assert_eq!(stdout(&listed), "api\nconsul\n");
 
     let unknown = cli(
         &agent.http_addr,
