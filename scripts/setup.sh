@@ -2,7 +2,8 @@
 # Installs the system packages the tests drive, from Debian's packages:
 #   chromium, chromium-driver   the web UI's tests run a real headless browser
 #   prometheus                  promtool checks every component's /metrics
-#   etcd-server                 the cluster-state backend the multi-agent tests run
+#   etcd-server, etcd-client    the cluster-state backend the multi-agent tests
+#                               run, and etcdctl (compaction in the tests)
 #   protobuf-compiler,          etcd's gRPC client (etcd-client) compiles etcd's
 #   libprotobuf-dev             .proto files at build time: protoc and its
 #                               well-known types
@@ -15,11 +16,12 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: chromium, chromedriver, promtool, etcd, protoc and dig are installed"
+  echo "setup: chromium, chromedriver, promtool, etcd, etcdctl, protoc and dig are installed"
   exit 0
 fi
 

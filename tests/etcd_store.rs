@@ -273,3 +273,57 @@ async fn the_state_survives_the_agent_and_a_compacted_watch_reads_it_afresh() {
         "B resynchronized"
     );
 }
+
+#[tokio::test]
+async fn agents_reach_an_etcd_that_requires_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, files) = EtcdProcess::start_tls(dir.path());
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (ca, cert, key) = (
+        path(&files.ca),
+        path(&files.client_cert),
+        path(&files.client_key),
+    );
+    let base = [
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        etcd.endpoint.as_str(),
+        "--cluster-name",
+        "cluster-01",
+        "--node-name",
+        "n1",
+    ];
+
+    // Without a client certificate etcd refuses the agent, which says why.
+    let mut refused: Vec<&str> = base.to_vec();
+    refused.extend(["--etcd-ca-file", &ca]);
+    let error = match AgentProcess::try_spawn(&refused) {
+        Ok(_) => panic!("an agent without a client certificate started"),
+        Err(logs) => logs,
+    };
+    assert!(error.contains("etcd"), "{error}");
+
+    // An https endpoint without the CA is refused before any connection.
+    let error = match AgentProcess::try_spawn(&base) {
+        Ok(_) => panic!("an https endpoint without --etcd-ca-file was accepted"),
+        Err(logs) => logs,
+    };
+    assert!(error.contains("--etcd-ca-file"), "{error}");
+
+    // With the certificate it works as over plain HTTP.
+    let mut full: Vec<&str> = base.to_vec();
+    full.extend([
+        "--etcd-ca-file",
+        &ca,
+        "--etcd-cert-file",
+        &cert,
+        "--etcd-key-file",
+        &key,
+    ]);
+    let agent = AgentProcess::spawn(&full);
+    let client = Client::new(&agent.http_addr).unwrap();
+    put(&client, "/v1/config", intentions("web")).await;
+    let (entry, _) = get(&client, "/v1/config/service-intentions/backend").await;
+    assert_eq!(entry["Sources"][0]["Name"], "web");
+}

@@ -11,12 +11,47 @@ use crate::process::{ChildProcess, PROCESS_WAIT};
 
 pub struct EtcdProcess {
     process: ChildProcess,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub endpoint: String,
     client_port: u16,
     peer_port: u16,
     data_dir: PathBuf,
     log: PathBuf,
+    tls: Option<EtcdTlsFiles>,
+}
+
+/// The PEM files of an etcd that requires TLS with client certificates:
+/// the CA of both ends, and a client certificate it accepts.
+#[derive(Clone, Debug)]
+pub struct EtcdTlsFiles {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl EtcdTlsFiles {
+    /// A fresh CA, a server certificate for 127.0.0.1 and a client one,
+    /// written under `dir`.
+    fn write(dir: &Path) -> EtcdTlsFiles {
+        let ca = crate::pki::Ca::new("etcd.test", "etcd");
+        let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+        let server = ca.host_leaf(localhost);
+        let client = ca.host_leaf(localhost);
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        EtcdTlsFiles {
+            ca: write("etcd-ca.pem", &ca.pem),
+            client_cert: write("etcd-client.pem", &client.cert_pem),
+            client_key: write("etcd-client-key.pem", &client.key_pem),
+            server_cert: write("etcd-server.pem", &server.cert_pem),
+            server_key: write("etcd-server-key.pem", &server.key_pem),
+        }
+    }
 }
 
 /// A port nobody listens on right now (the OS's pick); etcd cannot be told
@@ -31,9 +66,20 @@ fn free_port() -> u16 {
 impl EtcdProcess {
     /// Starts etcd with its data in `dir/etcd` and waits until it is healthy.
     pub fn start(dir: &Path) -> EtcdProcess {
+        Self::start_with(dir, None)
+    }
+
+    /// Starts an etcd that serves only TLS and requires a client
+    /// certificate signed by its CA (`--client-cert-auth`).
+    pub fn start_tls(dir: &Path) -> (EtcdProcess, EtcdTlsFiles) {
+        let files = EtcdTlsFiles::write(dir);
+        (Self::start_with(dir, Some(files.clone())), files)
+    }
+
+    fn start_with(dir: &Path, tls: Option<EtcdTlsFiles>) -> EtcdProcess {
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Self::try_start(dir, free_port(), free_port()) {
+            match Self::try_start(dir, free_port(), free_port(), tls.clone()) {
                 Ok(etcd) => return etcd,
                 Err(e) => last_error = e,
             }
@@ -41,17 +87,24 @@ impl EtcdProcess {
         panic!("etcd did not start: {last_error}");
     }
 
-    fn try_start(dir: &Path, client_port: u16, peer_port: u16) -> Result<EtcdProcess, String> {
+    fn try_start(
+        dir: &Path,
+        client_port: u16,
+        peer_port: u16,
+        tls: Option<EtcdTlsFiles>,
+    ) -> Result<EtcdProcess, String> {
         let data_dir = dir.join("etcd");
         let log = dir.join(format!("etcd-{client_port}.log"));
-        let process = spawn(&data_dir, &log, client_port, peer_port)?;
+        let process = spawn(&data_dir, &log, client_port, peer_port, tls.as_ref())?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let etcd = EtcdProcess {
             process,
-            endpoint: format!("http://127.0.0.1:{client_port}"),
+            endpoint: format!("{scheme}://127.0.0.1:{client_port}"),
             client_port,
             peer_port,
             data_dir,
             log,
+            tls,
         };
         etcd.wait_healthy()?;
         Ok(etcd)
@@ -65,8 +118,14 @@ impl EtcdProcess {
     /// Starts it again on the same ports and data.
     pub fn restart(&mut self) {
         self.process.kill();
-        self.process = spawn(&self.data_dir, &self.log, self.client_port, self.peer_port)
-            .expect("etcd restarts");
+        self.process = spawn(
+            &self.data_dir,
+            &self.log,
+            self.client_port,
+            self.peer_port,
+            self.tls.as_ref(),
+        )
+        .expect("etcd restarts");
         self.wait_healthy().expect("etcd healthy after restart");
     }
 
@@ -102,10 +161,25 @@ impl EtcdProcess {
     fn wait_healthy(&self) -> Result<(), String> {
         let deadline = Instant::now() + PROCESS_WAIT;
         while Instant::now() < deadline {
-            if self
-                .try_request("GET", "/health", "")
-                .is_some_and(|body| body.contains("\"health\":\"true\""))
-            {
+            let healthy = match &self.tls {
+                None => self
+                    .try_request("GET", "/health", "")
+                    .is_some_and(|body| body.contains("\"health\":\"true\"")),
+                Some(files) => Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .args(["--endpoints", &self.endpoint, "endpoint", "health"])
+                    .arg("--cacert")
+                    .arg(&files.ca)
+                    .arg("--cert")
+                    .arg(&files.client_cert)
+                    .arg("--key")
+                    .arg(&files.client_key)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+            };
+            if healthy {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -139,11 +213,24 @@ fn spawn(
     log: &Path,
     client_port: u16,
     peer_port: u16,
+    tls: Option<&EtcdTlsFiles>,
 ) -> Result<ChildProcess, String> {
-    let client = format!("http://127.0.0.1:{client_port}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let client = format!("{scheme}://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let log_file = std::fs::File::create(log).map_err(|e| e.to_string())?;
-    let child = Command::new("etcd")
+    let mut command = Command::new("etcd");
+    if let Some(files) = tls {
+        command
+            .arg("--cert-file")
+            .arg(&files.server_cert)
+            .arg("--key-file")
+            .arg(&files.server_key)
+            .arg("--trusted-ca-file")
+            .arg(&files.ca)
+            .arg("--client-cert-auth");
+    }
+    let child = command
         .args(["--name", "test", "--data-dir"])
         .arg(data_dir)
         .args([

@@ -125,6 +125,39 @@ impl Ca {
         self.issue(uri, Vec::new(), expired)
     }
 
+    /// A certificate for a host at `ip` (an IP SAN and `localhost`), good
+    /// for both ends of TLS, as etcd's server and its clients use.
+    pub fn host_leaf(&self, ip: std::net::IpAddr) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test host");
+        params.subject_alt_names = vec![
+            SanType::IpAddress(ip),
+            SanType::DnsName("localhost".try_into().unwrap()),
+        ];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.serial_number = Some(SerialNumber::from(serial));
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            fingerprint: isthmus_api::tls::fingerprint(cert.der()),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            serial: format!("{serial:x}"),
+            uri: String::new(),
+        }
+    }
+
     fn issue(&self, uri: &str, dns_names: Vec<String>, expired: bool) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
