@@ -39,7 +39,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         return crate::profile::run(&args, &bin_dir).await;
     }
     if args.only == Some(Only::Scale) {
-        return crate::scale::run(&args, &bin_dir, &name).await;
+        let embedded = crate::scale::run(&args, &bin_dir, &name).await?;
+        crate::scale_etcd::run(&args, &bin_dir, &name).await?;
+        return Ok(embedded);
     }
     if args.only == Some(Only::Soak) {
         return crate::soak::run(&args, &bin_dir, &name).await;

@@ -448,12 +448,6 @@ pub async fn run(args: &RunArgs, bin_dir: &Path, name: &str) -> Result<i32> {
         "replication to a peer: {replicated} instances ({} services) in {replication_ms:.0} ms",
         replicated / REPLICATED_PER_SERVICE
     );
-    let etcd_sizes: Vec<usize> = if args.quick {
-        vec![1_000]
-    } else {
-        vec![10_000]
-    };
-    let etcd = crate::scale_etcd::run(bin_dir, &etcd_sizes).await?;
     let document = json!({
         "kind": "scale",
         "machine": measure::machine(),
@@ -470,7 +464,6 @@ pub async fn run(args: &RunArgs, bin_dir: &Path, name: &str) -> Result<i32> {
         },
         "restart": {"instances": registered, "serving_ms": restart_ms, "rss_kib": rss_after_restart},
         "replication": {"instances": replicated, "services": replicated / REPLICATED_PER_SERVICE, "ms": replication_ms},
-        "etcd": etcd,
     });
     let dir = crate::bench_dir().join("results");
     std::fs::create_dir_all(&dir)?;

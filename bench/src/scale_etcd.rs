@@ -20,10 +20,12 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::agent::request as call;
+use crate::measure;
 use crate::procs::{self, Proc};
 use crate::scale::{
     client, percentile, query_latency, register_named, ScaleAgent, CLIENTS, INSTANCES_PER_SERVICE,
 };
+use crate::RunArgs;
 
 const PROPAGATION_SAMPLES: usize = 20;
 const WAIT: Duration = Duration::from_secs(120);
@@ -158,7 +160,13 @@ async fn propagation(a: &str, b: &str) -> Result<(f64, f64)> {
     Ok((percentile(&samples, 50.0), percentile(&samples, 99.0)))
 }
 
-pub async fn run(bin_dir: &Path, sizes: &[usize]) -> Result<serde_json::Value> {
+/// Runs the measurements and writes `results/<name>-scale-etcd.json`.
+pub async fn run(args: &RunArgs, bin_dir: &Path, name: &str) -> Result<()> {
+    let sizes: Vec<usize> = if args.quick {
+        vec![1_000]
+    } else {
+        vec![10_000]
+    };
     let scratch = tempfile::Builder::new()
         .prefix("isthmus-scale-etcd-")
         .tempdir()?;
@@ -174,7 +182,7 @@ pub async fn run(bin_dir: &Path, sizes: &[usize]) -> Result<serde_json::Value> {
     );
     let mut rows = Vec::new();
     let mut registered = 0;
-    for &size in sizes {
+    for &size in &sizes {
         let rate = register_named(&a.addr, registered, size, INSTANCES_PER_SERVICE, "svc").await?;
         registered = size;
         // From the last registration's answer until the other agent has it.
@@ -197,11 +205,22 @@ pub async fn run(bin_dir: &Path, sizes: &[usize]) -> Result<serde_json::Value> {
     let c = etcd.agent(bin_dir, "n3")?;
     let join_ms = until_serving(&c.addr, registered, joined).await?;
     println!("a third agent joining with {registered} instances: serving in {join_ms:.0} ms");
-    Ok(json!({
+    let document = json!({
+        "kind": "scale-etcd",
+        "machine": measure::machine(),
         "agents": 2,
+        "clients": CLIENTS,
+        "instances_per_service": INSTANCES_PER_SERVICE,
         "sizes": rows,
         "propagation_p50_ms": prop_p50,
         "propagation_p99_ms": prop_p99,
         "join": {"instances": registered, "serving_ms": join_ms},
-    }))
+    });
+    let dir = crate::bench_dir().join("results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}-scale-etcd.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&document)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("results: {}", path.display());
+    Ok(())
 }

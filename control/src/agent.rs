@@ -277,7 +277,12 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         membership,
     ));
     // Before the API listens: a bad definition stops the start cleanly.
-    crate::agent_lifecycle::register_definitions(&state)
+    let catalog = crate::agent_lifecycle::Catalog {
+        store: &state.store,
+        checks: &state.checks,
+        node: &state.node,
+    };
+    crate::agent_lifecycle::register_definitions(catalog, &state.config)
         .await
         .map_err(|e| StartError::Config(format!("the config file's definitions: {e}")))?;
     let router = crate::http::router(state.clone());

@@ -18,11 +18,11 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{watch, Mutex};
 
 use crate::agent_checks::{self, AgentCheckError};
-use crate::catalog::{self, CatalogError};
+use crate::catalog::{self, CatalogError, LocalNode};
+use crate::checks::CheckRunner;
 use crate::config::AgentConfig;
 use crate::config_definitions::{self, ConfigDefinitionError, Definitions};
-use crate::http::AgentState;
-use crate::store::{StoreError, Table, Txn};
+use crate::store::{Store, StoreError, Table, Txn};
 
 /// A row the proxy view reads, written when a reload changes the default
 /// intention policy, so that sidecars' blocking queries wake and take the
@@ -30,7 +30,7 @@ use crate::store::{StoreError, Table, Txn};
 pub const POLICY_RELOADED_KEY: &str = "config/default-intention-policy";
 
 /// Builds the agent's configuration again from where it first came from.
-pub type ConfigLoader = Box<dyn Fn() -> Result<AgentConfig, String> + Send + Sync>;
+pub type ConfigLoader = Arc<dyn Fn() -> Result<AgentConfig, String> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -95,12 +95,16 @@ impl AgentLifecycle {
         self.default_allow.load(Ordering::Relaxed)
     }
 
-    /// The configuration from its sources, checked; `None` without a loader.
-    fn load(&self) -> Result<Option<AgentConfig>, LifecycleError> {
-        let Some(loader) = self.loader.get() else {
+    /// The configuration from its sources, checked, read off the async
+    /// workers (a file read and a parse); `None` without a loader.
+    async fn load(&self) -> Result<Option<AgentConfig>, LifecycleError> {
+        let Some(loader) = self.loader.get().cloned() else {
             return Ok(None);
         };
-        let fresh = loader().map_err(LifecycleError::Reload)?;
+        let fresh = tokio::task::spawn_blocking(move || loader())
+            .await
+            .map_err(|e| LifecycleError::Reload(e.to_string()))?
+            .map_err(LifecycleError::Reload)?;
         fresh.validate().map_err(LifecycleError::Reload)?;
         Ok(Some(fresh))
     }
@@ -123,18 +127,29 @@ fn definitions(config: &AgentConfig) -> Definitions<'_> {
     }
 }
 
+/// What registering definitions works on: the agent's store, its check
+/// runner and its node.
+pub struct Catalog<'a> {
+    pub store: &'a Store,
+    pub checks: &'a Arc<CheckRunner>,
+    pub node: &'a LocalNode,
+}
+
 /// Registers the configuration's service and check definitions at start.
-pub async fn register_definitions(state: &AgentState) -> Result<(), LifecycleError> {
+pub async fn register_definitions(
+    catalog: Catalog<'_>,
+    config: &AgentConfig,
+) -> Result<(), LifecycleError> {
     let none = Definitions {
         services: &[],
         checks: &[],
     };
     let applied = config_definitions::apply(
-        &state.store,
-        &state.checks,
-        &state.node,
+        catalog.store,
+        catalog.checks,
+        catalog.node,
         none,
-        definitions(&state.config),
+        definitions(config),
     )
     .await?;
     if !applied.services.is_empty() || !applied.checks.is_empty() {
@@ -145,15 +160,12 @@ pub async fn register_definitions(state: &AgentState) -> Result<(), LifecycleErr
 
 /// Reloads the configuration (see the module docs) and returns the
 /// settings that changed.
-pub async fn reload(state: &Arc<AgentState>) -> Result<Vec<Change>, LifecycleError> {
-    let lifecycle = &state.lifecycle;
+pub async fn reload(
+    lifecycle: &AgentLifecycle,
+    catalog: Catalog<'_>,
+) -> Result<Vec<Change>, LifecycleError> {
     let mut loaded = lifecycle.loaded.lock().await;
-    // A file read and a parse: off the async workers.
-    let loading = state.clone();
-    let fresh = tokio::task::spawn_blocking(move || loading.lifecycle.load())
-        .await
-        .map_err(|e| LifecycleError::Reload(e.to_string()))??;
-    let Some(mut fresh) = fresh else {
+    let Some(mut fresh) = lifecycle.load().await? else {
         return Ok(Vec::new());
     };
     // Port 0 was resolved when the agent started; that is no change.
@@ -161,9 +173,9 @@ pub async fn reload(state: &Arc<AgentState>) -> Result<Vec<Change>, LifecycleErr
         fresh.http_addr = loaded.http_addr;
     }
     let applied = config_definitions::apply(
-        &state.store,
-        &state.checks,
-        &state.node,
+        catalog.store,
+        catalog.checks,
+        catalog.node,
         definitions(&loaded),
         definitions(&fresh),
     )
@@ -180,7 +192,7 @@ pub async fn reload(state: &Arc<AgentState>) -> Result<Vec<Change>, LifecycleErr
     lifecycle.default_allow.store(allow, Ordering::Relaxed);
     if allow != loaded.default_allow() {
         let policy = if allow { "allow" } else { "deny" }.to_owned();
-        state
+        catalog
             .store
             .write(move |txn| txn.put(Table::Meta, POLICY_RELOADED_KEY, &policy))
             .await?;
@@ -303,15 +315,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_configuration_that_no_longer_loads_is_refused_with_consuls_prefix() {
+    #[tokio::test]
+    async fn a_configuration_that_no_longer_loads_is_refused_with_consuls_prefix() {
         let lifecycle = AgentLifecycle::new(&AgentConfig::dev());
         assert!(
-            lifecycle.load().unwrap().is_none(),
+            lifecycle.load().await.unwrap().is_none(),
             "no loader: nothing to do"
         );
-        lifecycle.set_loader(Box::new(|| Err("config file x.hcl: bad".to_owned())));
-        let refused = lifecycle.load().unwrap_err();
+        lifecycle.set_loader(Arc::new(|| Err("config file x.hcl: bad".to_owned())));
+        let refused = lifecycle.load().await.unwrap_err();
         assert_eq!(
             refused.to_string(),
             "Failed to reload configs: config file x.hcl: bad"

@@ -134,7 +134,7 @@ pub fn run(args: AgentArgs, start_gateway: Option<DevGatewayStarter>) -> ExitCod
         agent
             .state
             .lifecycle
-            .set_loader(Box::new(move || sources.load()));
+            .set_loader(std::sync::Arc::new(move || sources.load()));
         let gateway = match dev_gateway {
             Some((bind, admin_bind, advertise, start)) => {
                 let settings = DevGatewaySettings {

@@ -10,7 +10,12 @@ use crate::agent_lifecycle;
 
 /// Re-reads the configuration; 200 with an empty body, as Consul answers.
 pub async fn reload(Extract(state): Extract<State>) -> Result<Response, ApiError> {
-    let changes = agent_lifecycle::reload(&state).await?;
+    let catalog = agent_lifecycle::Catalog {
+        store: &state.store,
+        checks: &state.checks,
+        node: &state.node,
+    };
+    let changes = agent_lifecycle::reload(&state.lifecycle, catalog).await?;
     if changes.is_empty() {
         tracing::info!("configuration reloaded: nothing changed");
     }
