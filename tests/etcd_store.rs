@@ -327,3 +327,44 @@ async fn agents_reach_an_etcd_that_requires_client_certificates() {
     let (entry, _) = get(&client, "/v1/config/service-intentions/backend").await;
     assert_eq!(entry["Sources"][0]["Name"], "web");
 }
+
+#[tokio::test]
+async fn losing_etcd_stops_writes_with_a_reason_and_reads_go_on_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = EtcdProcess::start(dir.path());
+    let agent = etcd_agent(&etcd, "n1");
+    let client = Client::new(&agent.http_addr).unwrap();
+    put(&client, "/v1/config", intentions("web")).await;
+
+    etcd.kill();
+    // Reads are answered from the agent's state.
+    let (entry, _) = get(&client, "/v1/config/service-intentions/backend").await;
+    assert_eq!(entry["Sources"][0]["Name"], "web");
+    // A write fails, saying why, instead of hanging.
+    let refused = tokio::time::timeout(
+        isthmus_tests::WAIT,
+        send(&client, Method::PUT, "/v1/config", Some(intentions("api"))),
+    )
+    .await
+    .expect("a write without etcd is answered");
+    assert_eq!(refused.status, 500, "{}", text(&refused));
+    assert!(text(&refused).contains("etcd"), "{}", text(&refused));
+
+    // etcd is back: writes work again and are read back.
+    etcd.restart();
+    let deadline = tokio::time::Instant::now() + isthmus_tests::WAIT;
+    loop {
+        let response = send(&client, Method::PUT, "/v1/config", Some(intentions("api"))).await;
+        if response.status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "writes never worked again: {}",
+            text(&response)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (entry, _) = get(&client, "/v1/config/service-intentions/backend").await;
+    assert_eq!(entry["Sources"][0]["Name"], "api");
+}

@@ -32,6 +32,9 @@ pub use keys::EtcdKeys;
 /// How long a committed write may take to come back through this agent's
 /// watch before the writer is told something is wrong.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write waits for etcd's answer before it is told etcd is
+/// unreachable (the write may still commit; its watch would then bring it).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows per page when reading the whole state.
 const PAGE: i64 = 1000;
 /// etcd's default cap on operations in one transaction (`--max-txn-ops`).
@@ -306,8 +309,13 @@ impl SharedLog for EtcdLog {
         let txn = Txn::new().when(vec![compare]).and_then(ops);
         let mut client = self.client.clone();
         self.handle().spawn(async move {
-            let result = match client.txn(txn).await {
-                Ok(response) if response.succeeded() => {
+            let answered = tokio::time::timeout(COMMIT_TIMEOUT, client.txn(txn)).await;
+            let result = match answered {
+                Err(_) => Err(StoreError::Backend(format!(
+                    "etcd: committing a write: no answer within {}s",
+                    COMMIT_TIMEOUT.as_secs()
+                ))),
+                Ok(Ok(response)) if response.succeeded() => {
                     if applier.wait_for(expected + 1, APPLY_TIMEOUT).await {
                         Ok(())
                     } else {
@@ -317,7 +325,7 @@ impl SharedLog for EtcdLog {
                         )))
                     }
                 }
-                Ok(_) => {
+                Ok(Ok(_)) => {
                     // Run again once the write that won is applied here.
                     if applier.wait_for(expected + 1, APPLY_TIMEOUT).await {
                         Err(StoreError::Conflict)
@@ -328,7 +336,7 @@ impl SharedLog for EtcdLog {
                         ))
                     }
                 }
-                Err(e) => Err(etcd_err("committing a write", e)),
+                Ok(Err(e)) => Err(etcd_err("committing a write", e)),
             };
             done(result);
         });
