@@ -281,12 +281,13 @@ impl Store {
         let state = Arc::new(load_state(schema.clone(), |row| log.load(row))?);
         let shared = Shared::new(state);
         log.follow(Applier::new(shared.clone(), schema));
+        let writer = SharedWriter::new(log, shared.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
                 queue: Mutex::new(None),
                 committer: Mutex::new(None),
-                shared_log: Some(SharedWriter::new(log)),
+                shared_log: Some(writer),
             }),
         })
     }
@@ -375,7 +376,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         if let Some(writer) = &self.inner.shared_log {
-            return writer.write(&self.inner.shared, f).await;
+            return writer.write(f).await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let value = match self.apply(f, Ack::Async(tx))? {

@@ -15,11 +15,12 @@
 //! lost or compacted watch, a whole fresh read that never moves the index
 //! backwards.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::log::{Op, Publish, RowSink};
 use super::schema::Schema;
+use super::state::MemState;
 use super::watch::WatchKey;
 use super::{
     load_state, run_txn, Change, Shared, StoreError, Table, Txn, GLOBAL_INDEX_KEY,
@@ -47,56 +48,122 @@ pub trait SharedLog: Send + Sync + 'static {
 /// writes before it gives up.
 const MAX_ATTEMPTS: usize = 64;
 
-/// The write path of a store over a shared log.
-pub(crate) struct SharedWriter {
-    log: Arc<dyn SharedLog>,
-    /// This agent's writes take turns: they would only conflict with each
-    /// other (one cluster-wide index), each retry costing a round trip.
-    turn: tokio::sync::Semaphore,
+/// Operations one group may hold, below etcd's default `--max-txn-ops`
+/// (128), so grouping never makes a transaction etcd refuses; a single
+/// write larger than this still goes alone.
+const MAX_GROUP_OPS: usize = 100;
+
+/// One queued write, its closure and its answer behind a trait object so
+/// writes of any types share the committer's queue.
+trait Job: Send {
+    /// Runs the write on `base`; its changes, if it made any. Its value or
+    /// error is kept for [`Job::finish`].
+    fn run(&mut self, base: &MemState) -> Option<Change>;
+    /// Answers the writer: its value, its own error, or the commit's.
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
 }
 
-impl SharedWriter {
-    pub(crate) fn new(log: Arc<dyn SharedLog>) -> SharedWriter {
-        SharedWriter {
-            log,
-            turn: tokio::sync::Semaphore::new(1),
+struct TypedJob<T, E, F> {
+    f: F,
+    outcome: Option<Result<T, E>>,
+    answer: tokio::sync::oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> Job for TypedJob<T, E, F>
+where
+    F: FnMut(&mut Txn) -> Result<T, E> + Send,
+    T: Send,
+    E: From<StoreError> + Send,
+{
+    fn run(&mut self, base: &MemState) -> Option<Change> {
+        match run_txn(base, &mut self.f) {
+            Ok((value, change)) => {
+                self.outcome = Some(Ok(value));
+                change
+            }
+            Err(e) => {
+                self.outcome = Some(Err(e));
+                None
+            }
         }
     }
 
-    pub(crate) async fn write<T, E, F>(&self, shared: &Arc<Shared>, mut f: F) -> Result<T, E>
-    where
-        F: FnMut(&mut Txn) -> Result<T, E>,
-        E: From<StoreError>,
-    {
-        let _turn = self
-            .turn
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Task("the store is closed".into()))?;
-        for _ in 0..MAX_ATTEMPTS {
-            let base = shared.published.load_full();
-            let (value, change) = run_txn(&base, &mut f)?;
-            let Some(Change { ops, .. }) = change else {
-                return Ok(value);
-            };
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.log.commit(
-                base.index,
-                ops,
-                Box::new(move |result| {
-                    let _ = tx.send(result);
-                }),
-            );
-            let result = rx
-                .await
-                .map_err(|_| StoreError::Task("the shared log stopped".into()))?;
-            match result {
-                Ok(()) => return Ok(value),
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match (committed, self.outcome) {
+            (Err(e), Some(Ok(_))) | (Err(e), None) => Err(E::from(e)),
+            (_, Some(outcome)) => outcome,
+            (Ok(()), None) => Err(E::from(StoreError::Task("the write never ran".into()))),
+        };
+        let _ = self.answer.send(answer);
+    }
+}
+
+/// The write path of a store over a shared log: one committer thread
+/// takes every queued write, runs them one after the other on the newest
+/// applied state, and sends them as one transaction (group commit, as the
+/// embedded store does); if another agent wrote first, it runs them all
+/// again on the newer state.
+pub(crate) struct SharedWriter {
+    log: Arc<dyn SharedLog>,
+    queue: Mutex<Option<std::sync::mpsc::Sender<Box<dyn Job>>>>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for SharedWriter {
+    fn drop(&mut self) {
+        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(thread) = self
+            .committer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = thread.join();
         }
-        Err(gave_up().into())
+    }
+}
+
+impl SharedWriter {
+    pub(crate) fn new(
+        log: Arc<dyn SharedLog>,
+        shared: Arc<Shared>,
+    ) -> Result<SharedWriter, StoreError> {
+        let (queue, jobs) = std::sync::mpsc::channel();
+        let committing = log.clone();
+        let committer = std::thread::Builder::new()
+            .name("store-shared-commit".into())
+            .spawn(move || run_committer(committing, shared, jobs))
+            .map_err(|e| StoreError::Backend(format!("starting the commit thread: {e}")))?;
+        Ok(SharedWriter {
+            log,
+            queue: Mutex::new(Some(queue)),
+            committer: Mutex::new(Some(committer)),
+        })
+    }
+
+    pub(crate) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnMut(&mut Txn) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = Box::new(TypedJob {
+            f,
+            outcome: None,
+            answer,
+        });
+        {
+            let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue
+                .as_ref()
+                .ok_or_else(|| StoreError::Task("the store is closed".into()))?
+                .send(job)
+                .map_err(|_| StoreError::Task("the commit thread stopped".into()))?;
+        }
+        answered
+            .await
+            .map_err(|_| E::from(StoreError::Task("the commit thread stopped".into())))?
     }
 
     /// The blocking form, for start-up code (never on an async worker: it
@@ -130,6 +197,88 @@ impl SharedWriter {
             }
         }
         Err(gave_up().into())
+    }
+}
+
+/// The committer thread's loop: runs until every sender is gone.
+fn run_committer(
+    log: Arc<dyn SharedLog>,
+    shared: Arc<Shared>,
+    jobs: std::sync::mpsc::Receiver<Box<dyn Job>>,
+) {
+    let mut waiting: std::collections::VecDeque<Box<dyn Job>> = Default::default();
+    loop {
+        if waiting.is_empty() {
+            match jobs.recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => return,
+            }
+        }
+        while let Ok(job) = jobs.try_recv() {
+            waiting.push_back(job);
+        }
+        let mut group: Vec<Box<dyn Job>> = Vec::new();
+        let mut committed = Err(gave_up());
+        for _ in 0..MAX_ATTEMPTS {
+            let base = shared.published.load_full();
+            let mut state = base.clone();
+            let mut ops = Vec::new();
+            // The first attempt takes writes until the group is full; a
+            // retry runs the same group again on the newer state.
+            let retry = !group.is_empty();
+            let mut taken = 0;
+            while taken < group.len() || (!retry && !waiting.is_empty()) {
+                if taken == group.len() {
+                    let job = waiting.pop_front().expect("not empty");
+                    group.push(job);
+                }
+                let before = ops.len();
+                if let Some(change) = group[taken].run(&state) {
+                    if !retry && before > 0 && before + change.ops.len() > MAX_GROUP_OPS {
+                        // Full: this write goes first in the next group.
+                        waiting.push_front(group.pop().expect("just pushed"));
+                        break;
+                    }
+                    ops.extend(change.ops);
+                    state = change.state;
+                }
+                taken += 1;
+            }
+            if ops.is_empty() {
+                committed = Ok(());
+                break;
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            log.commit(
+                base.index,
+                ops,
+                Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            );
+            match rx.recv() {
+                Ok(Ok(())) => {
+                    committed = Ok(());
+                    break;
+                }
+                Ok(Err(StoreError::Conflict)) => continue,
+                Ok(Err(e)) => {
+                    committed = Err(e);
+                    break;
+                }
+                Err(_) => {
+                    committed = Err(StoreError::Task("the shared log stopped".into()));
+                    break;
+                }
+            }
+        }
+        for job in group {
+            let result = match &committed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Backend(e.to_string())),
+            };
+            job.finish(result);
+        }
     }
 }
 
