@@ -3,28 +3,17 @@
 //! another takes over by itself.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use http::Method;
 use isthmus_runtime::client::Client;
 use isthmus_testkit::etcd::EtcdProcess;
 use isthmus_tests::api::{send, text};
+use isthmus_tests::etcd;
 use isthmus_tests::process::{cli, stdout, AgentProcess};
 use serde_json::Value;
 
 fn agent(etcd: &EtcdProcess, node: &str) -> AgentProcess {
-    AgentProcess::spawn(&[
-        "--store",
-        "etcd",
-        "--etcd-endpoints",
-        &etcd.endpoint,
-        "--node-name",
-        node,
-        "--cluster-name",
-        "cluster-01",
-        "--member-ttl",
-        "2s",
-    ])
+    etcd::agent(&etcd.endpoint, node, &["--member-ttl", "2s"])
 }
 
 /// GET expecting 200 (these endpoints have no index, as in Consul).
@@ -36,18 +25,7 @@ async fn get(client: &Client, path: &str) -> (Value, ()) {
 
 /// Waits (bounded) until `check` holds for what `client` answers at `path`.
 async fn until(client: &Client, path: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + isthmus_tests::WAIT;
-    loop {
-        let (value, _) = get(client, path).await;
-        if check(&value) {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} never matched; last: {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    etcd::until(client, path, check).await.0
 }
 
 fn statuses(members: &Value) -> Vec<(String, u64)> {
@@ -143,20 +121,7 @@ async fn a_stopping_leader_hands_over_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = EtcdProcess::start(dir.path());
     // A long lease: only a graceful release can move leadership quickly.
-    let spawn = |node: &str| {
-        AgentProcess::spawn(&[
-            "--store",
-            "etcd",
-            "--etcd-endpoints",
-            &etcd.endpoint,
-            "--node-name",
-            node,
-            "--cluster-name",
-            "cluster-01",
-            "--member-ttl",
-            "60s",
-        ])
-    };
+    let spawn = |node: &str| etcd::agent(&etcd.endpoint, node, &["--member-ttl", "60s"]);
     let first = spawn("n1");
     let c1 = Client::new(&first.http_addr).unwrap();
     until(&c1, "/v1/status/leader", |l| *l == first.http_addr.as_str()).await;

@@ -10,20 +10,11 @@ use isthmus_tests::eventually;
 use isthmus_tests::process::{stderr, stdout, AgentProcess};
 
 fn agent(etcd: &EtcdProcess, node: &str) -> AgentProcess {
-    AgentProcess::spawn(&[
-        "--store",
-        "etcd",
-        "--etcd-endpoints",
+    isthmus_tests::etcd::agent(
         &etcd.endpoint,
-        "--node-name",
         node,
-        "--cluster-name",
-        "cluster-01",
-        "--member-ttl",
-        "2s",
-        "--peering-heartbeat",
-        TEST_HEARTBEAT,
-    ])
+        &["--member-ttl", "2s", "--peering-heartbeat", TEST_HEARTBEAT],
+    )
 }
 
 async fn peering_state(client: &Client, name: &str) -> Option<String> {

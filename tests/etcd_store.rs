@@ -10,50 +10,17 @@ use isthmus_runtime::client::Client;
 use isthmus_testkit::etcd::EtcdProcess;
 use isthmus_testkit::net::TcpRelay;
 use isthmus_tests::api::{get, put, send, text};
+use isthmus_tests::etcd::{agent, until};
 use isthmus_tests::process::AgentProcess;
 use serde_json::{json, Value};
 
 fn etcd_agent(etcd: &EtcdProcess, node: &str) -> AgentProcess {
-    agent_via(&etcd.endpoint, node)
-}
-
-fn agent_via(endpoint: &str, node: &str) -> AgentProcess {
-    AgentProcess::spawn(&[
-        "--store",
-        "etcd",
-        "--etcd-endpoints",
-        endpoint,
-        "--node-name",
-        node,
-        "--cluster-name",
-        "cluster-01",
-    ])
+    agent(&etcd.endpoint, node, &[])
 }
 
 fn intentions(source: &str) -> Value {
     json!({"Kind": "service-intentions", "Name": "backend",
            "Sources": [{"Name": source, "Action": "allow"}]})
-}
-
-/// Waits (bounded) until `client` serves `path` with `pred` true.
-async fn eventually(client: &Client, path: &str, pred: impl Fn(&Value) -> bool) -> (Value, u64) {
-    let deadline = tokio::time::Instant::now() + isthmus_tests::WAIT;
-    loop {
-        let response = send(client, Method::GET, path, None).await;
-        if response.status == 200 {
-            let value: Value = serde_json::from_slice(&response.body).unwrap();
-            if pred(&value) {
-                return (value, response.index.unwrap_or_default());
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} never matched; last: {} {}",
-            response.status,
-            text(&response)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -105,7 +72,7 @@ async fn agents_share_the_cluster_state_and_wake_each_others_queries() {
     put(&cb, "/v1/config", intentions("api")).await;
     let (entry_b, index_b) = get(&cb, "/v1/config/service-intentions/backend").await;
     assert_eq!(entry_b["Sources"][0]["Name"], "api");
-    let (entry_a, index_a) = eventually(&ca, "/v1/config/service-intentions/backend", |e| {
+    let (entry_a, index_a) = until(&ca, "/v1/config/service-intentions/backend", |e| {
         e["Sources"][0]["Name"] == "api"
     })
     .await;
@@ -138,7 +105,7 @@ async fn writes_from_two_agents_form_one_order() {
         write.await.unwrap();
     }
     for client in &clients {
-        let (entries, _) = eventually(client, "/v1/config/service-intentions", |e| {
+        let (entries, _) = until(client, "/v1/config/service-intentions", |e| {
             e.as_array().is_some_and(|a| a.len() == 40)
         })
         .await;
@@ -236,7 +203,7 @@ async fn the_state_survives_the_agent_and_a_compacted_watch_reads_it_afresh() {
     // B's watch cannot resume, so B reads the whole state afresh.
     let etcd_addr = etcd.endpoint.trim_start_matches("http://").parse().unwrap();
     let relay = TcpRelay::start(etcd_addr).await;
-    let b = agent_via(&format!("http://{}", relay.addr), "n2");
+    let b = agent(&format!("http://{}", relay.addr), "n2", &[]);
     let cb = Client::new(&b.http_addr).unwrap();
     get(&cb, "/v1/config/service-intentions/backend").await;
     relay.cut();
@@ -257,14 +224,14 @@ async fn the_state_survives_the_agent_and_a_compacted_watch_reads_it_afresh() {
         "B, cut off, still serves what it had"
     );
     relay.restore();
-    let (entry, _) = eventually(&cb, "/v1/config/service-intentions/backend", |e| {
+    let (entry, _) = until(&cb, "/v1/config/service-intentions/backend", |e| {
         e["Sources"][0]["Name"] == "api"
     })
     .await;
     assert_eq!(entry["Sources"][0]["Name"], "api");
     // And B keeps following new writes afterwards.
     put(&ca, "/v1/config", intentions("late")).await;
-    eventually(&cb, "/v1/config/service-intentions/backend", |e| {
+    until(&cb, "/v1/config/service-intentions/backend", |e| {
         e["Sources"][0]["Name"] == "late"
     })
     .await;

@@ -128,49 +128,29 @@ impl Ca {
     /// A certificate for a host at `ip` (an IP SAN and `localhost`), good
     /// for both ends of TLS, as etcd's server and its clients use.
     pub fn host_leaf(&self, ip: std::net::IpAddr) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test host");
-        params.subject_alt_names = vec![
+        let sans = vec![
             SanType::IpAddress(ip),
             SanType::DnsName("localhost".try_into().unwrap()),
         ];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.serial_number = Some(SerialNumber::from(serial));
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            fingerprint: isthmus_api::tls::fingerprint(cert.der()),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            serial: format!("{serial:x}"),
-            uri: String::new(),
-        }
+        self.issue_with_sans(String::new(), sans, false)
     }
 
     fn issue(&self, uri: &str, dns_names: Vec<String>, expired: bool) -> Leaf {
+        let mut sans = vec![SanType::URI(uri.try_into().unwrap())];
+        for name in dns_names {
+            sans.push(SanType::DnsName(name.try_into().unwrap()));
+        }
+        self.issue_with_sans(uri.to_owned(), sans, expired)
+    }
+
+    fn issue_with_sans(&self, uri: String, sans: Vec<SanType>, expired: bool) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
         let mut params = CertificateParams::default();
         params
             .distinguished_name
             .push(DnType::CommonName, "test leaf");
-        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-        for name in dns_names {
-            params
-                .subject_alt_names
-                .push(SanType::DnsName(name.try_into().unwrap()));
-        }
+        params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -191,7 +171,7 @@ impl Ca {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             serial: format!("{serial:x}"),
-            uri: uri.into(),
+            uri,
         }
     }
 }
