@@ -265,3 +265,51 @@ async fn every_agent_finds_services_on_every_node_and_a_dead_nodes_turn_critical
     assert_eq!(dead["Checks"][0]["CheckID"], "serfHealth");
     assert_eq!(dead["Checks"][0]["Output"], "Agent not live or unreachable");
 }
+
+#[tokio::test]
+async fn a_node_name_belongs_to_one_live_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdProcess::start(dir.path());
+    let mut first = agent(&etcd, "n1");
+    let c1 = Client::new(&first.http_addr).unwrap();
+    until(&c1, "/v1/agent/members", |m| {
+        statuses(m) == [("n1".into(), 1)]
+    })
+    .await;
+
+    // A second agent under the same name is refused once the first's
+    // record outlives the member TTL, and the first goes on.
+    let refused = isthmus_tests::process::AgentProcess::try_spawn(&[
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &etcd.endpoint,
+        "--node-name",
+        "n1",
+        "--cluster-name",
+        "cluster-01",
+        "--member-ttl",
+        "2s",
+    ]);
+    let logs = match refused {
+        Ok(_) => panic!("a second agent started as n1"),
+        Err(logs) => logs,
+    };
+    assert!(
+        logs.contains("another agent is running as node \"n1\""),
+        "{logs}"
+    );
+    until(&c1, "/v1/agent/members", |m| {
+        statuses(m) == [("n1".into(), 1)]
+    })
+    .await;
+
+    // The same node restarting after a crash waits out its old lease.
+    first.kill();
+    let again = agent(&etcd, "n1");
+    let c1 = Client::new(&again.http_addr).unwrap();
+    until(&c1, "/v1/agent/members", |m| {
+        statuses(m) == [("n1".into(), 1)]
+    })
+    .await;
+}

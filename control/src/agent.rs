@@ -205,6 +205,21 @@ fn api_address(bound: SocketAddr, advertise: std::net::IpAddr) -> SocketAddr {
 pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     config.validate().map_err(StartError::Config)?;
     let (store, etcd) = open_store(&config)?;
+    if let Some(etcd) = &etcd {
+        let claim = membership::etcd::claim_node_name(
+            etcd.log.client(),
+            etcd.prefix.clone(),
+            config.node_name.clone(),
+            config.member_ttl,
+        );
+        // On the etcd client's runtime; awaited from this one.
+        etcd.log
+            .runtime()
+            .spawn(claim)
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?
+            .map_err(StartError::Config)?;
+    }
     let (cluster, node) = load_identity(&store, &config)?;
     let ca = ca::open(
         &store,

@@ -42,6 +42,40 @@ impl LeaveHandle {
     }
 }
 
+/// Waits until no live agent holds `node`'s member record: a restart after
+/// a crash finds its own old record until the lease runs out (`ttl`); a
+/// record still live after that belongs to another agent running under the
+/// same node name, and starting would mix two agents' services and checks.
+pub async fn claim_node_name(
+    mut client: Client,
+    prefix: String,
+    node: String,
+    ttl: Duration,
+) -> Result<(), String> {
+    let key = format!("{prefix}/cluster/members/{node}");
+    let deadline = Instant::now() + ttl + Duration::from_secs(1);
+    let mut said = false;
+    loop {
+        let held = client
+            .get(key.clone(), None)
+            .await
+            .map_err(|e| format!("etcd: reading the member record of {node:?}: {e}"))?;
+        if held.kvs().is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "another agent is running as node {node:?} (its member record in etcd stayed live for longer than --member-ttl); give this one another --node-name"
+            ));
+        }
+        if !said {
+            tracing::info!(node = %node, ttl = ?ttl, "a live member record holds this node name; waiting for it to expire (a restart after a crash) or refusing to start");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Starts this agent's membership session on `runtime` (the etcd client's).
 pub fn start(
     client: Client,
