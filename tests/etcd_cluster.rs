@@ -238,6 +238,30 @@ async fn every_agent_finds_services_on_every_node_and_a_dead_nodes_turn_critical
     assert_eq!(ports, [8002, 8003]);
     let (names, _) = get(&clients[0], "/v1/catalog/services").await;
     assert!(names.get("web").is_some(), "{names}");
+    // Node-scoped reads know every agent's node.
+    let nodes = until(&clients[0], "/v1/catalog/nodes", |n| {
+        n.as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["n1", "n2", "n3"]);
+    let (on_n2, _) = get(&clients[0], "/v1/catalog/node-services/n2").await;
+    assert_eq!(on_n2["Node"]["Node"], "n2");
+    assert_eq!(on_n2["Services"][0]["Port"], 8002, "{on_n2}");
+    let (checks, _) = get(&clients[0], "/v1/health/checks/web").await;
+    let check_nodes: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Node"].as_str().unwrap())
+        .collect();
+    assert_eq!(check_nodes, ["n2", "n3"], "{checks}");
+
     // The agent endpoints stay local: n1 runs nothing.
     let (local, _) = get(&clients[0], "/v1/agent/services").await;
     assert_eq!(local, serde_json::json!({}));
@@ -264,6 +288,18 @@ async fn every_agent_finds_services_on_every_node_and_a_dead_nodes_turn_critical
         .unwrap();
     assert_eq!(dead["Checks"][0]["CheckID"], "serfHealth");
     assert_eq!(dead["Checks"][0]["Output"], "Agent not live or unreachable");
+    let (node_checks, _) = get(&clients[0], "/v1/health/node/n3").await;
+    assert_eq!(node_checks[0]["CheckID"], "serfHealth", "{node_checks}");
+    assert_eq!(node_checks[0]["Status"], "critical");
+    let (critical, _) = get(&clients[0], "/v1/health/state/critical").await;
+    assert!(
+        critical
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["Node"] == "n3" && c["CheckID"] == "serfHealth"),
+        "{critical}"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use isthmus_api::catalog::{
 use isthmus_api::catalog_register::{CatalogDeregistration, CatalogRegistration};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::LocalNode;
+use crate::catalog_tables::LocalNode;
 use crate::store::{Reads, StoreError, Table, Txn};
 
 /// One external node with everything registered on it.

@@ -12,6 +12,7 @@ use isthmus_api::catalog::{
     AgentService, CatalogService, HealthCheck, Node, ServiceEntry, STATUS_CRITICAL, STATUS_PASSING,
 };
 
+use crate::catalog_nodes::ExternalNode;
 use crate::catalog_tables::{
     catalog_row, LocalNode, Select, StoredCheck, BY_DESTINATION, BY_KIND, BY_NAME, BY_SERVICE,
     BY_SERVICE_NAME,
@@ -217,11 +218,50 @@ pub fn changed_keys(service: &str) -> [WatchKey; 5] {
     ]
 }
 
-/// Every agent node's record: this one and the others.
-pub fn agent_nodes(r: &impl Reads, local: &LocalNode) -> Result<Vec<Node>, StoreError> {
-    let mut nodes = vec![local.to_api()];
-    for node in r.scan::<LocalNode>(Table::RemoteNodes, "")? {
-        nodes.push(node.to_api());
+/// The checks of other agents' instances of `service`, as
+/// `/v1/health/checks/<service>` lists them.
+pub fn service_checks(r: &impl Reads, service: &str) -> Result<Vec<HealthCheck>, StoreError> {
+    Ok(
+        r.lookup::<StoredCheck>(Table::RemoteChecks, BY_SERVICE_NAME, service)?
+            .into_iter()
+            .map(|c| c.state)
+            .collect(),
+    )
+}
+
+/// Another agent's node with its services and every check on it (its
+/// services', its node checks and its liveness), shaped as an external
+/// node so node-scoped reads treat both alike; names compare
+/// case-insensitively, as in Consul's catalog.
+pub fn agent_node(r: &impl Reads, name: &str) -> Result<Option<ExternalNode>, StoreError> {
+    let Some(name) = r
+        .keys(Table::RemoteNodes, "")
+        .into_iter()
+        .find(|n| n.eq_ignore_ascii_case(name))
+    else {
+        return Ok(None);
+    };
+    let prefix = format!("{name}/");
+    let services: Vec<AgentService> = r.scan(Table::RemoteServices, &prefix)?;
+    let mut checks: Vec<HealthCheck> = r
+        .scan::<StoredCheck>(Table::RemoteChecks, &prefix)?
+        .into_iter()
+        .map(|c| c.state)
+        .collect();
+    checks.extend(serf_health(r, &name)?);
+    checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
+    Ok(Some(ExternalNode {
+        node: api_node(r, &name)?,
+        services,
+        checks,
+    }))
+}
+
+/// Every other agent's node, as [`agent_node`] shapes them.
+pub fn agent_nodes(r: &impl Reads) -> Result<Vec<ExternalNode>, StoreError> {
+    let mut nodes = Vec::new();
+    for name in r.keys(Table::RemoteNodes, "") {
+        nodes.extend(agent_node(r, &name)?);
     }
     Ok(nodes)
 }

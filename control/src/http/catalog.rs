@@ -47,12 +47,18 @@ pub async fn nodes(
 ) -> Result<Response, ApiError> {
     blocking_json(&state, &params, |snap| {
         let mut nodes = vec![state.node.to_api()];
+        nodes.extend(
+            crate::catalog_remote::agent_nodes(snap)?
+                .into_iter()
+                .map(|n| n.node),
+        );
         nodes.extend(catalog_nodes::all(snap)?.into_iter().map(|n| n.node));
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
         list.narrow(&mut nodes)?;
         let index = snap
             .table_index(Table::Meta)?
-            .max(snap.table_index(Table::Nodes)?);
+            .max(snap.table_index(Table::Nodes)?)
+            .max(snap.table_index(Table::RemoteNodes)?);
         Ok((nodes, index))
     })
     .await
@@ -343,7 +349,8 @@ pub async fn health_checks(
     valid_service_name(&name)?;
     blocking_json(&state, &params, |snap| {
         let mut checks = catalog::service_name_checks(snap, &state.node, &name)?;
-        checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
+        checks.extend(crate::catalog_remote::service_checks(snap, &name)?);
+        checks.sort_by(|a, b| (&a.check_id, &a.node).cmp(&(&b.check_id, &b.node)));
         for node in catalog_nodes::all(snap)? {
             checks.extend(node.checks.into_iter().filter(|c| c.service_name == name));
         }

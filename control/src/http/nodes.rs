@@ -17,7 +17,8 @@ use super::error::ApiError;
 use super::list_query::ListQuery;
 use super::{blocking_json, json_response, Params, State};
 use crate::catalog::{self, LocalNode};
-use crate::catalog_nodes;
+use crate::catalog_nodes::{self, ExternalNode};
+use crate::catalog_remote;
 use crate::store::{Reads, Snapshot, StoreError, Table};
 
 /// Consul's `?state=any`: every check whatever its status.
@@ -28,17 +29,35 @@ fn is_local(node: &LocalNode, name: &str) -> bool {
     node.name.eq_ignore_ascii_case(name)
 }
 
+/// This agent's checks and its node's liveness, by check ID.
 fn sorted_checks(snap: &Snapshot, node: &LocalNode) -> Result<Vec<HealthCheck>, StoreError> {
     let mut checks = catalog::check_states(snap, node)?;
+    checks.extend(catalog_remote::serf_health(snap, &node.name)?);
     checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
     Ok(checks)
 }
 
-/// Every check on every node: this agent's first, then external nodes'.
+/// Every node besides this agent's: the cluster's other agents' (etcd)
+/// and the external ones.
+fn other_nodes(snap: &Snapshot) -> Result<Vec<ExternalNode>, StoreError> {
+    let mut nodes = catalog_remote::agent_nodes(snap)?;
+    nodes.extend(catalog_nodes::all(snap)?);
+    Ok(nodes)
+}
+
+/// Another node by name: one of the cluster's agents or an external one.
+fn other_node(snap: &Snapshot, name: &str) -> Result<Option<ExternalNode>, StoreError> {
+    match catalog_remote::agent_node(snap, name)? {
+        Some(node) => Ok(Some(node)),
+        None => catalog_nodes::get(snap, name),
+    }
+}
+
+/// Every check on every node: this agent's first, then the others'.
 fn all_checks(snap: &Snapshot, node: &LocalNode) -> Result<Vec<HealthCheck>, StoreError> {
     let mut checks = sorted_checks(snap, node)?;
-    for external in catalog_nodes::all(snap)? {
-        checks.extend(external.checks);
+    for other in other_nodes(snap)? {
+        checks.extend(other.checks);
     }
     Ok(checks)
 }
@@ -58,7 +77,7 @@ pub(super) fn retain_by_node_meta(
     if list.node_meta_matches(&node.to_api().meta) {
         matching.push(node.name.clone());
     }
-    for external in catalog_nodes::all(snap)? {
+    for external in other_nodes(snap)? {
         if list.node_meta_matches(&external.node.meta) {
             matching.push(external.node.node);
         }
@@ -69,9 +88,36 @@ pub(super) fn retain_by_node_meta(
 
 /// Indexes of the tables holding checks.
 fn checks_index(snap: &Snapshot) -> Result<u64, StoreError> {
-    Ok(snap
-        .table_index(Table::Checks)?
-        .max(snap.table_index(Table::Nodes)?))
+    Ok([
+        Table::Checks,
+        Table::Nodes,
+        Table::RemoteChecks,
+        Table::RemoteNodes,
+        Table::NodeHealth,
+    ]
+    .into_iter()
+    .map(|t| snap.table_index(t))
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .max()
+    .unwrap_or(0))
+}
+
+/// Indexes of the tables holding nodes and their services.
+fn services_index(snap: &Snapshot) -> Result<u64, StoreError> {
+    Ok([
+        Table::Services,
+        Table::Meta,
+        Table::Nodes,
+        Table::RemoteServices,
+        Table::RemoteNodes,
+    ]
+    .into_iter()
+    .map(|t| snap.table_index(t))
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .max()
+    .unwrap_or(0))
 }
 
 /// `GET /v1/health/state/:state`: the checks in `state` (`any` for all).
@@ -124,7 +170,7 @@ pub async fn health_node(
         let mut checks = if local {
             sorted_checks(snap, &state.node)?
         } else {
-            catalog_nodes::get(snap, &name)?
+            other_node(snap, &name)?
                 .map(|n| n.checks)
                 .unwrap_or_default()
         };
@@ -157,12 +203,9 @@ pub async fn node_services(
 ) -> Result<Response, ApiError> {
     let local = is_local(&state.node, &name);
     blocking_json(&state, &params, |snap| {
-        let index = snap
-            .table_index(Table::Services)?
-            .max(snap.table_index(Table::Meta)?)
-            .max(snap.table_index(Table::Nodes)?);
+        let index = services_index(snap)?;
         if !local {
-            let answer = match catalog_nodes::get(snap, &name)? {
+            let answer = match other_node(snap, &name)? {
                 Some(mut external) => {
                     list.narrow(&mut external.services)?;
                     NodeServices {
@@ -212,14 +255,11 @@ pub async fn node(
 ) -> Result<Response, ApiError> {
     let local = is_local(&state.node, &name);
     blocking_json(&state, &params, |snap| {
-        let index = snap
-            .table_index(Table::Services)?
-            .max(snap.table_index(Table::Meta)?)
-            .max(snap.table_index(Table::Nodes)?);
+        let index = services_index(snap)?;
         let found = if local {
             Some((state.node.to_api(), catalog::all_services(snap)?))
         } else {
-            catalog_nodes::get(snap, &name)?.map(|external| (external.node, external.services))
+            other_node(snap, &name)?.map(|other| (other.node, other.services))
         };
         let answer = found.map(|(node, services)| {
             serde_json::json!({
