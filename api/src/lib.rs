@@ -8,6 +8,7 @@
 //! depend on this crate, never on the control plane's internals.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod auth;
 pub mod ca;
 pub mod catalog;

@@ -1,6 +1,7 @@
 //! The isthmus control plane: agent, HTTP API, store, CA and the CLI.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod agent;
 pub mod agent_checks;
 pub mod agent_lifecycle;

@@ -90,6 +90,8 @@ pub struct AgentConfig {
     pub services: Vec<ServiceRegistration>,
     /// Checks the config file defines (Consul's `check`/`checks`).
     pub checks: Vec<CheckDefinition>,
+    /// Access control (`acl { ... }`); disabled by default.
+    pub acl: crate::acl::AclSettings,
 }
 
 impl AgentConfig {
@@ -116,6 +118,7 @@ impl AgentConfig {
             dns: crate::dns::DnsConfig::default(),
             services: Vec::new(),
             checks: Vec::new(),
+            acl: crate::acl::AclSettings::default(),
         }
     }
 

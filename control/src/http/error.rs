@@ -9,6 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use isthmus_api::filter::FilterError;
 
+use isthmus_api::acl::Denied;
+
+use crate::acl::AclError;
 use crate::agent_checks::AgentCheckError;
 use crate::agent_lifecycle::LifecycleError;
 use crate::auth::AuthError;
@@ -189,6 +192,21 @@ impl From<PeeringError> for ApiError {
 /// meets: Consul's 400 with its prefix (Consul finds the second kind when
 /// it checks the expression against the response type; isthmus when it
 /// first meets a value).
+impl From<Denied> for ApiError {
+    fn from(e: Denied) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+    }
+}
+
+impl From<AclError> for ApiError {
+    fn from(e: AclError) -> ApiError {
+        match e {
+            AclError::Store(_) => store_failure(e),
+            AclError::TokenNotFound => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+        }
+    }
+}
+
 impl From<FilterError> for ApiError {
     fn from(e: FilterError) -> ApiError {
         ApiError::bad_request(format!(

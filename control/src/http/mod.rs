@@ -9,6 +9,7 @@ mod agent;
 mod agent_checks;
 mod agent_lifecycle;
 mod auth;
+pub mod authz;
 mod catalog;
 mod catalog_register;
 mod config;

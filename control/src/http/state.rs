@@ -7,6 +7,7 @@ use isthmus_api::config_entry::ServiceIntentions;
 use isthmus_api::intentions::IntentionSet;
 use tokio::sync::watch;
 
+use crate::acl::AclResolver;
 use crate::agent_lifecycle::AgentLifecycle;
 use crate::ca::CertificateAuthority;
 use crate::catalog::LocalNode;
@@ -37,6 +38,8 @@ pub struct AgentState {
     pub membership: Membership,
     /// Reloads of the configuration and the request to leave.
     pub lifecycle: AgentLifecycle,
+    /// Resolves requests' ACL tokens.
+    pub acl: AclResolver,
     /// The intention set compiled at a config-entries index, with the
     /// default policy it was compiled for.
     intentions: Mutex<Option<(u64, bool, Arc<IntentionSet>)>>,
@@ -58,6 +61,7 @@ impl AgentState {
     ) -> AgentState {
         AgentState {
             lifecycle: AgentLifecycle::new(&config),
+            acl: AclResolver::new(config.acl.clone(), peering.store.clone()),
             config,
             store: peering.store.clone(),
             cluster: peering.cluster.clone(),
