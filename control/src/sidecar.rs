@@ -42,6 +42,13 @@ pub struct SidecarRequest {
     default_checks: bool,
 }
 
+impl SidecarRequest {
+    /// The sidecar's registration as it will be written.
+    pub fn registration(&self) -> &ServiceRegistration {
+        &self.registration
+    }
+}
+
 /// Takes `Connect.SidecarService` out of `parent` and completes it from the
 /// parent. The sidecar is validated here (with a stand-in port when it has
 /// none yet), so the write can fail only for want of a free port.

@@ -13,9 +13,12 @@ use serde_json::json;
 
 use isthmus_api::consul_json::{value, ConsulBody, Schema};
 
+use isthmus_api::acl::{Access, Resource};
+
+use super::authz::{self, Authz};
 use super::error::ApiError;
 use super::list_query::ListQuery;
-use super::{blocking_json, json_response, ConsulJson, Params, State};
+use super::{blocking_json_acl, json_response, ConsulJson, Params, State};
 use crate::membership::{Member, MemberStatus};
 use crate::store::{Reads, Table};
 use crate::{catalog, sidecar};
@@ -27,7 +30,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub async fn agent_self(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Agent, &state.node.name, Access::Read)?;
     let body = json!({
         "Config": {
             "Datacenter": state.cluster.name,
@@ -142,14 +147,20 @@ fn this_member(state: &State) -> serde_json::Value {
 }
 
 /// `GET /v1/agent/members`: every agent of the cluster, alive or failed.
-pub async fn members(Extract(state): Extract<State>, Query(params): Query<Params>) -> Response {
+/// Consul lists only the members whose node the token may read.
+pub async fn members(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+    authz: Authz,
+) -> Response {
     let view = state.membership.view();
-    let members: Vec<_> = view
-        .members
-        .values()
+    let mut members: Vec<_> = view.members.values().collect();
+    authz.retain(&mut members, |a, (m, _)| authz::node_readable(a, &m.name));
+    let members: Vec<_> = members
+        .into_iter()
         .map(|(m, status)| member(m, *status))
         .collect();
-    json_response(&params, &members, None)
+    authz.annotate(json_response(&params, &members, None))
 }
 
 /// The HTTP address of the cluster's leader (`""` while there is none, as
@@ -171,15 +182,17 @@ pub async fn leader(Extract(state): Extract<State>, Query(params): Query<Params>
 pub async fn services(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
 ) -> Result<Response, ApiError> {
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut services: BTreeMap<String, _> = catalog::all_services(snap)?
             .into_iter()
             .filter(|s| state.is_agent_service(&s.id))
             .map(|s| (s.id.clone(), s))
             .collect();
         list.narrow_map(&mut services)?;
+        authz.retain_map(&mut services, |a, _, s| authz::service_readable(a, &s.service));
         Ok((services, snap.table_index(Table::Services)?))
     })
     .await
@@ -189,13 +202,15 @@ pub async fn service(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         // The in-process gateway watches its own registration here
         // (isthmus_dataplane::presence), so this still answers for it. One
         // row read: its watchers wake only when this service changes.
         let service = catalog::get_service(snap, &id)?
             .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
+        authz.require(Resource::Service, &service.service, Access::Read)?;
         let index = service.modify_index;
         Ok((service, index))
     })
@@ -205,15 +220,17 @@ pub async fn service(
 pub async fn checks(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
 ) -> Result<Response, ApiError> {
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut checks: BTreeMap<String, HealthCheck> = catalog::check_states(snap, &state.node)?
             .into_iter()
             .filter(|c| state.is_agent_service(&c.service_id))
             .map(|c| (c.check_id.clone(), c))
             .collect();
         list.narrow_map(&mut checks)?;
+        authz.retain_map(&mut checks, |a, _, c| authz::check_readable(a, c));
         Ok((checks, snap.table_index(Table::Checks)?))
     })
     .await
@@ -221,9 +238,17 @@ pub async fn checks(
 
 pub async fn register(
     Extract(state): Extract<State>,
+    authz: Authz,
     ConsulJson(registration): ConsulJson<ServiceRegistration>,
 ) -> Result<Response, ApiError> {
     let (registration, sidecar) = sidecar::split(registration, &state.node)?;
+    {
+        let snap = state.store.snapshot()?;
+        require_register(&authz, &snap, &registration)?;
+        if let Some(sidecar) = &sidecar {
+            require_register(&authz, &snap, sidecar.registration())?;
+        }
+    }
     let prepared = catalog::prepare(registration, &state.node)?;
     let node = state.node.clone();
     let (registered, sidecar) = state
@@ -243,11 +268,67 @@ pub async fn register(
     Ok(Response::new(Body::empty()))
 }
 
+/// Consul's rule for registering: write on the service, on the service a
+/// proxy fronts, and on the service a registration under the same ID
+/// would replace.
+fn require_register(
+    authz: &Authz,
+    snap: &crate::store::Snapshot,
+    registration: &ServiceRegistration,
+) -> Result<(), ApiError> {
+    authz.require(Resource::Service, &registration.name, Access::Write)?;
+    if let Some(proxy) = &registration.proxy {
+        if !proxy.destination_service_name.is_empty() {
+            authz.require(
+                Resource::Service,
+                &proxy.destination_service_name,
+                Access::Write,
+            )?;
+        }
+    }
+    let id = registration.id.as_deref().unwrap_or(&registration.name);
+    if let Some(existing) = catalog::get_service(snap, id)? {
+        if existing.service != registration.name {
+            authz.require(Resource::Service, &existing.service, Access::Write)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write on the service `id` names, when there is one (an unknown ID is
+/// left to the operation to report).
+pub(super) fn require_service_write(
+    state: &State,
+    authz: &Authz,
+    id: &str,
+) -> Result<(), ApiError> {
+    if let Some(service) = catalog::get_service(&state.store.snapshot()?, id)? {
+        authz.require(Resource::Service, &service.service, Access::Write)?;
+    }
+    Ok(())
+}
+
+/// Consul's rule for changing a check: write on its service, or on the
+/// node for a node check.
+pub(super) fn require_check_write(
+    state: &State,
+    authz: &Authz,
+    check: &HealthCheck,
+) -> Result<(), ApiError> {
+    if check.service_id.is_empty() {
+        authz.require(Resource::Node, &state.node.name, Access::Write)
+    } else {
+        require_service_write(state, authz, &check.service_id)
+    }
+}
+
 /// Removes the service and the sidecar registered with it.
 pub async fn deregister(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    require_service_write(&state, &authz, &id)?;
     let service_id = id.clone();
     let removed = state
         .store
@@ -262,6 +343,7 @@ pub async fn deregister(
 
 async fn update_ttl(
     state: &State,
+    authz: &Authz,
     check_id: String,
     status: &'static str,
     output: String,
@@ -271,6 +353,7 @@ async fn update_ttl(
             "Unknown check ID {check_id:?}. Ensure that the check ID is passed, not the check name."
         ))
     })?;
+    require_check_write(state, authz, &known.state)?;
     if known.state.r#type != "ttl" {
         return Err(ApiError::bad_request(format!(
             "CheckID {check_id:?} does not have associated TTL"
@@ -294,24 +377,27 @@ pub async fn check_pass(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
-    update_ttl(&state, id, STATUS_PASSING, note(&params)).await
+    update_ttl(&state, &authz, id, STATUS_PASSING, note(&params)).await
 }
 
 pub async fn check_warn(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
-    update_ttl(&state, id, STATUS_WARNING, note(&params)).await
+    update_ttl(&state, &authz, id, STATUS_WARNING, note(&params)).await
 }
 
 pub async fn check_fail(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
-    update_ttl(&state, id, STATUS_CRITICAL, note(&params)).await
+    update_ttl(&state, &authz, id, STATUS_CRITICAL, note(&params)).await
 }
 
 #[derive(Deserialize)]
@@ -329,6 +415,7 @@ impl ConsulBody for CheckUpdate {
 pub async fn check_update(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
+    authz: Authz,
     ConsulJson(update): ConsulJson<CheckUpdate>,
 ) -> Result<Response, ApiError> {
     let status = match update.status.as_str() {
@@ -341,5 +428,5 @@ pub async fn check_update(
             )))
         }
     };
-    update_ttl(&state, id, status, update.output).await
+    update_ttl(&state, &authz, id, status, update.output).await
 }

@@ -6,14 +6,23 @@ use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::catalog::CheckDefinition;
 
+use isthmus_api::acl::{Access, Resource};
+
+use super::agent::{require_check_write, require_service_write};
+use super::authz::Authz;
 use super::error::ApiError;
 use super::{ConsulJson, Params, State};
 use crate::agent_checks;
 
 pub async fn register(
     Extract(state): Extract<State>,
+    authz: Authz,
     ConsulJson(definition): ConsulJson<CheckDefinition>,
 ) -> Result<Response, ApiError> {
+    match definition.service_id.as_deref().filter(|id| !id.is_empty()) {
+        Some(service_id) => require_service_write(&state, &authz, service_id)?,
+        None => authz.require(Resource::Node, &state.node.name, Access::Write)?,
+    }
     let prepared = agent_checks::prepare(definition, &state.node)?;
     let check = state
         .store
@@ -27,7 +36,11 @@ pub async fn register(
 pub async fn deregister(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    if let Some(check) = crate::catalog::get_check(&state.store.snapshot()?, &id)? {
+        require_check_write(&state, &authz, &check.state)?;
+    }
     let check_id = id.clone();
     state
         .store
@@ -59,7 +72,9 @@ fn reason(params: &Params) -> String {
 pub async fn node_maintenance(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Node, &state.node.name, Access::Write)?;
     let enable = enable(&params)?;
     let reason = reason(&params);
     let node = state.node.clone();
@@ -75,10 +90,12 @@ pub async fn service_maintenance(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     if id.is_empty() {
         return Err(ApiError::bad_request("Missing service ID"));
     }
+    require_service_write(&state, &authz, &id)?;
     let enable = enable(&params)?;
     let reason = reason(&params);
     let node = state.node.clone();

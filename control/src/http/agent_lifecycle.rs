@@ -4,12 +4,16 @@ use axum::body::Body;
 use axum::extract::State as Extract;
 use axum::response::Response;
 
+use isthmus_api::acl::{Access, Resource};
+
+use super::authz::Authz;
 use super::error::ApiError;
 use super::State;
 use crate::agent_lifecycle;
 
 /// Re-reads the configuration; 200 with an empty body, as Consul answers.
-pub async fn reload(Extract(state): Extract<State>) -> Result<Response, ApiError> {
+pub async fn reload(Extract(state): Extract<State>, authz: Authz) -> Result<Response, ApiError> {
+    authz.require(Resource::Agent, &state.node.name, Access::Write)?;
     let catalog = agent_lifecycle::Catalog {
         store: &state.store,
         checks: &state.checks,
@@ -31,7 +35,8 @@ pub async fn reload(Extract(state): Extract<State>) -> Result<Response, ApiError
 
 /// Leaves gracefully: this node's services and checks leave the catalog,
 /// the answer (200, empty) goes out, then the agent shuts down.
-pub async fn leave(Extract(state): Extract<State>) -> Result<Response, ApiError> {
+pub async fn leave(Extract(state): Extract<State>, authz: Authz) -> Result<Response, ApiError> {
+    authz.require(Resource::Agent, &state.node.name, Access::Write)?;
     let own = state.clone();
     let removed = state
         .store

@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 use isthmus_api::consul_json::{value, ConsulBody, Schema};
 
+use isthmus_api::acl::{Access, Resource};
+
+use super::authz::Authz;
 use super::error::ApiError;
 use super::{blocking_json, ConsulJson, Params, State};
 use crate::auth;
@@ -26,7 +29,9 @@ fn ok() -> Response {
 pub async fn list_groups(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Read)?;
     blocking_json(&state, &params, |snap| {
         Ok((auth::list_groups(snap)?, auth_index(snap)?))
     })
@@ -35,8 +40,10 @@ pub async fn list_groups(
 
 pub async fn create_group(
     Extract(state): Extract<State>,
+    authz: Authz,
     ConsulJson(request): ConsulJson<GroupCreate>,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Write)?;
     let group = state
         .store
         .write(move |txn| auth::create_group(txn, &request.name, &request.description))
@@ -49,7 +56,9 @@ pub async fn read_group(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Read)?;
     blocking_json(&state, &params, |snap| {
         let group = auth::get_group(snap, &name)?
             .ok_or_else(|| ApiError::not_found(format!("Group {name:?} not found")))?;
@@ -61,7 +70,9 @@ pub async fn read_group(
 pub async fn delete_group(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Write)?;
     let group = name.clone();
     state
         .store
@@ -90,23 +101,29 @@ async fn change_permission(
 pub async fn add_permission(
     Extract(state): Extract<State>,
     Path(group): Path<String>,
+    authz: Authz,
     ConsulJson(permission): ConsulJson<Permission>,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Write)?;
     change_permission(state, group, permission, true).await
 }
 
 pub async fn remove_permission(
     Extract(state): Extract<State>,
     Path(group): Path<String>,
+    authz: Authz,
     ConsulJson(permission): ConsulJson<Permission>,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Write)?;
     change_permission(state, group, permission, false).await
 }
 
 pub async fn list_identities(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Read)?;
     blocking_json(&state, &params, |snap| {
         Ok((auth::identities(snap)?, auth_index(snap)?))
     })
@@ -117,7 +134,9 @@ pub async fn read_identity(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Read)?;
     blocking_json(&state, &params, |snap| {
         Ok((auth::identity(snap, &name)?, auth_index(snap)?))
     })
@@ -137,8 +156,10 @@ impl ConsulBody for GroupRef {
 pub async fn add_identity_group(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
+    authz: Authz,
     ConsulJson(request): ConsulJson<GroupRef>,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Write)?;
     state
         .store
         .write(move |txn| auth::change_identity_group(txn, &name, &request.group, true))
@@ -149,7 +170,9 @@ pub async fn add_identity_group(
 pub async fn remove_identity_group(
     Extract(state): Extract<State>,
     Path((name, group)): Path<(String, String)>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Write)?;
     state
         .store
         .write(move |txn| auth::change_identity_group(txn, &name, &group, false))

@@ -4,21 +4,93 @@
 //! `Authorization: Bearer`; a request with none is the anonymous token's.
 //! Handlers take [`Authz`] as an extractor and ask it before acting.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
 use isthmus_api::acl::{Access, Authorizer, Resource};
+use isthmus_api::catalog::{CatalogService, HealthCheck, ServiceEntry};
 
 use super::error::ApiError;
 use super::State;
 
-/// The request's authorizer (everything allowed while ACLs are disabled).
-#[derive(Clone)]
-pub struct Authz(pub Arc<Authorizer>);
+/// The request's authorizer (everything allowed while ACLs are disabled),
+/// and whether a read's results were narrowed by it.
+pub struct Authz {
+    authorizer: Arc<Authorizer>,
+    /// Consul tells only a caller that presented a token that results
+    /// were filtered (the anonymous caller learns nothing from it).
+    token_presented: bool,
+    filtered: AtomicBool,
+}
 
 impl Authz {
+    pub fn new(authorizer: Arc<Authorizer>, token_presented: bool) -> Authz {
+        Authz {
+            authorizer,
+            token_presented,
+            filtered: AtomicBool::new(false),
+        }
+    }
+
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    /// Keeps the items `readable` allows, remembering whether any went.
+    pub fn retain<T>(&self, items: &mut Vec<T>, readable: impl Fn(&Authorizer, &T) -> bool) {
+        let before = items.len();
+        items.retain(|item| readable(&self.authorizer, item));
+        if items.len() != before {
+            self.filtered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps the map entries `readable` allows, remembering whether any went.
+    pub fn retain_map<K: Ord, V>(
+        &self,
+        items: &mut std::collections::BTreeMap<K, V>,
+        readable: impl Fn(&Authorizer, &K, &V) -> bool,
+    ) {
+        let before = items.len();
+        items.retain(|key, value| readable(&self.authorizer, key, value));
+        if items.len() != before {
+            self.filtered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Records that something was left out of the answer.
+    pub fn mark_filtered(&self) {
+        self.filtered.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts a fresh run of a (blocking) query.
+    pub fn reset_filtered(&self) {
+        self.filtered.store(false, Ordering::Relaxed);
+    }
+
+    /// Sets `X-Consul-Results-Filtered-By-ACLs` as Consul does.
+    pub fn annotate(&self, mut response: Response) -> Response {
+        if self.token_presented && self.filtered.load(Ordering::Relaxed) {
+            response.headers_mut().insert(
+                "x-consul-results-filtered-by-acls",
+                HeaderValue::from_static("true"),
+            );
+        }
+        response
+    }
+
+    pub fn service_read(&self, name: &str) -> bool {
+        self.allows(Resource::Service, name, Access::Read)
+    }
+
+    pub fn node_read(&self, name: &str) -> bool {
+        self.allows(Resource::Node, name, Access::Read)
+    }
+
     /// `Ok` when the token may, else 403 with Consul's denial text.
     pub fn require(
         &self,
@@ -26,13 +98,13 @@ impl Authz {
         segment: &str,
         access: Access,
     ) -> Result<(), ApiError> {
-        self.0
+        self.authorizer
             .check(resource, segment, access)
             .map_err(ApiError::from)
     }
 
     pub fn allows(&self, resource: Resource, segment: &str, access: Access) -> bool {
-        self.0.allows(resource, segment, access)
+        self.authorizer.allows(resource, segment, access)
     }
 }
 
@@ -42,8 +114,35 @@ impl FromRequestParts<State> for Authz {
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Authz, ApiError> {
         let secret = request_token(&parts.headers, parts.uri.query());
         let authorizer = state.acl.resolve(secret.as_deref())?;
-        Ok(Authz(authorizer))
+        Ok(Authz::new(authorizer, secret.is_some()))
     }
+}
+
+/// Read on the service named `name` (Consul's `service:read`).
+pub fn service_readable(authz: &Authorizer, name: &str) -> bool {
+    authz.allows(Resource::Service, name, Access::Read)
+}
+
+/// Read on the node named `name` (Consul's `node:read`).
+pub fn node_readable(authz: &Authorizer, name: &str) -> bool {
+    authz.allows(Resource::Node, name, Access::Read)
+}
+
+/// A catalog row is readable with read on both its service and its node.
+pub fn row_readable(authz: &Authorizer, row: &CatalogService) -> bool {
+    service_readable(authz, &row.service_name) && node_readable(authz, &row.node)
+}
+
+/// A health entry is readable with read on both its service and its node.
+pub fn entry_readable(authz: &Authorizer, entry: &ServiceEntry) -> bool {
+    service_readable(authz, &entry.service.service) && node_readable(authz, &entry.node.node)
+}
+
+/// A check is readable with read on its node and, for a service's check,
+/// on that service.
+pub fn check_readable(authz: &Authorizer, check: &HealthCheck) -> bool {
+    node_readable(authz, &check.node)
+        && (check.service_name.is_empty() || service_readable(authz, &check.service_name))
 }
 
 /// The token secret a request carries, in Consul's order of precedence.

@@ -6,9 +6,10 @@ use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::catalog::{AgentService, CatalogService, Node};
 
+use super::authz::{self, Authz};
 use super::error::ApiError;
 use super::list_query::ListQuery;
-use super::{blocking_json, flag, json_response, Params, State};
+use super::{blocking_json_acl, flag, json_response, Params, State};
 use crate::catalog::{self, Select};
 use crate::catalog_nodes;
 use crate::store::{Reads, Snapshot, StoreError, Table};
@@ -43,9 +44,10 @@ pub async fn datacenters(Extract(state): Extract<State>, Query(params): Query<Pa
 pub async fn nodes(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
 ) -> Result<Response, ApiError> {
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut nodes = vec![state.node.to_api()];
         nodes.extend(
             crate::catalog_remote::agent_nodes(snap)?
@@ -55,6 +57,7 @@ pub async fn nodes(
         nodes.extend(catalog_nodes::all(snap)?.into_iter().map(|n| n.node));
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
         list.narrow(&mut nodes)?;
+        authz.retain(&mut nodes, |a, n| authz::node_readable(a, &n.node));
         let index = snap
             .table_index(Table::Meta)?
             .max(snap.table_index(Table::Nodes)?)
@@ -70,11 +73,12 @@ pub async fn nodes(
 pub async fn services(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     refuse_relayed_peer_query(&headers, &params)?;
     if let Some(peer) = peer_param(&params) {
-        return blocking_json(&state, &params, move |snap| {
+        return blocking_json_acl(&state, &params, &authz, |snap| {
             let mut names = BTreeMap::new();
             for name in crate::peering::imported_names(snap, &peer)? {
                 let (entries, _) = super::internal::imported_entries(snap, &peer, &name, false)?;
@@ -84,11 +88,12 @@ pub async fn services(
                 tags.dedup();
                 names.insert(name, tags);
             }
+            authz.retain_map(&mut names, |a, name, _| authz::service_readable(a, name));
             Ok((names, snap.table_index(Table::Imported)?))
         })
         .await;
     }
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut names = catalog::service_names(snap)?;
         for node in catalog_nodes::all(snap)? {
             for service in node.services {
@@ -98,6 +103,7 @@ pub async fn services(
                 tags.dedup();
             }
         }
+        authz.retain_map(&mut names, |a, name, _| authz::service_readable(a, name));
         let index = snap
             .table_index(Table::Services)?
             .max(snap.table_index(Table::Nodes)?);
@@ -113,24 +119,26 @@ pub async fn service(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     refuse_relayed_peer_query(&headers, &params)?;
     if let Some(peer) = peer_param(&params) {
-        return blocking_json(&state, &params, |snap| {
+        return blocking_json_acl(&state, &params, &authz, |snap| {
             let (entries, index) = super::internal::imported_entries(snap, &peer, &name, false)?;
             let mut rows: Vec<CatalogService> = entries
                 .into_iter()
                 .map(|entry| catalog_row(&entry.node, entry.service))
                 .collect();
             list.narrow(&mut rows)?;
+            authz.retain(&mut rows, |a, r| authz::service_readable(a, &r.service_name));
             Ok((rows, index))
         })
         .await;
     }
-    catalog_rows(state, params, list, Select::Named(&name)).await
+    catalog_rows(state, params, authz, list, Select::Named(&name)).await
 }
 
 /// An imported instance as a catalog row.
@@ -163,10 +171,11 @@ pub async fn connect(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    catalog_rows(state, params, list, Select::ConnectFor(&name)).await
+    catalog_rows(state, params, authz, list, Select::ConnectFor(&name)).await
 }
 
 /// Catalog rows for `select`: this node's, plus external nodes' for a
@@ -174,10 +183,11 @@ pub async fn connect(
 async fn catalog_rows(
     state: State,
     params: Params,
+    authz: Authz,
     list: ListQuery,
     select: Select<'_>,
 ) -> Result<Response, ApiError> {
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut rows = catalog::catalog_service(snap, &state.node, select)?;
         if let Select::Named(name) = select {
             rows.extend(catalog_nodes::catalog_service(snap, name)?);
@@ -185,6 +195,7 @@ async fn catalog_rows(
         // By node, then service ID, as Consul's catalog orders them.
         rows.sort_by(|a, b| (&a.node, &a.service_id).cmp(&(&b.node, &b.service_id)));
         list.narrow(&mut rows)?;
+        authz.retain(&mut rows, authz::row_readable);
         Ok((rows, read_index(snap)))
     })
     .await
@@ -197,9 +208,10 @@ pub async fn health_ingress(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let none: Vec<isthmus_api::catalog::ServiceEntry> = Vec::new();
         Ok((none, snap.table_index(Table::Services)?))
     })
@@ -209,11 +221,12 @@ pub async fn health_ingress(
 async fn health(
     state: State,
     params: Params,
+    authz: Authz,
     list: ListQuery,
     select: Select<'_>,
 ) -> Result<Response, ApiError> {
     let passing = flag(&params, "passing");
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut entries = catalog::service_entries(snap, &state.node, select, passing)?;
         if let Select::Named(name) = select {
             entries.extend(catalog_nodes::service_entries(snap, name, passing)?);
@@ -221,6 +234,7 @@ async fn health(
                 .sort_by(|a, b| (&a.node.node, &a.service.id).cmp(&(&b.node.node, &b.service.id)));
         }
         list.narrow(&mut entries)?;
+        authz.retain(&mut entries, authz::entry_readable);
         Ok((entries, read_index(snap)))
     })
     .await
@@ -230,18 +244,19 @@ pub async fn health_service(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
     refuse_relayed_peer_query(&headers, &params)?;
     if let Some(peer) = peer_param(&params) {
-        return imported(state, params.clone(), list, peer, Some(name)).await;
+        return imported(state, params.clone(), authz, list, peer, Some(name)).await;
     }
     if headers.contains_key(isthmus_api::peering::HEADER_PEER) {
-        return relayed_for_peer(state, params, name).await;
+        return relayed_for_peer(state, params, authz, name).await;
     }
-    health(state, params, list, Select::Named(&name)).await
+    health(state, params, authz, list, Select::Named(&name)).await
 }
 
 /// A peer's health query relayed by our gateway: the same flattened
@@ -251,14 +266,16 @@ pub async fn health_service(
 async fn relayed_for_peer(
     state: State,
     params: Params,
+    authz: Authz,
     name: String,
 ) -> Result<Response, ApiError> {
     let passing = flag(&params, "passing");
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut entries = crate::peering::flattened_instances(snap, &state.node, &name)?;
         if passing {
             entries.retain(|e| e.aggregate_status() == isthmus_api::catalog::STATUS_PASSING);
         }
+        authz.retain(&mut entries, authz::entry_readable);
         Ok((entries, health_index(snap)?))
     })
     .await
@@ -269,12 +286,13 @@ async fn relayed_for_peer(
 pub async fn health_service_all(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     refuse_relayed_peer_query(&headers, &params)?;
     match peer_param(&params) {
-        Some(peer) => imported(state, params.clone(), list, peer, None).await,
+        Some(peer) => imported(state, params.clone(), authz, list, peer, None).await,
         None => Err(ApiError::bad_request("Missing service name")),
     }
 }
@@ -306,6 +324,7 @@ fn peer_param(params: &Params) -> Option<String> {
 async fn imported(
     state: State,
     params: Params,
+    authz: Authz,
     list: ListQuery,
     peer: String,
     service: Option<String>,
@@ -313,7 +332,7 @@ async fn imported(
     let passing = flag(&params, "passing");
     // Like Consul, the peer name is not checked: a name with no peering
     // has imported nothing, and the answer is `[]`.
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let (mut entries, index) = match &service {
             Some(name) => super::internal::imported_entries(snap, &peer, name, passing)?,
             None => {
@@ -325,6 +344,7 @@ async fn imported(
             }
         };
         list.narrow(&mut entries)?;
+        authz.retain(&mut entries, |a, e| authz::service_readable(a, &e.service.service));
         Ok((entries, index))
     })
     .await
@@ -334,20 +354,22 @@ pub async fn health_connect(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    health(state, params, list, Select::ConnectFor(&name)).await
+    health(state, params, authz, list, Select::ConnectFor(&name)).await
 }
 
 pub async fn health_checks(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
 ) -> Result<Response, ApiError> {
     valid_service_name(&name)?;
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut checks = catalog::service_name_checks(snap, &state.node, &name)?;
         checks.extend(crate::catalog_remote::service_checks(snap, &name)?);
         checks.sort_by(|a, b| (&a.check_id, &a.node).cmp(&(&b.check_id, &b.node)));
@@ -356,6 +378,7 @@ pub async fn health_checks(
         }
         super::nodes::retain_by_node_meta(&list, snap, &state.node, &mut checks)?;
         list.narrow(&mut checks)?;
+        authz.retain(&mut checks, authz::check_readable);
         Ok((checks, read_index(snap)))
     })
     .await
@@ -367,9 +390,18 @@ pub async fn gateway_services(
     Extract(state): Extract<State>,
     Path(gateway): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
-    blocking_json(&state, &params, |snap| {
-        let rows = crate::gateway_services::gateway_services(snap, &gateway)?;
+    blocking_json_acl(&state, &params, &authz, |snap| {
+        let mut rows = crate::gateway_services::gateway_services(snap, &gateway)?;
+        // Consul asks for read on the gateway, then on each service.
+        if !authz::service_readable(authz.authorizer(), &gateway) {
+            if !rows.is_empty() {
+                authz.mark_filtered();
+            }
+            rows.clear();
+        }
+        authz.retain(&mut rows, |a, r| authz::service_readable(a, &r.service.name));
         Ok((rows, read_index(snap)))
     })
     .await

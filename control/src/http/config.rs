@@ -5,8 +5,11 @@ use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::config_entry::{self, ConfigEntry};
 
+use isthmus_api::acl::{Access, Resource};
+
+use super::authz::Authz;
 use super::error::ApiError;
-use super::{blocking_json, json_response, read_json, Params, State};
+use super::{blocking_json_acl, json_response, read_json, Params, State};
 use crate::config_entries;
 use crate::store::{Reads, Table};
 
@@ -20,6 +23,16 @@ fn cas(params: &Params) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
+/// What governs an entry, as in Consul: `mesh` for exported-services, the
+/// destination's `intentions` for service-intentions.
+fn governed_by<'a>(kind: &str, name: &'a str) -> (Resource, &'a str) {
+    if kind == config_entry::KIND_SERVICE_INTENTIONS {
+        (Resource::Intention, name)
+    } else {
+        (Resource::Mesh, "")
+    }
+}
+
 fn kind(raw: &str) -> Result<&'static str, ApiError> {
     config_entry::validate_kind(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
@@ -27,6 +40,7 @@ fn kind(raw: &str) -> Result<&'static str, ApiError> {
 pub async fn apply(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     body: Body,
 ) -> Result<Response, ApiError> {
     let cas = cas(&params)?;
@@ -40,6 +54,8 @@ pub async fn apply(
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     let (kind, name) = (entry.kind(), entry.name().to_owned());
+    let (resource, segment) = governed_by(kind, &name);
+    authz.require(resource, segment, Access::Write)?;
     let written = state
         .store
         .write(move |txn| config_entries::set(txn, entry.clone(), cas))
@@ -54,10 +70,16 @@ pub async fn list(
     Extract(state): Extract<State>,
     Path(raw_kind): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     let kind = kind(&raw_kind)?;
-    blocking_json(&state, &params, |snap| {
-        let entries: Vec<serde_json::Value> = config_entries::list(snap, kind)?
+    blocking_json_acl(&state, &params, &authz, |snap| {
+        let mut entries = config_entries::list(snap, kind)?;
+        authz.retain(&mut entries, |a, entry| {
+            let (resource, segment) = governed_by(kind, entry.name());
+            a.allows(resource, segment, Access::Read)
+        });
+        let entries: Vec<serde_json::Value> = entries
             .iter()
             .map(ConfigEntry::to_json)
             .collect();
@@ -70,9 +92,12 @@ pub async fn read(
     Extract(state): Extract<State>,
     Path((raw_kind, name)): Path<(String, String)>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     let kind = kind(&raw_kind)?;
-    blocking_json(&state, &params, |snap| {
+    let (resource, segment) = governed_by(kind, &name);
+    authz.require(resource, segment, Access::Read)?;
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let entry = config_entries::get(snap, kind, &name)?.ok_or_else(|| {
             ApiError::not_found(format!("Config entry not found for {kind:?} / {name:?}"))
         })?;
@@ -85,9 +110,12 @@ pub async fn delete(
     Extract(state): Extract<State>,
     Path((raw_kind, name)): Path<(String, String)>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     let kind = kind(&raw_kind)?;
     let cas = cas(&params)?;
+    let (resource, segment) = governed_by(kind, &name);
+    authz.require(resource, segment, Access::Write)?;
     let entry_name = name.clone();
     let deleted = state
         .store

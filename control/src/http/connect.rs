@@ -8,6 +8,9 @@ use isthmus_api::intentions::Source;
 use isthmus_api::naming::{self, SpiffeId};
 use serde_json::json;
 
+use isthmus_api::acl::{Access, Resource};
+
+use super::authz::Authz;
 use super::error::ApiError;
 use super::{blocking_json, flag, json_response, Blocking, ConsulJson, Params, State};
 
@@ -44,8 +47,11 @@ pub async fn leaf(
     Extract(state): Extract<State>,
     Path(service): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     naming::validate_dns_label("service name", &service).map_err(ApiError::bad_request)?;
+    // Only a token that may write `service` obtains its identity.
+    authz.require(Resource::Service, &service, Access::Write)?;
     let blocking = Blocking::from_params(&params)?;
     let deadline = tokio::time::Instant::now() + blocking.wait;
     let mut shutting_down = state.shutting_down.clone();
@@ -97,11 +103,13 @@ fn caller_of<'a>(
 pub async fn authorize(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     ConsulJson(request): ConsulJson<AuthorizeRequest>,
 ) -> Result<Response, ApiError> {
     if request.target.is_empty() {
         return Err(ApiError::bad_request("Target service must be specified"));
     }
+    authz.require(Resource::Service, &request.target, Access::Write)?;
     if request.client_cert_uri.is_empty() {
         return Err(ApiError::bad_request("ClientCertURI must be specified"));
     }
@@ -136,9 +144,12 @@ pub async fn authorize(
 }
 
 /// `GET /v1/connect/intentions/check?source=S&destination=D[&source-peer=P]`.
+/// Needs only read on the destination, as in Consul: the answer says
+/// allowed or not and nothing about the intentions behind it.
 pub async fn intention_check(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     let required = |name: &str| {
         params.get(name).filter(|v| !v.is_empty()).ok_or_else(|| {
@@ -147,6 +158,7 @@ pub async fn intention_check(
     };
     let source = required("source")?;
     let destination = required("destination")?;
+    authz.require(Resource::Service, destination, Access::Read)?;
     let peer = params.get("source-peer").filter(|p| !p.is_empty());
     let intentions = state.intentions(&state.store.snapshot()?)?;
     let decision = intentions.decide(

@@ -11,12 +11,33 @@ use isthmus_api::connect_intention::{Intention, IntentionBody, IntentionTarget};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
+use isthmus_api::acl::{Access, Authorizer, Resource};
+
+use super::authz::Authz;
 use super::error::ApiError;
-use super::{blocking_json, json_response, ConsulJson, Params, State};
+use super::{blocking_json_acl, json_response, ConsulJson, Params, State};
 use crate::intentions::{self, MatchBy};
 
 /// How many `name` parameters one match query may carry.
 const MAX_MATCH_NAMES: usize = 64;
+
+/// Intentions are governed by their destination (Consul's
+/// `intentions = "read"|"write"` inside a service rule).
+fn readable(authz: &Authorizer, intention: &Intention) -> bool {
+    authz.allows(Resource::Intention, &intention.destination_name, Access::Read)
+}
+
+fn require_write(authz: &Authz, destination: &str) -> Result<(), ApiError> {
+    authz.require(Resource::Intention, destination, Access::Write)
+}
+
+/// Write on the destination of the intention `id`, when there is one.
+fn require_write_by_id(state: &State, authz: &Authz, id: &str) -> Result<(), ApiError> {
+    match intentions::get_by_id(&state.store.snapshot()?, id) {
+        Ok(existing) => require_write(authz, &existing.destination_name),
+        Err(_) => Ok(()),
+    }
+}
 
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
@@ -37,9 +58,11 @@ fn target(params: &Params, name: &str, allow_peer: bool) -> Result<IntentionTarg
 pub async fn list(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
-    blocking_json(&state, &params, |snap| {
-        let all = intentions::list(snap)?;
+    blocking_json_acl(&state, &params, &authz, |snap| {
+        let mut all = intentions::list(snap)?;
+        authz.retain(&mut all, readable);
         Ok((all, snap.watch_index()))
     })
     .await
@@ -50,8 +73,10 @@ pub async fn list(
 pub async fn create(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     ConsulJson(body): ConsulJson<IntentionBody>,
 ) -> Result<Response, ApiError> {
+    require_write(&authz, &body.destination_name)?;
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_rfc3339();
     let id = state
@@ -66,10 +91,12 @@ pub async fn create(
 pub async fn get_exact(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     let source = target(&params, "source", true)?;
     let destination = target(&params, "destination", false)?;
-    blocking_json(&state, &params, |snap| {
+    authz.require(Resource::Intention, &destination.name, Access::Read)?;
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let found = intentions::get_exact(snap, &source, &destination)?;
         Ok((found, snap.watch_index()))
     })
@@ -81,10 +108,12 @@ pub async fn get_exact(
 pub async fn put_exact(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     ConsulJson(body): ConsulJson<IntentionBody>,
 ) -> Result<Response, ApiError> {
     let source = target(&params, "source", false)?;
     let destination = target(&params, "destination", false)?;
+    require_write(&authz, &destination.name)?;
     let (logged_source, logged_destination) = (source.name.clone(), destination.name.clone());
     state
         .store
@@ -98,9 +127,11 @@ pub async fn put_exact(
 pub async fn delete_exact(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     let source = target(&params, "source", false)?;
     let destination = target(&params, "destination", false)?;
+    require_write(&authz, &destination.name)?;
     state
         .store
         .write(move |txn| intentions::delete_exact(txn, &source, &destination))
@@ -113,6 +144,7 @@ pub async fn delete_exact(
 pub async fn matches(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let by: Vec<&str> = pairs
@@ -159,8 +191,11 @@ pub async fn matches(
                 .map_err(|e| ApiError::bad_request(format!("name {name:?} is invalid: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    blocking_json(&state, &params, |snap| {
-        let found = intentions::matches(snap, by, &targets)?;
+    blocking_json_acl(&state, &params, &authz, |snap| {
+        let mut found = intentions::matches(snap, by, &targets)?;
+        for matched in &mut found {
+            authz.retain(matched, readable);
+        }
         let answer: BTreeMap<&str, Vec<Intention>> =
             names.iter().map(String::as_str).zip(found).collect();
         Ok((answer, snap.watch_index()))
@@ -173,9 +208,11 @@ pub async fn get_by_id(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let found = intentions::get_by_id(snap, &id)?;
+        authz.require(Resource::Intention, &found.destination_name, Access::Read)?;
         Ok((found, snap.watch_index()))
     })
     .await
@@ -186,8 +223,11 @@ pub async fn update_by_id(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
     ConsulJson(body): ConsulJson<IntentionBody>,
 ) -> Result<Response, ApiError> {
+    require_write_by_id(&state, &authz, &id)?;
+    require_write(&authz, &body.destination_name)?;
     let now = now_rfc3339();
     let intention_id = id.clone();
     state
@@ -203,7 +243,9 @@ pub async fn delete_by_id(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    require_write_by_id(&state, &authz, &id)?;
     let intention_id = id.clone();
     state
         .store

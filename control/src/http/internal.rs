@@ -12,6 +12,9 @@ use isthmus_api::gateway::{GatewayPeer, GatewayView};
 use isthmus_api::peering::{self as api, ExchangeRequest, StreamMessage};
 use tokio::sync::mpsc;
 
+use isthmus_api::acl::{Access, Resource};
+
+use super::authz::Authz;
 use super::error::ApiError;
 use super::{blocking_json, json_response, Params, State};
 use crate::metrics::{Direction, MessageType};
@@ -66,10 +69,23 @@ fn view(state: &super::AgentState, snap: &Snapshot) -> Result<GatewayView, Store
     })
 }
 
+/// Only this cluster's mesh gateways may call these endpoints: the view
+/// carries the gateway's certificate and key. A gateway's token is one
+/// with the `mesh-gateway` service identity (write on that service).
+fn require_gateway(authz: &Authz) -> Result<(), ApiError> {
+    authz.require(
+        Resource::Service,
+        isthmus_api::gateway::SERVICE_NAME,
+        Access::Write,
+    )
+}
+
 pub async fn gateway_view(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    require_gateway(&authz)?;
     blocking_json(&state, &params, |snap| {
         let index = [
             Table::Peerings,
@@ -96,9 +112,11 @@ pub async fn gateway_view(
 pub async fn exchange(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    require_gateway(&authz)?;
     if let Some(leader) = super::relay::leader_elsewhere(&state, &headers)? {
         return super::relay::to_leader(&state, &leader, api::AGENT_PATH_EXCHANGE, headers, body)
             .await;
@@ -140,9 +158,11 @@ fn invalid_stream(reason: &str) -> ApiError {
 /// then answers with a streaming body while a session runs.
 pub async fn stream(
     Extract(state): Extract<State>,
+    authz: Authz,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    require_gateway(&authz)?;
     if let Some(leader) = super::relay::leader_elsewhere(&state, &headers)? {
         return super::relay::to_leader(&state, &leader, api::AGENT_PATH_STREAM, headers, body)
             .await;

@@ -29,7 +29,13 @@ enum Format {
 pub async fn agent_metrics(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: super::authz::Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(
+        isthmus_api::acl::Resource::Agent,
+        &state.node.name,
+        isthmus_api::acl::Access::Read,
+    )?;
     let format = match params.get("format").map(String::as_str) {
         None | Some("") => Format::Json,
         Some("prometheus") => Format::Prometheus,
@@ -51,7 +57,17 @@ pub async fn agent_metrics(
 }
 
 /// `/metrics`: always the Prometheus text format.
-pub async fn prometheus(Extract(state): Extract<State>) -> Result<Response, ApiError> {
+/// Needs `agent:read` like Consul's metrics endpoint; Prometheus sends the
+/// token with `authorization { credentials_file = ... }`.
+pub async fn prometheus(
+    Extract(state): Extract<State>,
+    authz: super::authz::Authz,
+) -> Result<Response, ApiError> {
+    authz.require(
+        isthmus_api::acl::Resource::Agent,
+        &state.node.name,
+        isthmus_api::acl::Access::Read,
+    )?;
     prometheus_response(&gather(state).await?)
 }
 

@@ -373,6 +373,27 @@ where
     }
 }
 
+/// [`blocking_json`] for a read whose results the token narrows: each run
+/// of `query` starts unfiltered, and the answer says whether the one
+/// returned was filtered.
+pub async fn blocking_json_acl<T, F>(
+    state: &AgentState,
+    params: &Params,
+    authz: &authz::Authz,
+    query: F,
+) -> Result<Response, ApiError>
+where
+    T: Serialize,
+    F: Fn(&Snapshot) -> Result<(T, u64), ApiError>,
+{
+    let response = blocking_json(state, params, |snap| {
+        authz.reset_filtered();
+        query(snap)
+    })
+    .await?;
+    Ok(authz.annotate(response))
+}
+
 /// What Consul answers on its ACL endpoints while ACLs are disabled.
 async fn acl_disabled() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "ACL support disabled")

@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::list_query::ListQuery;
-use super::{blocking_json, json_response, Params, State};
+use super::authz::{self, Authz};
+use super::{blocking_json_acl, json_response, Params, State};
 use crate::catalog::{self, LocalNode};
 use crate::catalog_nodes::{self, ExternalNode};
 use crate::catalog_remote;
@@ -127,6 +128,7 @@ pub async fn health_state(
     Extract(state): Extract<State>,
     Path(wanted): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
 ) -> Result<Response, ApiError> {
     let wanted = if wanted == STATE_ANY {
@@ -136,7 +138,7 @@ pub async fn health_state(
             .into_iter()
             .find(|s| s.eq_ignore_ascii_case(&wanted))
     };
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut checks: Vec<HealthCheck> = match wanted {
             None => Vec::new(),
             Some(STATE_ANY) => all_checks(snap, &state.node)?,
@@ -147,6 +149,7 @@ pub async fn health_state(
         };
         retain_by_node_meta(&list, snap, &state.node, &mut checks)?;
         list.narrow(&mut checks)?;
+        authz.retain(&mut checks, authz::check_readable);
         Ok((checks, checks_index(snap)?))
     })
     .await
@@ -163,10 +166,11 @@ pub async fn health_node(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
 ) -> Result<Response, ApiError> {
     let local = is_local(&state.node, &name);
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let mut checks = if local {
             sorted_checks(snap, &state.node)?
         } else {
@@ -175,6 +179,7 @@ pub async fn health_node(
                 .unwrap_or_default()
         };
         list.narrow(&mut checks)?;
+        authz.retain(&mut checks, authz::check_readable);
         Ok((checks, checks_index(snap)?))
     })
     .await
@@ -199,30 +204,41 @@ pub async fn node_services(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
     list: ListQuery,
 ) -> Result<Response, ApiError> {
     let local = is_local(&state.node, &name);
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let index = services_index(snap)?;
+        let unknown = NodeServices {
+            node: None,
+            services: None,
+        };
+        // A node the token may not read is answered as an unknown one.
+        if !authz.node_read(&name) {
+            authz.mark_filtered();
+            return Ok((unknown, index));
+        }
         if !local {
             let answer = match other_node(snap, &name)? {
                 Some(mut external) => {
                     list.narrow(&mut external.services)?;
+                    authz.retain(&mut external.services, |a, s| {
+                        authz::service_readable(a, &s.service)
+                    });
                     NodeServices {
                         node: Some(external.node),
                         services: Some(external.services),
                     }
                 }
-                None => NodeServices {
-                    node: None,
-                    services: None,
-                },
+                None => unknown,
             };
             return Ok((answer, index));
         }
         let mut services = catalog::all_services(snap)?;
         services.sort_by(|a, b| a.id.cmp(&b.id));
         list.narrow(&mut services)?;
+        authz.retain(&mut services, |a, s| authz::service_readable(a, &s.service));
         let found = NodeServices {
             node: Some(state.node.to_api()),
             services: Some(services),
@@ -252,16 +268,22 @@ pub async fn node(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     let local = is_local(&state.node, &name);
-    blocking_json(&state, &params, |snap| {
+    blocking_json_acl(&state, &params, &authz, |snap| {
         let index = services_index(snap)?;
+        if !authz.node_read(&name) {
+            authz.mark_filtered();
+            return Ok((None, index));
+        }
         let found = if local {
             Some((state.node.to_api(), catalog::all_services(snap)?))
         } else {
             other_node(snap, &name)?.map(|other| (other.node, other.services))
         };
-        let answer = found.map(|(node, services)| {
+        let answer = found.map(|(node, mut services)| {
+            authz.retain(&mut services, |a, s| authz::service_readable(a, &s.service));
             serde_json::json!({
                 "Node": node,
                 "Services": services

@@ -9,6 +9,9 @@ use isthmus_api::config_entry::{ConfigEntry, KIND_EXPORTED_SERVICES};
 use isthmus_api::peering::{EstablishRequest, TokenRequest, TokenResponse};
 use serde_json::json;
 
+use isthmus_api::acl::{Access, Resource};
+
+use super::authz::Authz;
 use super::error::ApiError;
 use super::{blocking_json, json_response, ConsulJson, Params, State};
 use crate::config_entries;
@@ -18,8 +21,10 @@ use crate::store::{Reads, Table};
 pub async fn token(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     ConsulJson(request): ConsulJson<TokenRequest>,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Write)?;
     let peering_token = peering::token::generate(state.peering.clone(), request).await?;
     Ok(json_response(
         &params,
@@ -31,8 +36,10 @@ pub async fn token(
 pub async fn establish(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
     ConsulJson(request): ConsulJson<EstablishRequest>,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Write)?;
     peering::dial::establish(state.peering.clone(), request).await?;
     Ok(json_response(&params, &json!({}), None))
 }
@@ -40,7 +47,9 @@ pub async fn establish(
 pub async fn list(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Read)?;
     blocking_json(&state, &params, |snap| {
         let peerings = peering::list(snap)?
             .iter()
@@ -55,7 +64,9 @@ pub async fn read(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Read)?;
     blocking_json(&state, &params, |snap| {
         let record = peering::get(snap, &name)?
             .ok_or_else(|| ApiError::not_found(format!("Peering not found for {name:?}")))?;
@@ -78,7 +89,9 @@ pub async fn read(
 pub async fn delete(
     Extract(state): Extract<State>,
     Path(name): Path<String>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Peering, "", Access::Write)?;
     peering::delete::delete(&state.peering, &name).await?;
     Ok(Response::new(Body::empty()))
 }
@@ -87,7 +100,9 @@ pub async fn delete(
 pub async fn exported_services(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Mesh, "", Access::Read)?;
     blocking_json(&state, &params, |snap| {
         let mut by_service: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for record in peering::list(snap)? {

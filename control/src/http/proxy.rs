@@ -6,16 +6,29 @@ use isthmus_api::naming::{self, SpiffeId};
 use isthmus_api::peering as api;
 use isthmus_api::proxy::{PeerTrust, ProxyView, UpstreamView};
 
+use isthmus_api::acl::{Access, Resource};
+
+use super::authz::Authz;
 use super::error::ApiError;
 use super::AgentState;
 use super::{blocking_json, Params, State};
 use crate::peering;
 use crate::store::{Reads, Snapshot};
 
+/// A sidecar reads the intentions of its own service (its token's service
+/// identity grants `intentions = "read"` through service write); without
+/// `?service=`, every intention is read, which needs read on all of them.
 pub async fn view(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
+    let service = params.get("service").filter(|s| !s.is_empty());
+    authz.require(
+        Resource::Intention,
+        service.map_or("*", String::as_str),
+        Access::Read,
+    )?;
     blocking_json(&state, &params, |snap| {
         let mut peers = Vec::new();
         for record in peering::list(snap)? {
@@ -66,8 +79,10 @@ pub async fn upstream(
     Extract(state): Extract<State>,
     Path(service): Path<String>,
     Query(params): Query<Params>,
+    authz: Authz,
 ) -> Result<Response, ApiError> {
     naming::validate_dns_label("service name", &service).map_err(ApiError::bad_request)?;
+    authz.require(Resource::Service, &service, Access::Read)?;
     let peer = params.get("peer").filter(|p| !p.is_empty()).cloned();
     blocking_json(&state, &params, |snap| {
         let view = match &peer {
