@@ -1,0 +1,474 @@
+//! ACL enforcement on the API against a real `isthmus agent --dev` with
+//! `default_policy = "deny"`: each rule family allowed and denied through
+//! real HTTP requests, reads filtered to what the token may read, and the
+//! token taken from each place Consul reads it.
+
+use std::net::SocketAddr;
+
+use isthmus_tests::process::AgentProcess;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MANAGEMENT: &str = "5f7c1a0e-4a43-4c7e-9d1e-2d3c4b5a6978";
+
+struct Agent {
+    _process: AgentProcess,
+    addr: SocketAddr,
+}
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    fn filtered(&self) -> bool {
+        self.head
+            .to_ascii_lowercase()
+            .contains("\r\nx-consul-results-filtered-by-acls: true")
+    }
+}
+
+/// One HTTP/1.1 exchange; `auth` is a raw header line (or none).
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<String>,
+    body: Option<Value>,
+) -> Answer {
+    let body = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = auth.map(|line| format!("{line}\r\n")).unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        answer
+    };
+    let answer = tokio::time::timeout(isthmus_tests::WAIT, exchange)
+        .await
+        .expect("the agent answers");
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Answer {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+fn token(secret: &str) -> Option<String> {
+    Some(format!("X-Consul-Token: {secret}"))
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let process = AgentProcess::spawn(&[
+            "--dev",
+            "--no-gateway",
+            "--dns-port",
+            "0",
+            "--acl-enabled",
+            "--acl-default-policy",
+            "deny",
+            "--acl-initial-management-token",
+            MANAGEMENT,
+        ]);
+        let addr = process.http_addr.parse().unwrap();
+        Agent {
+            _process: process,
+            addr,
+        }
+    }
+
+    async fn as_token(&self, secret: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+        call(self.addr, method, path, token(secret), body).await
+    }
+
+    async fn manage(&self, method: &str, path: &str, body: Value) -> Value {
+        let answer = self.as_token(MANAGEMENT, method, path, Some(body)).await;
+        assert_eq!(answer.status, 200, "{method} {path}: {}", answer.body);
+        answer.json()
+    }
+
+    /// A token with one policy made of `rules`; returns its secret.
+    async fn token_with_rules(&self, name: &str, rules: &str) -> String {
+        self.manage(
+            "PUT",
+            "/v1/acl/policy",
+            json!({"Name": name, "Rules": rules}),
+        )
+        .await;
+        let token = self
+            .manage(
+                "PUT",
+                "/v1/acl/token",
+                json!({"Description": name, "Policies": [{"Name": name}]}),
+            )
+            .await;
+        token["SecretID"].as_str().unwrap().to_owned()
+    }
+
+    /// A token with only the service identity `service`.
+    async fn identity_token(&self, service: &str) -> String {
+        let token = self
+            .manage(
+                "PUT",
+                "/v1/acl/token",
+                json!({"ServiceIdentities": [{"ServiceName": service}]}),
+            )
+            .await;
+        token["SecretID"].as_str().unwrap().to_owned()
+    }
+
+    async fn register(&self, secret: &str, name: &str, port: u16) -> Answer {
+        self.as_token(
+            secret,
+            "PUT",
+            "/v1/agent/service/register",
+            Some(json!({"Name": name, "Port": port})),
+        )
+        .await
+    }
+}
+
+fn assert_denied(answer: &Answer, permission: &str) {
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert!(
+        answer.body.starts_with("Permission denied") && answer.body.contains(permission),
+        "{:?} should deny {permission}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn a_service_identity_obtains_only_its_own_certificate() {
+    let agent = Agent::start();
+    let frontend = agent.identity_token("frontend").await;
+
+    // Anonymous (no token) under default deny: no certificate at all.
+    let anonymous = call(agent.addr, "GET", "/v1/agent/connect/ca/leaf/backend", None, None).await;
+    assert_denied(&anonymous, "'service:write' on \"backend\"");
+
+    let own = agent
+        .as_token(&frontend, "GET", "/v1/agent/connect/ca/leaf/frontend", None)
+        .await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert_eq!(own.json()["Service"], "frontend");
+    let other = agent
+        .as_token(&frontend, "GET", "/v1/agent/connect/ca/leaf/backend", None)
+        .await;
+    assert_denied(&other, "'service:write' on \"backend\"");
+
+    // It registers itself and its sidecar, not another service.
+    assert_eq!(agent.register(&frontend, "frontend", 9000).await.status, 200);
+    let sidecar = agent
+        .as_token(
+            &frontend,
+            "PUT",
+            "/v1/agent/service/register",
+            Some(json!({"Name": "frontend-sidecar-proxy", "Kind": "connect-proxy", "Port": 21000,
+                        "Proxy": {"DestinationServiceName": "frontend"}})),
+        )
+        .await;
+    assert_eq!(sidecar.status, 200, "{}", sidecar.body);
+    assert_denied(&agent.register(&frontend, "backend", 9001).await, "'service:write' on \"backend\"");
+    // A proxy may not claim to front a service its token cannot write.
+    let fronting = agent
+        .as_token(
+            &frontend,
+            "PUT",
+            "/v1/agent/service/register",
+            Some(json!({"Name": "frontend-sidecar-proxy", "Kind": "connect-proxy", "Port": 21001,
+                        "Proxy": {"DestinationServiceName": "backend"}})),
+        )
+        .await;
+    assert_denied(&fronting, "'service:write' on \"backend\"");
+
+    // The identity reads the catalog (service_prefix and node_prefix read).
+    let services = agent
+        .as_token(&frontend, "GET", "/v1/catalog/services", None)
+        .await;
+    assert_eq!(services.status, 200);
+    assert!(services.json().get("frontend").is_some(), "{}", services.body);
+
+    // The gateway's endpoints want the mesh-gateway identity.
+    let view = agent
+        .as_token(&frontend, "GET", isthmus_api::gateway::AGENT_PATH_VIEW, None)
+        .await;
+    assert_denied(&view, "'service:write' on \"mesh-gateway\"");
+
+    // Deregistering someone else's service is refused too.
+    assert_eq!(
+        agent.register(MANAGEMENT, "backend", 9002).await.status,
+        200
+    );
+    let deregister = agent
+        .as_token(&frontend, "PUT", "/v1/agent/service/deregister/backend", None)
+        .await;
+    assert_denied(&deregister, "'service:write' on \"backend\"");
+}
+
+#[tokio::test]
+async fn reads_are_filtered_to_what_the_token_may_read() {
+    let agent = Agent::start();
+    for (name, port) in [("web", 8080), ("db", 5432), ("cache", 6379)] {
+        assert_eq!(agent.register(MANAGEMENT, name, port).await.status, 200);
+    }
+    let web_reader = agent
+        .token_with_rules(
+            "web-reader",
+            r#"service "web" { policy = "read" }
+               node_prefix "" { policy = "read" }"#,
+        )
+        .await;
+
+    let services = agent
+        .as_token(&web_reader, "GET", "/v1/catalog/services", None)
+        .await;
+    assert_eq!(services.status, 200);
+    let names: Vec<String> = services.json().as_object().unwrap().keys().cloned().collect();
+    assert_eq!(names, ["web"]);
+    assert!(services.filtered(), "{}", services.head);
+
+    let web = agent
+        .as_token(&web_reader, "GET", "/v1/health/service/web", None)
+        .await;
+    assert_eq!(web.json().as_array().unwrap().len(), 1);
+    assert!(!web.filtered(), "nothing was left out: {}", web.head);
+    let db = agent
+        .as_token(&web_reader, "GET", "/v1/health/service/db", None)
+        .await;
+    assert_eq!((db.status, db.json()), (200, json!([])));
+    assert!(db.filtered());
+    let catalog_db = agent
+        .as_token(&web_reader, "GET", "/v1/catalog/service/db", None)
+        .await;
+    assert_eq!(catalog_db.json(), json!([]));
+
+    let local = agent
+        .as_token(&web_reader, "GET", "/v1/agent/services", None)
+        .await;
+    let ids: Vec<String> = local.json().as_object().unwrap().keys().cloned().collect();
+    assert_eq!(ids, ["web"]);
+    assert!(local.filtered());
+
+    // Without node read, even web's instances are left out.
+    let no_nodes = agent
+        .token_with_rules("web-only", r#"service "web" { policy = "read" }"#)
+        .await;
+    let hidden = agent
+        .as_token(&no_nodes, "GET", "/v1/health/service/web", None)
+        .await;
+    assert_eq!(hidden.json(), json!([]));
+    assert!(hidden.filtered());
+    let nodes = agent
+        .as_token(&no_nodes, "GET", "/v1/catalog/nodes", None)
+        .await;
+    assert_eq!(nodes.json(), json!([]));
+
+    // The anonymous caller is filtered without being told so.
+    let anonymous = call(agent.addr, "GET", "/v1/catalog/services", None, None).await;
+    assert_eq!((anonymous.status, anonymous.json()), (200, json!({})));
+    assert!(!anonymous.filtered());
+
+    // A management token sees everything, unfiltered.
+    let all = agent
+        .as_token(MANAGEMENT, "GET", "/v1/catalog/services", None)
+        .await;
+    assert!(all.json().as_object().unwrap().len() >= 3);
+    assert!(!all.filtered());
+}
+
+#[tokio::test]
+async fn each_rule_family_allows_and_denies() {
+    let agent = Agent::start();
+
+    // Intentions: governed by `intentions` on the destination.
+    let db_intentions = agent
+        .token_with_rules(
+            "db-intentions",
+            r#"service "db" { policy = "read" intentions = "write" }"#,
+        )
+        .await;
+    let allowed = agent
+        .as_token(
+            &db_intentions,
+            "PUT",
+            "/v1/connect/intentions/exact?source=web&destination=db",
+            Some(json!({"Action": "allow"})),
+        )
+        .await;
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    let denied = agent
+        .as_token(
+            &db_intentions,
+            "PUT",
+            "/v1/connect/intentions/exact?source=db&destination=web",
+            Some(json!({"Action": "allow"})),
+        )
+        .await;
+    assert_denied(&denied, "'intention:write' on \"web\"");
+    agent
+        .manage(
+            "PUT",
+            "/v1/connect/intentions/exact?source=db&destination=web",
+            json!({"Action": "deny"}),
+        )
+        .await;
+    let listed = agent
+        .as_token(&db_intentions, "GET", "/v1/connect/intentions", None)
+        .await;
+    let destinations: Vec<String> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["DestinationName"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(destinations, ["db"]);
+    assert!(listed.filtered());
+    let entry = agent
+        .as_token(&db_intentions, "GET", "/v1/config/service-intentions/web", None)
+        .await;
+    assert_denied(&entry, "'intention:read' on \"web\"");
+
+    // Peering: read lists, write is needed to generate a token.
+    let peering_reader = agent
+        .token_with_rules("peering-reader", r#"peering = "read""#)
+        .await;
+    let list = agent
+        .as_token(&peering_reader, "GET", "/v1/peerings", None)
+        .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let generate = agent
+        .as_token(
+            &peering_reader,
+            "POST",
+            "/v1/peering/token",
+            Some(json!({"PeerName": "cluster-02"})),
+        )
+        .await;
+    assert_denied(&generate, "'peering:write'");
+
+    // Mesh (exported-services), and its fallback to operator.
+    let exported = json!({"Kind": "exported-services", "Name": "default",
+                          "Services": [{"Name": "web", "Consumers": [{"Peer": "cluster-02"}]}]});
+    let mesh_writer = agent
+        .token_with_rules("mesh-writer", r#"mesh = "write""#)
+        .await;
+    let operator = agent
+        .token_with_rules("operator", r#"operator = "write""#)
+        .await;
+    for secret in [&mesh_writer, &operator] {
+        let written = agent
+            .as_token(secret, "PUT", "/v1/config", Some(exported.clone()))
+            .await;
+        assert_eq!(written.status, 200, "{}", written.body);
+    }
+    let denied = agent
+        .as_token(&peering_reader, "PUT", "/v1/config", Some(exported.clone()))
+        .await;
+    assert_denied(&denied, "'mesh:write'");
+
+    // Agent: read for self and metrics, write for reload.
+    let agent_reader = agent
+        .token_with_rules("agent-reader", r#"agent_prefix "" { policy = "read" }"#)
+        .await;
+    assert_eq!(
+        agent
+            .as_token(&agent_reader, "GET", "/v1/agent/self", None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        agent.as_token(&agent_reader, "GET", "/metrics", None).await.status,
+        200
+    );
+    let reload = agent
+        .as_token(&agent_reader, "PUT", "/v1/agent/reload", None)
+        .await;
+    assert_denied(&reload, "'agent:write'");
+    let metrics = call(agent.addr, "GET", "/metrics", None, None).await;
+    assert_eq!(metrics.status, 403);
+
+    // Node: write for node maintenance.
+    let node_writer = agent
+        .token_with_rules("node-writer", r#"node_prefix "" { policy = "write" }"#)
+        .await;
+    let maintenance = agent
+        .as_token(
+            &node_writer,
+            "PUT",
+            "/v1/agent/maintenance?enable=true&reason=test",
+            None,
+        )
+        .await;
+    assert_eq!(maintenance.status, 200, "{}", maintenance.body);
+    let refused = agent
+        .as_token(
+            &agent_reader,
+            "PUT",
+            "/v1/agent/maintenance?enable=false",
+            None,
+        )
+        .await;
+    assert_denied(&refused, "'node:write'");
+
+    // An explicit deny wins over a broader grant.
+    let all_but_db = agent
+        .token_with_rules(
+            "all-but-db",
+            r#"service_prefix "" { policy = "write" }
+               service "db" { policy = "deny" }"#,
+        )
+        .await;
+    assert_eq!(agent.register(&all_but_db, "api", 7000).await.status, 200);
+    assert_denied(&agent.register(&all_but_db, "db", 7001).await, "'service:write' on \"db\"");
+}
+
+#[tokio::test]
+async fn tokens_are_read_from_every_place_consul_reads_them() {
+    let agent = Agent::start();
+    let backend = agent.identity_token("backend").await;
+    let path = "/v1/agent/connect/ca/leaf/backend";
+
+    let header = call(agent.addr, "GET", path, token(&backend), None).await;
+    assert_eq!(header.status, 200, "{}", header.body);
+    let bearer = call(
+        agent.addr,
+        "GET",
+        path,
+        Some(format!("Authorization: Bearer {backend}")),
+        None,
+    )
+    .await;
+    assert_eq!(bearer.status, 200, "{}", bearer.body);
+    let query = call(agent.addr, "GET", &format!("{path}?token={backend}"), None, None).await;
+    assert_eq!(query.status, 200, "{}", query.body);
+
+    // A secret that names no token is refused outright.
+    let unknown = call(
+        agent.addr,
+        "GET",
+        "/v1/catalog/services",
+        token("00000000-1111-2222-3333-444444444444"),
+        None,
+    )
+    .await;
+    assert_eq!((unknown.status, unknown.body.trim()), (403, "ACL not found"));
+}
