@@ -3,7 +3,8 @@
 // Plain JavaScript, no build step. Routes on the URL fragment (#/peers,
 // #/peers/<name>) and talks only to the agent's JSON API on the same origin.
 // Text from the API is only ever put into the page with textContent (never
-// innerHTML), and API errors are shown as the API wrote them.
+// innerHTML), and API errors are shown as the API wrote them. With ACLs on,
+// a 403 brings up a prompt for a token, kept for the browser session only.
 
 const POLL_MS = 2000;
 
@@ -45,19 +46,106 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+// ---------------------------------------------------------------- ACL token
+//
+// With ACLs on, the API answers 403 to a request without a suitable token.
+// The UI then asks for one and keeps it in sessionStorage: for this tab's
+// session only, never written to disk by the page.
+
+const TOKEN_KEY = "isthmus.acl.token";
+
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function storeToken(token) {
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Storage refused (private mode): the token lives until the page reloads.
+  }
+  memoryToken = token;
+  updateTokenButton();
+}
+
+let memoryToken = storedToken();
+let tokenPrompt = null; // the open prompt, shared by concurrent requests
+let tokenDeclined = false; // the user closed the prompt: ask again only on request
+
+function updateTokenButton() {
+  const button = $("token-button");
+  button.textContent = memoryToken ? "Forget token" : "Log in with token";
+  button.dataset.state = memoryToken ? "set" : "unset";
+}
+
+/** Asks for a token; resolves with it, or null when the user cancels. */
+function askForToken(reason) {
+  if (tokenPrompt) return tokenPrompt;
+  tokenPrompt = new Promise((resolve) => {
+    const dialog = $("token-dialog");
+    const form = dialog.querySelector("form");
+    const input = $("token-input");
+    $("token-reason").textContent = reason;
+    input.value = "";
+    const finish = (token) => {
+      form.onsubmit = null;
+      $("token-cancel").onclick = null;
+      if (dialog.open) dialog.close();
+      tokenPrompt = null;
+      resolve(token);
+    };
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const token = input.value.trim();
+      if (!token) return;
+      tokenDeclined = false;
+      storeToken(token);
+      finish(token);
+    };
+    $("token-cancel").onclick = () => {
+      tokenDeclined = true;
+      finish(null);
+    };
+    dialog.addEventListener("cancel", () => {
+      tokenDeclined = true;
+      finish(null);
+    }, { once: true });
+    dialog.showModal();
+    input.focus();
+  });
+  return tokenPrompt;
+}
+
+async function send(method, path, body) {
   const init = { method, headers: { Accept: "application/json" } };
+  if (memoryToken) init.headers["X-Consul-Token"] = memoryToken;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  let response;
   try {
-    response = await fetch(path, init);
+    return await fetch(path, init);
   } catch (e) {
     throw new ApiError(0, `The agent could not be reached: ${e.message}`);
   }
-  const text = await response.text();
+}
+
+async function api(method, path, body) {
+  let response = await send(method, path, body);
+  let text = await response.text();
+  // Refused for want of a (better) token: ask once, then retry with it.
+  if (response.status === 403 && !tokenDeclined) {
+    const reason = text.trim() || "This request needs an ACL token.";
+    if (await askForToken(reason)) {
+      response = await send(method, path, body);
+      text = await response.text();
+    }
+  }
   if (!response.ok) {
     const message = text.trim() || `${response.status} ${response.statusText}`;
     throw new ApiError(response.status, message);
@@ -126,6 +214,17 @@ function setNotice(message) {
 }
 
 $("action-error-dismiss").addEventListener("click", () => setActionError(null));
+
+updateTokenButton();
+$("token-button").addEventListener("click", async () => {
+  if (memoryToken) {
+    storeToken("");
+  } else {
+    tokenDeclined = false;
+    await askForToken("Enter an ACL token to use for this browser session.");
+  }
+  refresh();
+});
 
 // ---------------------------------------------------------------- routing and polling
 
