@@ -43,7 +43,9 @@ async fn call(
     auth: Option<String>,
     body: Option<Value>,
 ) -> Answer {
-    let body = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
+    let body = body
+        .map(|b| serde_json::to_vec(&b).unwrap())
+        .unwrap_or_default();
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let auth = auth.map(|line| format!("{line}\r\n")).unwrap_or_default();
@@ -94,7 +96,13 @@ impl Agent {
         }
     }
 
-    async fn as_token(&self, secret: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+    async fn as_token(
+        &self,
+        secret: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         call(self.addr, method, path, token(secret), body).await
     }
 
@@ -160,7 +168,14 @@ async fn a_service_identity_obtains_only_its_own_certificate() {
     let frontend = agent.identity_token("frontend").await;
 
     // Anonymous (no token) under default deny: no certificate at all.
-    let anonymous = call(agent.addr, "GET", "/v1/agent/connect/ca/leaf/backend", None, None).await;
+    let anonymous = call(
+        agent.addr,
+        "GET",
+        "/v1/agent/connect/ca/leaf/backend",
+        None,
+        None,
+    )
+    .await;
     assert_denied(&anonymous, "'service:write' on \"backend\"");
 
     let own = agent
@@ -174,26 +189,36 @@ async fn a_service_identity_obtains_only_its_own_certificate() {
     assert_denied(&other, "'service:write' on \"backend\"");
 
     // It registers itself and its sidecar, not another service.
-    assert_eq!(agent.register(&frontend, "frontend", 9000).await.status, 200);
+    assert_eq!(
+        agent.register(&frontend, "frontend", 9000).await.status,
+        200
+    );
     let sidecar = agent
         .as_token(
             &frontend,
             "PUT",
             "/v1/agent/service/register",
-            Some(json!({"Name": "frontend-sidecar-proxy", "Kind": "connect-proxy", "Port": 21000,
-                        "Proxy": {"DestinationServiceName": "frontend"}})),
+            Some(
+                json!({"Name": "frontend-sidecar-proxy", "Kind": "connect-proxy", "Port": 21000,
+                        "Proxy": {"DestinationServiceName": "frontend"}}),
+            ),
         )
         .await;
     assert_eq!(sidecar.status, 200, "{}", sidecar.body);
-    assert_denied(&agent.register(&frontend, "backend", 9001).await, "'service:write' on \"backend\"");
+    assert_denied(
+        &agent.register(&frontend, "backend", 9001).await,
+        "'service:write' on \"backend\"",
+    );
     // A proxy may not claim to front a service its token cannot write.
     let fronting = agent
         .as_token(
             &frontend,
             "PUT",
             "/v1/agent/service/register",
-            Some(json!({"Name": "frontend-sidecar-proxy", "Kind": "connect-proxy", "Port": 21001,
-                        "Proxy": {"DestinationServiceName": "backend"}})),
+            Some(
+                json!({"Name": "frontend-sidecar-proxy", "Kind": "connect-proxy", "Port": 21001,
+                        "Proxy": {"DestinationServiceName": "backend"}}),
+            ),
         )
         .await;
     assert_denied(&fronting, "'service:write' on \"backend\"");
@@ -203,11 +228,20 @@ async fn a_service_identity_obtains_only_its_own_certificate() {
         .as_token(&frontend, "GET", "/v1/catalog/services", None)
         .await;
     assert_eq!(services.status, 200);
-    assert!(services.json().get("frontend").is_some(), "{}", services.body);
+    assert!(
+        services.json().get("frontend").is_some(),
+        "{}",
+        services.body
+    );
 
     // The gateway's endpoints want the mesh-gateway identity.
     let view = agent
-        .as_token(&frontend, "GET", isthmus_api::gateway::AGENT_PATH_VIEW, None)
+        .as_token(
+            &frontend,
+            "GET",
+            isthmus_api::gateway::AGENT_PATH_VIEW,
+            None,
+        )
         .await;
     assert_denied(&view, "'service:write' on \"mesh-gateway\"");
 
@@ -217,7 +251,12 @@ async fn a_service_identity_obtains_only_its_own_certificate() {
         200
     );
     let deregister = agent
-        .as_token(&frontend, "PUT", "/v1/agent/service/deregister/backend", None)
+        .as_token(
+            &frontend,
+            "PUT",
+            "/v1/agent/service/deregister/backend",
+            None,
+        )
         .await;
     assert_denied(&deregister, "'service:write' on \"backend\"");
 }
@@ -240,7 +279,13 @@ async fn reads_are_filtered_to_what_the_token_may_read() {
         .as_token(&web_reader, "GET", "/v1/catalog/services", None)
         .await;
     assert_eq!(services.status, 200);
-    let names: Vec<String> = services.json().as_object().unwrap().keys().cloned().collect();
+    let names: Vec<String> = services
+        .json()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     assert_eq!(names, ["web"]);
     assert!(services.filtered(), "{}", services.head);
 
@@ -342,7 +387,12 @@ async fn each_rule_family_allows_and_denies() {
     assert_eq!(destinations, ["db"]);
     assert!(listed.filtered());
     let entry = agent
-        .as_token(&db_intentions, "GET", "/v1/config/service-intentions/web", None)
+        .as_token(
+            &db_intentions,
+            "GET",
+            "/v1/config/service-intentions/web",
+            None,
+        )
         .await;
     assert_denied(&entry, "'intention:read' on \"web\"");
 
@@ -396,7 +446,10 @@ async fn each_rule_family_allows_and_denies() {
         200
     );
     assert_eq!(
-        agent.as_token(&agent_reader, "GET", "/metrics", None).await.status,
+        agent
+            .as_token(&agent_reader, "GET", "/metrics", None)
+            .await
+            .status,
         200
     );
     let reload = agent
@@ -438,7 +491,10 @@ async fn each_rule_family_allows_and_denies() {
         )
         .await;
     assert_eq!(agent.register(&all_but_db, "api", 7000).await.status, 200);
-    assert_denied(&agent.register(&all_but_db, "db", 7001).await, "'service:write' on \"db\"");
+    assert_denied(
+        &agent.register(&all_but_db, "db", 7001).await,
+        "'service:write' on \"db\"",
+    );
 }
 
 #[tokio::test]
@@ -458,7 +514,14 @@ async fn tokens_are_read_from_every_place_consul_reads_them() {
     )
     .await;
     assert_eq!(bearer.status, 200, "{}", bearer.body);
-    let query = call(agent.addr, "GET", &format!("{path}?token={backend}"), None, None).await;
+    let query = call(
+        agent.addr,
+        "GET",
+        &format!("{path}?token={backend}"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(query.status, 200, "{}", query.body);
 
     // A secret that names no token is refused outright.
@@ -470,5 +533,8 @@ async fn tokens_are_read_from_every_place_consul_reads_them() {
         None,
     )
     .await;
-    assert_eq!((unknown.status, unknown.body.trim()), (403, "ACL not found"));
+    assert_eq!(
+        (unknown.status, unknown.body.trim()),
+        (403, "ACL not found")
+    );
 }

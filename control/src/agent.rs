@@ -390,6 +390,7 @@ async fn start_dns(
         state.node.clone(),
         Arc::new(state.config.dns.clone()),
         metrics,
+        state.acl.clone(),
     )
     .map_err(|e| StartError::Config(format!("domain {:?}: {e}", state.config.dns.domain)))?;
     let server = crate::dns::DnsServer::bind(ip, port, handler)

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod acl_filter;
 pub mod agent;
 pub mod agent_checks;
 pub mod agent_lifecycle;

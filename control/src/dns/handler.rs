@@ -16,6 +16,7 @@ use super::metrics::{DnsMetrics, Outcome};
 use super::records::{Reply, Zone};
 use super::sizing::{self, Transport};
 use super::DnsConfig;
+use crate::acl::AclResolver;
 use crate::catalog::LocalNode;
 use crate::store::Store;
 
@@ -26,6 +27,8 @@ pub struct DnsHandler {
     config: Arc<DnsConfig>,
     domain: Name,
     metrics: DnsMetrics,
+    /// DNS requests carry no token: they get the anonymous token's rights.
+    acl: Arc<AclResolver>,
 }
 
 impl DnsHandler {
@@ -34,6 +37,7 @@ impl DnsHandler {
         node: LocalNode,
         config: Arc<DnsConfig>,
         metrics: DnsMetrics,
+        acl: Arc<AclResolver>,
     ) -> Result<DnsHandler, hickory_proto::ProtoError> {
         let domain = Name::from_ascii(format!("{}.", config.domain.trim_end_matches('.')))?;
         Ok(DnsHandler {
@@ -42,6 +46,7 @@ impl DnsHandler {
             config,
             domain,
             metrics,
+            acl,
         })
     }
 
@@ -71,10 +76,19 @@ impl DnsHandler {
             }
             Err(_) => return zone.reply(name, query.query_type(), Found::NoSuchName),
         };
-        let found = self
-            .store
-            .snapshot()
-            .and_then(|snap| lookup::find(&snap, &self.node, &lookup, self.config.only_passing));
+        let authz = match self.acl.resolve(None) {
+            Ok(authz) => authz,
+            Err(error) => {
+                tracing::warn!(%error, "dns: resolving the anonymous token");
+                return Reply {
+                    code: ResponseCode::ServFail,
+                    ..Reply::default()
+                };
+            }
+        };
+        let found = self.store.snapshot().and_then(|snap| {
+            lookup::find(&snap, &self.node, &lookup, self.config.only_passing, &authz)
+        });
         match found {
             Ok(found) => zone.reply(name, query.query_type(), found),
             Err(error) => {

@@ -2,6 +2,9 @@
 //! instances of a service (here, on external catalog nodes, or imported
 //! from a peer), a node's address, or nothing. Plain reads, no waiting.
 
+use isthmus_api::acl::Authorizer;
+
+use crate::acl_filter::{entry_readable, node_readable, service_readable};
 use std::net::IpAddr;
 
 use isthmus_api::catalog::{ServiceEntry, STATUS_PASSING, STATUS_WARNING};
@@ -46,6 +49,7 @@ pub fn find(
     local: &LocalNode,
     lookup: &DnsLookup,
     only_passing: bool,
+    authz: &Authorizer,
 ) -> Result<Found, StoreError> {
     let other_datacenter = |dc: &Option<String>| {
         dc.as_deref()
@@ -56,6 +60,8 @@ pub fn find(
         DnsLookup::Addr { datacenter, .. } if other_datacenter(datacenter) => Ok(Found::NoSuchName),
         DnsLookup::Addr { ip, .. } => Ok(Found::Addr(*ip)),
         DnsLookup::Node { datacenter, .. } if other_datacenter(datacenter) => Ok(Found::NoSuchName),
+        // What the token may not read does not exist, as in Consul.
+        DnsLookup::Node { node, .. } if !node_readable(authz, node) => Ok(Found::NoSuchName),
         DnsLookup::Node { node, .. } => node_address(r, local, node),
         DnsLookup::Service(query) => {
             if let Scope::Local { datacenter } = &query.scope {
@@ -63,7 +69,7 @@ pub fn find(
                     return Ok(Found::NoSuchName);
                 }
             }
-            service(r, local, query, only_passing)
+            service(r, local, query, only_passing, authz)
         }
     }
 }
@@ -89,8 +95,9 @@ fn service(
     local: &LocalNode,
     query: &ServiceQuery,
     only_passing: bool,
+    authz: &Authorizer,
 ) -> Result<Found, StoreError> {
-    let entries: Vec<ServiceEntry> = match &query.scope {
+    let mut entries: Vec<ServiceEntry> = match &query.scope {
         Scope::Peer(peer) => {
             if crate::peering::get(r, peer)?.is_none() {
                 return Ok(Found::NoSuchName);
@@ -110,6 +117,11 @@ fn service(
             entries
         }
     };
+    match &query.scope {
+        // A peer's instances live on its nodes: read on the service is what counts.
+        Scope::Peer(_) => entries.retain(|e| service_readable(authz, &e.service.service)),
+        Scope::Local { .. } => entries.retain(|e| entry_readable(authz, e)),
+    }
     if entries.is_empty() {
         return Ok(Found::NoSuchName);
     }
@@ -223,7 +235,15 @@ mod tests {
 
     fn find_name(store: &Store, name: &str, only_passing: bool) -> Found {
         let lookup = parse(name, "consul").unwrap();
-        find(&store.snapshot().unwrap(), &local(), &lookup, only_passing).unwrap()
+        let authz = isthmus_api::acl::Authorizer::allow_all();
+        find(
+            &store.snapshot().unwrap(),
+            &local(),
+            &lookup,
+            only_passing,
+            &authz,
+        )
+        .unwrap()
     }
 
     fn addresses(found: Found) -> Vec<String> {

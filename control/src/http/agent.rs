@@ -192,7 +192,9 @@ pub async fn services(
             .map(|s| (s.id.clone(), s))
             .collect();
         list.narrow_map(&mut services)?;
-        authz.retain_map(&mut services, |a, _, s| authz::service_readable(a, &s.service));
+        authz.retain_map(&mut services, |a, _, s| {
+            authz::service_readable(a, &s.service)
+        });
         Ok((services, snap.table_index(Table::Services)?))
     })
     .await

@@ -133,7 +133,9 @@ pub async fn service(
                 .map(|entry| catalog_row(&entry.node, entry.service))
                 .collect();
             list.narrow(&mut rows)?;
-            authz.retain(&mut rows, |a, r| authz::service_readable(a, &r.service_name));
+            authz.retain(&mut rows, |a, r| {
+                authz::service_readable(a, &r.service_name)
+            });
             Ok((rows, index))
         })
         .await;
@@ -344,7 +346,9 @@ async fn imported(
             }
         };
         list.narrow(&mut entries)?;
-        authz.retain(&mut entries, |a, e| authz::service_readable(a, &e.service.service));
+        authz.retain(&mut entries, |a, e| {
+            authz::service_readable(a, &e.service.service)
+        });
         Ok((entries, index))
     })
     .await
@@ -401,7 +405,9 @@ pub async fn gateway_services(
             }
             rows.clear();
         }
-        authz.retain(&mut rows, |a, r| authz::service_readable(a, &r.service.name));
+        authz.retain(&mut rows, |a, r| {
+            authz::service_readable(a, &r.service.name)
+        });
         Ok((rows, read_index(snap)))
     })
     .await

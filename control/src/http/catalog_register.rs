@@ -22,7 +22,9 @@ fn require_register(
     reg: &CatalogRegistration,
 ) -> Result<(), ApiError> {
     let existing = catalog_nodes::get(snap, &reg.node)?;
-    let node_unchanged = existing.as_ref().is_some_and(|n| n.node.address == reg.address);
+    let node_unchanged = existing
+        .as_ref()
+        .is_some_and(|n| n.node.address == reg.address);
     if !(reg.skip_node_update || node_unchanged) {
         authz.require(Resource::Node, &reg.node, Access::Write)?;
     }

@@ -79,10 +79,7 @@ pub async fn list(
             let (resource, segment) = governed_by(kind, entry.name());
             a.allows(resource, segment, Access::Read)
         });
-        let entries: Vec<serde_json::Value> = entries
-            .iter()
-            .map(ConfigEntry::to_json)
-            .collect();
+        let entries: Vec<serde_json::Value> = entries.iter().map(ConfigEntry::to_json).collect();
         Ok((entries, snap.table_index(Table::ConfigEntries)?))
     })
     .await

@@ -24,7 +24,11 @@ const MAX_MATCH_NAMES: usize = 64;
 /// Intentions are governed by their destination (Consul's
 /// `intentions = "read"|"write"` inside a service rule).
 fn readable(authz: &Authorizer, intention: &Intention) -> bool {
-    authz.allows(Resource::Intention, &intention.destination_name, Access::Read)
+    authz.allows(
+        Resource::Intention,
+        &intention.destination_name,
+        Access::Read,
+    )
 }
 
 fn require_write(authz: &Authz, destination: &str) -> Result<(), ApiError> {

@@ -13,9 +13,9 @@ use isthmus_api::catalog::{
 };
 use serde::Serialize;
 
+use super::authz::{self, Authz};
 use super::error::ApiError;
 use super::list_query::ListQuery;
-use super::authz::{self, Authz};
 use super::{blocking_json_acl, json_response, Params, State};
 use crate::catalog::{self, LocalNode};
 use crate::catalog_nodes::{self, ExternalNode};

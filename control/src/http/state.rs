@@ -39,7 +39,7 @@ pub struct AgentState {
     /// Reloads of the configuration and the request to leave.
     pub lifecycle: AgentLifecycle,
     /// Resolves requests' ACL tokens.
-    pub acl: AclResolver,
+    pub acl: Arc<AclResolver>,
     /// The intention set compiled at a config-entries index, with the
     /// default policy it was compiled for.
     intentions: Mutex<Option<(u64, bool, Arc<IntentionSet>)>>,
@@ -61,7 +61,7 @@ impl AgentState {
     ) -> AgentState {
         AgentState {
             lifecycle: AgentLifecycle::new(&config),
-            acl: AclResolver::new(config.acl.clone(), peering.store.clone()),
+            acl: Arc::new(AclResolver::new(config.acl.clone(), peering.store.clone())),
             config,
             store: peering.store.clone(),
             cluster: peering.cluster.clone(),
