@@ -341,3 +341,46 @@ async fn ui_assets_are_served_with_their_types_and_a_strict_csp() {
     let peerings: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(peerings, json!([]));
 }
+
+/// With ACLs on, the UI asks for a token when the API refuses it, keeps
+/// it for the tab's session only, and asks again after a wrong one.
+#[tokio::test]
+async fn the_ui_asks_for_a_token_when_the_api_answers_403() {
+    const MANAGEMENT: &str = "0b4f6a42-8d0e-4c59-9a55-7f1f3f2c7d10";
+    let browser = Browser::start().await;
+    let agent = TestAgent::start_with(|config| {
+        config.acl.enabled = true;
+        config.acl.default_allow = false;
+        config.acl.initial_management = Some(MANAGEMENT.into());
+    })
+    .await;
+    let ui = browser.first_window().await;
+    ui.goto(&format!("{}/ui/#/peers", agent.url())).await;
+
+    // Anonymous under default deny: refused, so the UI asks.
+    ui.wait_text(&tid("token-reason"), |t| t.starts_with("Permission denied"))
+        .await;
+    ui.screenshot("/tmp/ui-token-prompt.png").await;
+
+    // A secret that names no token: the API's answer shows, and it asks again.
+    ui.fill(&tid("token-input"), "00000000-1111-2222-3333-444444444444")
+        .await;
+    ui.click(&tid("token-submit")).await;
+    ui.wait_text(&tid("token-reason"), |t| t.contains("ACL not found"))
+        .await;
+
+    ui.fill(&tid("token-input"), MANAGEMENT).await;
+    ui.click(&tid("token-submit")).await;
+    ui.wait_gone(&tid("token-dialog")).await;
+    ui.wait_text_eq(&tid("cluster-name"), "dc1").await;
+    ui.wait_text(&tid("peers-empty"), |t| t.contains("No peers yet"))
+        .await;
+    ui.wait_text_eq(&tid("token-button"), "Forget token").await;
+
+    // Another tab is another session: it has to ask for its own.
+    let other = browser.new_window().await;
+    other.goto(&format!("{}/ui/#/peers", agent.url())).await;
+    other
+        .wait_text(&tid("token-reason"), |t| t.starts_with("Permission denied"))
+        .await;
+}

@@ -135,11 +135,11 @@ async function send(method, path, body) {
   }
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, { prompt = true } = {}) {
   let response = await send(method, path, body);
   let text = await response.text();
   // Refused for want of a (better) token: ask once, then retry with it.
-  if (response.status === 403 && !tokenDeclined) {
+  if (response.status === 403 && prompt && !tokenDeclined) {
     const reason = text.trim() || "This request needs an ACL token.";
     if (await askForToken(reason)) {
       response = await send(method, path, body);
@@ -255,6 +255,7 @@ async function refresh() {
   clearTimeout(pollTimer);
   const mine = ++generation;
   const current = () => mine === generation;
+  if (!clusterKnown) loadClusterName();
   try {
     if (route.view === "peers") await loadPeers(current);
     else await loadPeer(route.name, current);
@@ -611,17 +612,19 @@ establishForm.addEventListener("submit", (event) => {
 
 // ---------------------------------------------------------------- start
 
+let clusterKnown = false;
+
+/** Shows the cluster's name; retried on each refresh until it is known (a
+ * token may arrive later), and never the reason to ask for a token. */
 async function loadClusterName() {
   try {
-    const self = await api("GET", "/v1/agent/self");
-    const name = self?.Config?.Datacenter ?? "";
-    $("cluster-name").textContent = name;
-  } catch (e) {
+    const self = await api("GET", "/v1/agent/self", undefined, { prompt: false });
+    $("cluster-name").textContent = self?.Config?.Datacenter ?? "";
+    clusterKnown = true;
+  } catch {
     $("cluster-name").textContent = "unknown";
-    setPageError(e.message);
   }
 }
 
 window.addEventListener("hashchange", onRoute);
-loadClusterName();
 onRoute();
