@@ -97,3 +97,6 @@ pub(crate) fn is_uuid(id: &str) -> bool {
 pub(crate) fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+#[cfg(test)]
+mod tests;

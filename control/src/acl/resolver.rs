@@ -155,18 +155,7 @@ impl AclResolver {
             rules.push(Rules::service_identity(&identity.service_name));
         }
         for identity in &token.node_identities {
-            // Consul's node identity: the node's own record, and reading
-            // services (names were checked to be `[a-z0-9_-]`).
-            let text = format!(
-                "node {:?} {{\n  policy = \"write\"\n}}\nservice_prefix \"\" {{\n  policy = \"read\"\n}}\n",
-                identity.node_name
-            );
-            match Rules::parse(&text) {
-                Ok(parsed) => rules.push(parsed),
-                Err(e) => {
-                    tracing::warn!(node = %identity.node_name, error = %e, "node identity rules do not parse")
-                }
-            }
+            rules.push(Rules::node_identity(&identity.node_name));
         }
         Ok(Authorizer::new(
             accessor,

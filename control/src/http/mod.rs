@@ -137,10 +137,7 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/acl/tokens", get(acl::token_list))
         .route("/v1/acl/policy", put(acl::policy_create))
-        .route(
-            "/v1/acl/policy/name/{name}",
-            get(acl::policy_read_by_name),
-        )
+        .route("/v1/acl/policy/name/{name}", get(acl::policy_read_by_name))
         .route(
             "/v1/acl/policy/{id}",
             get(acl::policy_read)
