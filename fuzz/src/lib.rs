@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 use base64::Engine;
+use isthmus_api::acl::{Access, Authorizer, Resource, Rules};
 use isthmus_api::config_entry::{parse_document, ConfigEntry};
 use isthmus_api::dns_name;
 use isthmus_api::duration;
@@ -32,6 +33,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stream_framing", stream_framing),
     ("dns_name", dns_name),
     ("filter", filter),
+    ("acl_rules", acl_rules),
 ];
 
 /// A peering token as `POST /v1/peering/establish` receives it: as text, and
@@ -200,6 +202,36 @@ pub fn filter(data: &[u8]) {
     let _ = filter.matches(&serde_json::Value::Null);
 }
 
+/// An ACL policy's rules as `PUT /v1/acl/policy` and `isthmus acl policy
+/// create` receive them. What is accepted renders to HCL that reads back the
+/// same, and the authorizer built from it answers without panicking.
+pub fn acl_rules(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(rules) = Rules::parse(&text) else {
+        return;
+    };
+    let rendered = rules.to_hcl();
+    assert_eq!(
+        Rules::parse(&rendered).as_ref(),
+        Ok(&rules),
+        "{text:?} rendered as {rendered:?}"
+    );
+    for default_allow in [false, true] {
+        let authz = Authorizer::new("fuzz", default_allow, std::slice::from_ref(&rules));
+        for resource in [Resource::Service, Resource::Node, Resource::Agent, Resource::Intention] {
+            for name in ["", "web", "web-sidecar-proxy", "*"] {
+                let _ = authz.check(resource, name, Access::Read);
+                let _ = authz.check(resource, name, Access::Write);
+            }
+            let _ = authz.allows_all(resource, Access::Read);
+            let _ = authz.allows_any(resource, Access::Write);
+        }
+        for resource in [Resource::Acl, Resource::Mesh, Resource::Operator, Resource::Peering] {
+            let _ = authz.check(resource, "", Access::Write);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -247,6 +279,11 @@ mod tests {
         ConfigEntry::from_json(parse_document(&hcl).unwrap()).unwrap();
         let json = read("config_entry_json/exported.json");
         ConfigEntry::from_json(serde_json::from_slice(&json).unwrap()).unwrap();
+        for entry in std::fs::read_dir(seeds.join("acl_rules")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            Rules::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
         for entry in std::fs::read_dir(seeds.join("filter")).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();

@@ -1,0 +1,2 @@
+service = { "we\"b\\\u00e9" = { Policy = "READ" } }
+key "a/${b}" { policy = "deny" } // trailing
