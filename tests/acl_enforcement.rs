@@ -5,9 +5,9 @@
 
 use std::net::SocketAddr;
 
+use isthmus_tests::api::{raw, RawAnswer};
 use isthmus_tests::process::AgentProcess;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MANAGEMENT: &str = "5f7c1a0e-4a43-4c7e-9d1e-2d3c4b5a6978";
 
@@ -16,23 +16,11 @@ struct Agent {
     addr: SocketAddr,
 }
 
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
+type Answer = RawAnswer;
 
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    fn filtered(&self) -> bool {
-        self.head
-            .to_ascii_lowercase()
-            .contains("\r\nx-consul-results-filtered-by-acls: true")
-    }
+/// Consul tells a caller that presented a token that results were left out.
+fn filtered(answer: &Answer) -> bool {
+    answer.has_header("x-consul-results-filtered-by-acls", "true")
 }
 
 /// One HTTP/1.1 exchange; `auth` is a raw header line (or none).
@@ -43,33 +31,8 @@ async fn call(
     auth: Option<String>,
     body: Option<Value>,
 ) -> Answer {
-    let body = body
-        .map(|b| serde_json::to_vec(&b).unwrap())
-        .unwrap_or_default();
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let auth = auth.map(|line| format!("{line}\r\n")).unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(&body).await.unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.unwrap();
-        answer
-    };
-    let answer = tokio::time::timeout(isthmus_tests::WAIT, exchange)
-        .await
-        .expect("the agent answers");
-    let answer = String::from_utf8(answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    Answer {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
+    let headers: Vec<String> = auth.into_iter().collect();
+    raw(addr, method, path, &headers, body.as_ref()).await
 }
 
 fn token(secret: &str) -> Option<String> {
@@ -287,18 +250,18 @@ async fn reads_are_filtered_to_what_the_token_may_read() {
         .cloned()
         .collect();
     assert_eq!(names, ["web"]);
-    assert!(services.filtered(), "{}", services.head);
+    assert!(filtered(&services), "{}", services.head);
 
     let web = agent
         .as_token(&web_reader, "GET", "/v1/health/service/web", None)
         .await;
     assert_eq!(web.json().as_array().unwrap().len(), 1);
-    assert!(!web.filtered(), "nothing was left out: {}", web.head);
+    assert!(!filtered(&web), "nothing was left out: {}", web.head);
     let db = agent
         .as_token(&web_reader, "GET", "/v1/health/service/db", None)
         .await;
     assert_eq!((db.status, db.json()), (200, json!([])));
-    assert!(db.filtered());
+    assert!(filtered(&db));
     let catalog_db = agent
         .as_token(&web_reader, "GET", "/v1/catalog/service/db", None)
         .await;
@@ -309,7 +272,7 @@ async fn reads_are_filtered_to_what_the_token_may_read() {
         .await;
     let ids: Vec<String> = local.json().as_object().unwrap().keys().cloned().collect();
     assert_eq!(ids, ["web"]);
-    assert!(local.filtered());
+    assert!(filtered(&local));
 
     // Without node read, even web's instances are left out.
     let no_nodes = agent
@@ -319,7 +282,7 @@ async fn reads_are_filtered_to_what_the_token_may_read() {
         .as_token(&no_nodes, "GET", "/v1/health/service/web", None)
         .await;
     assert_eq!(hidden.json(), json!([]));
-    assert!(hidden.filtered());
+    assert!(filtered(&hidden));
     let nodes = agent
         .as_token(&no_nodes, "GET", "/v1/catalog/nodes", None)
         .await;
@@ -328,14 +291,14 @@ async fn reads_are_filtered_to_what_the_token_may_read() {
     // The anonymous caller is filtered without being told so.
     let anonymous = call(agent.addr, "GET", "/v1/catalog/services", None, None).await;
     assert_eq!((anonymous.status, anonymous.json()), (200, json!({})));
-    assert!(!anonymous.filtered());
+    assert!(!filtered(&anonymous));
 
     // A management token sees everything, unfiltered.
     let all = agent
         .as_token(MANAGEMENT, "GET", "/v1/catalog/services", None)
         .await;
     assert!(all.json().as_object().unwrap().len() >= 3);
-    assert!(!all.filtered());
+    assert!(!filtered(&all));
 }
 
 #[tokio::test]
@@ -385,7 +348,7 @@ async fn each_rule_family_allows_and_denies() {
         .map(|i| i["DestinationName"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(destinations, ["db"]);
-    assert!(listed.filtered());
+    assert!(filtered(&listed));
     let entry = agent
         .as_token(
             &db_intentions,

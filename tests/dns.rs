@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use isthmus_runtime::client::Client;
-use isthmus_tests::api::{get, put};
+use isthmus_tests::api::{get, put, raw};
 use isthmus_tests::process::{cli, stderr, stdout, AgentProcess};
 use isthmus_tests::{eventually, WAIT};
 use serde_json::{json, Value};
@@ -441,4 +441,75 @@ async fn peer_names_answer_with_imported_instances() {
     );
     c1.terminate();
     c2.terminate();
+}
+
+/// DNS requests carry no token: with ACLs on and default deny they get the
+/// anonymous token's rights, so a service exists in DNS only once the
+/// operator lets the anonymous token read it (Consul's recipe).
+#[tokio::test]
+async fn with_acls_dns_answers_what_the_anonymous_token_may_read() {
+    const MANAGEMENT: &str = "3c1d5e2a-7b4f-4e0a-8c6d-1a2b3c4d5e6f";
+    let agent = AgentProcess::spawn(&[
+        "--dev",
+        "--no-gateway",
+        "--node-name",
+        "dns-node",
+        "--acl-enabled",
+        "--acl-default-policy",
+        "deny",
+        "--acl-initial-management-token",
+        MANAGEMENT,
+    ]);
+    let dns = dns_addr(&agent);
+    let addr: SocketAddr = agent.http_addr.parse().unwrap();
+    let token = [format!("X-Consul-Token: {MANAGEMENT}")];
+    let manage = |method: &'static str, path: &'static str, body: serde_json::Value| {
+        let token = token.clone();
+        async move {
+            let answer = raw(addr, method, path, &token, Some(&body)).await;
+            assert_eq!(answer.status, 200, "{method} {path}: {}", answer.body);
+            if answer.body.is_empty() {
+                Value::Null
+            } else {
+                answer.json()
+            }
+        }
+    };
+    manage(
+        "PUT",
+        "/v1/agent/service/register",
+        json!({"name": "web", "port": 8081, "address": "127.0.0.9"}),
+    )
+    .await;
+
+    let hidden = dig(dns, &["web.service.consul", "A"]).await;
+    assert_eq!(
+        (hidden.status.as_str(), hidden.answer.len()),
+        ("NXDOMAIN", 0)
+    );
+    let node = dig(dns, &["dns-node.node.consul", "A"]).await;
+    assert_eq!(node.status, "NXDOMAIN");
+
+    let policy = manage(
+        "PUT",
+        "/v1/acl/policy",
+        json!({"Name": "dns-read",
+               "Rules": "service_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }"}),
+    )
+    .await;
+    manage(
+        "PUT",
+        "/v1/acl/token/00000000-0000-0000-0000-000000000002",
+        json!({"Policies": [{"ID": policy["ID"]}]}),
+    )
+    .await;
+
+    let shown = dig(dns, &["web.service.consul", "A"]).await;
+    assert_eq!(shown.status, "NOERROR");
+    assert_eq!(
+        shown.answer_data(),
+        BTreeSet::from(["127.0.0.9".to_owned()])
+    );
+    let node = dig(dns, &["dns-node.node.consul", "A"]).await;
+    assert_eq!(node.status, "NOERROR");
 }

@@ -151,6 +151,70 @@ pub mod api {
         (status, text.to_owned())
     }
 
+    /// What a raw exchange answered: the status, the head as sent, the body.
+    pub struct RawAnswer {
+        pub status: u16,
+        pub head: String,
+        pub body: String,
+    }
+
+    impl RawAnswer {
+        pub fn json(&self) -> Value {
+            serde_json::from_str(&self.body)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        }
+
+        /// Whether a header `name: value` was sent (names in any case).
+        pub fn has_header(&self, name: &str, value: &str) -> bool {
+            self.head.lines().skip(1).any(|line| {
+                line.split_once(':')
+                    .is_some_and(|(n, v)| n.trim().eq_ignore_ascii_case(name) && v.trim() == value)
+            })
+        }
+    }
+
+    /// One HTTP/1.1 exchange with extra header lines (such as
+    /// `X-Consul-Token: ...`), bounded by `WAIT`.
+    pub async fn raw(
+        addr: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[String],
+        body: Option<&Value>,
+    ) -> RawAnswer {
+        let body = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(&body).await.unwrap();
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.unwrap();
+            answer
+        };
+        let answer = tokio::time::timeout(crate::WAIT, exchange)
+            .await
+            .expect("the agent answers");
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a complete response");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"));
+        RawAnswer {
+            status,
+            head: head.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+
     pub async fn send(
         client: &Client,
         method: Method,
