@@ -34,6 +34,8 @@ pub enum StartError {
     Config(String),
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
+    #[error("setting up ACLs: {0}")]
+    Acl(#[from] crate::acl::AclError),
     #[error("loading the CA: {0}")]
     Ca(#[from] ca::CaError),
     #[error("setting up metrics: {0}")]
@@ -120,7 +122,7 @@ fn open_store(config: &AgentConfig) -> Result<(Store, Option<EtcdCluster>), Star
         }
         tracing::info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "the cluster's state is in etcd");
         let log = EtcdLog::connect(&etcd, &config.node_name)?;
-        let store = Store::with_shared_log(log.clone(), crate::catalog::schema())?;
+        let store = Store::with_shared_log(log.clone(), store_schema())?;
         let cluster = EtcdCluster {
             log,
             prefix: etcd.prefix,
@@ -130,6 +132,11 @@ fn open_store(config: &AgentConfig) -> Result<(Store, Option<EtcdCluster>), Star
     Ok((open_embedded_store(config)?, None))
 }
 
+/// The catalog's tables and the ACL tables.
+fn store_schema() -> crate::store::Schema {
+    crate::acl::tables::schema(crate::catalog::schema())
+}
+
 fn open_embedded_store(config: &AgentConfig) -> Result<Store, StartError> {
     match &config.data_dir {
         Some(dir) => {
@@ -137,11 +144,11 @@ fn open_embedded_store(config: &AgentConfig) -> Result<Store, StartError> {
             crate::store::private::create_private_dir(dir)
                 .map_err(|e| StartError::Config(format!("data dir: {e}")))?;
             let log = crate::store::RedbBackend::open(&dir.join(STORE_FILE))?;
-            Ok(Store::with_log(Box::new(log), crate::catalog::schema())?)
+            Ok(Store::with_log(Box::new(log), store_schema())?)
         }
         None => Ok(Store::with_log(
             Box::new(crate::store::NoLog),
-            crate::catalog::schema(),
+            store_schema(),
         )?),
     }
 }
@@ -221,6 +228,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
             .map_err(StartError::Config)?;
     }
     let (cluster, node) = load_identity(&store, &config)?;
+    if config.acl.enabled {
+        crate::acl::bootstrap::initialize(&store, &config.acl)?;
+    }
     let ca = ca::open(
         &store,
         &cluster.trust_domain,

@@ -374,6 +374,11 @@ mod tests {
     }
 
     #[test]
+    fn the_builtin_management_rules_parse() {
+        crate::acl::Rules::parse(GLOBAL_MANAGEMENT_POLICY_RULES).unwrap();
+    }
+
+    #[test]
     fn names() {
         assert!(is_valid_policy_name("node-read_2"));
         for bad in ["", "a b", "a.b", &"a".repeat(129)] {

@@ -10,7 +10,10 @@ use isthmus_api::peering_limits::DEFAULT_IMPORT_LIMITS;
 use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
 
+mod acl;
 mod store;
+
+pub use acl::{AclBlock, AclDefaultPolicy, AclFlags, AclTokensBlock};
 
 pub use store::{default_etcd_prefix, EtcdSettings, EtcdTls, StoreKind, DEFAULT_MEMBER_TTL};
 use store::{validate_etcd, StoreLayer, MAX_MEMBER_TTL, MIN_MEMBER_TTL};
@@ -318,6 +321,14 @@ pub struct Settings {
         deserialize_with = "crate::config_definitions::one_or_many"
     )]
     pub checks: Option<Vec<serde_json::Value>>,
+    /// Access control: the file's `acl { ... }` block (Consul's keys).
+    #[arg(skip)]
+    #[serde(default)]
+    pub acl: Option<AclBlock>,
+    /// The `--acl-*` flags (the file has the `acl` block instead).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub acl_flags: AclFlags,
 }
 
 /// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
@@ -452,6 +463,7 @@ impl Settings {
         self.dns_config
             .apply(&mut config.dns, |key| source.key(key))?;
         store.apply(config);
+        acl::apply(self.acl, self.acl_flags, &mut config.acl, source)?;
         if let Some(v) = self.services {
             config.services = crate::config_definitions::decode("services", v)?;
         }

@@ -203,6 +203,13 @@ impl From<AclError> for ApiError {
         match e {
             AclError::Store(_) => store_failure(e),
             AclError::TokenNotFound => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            // Consul answers these with 500 (they come back from its RPC
+            // layer untyped); they are the client's mistakes: 400.
+            AclError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            AclError::NotFound(_) => ApiError::not_found(e.to_string()),
+            AclError::BootstrapNotAllowed { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, format!("Permission denied: {e}"))
+            }
         }
     }
 }

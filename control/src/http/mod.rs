@@ -5,6 +5,7 @@
 //! `X-Consul-Index`; errors are plain text with a 4xx/5xx status. The web
 //! UI's static assets are served under `/ui/` (see `ui`).
 
+mod acl;
 mod agent;
 mod agent_checks;
 mod agent_lifecycle;
@@ -122,9 +123,29 @@ pub fn router(state: State) -> Router {
             "/v1/catalog/gateway-services/{gateway}",
             get(catalog::gateway_services),
         )
-        // ACLs are not implemented yet: Consul's answer when they are off.
+        // Setting the agent's tokens through the API is not implemented:
+        // Consul's answer while ACLs are off.
         .route("/v1/agent/token/{kind}", any(acl_disabled))
-        .route("/v1/acl/{*rest}", any(acl_disabled))
+        .route("/v1/acl/bootstrap", put(acl::bootstrap))
+        .route("/v1/acl/token", put(acl::token_create))
+        .route("/v1/acl/token/self", get(acl::token_self))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl::token_read)
+                .put(acl::token_update)
+                .delete(acl::token_delete),
+        )
+        .route("/v1/acl/tokens", get(acl::token_list))
+        .route("/v1/acl/policy", put(acl::policy_create))
+        .route("/v1/acl/policy/name/{name}", get(acl::policy_read_by_name))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::policy_read)
+                .put(acl::policy_update)
+                .delete(acl::policy_delete),
+        )
+        .route("/v1/acl/policies", get(acl::policy_list))
+        .route("/v1/acl/{*rest}", any(acl::other))
         .route("/v1/health/checks/{name}", get(catalog::health_checks))
         .route("/v1/health/state/", get(nodes::health_state_missing))
         .route("/v1/health/state/{state}", get(nodes::health_state))
@@ -373,9 +394,17 @@ where
     }
 }
 
-/// What Consul answers on its ACL endpoints while ACLs are disabled.
-async fn acl_disabled() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "ACL support disabled")
+/// `/v1/agent/token/:kind`: Consul's answer while ACLs are disabled; with
+/// them enabled, the agent's tokens come from its settings only.
+async fn acl_disabled(axum::extract::State(state): axum::extract::State<State>) -> ApiError {
+    if state.acl.enabled() {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "isthmus takes the agent's tokens from its settings (acl { tokens { ... } }), not from this endpoint",
+        )
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "ACL support disabled")
+    }
 }
 
 /// Whether a flag-like query parameter is set (`?passing`, `?passing=true`).

@@ -76,10 +76,15 @@ pub enum Table {
     /// The `consul` service's instance on each agent node (the API every
     /// agent serves), keyed by node name; written by the leader.
     ServerServices,
+    /// ACL tokens, keyed by AccessorID (indexed by SecretID and by the
+    /// policies they link).
+    AclTokens,
+    /// ACL policies, keyed by ID (indexed by name).
+    AclPolicies,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 15] = [
         Table::Meta,
         Table::Services,
         Table::Checks,
@@ -93,6 +98,8 @@ impl Table {
         Table::RemoteNodes,
         Table::NodeHealth,
         Table::ServerServices,
+        Table::AclTokens,
+        Table::AclPolicies,
     ];
 
     pub fn name(self) -> &'static str {
@@ -110,6 +117,8 @@ impl Table {
             Table::RemoteNodes => "remote_nodes",
             Table::NodeHealth => "node_health",
             Table::ServerServices => "server_services",
+            Table::AclTokens => "acl_tokens",
+            Table::AclPolicies => "acl_policies",
         }
     }
 }
