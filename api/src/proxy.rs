@@ -71,4 +71,44 @@ pub struct UpstreamView {
     /// Why there are no endpoints, when there are none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// The target the endpoints belong to, `service` or `service@peer`:
+    /// where the resolved chain (redirect, failover) led. Empty from an
+    /// agent that does not resolve chains; then it is `service[@peer]`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
+    /// Each target the chain considered, in order, and why it was chosen or
+    /// skipped. At most one step is chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ChainStep>,
+}
+
+impl UpstreamView {
+    /// [`UpstreamView::target`], or what it is for an agent that leaves it empty.
+    pub fn target_label(&self) -> String {
+        if self.target.is_empty() {
+            target_label(&self.service, self.peer.as_deref())
+        } else {
+            self.target.clone()
+        }
+    }
+}
+
+/// `service`, or `service@peer` for a peer's service.
+pub fn target_label(service: &str, peer: Option<&str>) -> String {
+    match peer {
+        Some(peer) => format!("{service}@{peer}"),
+        None => service.to_owned(),
+    }
+}
+
+/// One target of an upstream's resolved chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ChainStep {
+    /// `service` or `service@peer`.
+    pub target: String,
+    /// Whether the upstream's endpoints are this target's.
+    pub chosen: bool,
+    /// Why it was chosen or skipped.
+    pub reason: String,
 }

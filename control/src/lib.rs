@@ -32,3 +32,4 @@ pub mod peering;
 pub mod sidecar;
 pub mod store;
 pub mod ttl_timers;
+pub mod upstream_chain;

@@ -239,6 +239,19 @@ impl UpstreamErrors {
     }
 }
 
+/// Hands out an upstream's request counter for a target, once per route.
+#[derive(Debug)]
+pub(crate) struct UpstreamTargets {
+    upstream: String,
+    family: IntCounterVec,
+}
+
+impl UpstreamTargets {
+    pub(crate) fn counter(&self, target: &str) -> IntCounter {
+        self.family.with_label_values(&[&self.upstream, target])
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
@@ -249,6 +262,9 @@ pub(crate) struct Metrics {
     /// By [`PathError::ALL`]'s order.
     inbound_request_errors: Box<[IntCounter]>,
     outbound_errors: IntCounterVec,
+    /// Per upstream and chosen target (`service` or `service@peer`): one
+    /// value per target a resolver names, so bounded by configuration.
+    outbound_targets: IntCounterVec,
     /// Cap refusals and timeouts, per listener (`inbound`, `outbound`, `admin`).
     pub(crate) inbound_listener: isthmus_runtime::listen::ListenerCounters,
     pub(crate) outbound_listener: isthmus_runtime::listen::ListenerCounters,
@@ -328,6 +344,12 @@ impl Metrics {
             "Outbound requests or connections that failed, by upstream and kind",
             &["upstream", "kind"],
         )?;
+        let outbound_targets = counter_vec(
+            r,
+            "outbound_target_requests_total",
+            "Outbound HTTP requests or TCP connections sent, by upstream and the target its chain chose",
+            &["upstream", "target"],
+        )?;
         let listeners = isthmus_runtime::listen::ListenerMetrics::register(r, "")?;
         Ok(Metrics {
             inbound_listener: listeners.listener("inbound"),
@@ -345,6 +367,7 @@ impl Metrics {
                 .map(|k| inbound_request_errors.with_label_values(&[k.label()]))
                 .collect(),
             outbound_errors,
+            outbound_targets,
             registry,
         })
     }
@@ -381,6 +404,14 @@ impl Metrics {
 
     /// The counter of one decision. `src_service` must be a name the
     /// intentions know or [`OTHER_SOURCE`]; `peer` a peering's name or "".
+    /// The per-target request counters of one upstream.
+    pub(crate) fn upstream_targets(&self, upstream: &str) -> UpstreamTargets {
+        UpstreamTargets {
+            upstream: upstream.to_owned(),
+            family: self.outbound_targets.clone(),
+        }
+    }
+
     pub(crate) fn authorization(
         &self,
         allow: bool,

@@ -69,11 +69,13 @@ pub(crate) fn start(
     } in listeners
     {
         let errors = metrics.upstream_errors(&spec.label());
+        let targets = metrics.upstream_targets(&spec.label());
         let upstream = Arc::new(Upstream::new(
             spec,
             addr,
             protocol,
             errors,
+            targets,
             identity.clone(),
         ));
         tasks.push(spawn_watch(
@@ -139,6 +141,7 @@ async fn forward_tcp(upstream: &Upstream, mut local: CountingIo<TcpStream>, drai
         upstream.errors.count(*kind);
         return;
     }
+    route.count_request();
     let mut exclude = None;
     let (mut remote, _in_flight) = loop {
         let Some(i) = pick(&route.endpoints, exclude) else {

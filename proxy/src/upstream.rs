@@ -21,9 +21,10 @@ use tokio::task::JoinHandle;
 use crate::balance::Load;
 use crate::config::{Protocol, UpstreamSpec};
 use crate::identity::{Identity, Snapshot};
-use crate::metrics::{OutboundError, UpstreamErrors};
+use crate::metrics::{OutboundError, UpstreamErrors, UpstreamTargets};
 use crate::pool::{Connector, Pool};
 use isthmus_dataplane::watcher::{LogWording, Query};
+use prometheus::IntCounter;
 
 /// One configured upstream.
 #[derive(Debug)]
@@ -36,6 +37,7 @@ pub(crate) struct Upstream {
     pub(crate) protocol: Protocol,
     pub(crate) route: ArcSwap<Route>,
     pub(crate) errors: UpstreamErrors,
+    targets: UpstreamTargets,
     /// Our identity, for a route the watch has not rebuilt yet.
     identity: Identity,
 }
@@ -50,6 +52,8 @@ pub(crate) struct Route {
     pub(crate) unavailable: Option<(OutboundError, String)>,
     /// HTTP/1.1 (ALPN http/1.1) connections for upgrades; HTTP mode only.
     pub(crate) upgrade: Option<Arc<Connector>>,
+    /// Requests sent to the view's chosen target.
+    target_requests: Option<IntCounter>,
 }
 
 /// One endpoint of an upstream.
@@ -80,6 +84,14 @@ impl Route {
             endpoints: Box::new([]),
             unavailable: Some((kind, reason)),
             upgrade: None,
+            target_requests: None,
+        }
+    }
+
+    /// Counts a request or connection sent along this route.
+    pub(crate) fn count_request(&self) {
+        if let Some(counter) = &self.target_requests {
+            counter.inc();
         }
     }
 }
@@ -90,10 +102,12 @@ impl Upstream {
         listen: SocketAddr,
         protocol: Protocol,
         errors: UpstreamErrors,
+        targets: UpstreamTargets,
         identity: Identity,
     ) -> Upstream {
         Upstream {
             identity,
+            targets,
             label: spec.label(),
             spec,
             listen,
@@ -123,6 +137,13 @@ impl Upstream {
                 "spiffe_id": view.spiffe_id,
             })
         });
+        let target = route.view.as_ref().map(|(view, _)| view.target_label());
+        let chain: Vec<Value> = route
+            .view
+            .iter()
+            .flat_map(|(view, _)| &view.chain)
+            .map(|step| json!({ "target": step.target, "chosen": step.chosen, "reason": step.reason }))
+            .collect();
         json!({
             "upstream": self.label,
             "service": self.spec.service,
@@ -130,6 +151,8 @@ impl Upstream {
             "listener": self.listen.to_string(),
             "protocol": self.protocol.as_str(),
             "view": view,
+            "target": target,
+            "chain": chain,
             "endpoints": endpoints,
             "unavailable": route.unavailable.as_ref().map(|(_, reason)| reason),
         })
@@ -163,6 +186,14 @@ impl Upstream {
     fn rebuild(&self, view: Option<&(Arc<UpstreamView>, u64)>, snapshot: Option<&Snapshot>) {
         let previous = self.route.load_full();
         let route = self.build(view, snapshot, &previous);
+        let target = |route: &Route| route.view.as_ref().map(|(view, _)| view.target_label());
+        if let (Some(before), Some(now)) = (target(&previous), target(&route)) {
+            if before != now {
+                // The old target's pooled connections go with the old route:
+                // they close once the requests they carry finish.
+                tracing::info!(upstream = %self.label, from = %before, to = %now, "upstream target changed");
+            }
+        }
         if let Some((kind, reason)) = &route.unavailable {
             tracing::info!(upstream = %self.label, kind = kind.label(), reason = %reason, "upstream unavailable");
         } else {
@@ -271,6 +302,7 @@ impl Upstream {
             })
             .collect();
         Route {
+            target_requests: Some(self.targets.counter(&view.target_label())),
             view: with_view,
             tls_generation: snapshot.tls_generation,
             endpoints,

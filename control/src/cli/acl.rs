@@ -171,7 +171,7 @@ pub async fn run(command: AclCommand) -> anyhow::Result<ExitCode> {
 /// environment (`ISTHMUS_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN`, or the file named
 /// by `CONSUL_HTTP_TOKEN_FILE`). The one place the `acl` commands attach a
 /// token; the client's own token handling replaces it once it exists.
-fn with_token(path: &str) -> anyhow::Result<String> {
+pub(super) fn with_token(path: &str) -> anyhow::Result<String> {
     let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let token = match from_env("ISTHMUS_HTTP_TOKEN").or_else(|| from_env("CONSUL_HTTP_TOKEN")) {
         Some(token) => Some(token),

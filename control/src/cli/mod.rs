@@ -18,6 +18,7 @@ mod peering;
 mod peering_api;
 mod query;
 mod services;
+mod upstream;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -78,6 +79,9 @@ enum Command {
     /// Access control, as Consul's: bootstrap, tokens and policies.
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Explain where a sidecar's calls to an upstream go: its resolved chain.
+    #[command(subcommand)]
+    Upstream(upstream::UpstreamCommand),
 }
 
 /// How client commands reach the agent.
@@ -129,6 +133,7 @@ pub fn main(start_gateway: Option<DevGatewayStarter>) -> ExitCode {
                     Command::Cluster(c) => link::run(c).await,
                     Command::Auth(c) => auth::run(c).await,
                     Command::Acl(c) => acl::run(c).await,
+                    Command::Upstream(c) => upstream::run(c).await,
                     Command::Agent(_) | Command::Demo(_) => unreachable!("handled above"),
                 }
             });
@@ -261,7 +266,7 @@ mod tests {
             }
         }
         for sub in command.get_subcommands() {
-            if ["peering", "cluster", "auth", "acl"].contains(&sub.get_name()) {
+            if ["peering", "cluster", "auth", "acl", "upstream"].contains(&sub.get_name()) {
                 check(sub, "isthmus");
             }
         }

@@ -2,18 +2,19 @@
 
 use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
-use isthmus_api::naming::{self, SpiffeId};
-use isthmus_api::peering as api;
-use isthmus_api::proxy::{PeerTrust, ProxyView, UpstreamView};
+use std::ops::Not;
+
+use isthmus_api::naming;
+use isthmus_api::proxy::{ChainStep, PeerTrust, ProxyView};
 
 use isthmus_api::acl::{Access, Resource};
 
 use super::authz::Authz;
 use super::error::ApiError;
-use super::AgentState;
 use super::{blocking_json, Params, State};
 use crate::peering;
-use crate::store::{Reads, Snapshot};
+use crate::store::Reads;
+use crate::upstream_chain;
 
 /// A sidecar reads the intentions of its own service (its token's service
 /// identity grants `intentions = "read"` through service write); without
@@ -75,6 +76,8 @@ pub async fn view(
     .await
 }
 
+/// An upstream's view: for a local service, after its resolved chain
+/// (redirect, failover); with `?peer=`, that peer's service.
 pub async fn upstream(
     Extract(state): Extract<State>,
     Path(service): Path<String>,
@@ -86,77 +89,35 @@ pub async fn upstream(
     let peer = params.get("peer").filter(|p| !p.is_empty()).cloned();
     blocking_json(&state, &params, |snap| {
         let view = match &peer {
-            None => local_upstream(&state, snap, &service)?,
-            Some(peer) => peer_upstream(snap, &service, peer)?,
+            None => {
+                let local = upstream_chain::Local {
+                    cluster: &state.cluster,
+                    node: &state.node,
+                };
+                let may_read = |name: &str| authz.allows(Resource::Service, name, Access::Read);
+                upstream_chain::resolve(snap, &local, &service, &may_read)?
+            }
+            Some(peer) => {
+                let mut view =
+                    upstream_chain::peer_view(snap, &service, peer)?.ok_or_else(|| {
+                        ApiError::not_found(format!("Peering not found for {peer:?}"))
+                    })?;
+                let step = ChainStep {
+                    target: view.target.clone(),
+                    chosen: view.endpoints.is_empty().not(),
+                    reason: if view.endpoints.is_empty() {
+                        view.reason.clone()
+                    } else {
+                        "the upstream names this peer".to_owned()
+                    },
+                };
+                view.chain = vec![step];
+                view
+            }
         };
         // Only what this upstream's view was built from: a sidecar's
         // upstream watch sleeps through changes to other services.
         Ok((view, snap.watch_index()))
     })
     .await
-}
-
-fn local_upstream(
-    state: &AgentState,
-    snap: &Snapshot,
-    service: &str,
-) -> Result<UpstreamView, ApiError> {
-    let endpoints = crate::catalog::sidecar_endpoints(snap, &state.node, service)?;
-    let reason = if endpoints.is_empty() {
-        format!(
-            "no healthy sidecar proxy for service {service} in cluster {}",
-            state.cluster.name
-        )
-    } else {
-        String::new()
-    };
-    Ok(UpstreamView {
-        service: service.to_owned(),
-        peer: None,
-        trust_domain: state.cluster.trust_domain.clone(),
-        sni: naming::local_sni(service, &state.cluster.name, &state.cluster.trust_domain),
-        spiffe_id: SpiffeId::service(&state.cluster.trust_domain, &state.cluster.name, service)
-            .to_string(),
-        endpoints,
-        reason,
-    })
-}
-
-/// A peer's service is reached through the peer's mesh gateways, with the
-/// SNI the peer routes on and the identity its sidecar must present.
-fn peer_upstream(snap: &Snapshot, service: &str, peer: &str) -> Result<UpstreamView, ApiError> {
-    let record = peering::get(snap, peer)?
-        .ok_or_else(|| ApiError::not_found(format!("Peering not found for {peer:?}")))?;
-    let healthy = peering::imported_service(snap, peer, service)?
-        .iter()
-        .any(|e| e.aggregate_status() == isthmus_api::catalog::STATUS_PASSING);
-    let reason = if !record.established()
-        || record.state == api::STATE_FAILING && record.peer_server_addresses.is_empty()
-    {
-        format!("peering {peer} is {}", record.state)
-    } else if record.name_at_peer.is_empty() {
-        format!("peering {peer} was established by an agent too old to route service traffic; re-establish it")
-    } else if !healthy {
-        format!("no healthy instance of {service} is imported from peer {peer}")
-    } else {
-        String::new()
-    };
-    Ok(UpstreamView {
-        service: service.to_owned(),
-        peer: Some(peer.to_owned()),
-        trust_domain: record.peer_trust_domain.clone(),
-        sni: naming::peered_sni(service, &record.name_at_peer, &record.peer_trust_domain),
-        spiffe_id: SpiffeId::service(
-            &record.peer_trust_domain,
-            &record.remote.datacenter,
-            service,
-        )
-        .to_string(),
-        endpoints: if reason.is_empty() {
-            record.peer_server_addresses.clone()
-        } else {
-            Vec::new()
-        },
-        reason,
-    })
 }

@@ -89,6 +89,7 @@ async fn forward(
         upstream.errors.count(*kind);
         return Err(Failure::new(*kind, reason.clone()));
     }
+    route.count_request();
     if is_upgrade_request(&request) {
         // Boxed: a rare path whose future (TCP connect, TLS and HTTP/1.1
         // handshakes) would otherwise size every request's future, which
