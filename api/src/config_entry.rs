@@ -1,6 +1,7 @@
-//! Config entries: the two kinds isthmus supports, `exported-services` and
-//! `service-intentions`, in Consul's JSON shape, with Consul's validation and
-//! error texts.
+//! Config entries: the kinds isthmus supports (`exported-services`,
+//! `service-intentions`, `service-resolver`, `service-defaults`,
+//! `proxy-defaults`, `mesh`), in Consul's JSON shape, with Consul's validation
+//! and error texts.
 //!
 //! Input goes through [`parse_document`] (HCL or JSON text, as `consul config
 //! write` takes it) and [`ConfigEntry::from_json`] (key normalization, typed
@@ -12,6 +13,7 @@ use serde_json::Value;
 mod exported_services;
 mod keys;
 mod service_intentions;
+mod service_resolver;
 #[cfg(test)]
 mod tests;
 
@@ -21,8 +23,21 @@ pub use service_intentions::{
     IntentionSourceType, LegacySourceFields, ServiceIntentions, SourceIntention,
 };
 
+pub use service_resolver::{
+    FailoverTarget, ResolverFailover, ResolverRedirect, ResolverSubset, ServiceResolver,
+    FAILOVER_ANY_SUBSET,
+};
+
 pub const KIND_EXPORTED_SERVICES: &str = "exported-services";
 pub const KIND_SERVICE_INTENTIONS: &str = "service-intentions";
+pub const KIND_SERVICE_RESOLVER: &str = "service-resolver";
+
+/// Every supported kind, in the order error texts list them.
+pub const KINDS: &[&str] = &[
+    KIND_EXPORTED_SERVICES,
+    KIND_SERVICE_INTENTIONS,
+    KIND_SERVICE_RESOLVER,
+];
 
 /// Longest name accepted, as for a DNS name.
 const MAX_NAME_LENGTH: usize = 253;
@@ -36,7 +51,7 @@ pub enum ConfigEntryError {
     /// The text is neither valid JSON nor valid HCL.
     #[error("failed to decode config entry input: {0}")]
     Decode(String),
-    #[error("unsupported config entry kind {0:?}: isthmus supports exported-services and service-intentions")]
+    #[error("unsupported config entry kind {0:?}: isthmus supports {kinds}", kinds = KINDS.join(", "))]
     UnsupportedKind(String),
     /// `path` locates the object holding the key; empty at the top level.
     #[error("{}unknown field {:?}", location_prefix(.path), .key)]
@@ -70,11 +85,11 @@ fn location_prefix(path: &str) -> String {
 
 /// Checks a config entry kind and returns its canonical spelling.
 pub fn validate_kind(kind: &str) -> Result<&'static str, ConfigEntryError> {
-    match kind {
-        KIND_EXPORTED_SERVICES => Ok(KIND_EXPORTED_SERVICES),
-        KIND_SERVICE_INTENTIONS => Ok(KIND_SERVICE_INTENTIONS),
-        _ => Err(ConfigEntryError::UnsupportedKind(kind.to_owned())),
-    }
+    KINDS
+        .iter()
+        .find(|known| **known == kind)
+        .copied()
+        .ok_or_else(|| ConfigEntryError::UnsupportedKind(kind.to_owned()))
 }
 
 /// Checks a service or entry name, such as one taken from a URL: non-empty, at
@@ -133,6 +148,8 @@ pub fn parse_document(text: &str) -> Result<Value, ConfigEntryError> {
 pub enum ConfigEntry {
     ExportedServices(ExportedServices),
     ServiceIntentions(ServiceIntentions),
+    /// Boxed: far larger than the other kinds.
+    ServiceResolver(Box<ServiceResolver>),
 }
 
 impl ConfigEntry {
@@ -154,19 +171,27 @@ impl ConfigEntry {
         })?;
         let kind = validate_kind(kind)?;
 
-        let entry = if kind == KIND_EXPORTED_SERVICES {
-            let mut fields = keys::normalize_object(object, keys::EXPORTED_SERVICES_FIELDS, "")?;
-            fields.remove("Kind");
-            let entry: ExportedServices = decode_typed(fields)?;
-            entry.validate()?;
-            ConfigEntry::ExportedServices(entry)
-        } else {
-            let mut fields = keys::normalize_object(object, keys::SERVICE_INTENTIONS_FIELDS, "")?;
-            fields.remove("Kind");
-            let mut entry: ServiceIntentions = decode_typed(fields)?;
-            entry.validate()?;
-            entry.update_precedence();
-            ConfigEntry::ServiceIntentions(entry)
+        let entry = match kind {
+            KIND_EXPORTED_SERVICES => {
+                let fields = normalize_fields(object, keys::EXPORTED_SERVICES_FIELDS)?;
+                let entry: ExportedServices = decode_typed(fields)?;
+                entry.validate()?;
+                ConfigEntry::ExportedServices(entry)
+            }
+            KIND_SERVICE_INTENTIONS => {
+                let fields = normalize_fields(object, keys::SERVICE_INTENTIONS_FIELDS)?;
+                let mut entry: ServiceIntentions = decode_typed(fields)?;
+                entry.validate()?;
+                entry.update_precedence();
+                ConfigEntry::ServiceIntentions(entry)
+            }
+            _ => {
+                let fields = normalize_fields(object, keys::SERVICE_RESOLVER_FIELDS)?;
+                service_resolver::check_timeouts(&fields)?;
+                let entry: ServiceResolver = decode_typed(fields)?;
+                entry.validate()?;
+                ConfigEntry::ServiceResolver(Box::new(entry))
+            }
         };
         Ok(entry)
     }
@@ -175,6 +200,7 @@ impl ConfigEntry {
         match self {
             ConfigEntry::ExportedServices(_) => KIND_EXPORTED_SERVICES,
             ConfigEntry::ServiceIntentions(_) => KIND_SERVICE_INTENTIONS,
+            ConfigEntry::ServiceResolver(_) => KIND_SERVICE_RESOLVER,
         }
     }
 
@@ -182,6 +208,7 @@ impl ConfigEntry {
         match self {
             ConfigEntry::ExportedServices(entry) => &entry.name,
             ConfigEntry::ServiceIntentions(entry) => &entry.name,
+            ConfigEntry::ServiceResolver(entry) => &entry.name,
         }
     }
 
@@ -190,19 +217,18 @@ impl ConfigEntry {
         match self {
             ConfigEntry::ExportedServices(entry) => entry.validate(),
             ConfigEntry::ServiceIntentions(entry) => entry.validate(),
+            ConfigEntry::ServiceResolver(entry) => entry.validate(),
         }
     }
 
     /// Consul's JSON shape: `Kind`, `Name`, the kind's fields, `CreateIndex`, `ModifyIndex`.
     pub fn to_json(&self) -> Value {
-        let (kind, fields) = match self {
-            ConfigEntry::ExportedServices(entry) => {
-                (KIND_EXPORTED_SERVICES, serde_json::to_value(entry))
-            }
-            ConfigEntry::ServiceIntentions(entry) => {
-                (KIND_SERVICE_INTENTIONS, serde_json::to_value(entry))
-            }
+        let fields = match self {
+            ConfigEntry::ExportedServices(entry) => serde_json::to_value(entry),
+            ConfigEntry::ServiceIntentions(entry) => serde_json::to_value(entry),
+            ConfigEntry::ServiceResolver(entry) => serde_json::to_value(entry),
         };
+        let kind = self.kind();
         // These types hold only strings, numbers, lists and string-keyed maps,
         // which always serialize to a JSON object.
         let Ok(Value::Object(fields)) = fields else {
@@ -222,23 +248,29 @@ impl ConfigEntry {
             ConfigEntry::ServiceIntentions(entry) => {
                 (&mut entry.create_index, &mut entry.modify_index)
             }
+            ConfigEntry::ServiceResolver(entry) => {
+                (&mut entry.create_index, &mut entry.modify_index)
+            }
         };
         *create = create_index;
         *modify = modify_index;
     }
 
-    pub fn create_index(&self) -> u64 {
+    /// `(CreateIndex, ModifyIndex)`.
+    fn indexes(&self) -> (u64, u64) {
         match self {
-            ConfigEntry::ExportedServices(entry) => entry.create_index,
-            ConfigEntry::ServiceIntentions(entry) => entry.create_index,
+            ConfigEntry::ExportedServices(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::ServiceIntentions(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::ServiceResolver(entry) => (entry.create_index, entry.modify_index),
         }
     }
 
+    pub fn create_index(&self) -> u64 {
+        self.indexes().0
+    }
+
     pub fn modify_index(&self) -> u64 {
-        match self {
-            ConfigEntry::ExportedServices(entry) => entry.modify_index,
-            ConfigEntry::ServiceIntentions(entry) => entry.modify_index,
-        }
+        self.indexes().1
     }
 }
 
@@ -256,6 +288,16 @@ impl<'de> Deserialize<'de> for ConfigEntry {
         let value = Value::deserialize(deserializer)?;
         ConfigEntry::from_json(value).map_err(serde::de::Error::custom)
     }
+}
+
+/// Normalizes the top-level keys against a kind's schema; `Kind` is not a typed field.
+fn normalize_fields(
+    object: serde_json::Map<String, Value>,
+    fields: &'static [keys::Field],
+) -> Result<serde_json::Map<String, Value>, ConfigEntryError> {
+    let mut fields = keys::normalize_object(object, fields, "")?;
+    fields.remove("Kind");
+    Ok(fields)
 }
 
 /// The typed decode after normalization; type mismatches were already reported

@@ -1,6 +1,8 @@
 //! Config entries in the store, keyed `<kind>/<name>`.
 
-use isthmus_api::config_entry::{ConfigEntry, ServiceIntentions, KIND_SERVICE_INTENTIONS};
+use isthmus_api::config_entry::{
+    ConfigEntry, ServiceIntentions, ServiceResolver, KIND_SERVICE_INTENTIONS, KIND_SERVICE_RESOLVER,
+};
 
 use crate::store::{Reads, StoreError, Table, Txn};
 
@@ -38,6 +40,18 @@ pub fn intentions_for(r: &impl Reads, service: &str) -> Result<Vec<ServiceIntent
         }
     }
     Ok(found)
+}
+
+/// The `service-resolver` entry for `service`, if any: one row read, so a
+/// blocking query wakes only when that entry changes.
+pub fn service_resolver(
+    r: &impl Reads,
+    service: &str,
+) -> Result<Option<ServiceResolver>, StoreError> {
+    Ok(match get(r, KIND_SERVICE_RESOLVER, service)? {
+        Some(ConfigEntry::ServiceResolver(resolver)) => Some(*resolver),
+        _ => None,
+    })
 }
 
 /// Writes `entry`. With `cas`, only if the stored entry's ModifyIndex equals

@@ -2,6 +2,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
+mod resolver;
 mod validation;
 
 /// The exported-services example from Consul's cluster peering guide.

@@ -40,7 +40,7 @@ pub struct WriteArgs {
 
 #[derive(Args)]
 pub struct EntryArgs {
-    /// The entry's kind: exported-services or service-intentions.
+    /// The entry's kind, such as service-resolver or exported-services.
     #[arg(long)]
     kind: Option<String>,
     /// The entry's name.

@@ -1,4 +1,4 @@
-//! `/v1/config`: config entries (exported-services, service-intentions).
+//! `/v1/config`: config entries of every supported kind.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State as Extract};
@@ -24,12 +24,13 @@ fn cas(params: &Params) -> Result<Option<u64>, ApiError> {
 }
 
 /// What governs an entry, as in Consul: `mesh` for exported-services, the
-/// destination's `intentions` for service-intentions.
+/// destination's `intentions` for service-intentions, the service itself for
+/// service-resolver (reading needs `service:read`, writing `service:write`).
 fn governed_by<'a>(kind: &str, name: &'a str) -> (Resource, &'a str) {
-    if kind == config_entry::KIND_SERVICE_INTENTIONS {
-        (Resource::Intention, name)
-    } else {
-        (Resource::Mesh, "")
+    match kind {
+        config_entry::KIND_SERVICE_INTENTIONS => (Resource::Intention, name),
+        config_entry::KIND_SERVICE_RESOLVER => (Resource::Service, name),
+        _ => (Resource::Mesh, ""),
     }
 }
 
@@ -56,6 +57,11 @@ pub async fn apply(
     let (kind, name) = (entry.kind(), entry.name().to_owned());
     let (resource, segment) = governed_by(kind, &name);
     authz.require(resource, segment, Access::Write)?;
+    if let ConfigEntry::ServiceResolver(resolver) = &entry {
+        for related in resolver.related_services() {
+            authz.require(Resource::Service, related, Access::Read)?;
+        }
+    }
     let written = state
         .store
         .write(move |txn| config_entries::set(txn, entry.clone(), cas))
