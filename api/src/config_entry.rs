@@ -12,6 +12,9 @@ use serde_json::Value;
 
 mod exported_services;
 mod keys;
+mod mesh;
+mod proxy_defaults;
+mod service_defaults;
 mod service_intentions;
 mod service_resolver;
 #[cfg(test)]
@@ -23,6 +26,11 @@ pub use service_intentions::{
     IntentionSourceType, LegacySourceFields, ServiceIntentions, SourceIntention,
 };
 
+pub use mesh::{Mesh, PeeringMesh, TransparentProxyMesh, MESH_ENTRY_NAME};
+pub use proxy_defaults::{ProxyDefaults, PROXY_DEFAULTS_GLOBAL};
+pub use service_defaults::{
+    MeshGatewayConfig, ServiceDefaults, UpstreamConfig, UpstreamConfiguration, PROTOCOLS,
+};
 pub use service_resolver::{
     FailoverTarget, ResolverFailover, ResolverRedirect, ResolverSubset, ServiceResolver,
     FAILOVER_ANY_SUBSET,
@@ -31,12 +39,18 @@ pub use service_resolver::{
 pub const KIND_EXPORTED_SERVICES: &str = "exported-services";
 pub const KIND_SERVICE_INTENTIONS: &str = "service-intentions";
 pub const KIND_SERVICE_RESOLVER: &str = "service-resolver";
+pub const KIND_SERVICE_DEFAULTS: &str = "service-defaults";
+pub const KIND_PROXY_DEFAULTS: &str = "proxy-defaults";
+pub const KIND_MESH: &str = "mesh";
 
 /// Every supported kind, in the order error texts list them.
 pub const KINDS: &[&str] = &[
     KIND_EXPORTED_SERVICES,
     KIND_SERVICE_INTENTIONS,
     KIND_SERVICE_RESOLVER,
+    KIND_SERVICE_DEFAULTS,
+    KIND_PROXY_DEFAULTS,
+    KIND_MESH,
 ];
 
 /// Longest name accepted, as for a DNS name.
@@ -122,6 +136,16 @@ fn validate_field_name(path: &str, name: &str) -> Result<(), ConfigEntryError> {
     validate_name(name).map_err(|error| ConfigEntryError::Invalid(format!("{path}: {error}")))
 }
 
+/// isthmus has one namespace and one partition, both `default`.
+fn check_scope(path: &str, value: Option<&str>) -> Result<(), ConfigEntryError> {
+    match value {
+        Some(value) if value != "default" => Err(ConfigEntryError::Invalid(format!(
+            "{path} must be \"default\", not {value:?}: isthmus has no namespaces or admin partitions"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Parses a user's document, HCL or JSON (JSON when the first non-space
 /// character is `{`), into a JSON value that has a top-level `Kind` or `kind` key.
 pub fn parse_document(text: &str) -> Result<Value, ConfigEntryError> {
@@ -150,6 +174,9 @@ pub enum ConfigEntry {
     ServiceIntentions(ServiceIntentions),
     /// Boxed: far larger than the other kinds.
     ServiceResolver(Box<ServiceResolver>),
+    ServiceDefaults(Box<ServiceDefaults>),
+    ProxyDefaults(Box<ProxyDefaults>),
+    Mesh(Box<Mesh>),
 }
 
 impl ConfigEntry {
@@ -185,12 +212,33 @@ impl ConfigEntry {
                 entry.update_precedence();
                 ConfigEntry::ServiceIntentions(entry)
             }
-            _ => {
+            KIND_SERVICE_RESOLVER => {
                 let fields = normalize_fields(object, keys::SERVICE_RESOLVER_FIELDS)?;
                 service_resolver::check_timeouts(&fields)?;
                 let entry: ServiceResolver = decode_typed(fields)?;
                 entry.validate()?;
                 ConfigEntry::ServiceResolver(Box::new(entry))
+            }
+            KIND_SERVICE_DEFAULTS => {
+                let fields = normalize_fields(object, keys::SERVICE_DEFAULTS_FIELDS)?;
+                let mut entry: ServiceDefaults = decode_typed(fields)?;
+                entry.normalize();
+                entry.validate()?;
+                ConfigEntry::ServiceDefaults(Box::new(entry))
+            }
+            KIND_PROXY_DEFAULTS => {
+                let fields = normalize_fields(object, keys::PROXY_DEFAULTS_FIELDS)?;
+                let mut entry: ProxyDefaults = decode_typed(fields)?;
+                entry.normalize();
+                entry.validate()?;
+                ConfigEntry::ProxyDefaults(Box::new(entry))
+            }
+            _ => {
+                let fields = normalize_fields(object, keys::MESH_FIELDS)?;
+                let mut entry: Mesh = decode_typed(fields)?;
+                entry.normalize();
+                entry.validate()?;
+                ConfigEntry::Mesh(Box::new(entry))
             }
         };
         Ok(entry)
@@ -201,6 +249,9 @@ impl ConfigEntry {
             ConfigEntry::ExportedServices(_) => KIND_EXPORTED_SERVICES,
             ConfigEntry::ServiceIntentions(_) => KIND_SERVICE_INTENTIONS,
             ConfigEntry::ServiceResolver(_) => KIND_SERVICE_RESOLVER,
+            ConfigEntry::ServiceDefaults(_) => KIND_SERVICE_DEFAULTS,
+            ConfigEntry::ProxyDefaults(_) => KIND_PROXY_DEFAULTS,
+            ConfigEntry::Mesh(_) => KIND_MESH,
         }
     }
 
@@ -209,6 +260,9 @@ impl ConfigEntry {
             ConfigEntry::ExportedServices(entry) => &entry.name,
             ConfigEntry::ServiceIntentions(entry) => &entry.name,
             ConfigEntry::ServiceResolver(entry) => &entry.name,
+            ConfigEntry::ServiceDefaults(entry) => &entry.name,
+            ConfigEntry::ProxyDefaults(entry) => &entry.name,
+            ConfigEntry::Mesh(entry) => &entry.name,
         }
     }
 
@@ -218,6 +272,9 @@ impl ConfigEntry {
             ConfigEntry::ExportedServices(entry) => entry.validate(),
             ConfigEntry::ServiceIntentions(entry) => entry.validate(),
             ConfigEntry::ServiceResolver(entry) => entry.validate(),
+            ConfigEntry::ServiceDefaults(entry) => entry.validate(),
+            ConfigEntry::ProxyDefaults(entry) => entry.validate(),
+            ConfigEntry::Mesh(entry) => entry.validate(),
         }
     }
 
@@ -227,6 +284,9 @@ impl ConfigEntry {
             ConfigEntry::ExportedServices(entry) => serde_json::to_value(entry),
             ConfigEntry::ServiceIntentions(entry) => serde_json::to_value(entry),
             ConfigEntry::ServiceResolver(entry) => serde_json::to_value(entry),
+            ConfigEntry::ServiceDefaults(entry) => serde_json::to_value(entry),
+            ConfigEntry::ProxyDefaults(entry) => serde_json::to_value(entry),
+            ConfigEntry::Mesh(entry) => serde_json::to_value(entry),
         };
         let kind = self.kind();
         // These types hold only strings, numbers, lists and string-keyed maps,
@@ -251,6 +311,11 @@ impl ConfigEntry {
             ConfigEntry::ServiceResolver(entry) => {
                 (&mut entry.create_index, &mut entry.modify_index)
             }
+            ConfigEntry::ServiceDefaults(entry) => {
+                (&mut entry.create_index, &mut entry.modify_index)
+            }
+            ConfigEntry::ProxyDefaults(entry) => (&mut entry.create_index, &mut entry.modify_index),
+            ConfigEntry::Mesh(entry) => (&mut entry.create_index, &mut entry.modify_index),
         };
         *create = create_index;
         *modify = modify_index;
@@ -262,6 +327,9 @@ impl ConfigEntry {
             ConfigEntry::ExportedServices(entry) => (entry.create_index, entry.modify_index),
             ConfigEntry::ServiceIntentions(entry) => (entry.create_index, entry.modify_index),
             ConfigEntry::ServiceResolver(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::ServiceDefaults(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::ProxyDefaults(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::Mesh(entry) => (entry.create_index, entry.modify_index),
         }
     }
 

@@ -32,6 +32,8 @@ pub(super) enum Shape {
     /// nanoseconds, as Consul's JSON carries both. Negative values are kept
     /// for the kind's own check, which has Consul's text.
     Duration,
+    /// An opaque object (proxy `Config`): keys kept verbatim, values any JSON.
+    Opaque,
 }
 
 pub(super) struct Field {
@@ -193,6 +195,73 @@ pub(super) const SERVICE_RESOLVER_FIELDS: &[Field] = &[
     field("ModifyIndex", Shape::Count),
 ];
 
+const MESH_GATEWAY_FIELDS: &[Field] = &[field("Mode", Shape::Text)];
+
+const UPSTREAM_CONFIG_FIELDS: &[Field] = &[
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field_with_aliases("Peer", &["peername"], Shape::Text),
+    field("Protocol", Shape::Text),
+    field("ConnectTimeoutMs", Shape::Count),
+    field("MeshGateway", Shape::Object(MESH_GATEWAY_FIELDS)),
+];
+
+const UPSTREAM_CONFIGURATION_FIELDS: &[Field] = &[
+    field("Defaults", Shape::Object(UPSTREAM_CONFIG_FIELDS)),
+    field("Overrides", Shape::ListOf(UPSTREAM_CONFIG_FIELDS)),
+];
+
+pub(super) const SERVICE_DEFAULTS_FIELDS: &[Field] = &[
+    field("Kind", Shape::Text),
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field("Protocol", Shape::Text),
+    field("Mode", Shape::Text),
+    field("MeshGateway", Shape::Object(MESH_GATEWAY_FIELDS)),
+    field(
+        "UpstreamConfig",
+        Shape::Object(UPSTREAM_CONFIGURATION_FIELDS),
+    ),
+    field("Meta", Shape::Meta),
+    field("CreateIndex", Shape::Count),
+    field("ModifyIndex", Shape::Count),
+];
+
+pub(super) const PROXY_DEFAULTS_FIELDS: &[Field] = &[
+    field("Kind", Shape::Text),
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field("Config", Shape::Opaque),
+    field("Mode", Shape::Text),
+    field("MeshGateway", Shape::Object(MESH_GATEWAY_FIELDS)),
+    field("Meta", Shape::Meta),
+    field("CreateIndex", Shape::Count),
+    field("ModifyIndex", Shape::Count),
+];
+
+const TRANSPARENT_PROXY_MESH_FIELDS: &[Field] = &[field("MeshDestinationsOnly", Shape::Flag)];
+
+const PEERING_MESH_FIELDS: &[Field] = &[field("PeerThroughMeshGateways", Shape::Flag)];
+
+pub(super) const MESH_FIELDS: &[Field] = &[
+    field("Kind", Shape::Text),
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field(
+        "TransparentProxy",
+        Shape::Object(TRANSPARENT_PROXY_MESH_FIELDS),
+    ),
+    field("AllowEnablingPermissiveMutualTLS", Shape::Flag),
+    field("Peering", Shape::Object(PEERING_MESH_FIELDS)),
+    field("Meta", Shape::Meta),
+    field("CreateIndex", Shape::Count),
+    field("ModifyIndex", Shape::Count),
+];
+
 /// The key matching rule is the one of every request body ([`crate::consul_json`]).
 pub(super) use crate::consul_json::comparable_key;
 
@@ -308,6 +377,10 @@ fn normalize_value(value: Value, shape: Shape, path: &str) -> Result<Value, Conf
             },
             Value::Number(number) if number.is_i64() => Ok(value),
             _ => Err(wrong_type("a duration such as \"5s\"")),
+        },
+        Shape::Opaque => match single_object(value) {
+            Some(object) => Ok(Value::Object(object)),
+            None => Err(wrong_type("an object")),
         },
         Shape::MapOf(fields) => {
             let Some(entries) = single_object(value) else {

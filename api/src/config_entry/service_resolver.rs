@@ -12,13 +12,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{validate_field_name, validate_meta, ConfigEntryError};
+use super::{check_scope, validate_field_name, validate_meta, ConfigEntryError};
 use crate::filter::Filter;
 
 /// The failover key that applies to every subset without its own entry.
 pub const FAILOVER_ANY_SUBSET: &str = "*";
 
-const DEFAULT_SCOPE: &str = "default";
 const MAX_SUBSETS: usize = 64;
 const MAX_FAILOVERS: usize = 65;
 const MAX_FAILOVER_TARGETS: usize = 32;
@@ -461,16 +460,6 @@ fn subset_name_problem(name: &str) -> Option<&'static str> {
         None
     } else {
         Some("must be 63 characters or fewer, begin or end with lower case alphanumeric characters, and contain lower case alphanumeric characters or '-' in between")
-    }
-}
-
-/// isthmus has one namespace and one partition, both `default`.
-fn check_scope(path: &str, value: Option<&str>) -> Result<(), ConfigEntryError> {
-    match value {
-        Some(value) if value != DEFAULT_SCOPE => Err(ConfigEntryError::Invalid(format!(
-            "{path} must be \"default\", not {value:?}: isthmus has no namespaces or admin partitions"
-        ))),
-        _ => Ok(()),
     }
 }
 

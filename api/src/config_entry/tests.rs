@@ -2,6 +2,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
+mod defaults;
 mod resolver;
 mod validation;
 

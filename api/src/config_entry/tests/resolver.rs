@@ -178,3 +178,73 @@ fn consul_validation_texts() {
         }
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    use super::super::{decode, round_trips};
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("*".to_owned()),
+            "[a-z][a-z0-9-]{0,8}",
+            "[A-Za-z0-9_.*-]{0,12}",
+            ".{0,20}",
+        ]
+    }
+
+    fn optional_field(name: &'static str) -> impl Strategy<Value = Option<(String, Value)>> {
+        proptest::option::of(word().prop_map(move |w| (name.to_owned(), Value::String(w))))
+    }
+
+    fn target() -> impl Strategy<Value = Value> {
+        (
+            optional_field("Service"),
+            optional_field("ServiceSubset"),
+            optional_field("Peer"),
+            optional_field("Datacenter"),
+            optional_field("Partition"),
+        )
+            .prop_map(|(a, b, c, d, e)| {
+                Value::Object([a, b, c, d, e].into_iter().flatten().collect::<Map<_, _>>())
+            })
+    }
+
+    proptest! {
+        /// Any mix of subsets, failovers and redirects decodes to a valid
+        /// entry that round-trips, or is refused with a message; never a panic.
+        #[test]
+        fn resolvers_decode_or_are_refused(
+            subsets in proptest::collection::vec(word(), 0..4),
+            failover_keys in proptest::collection::vec(word(), 0..3),
+            targets in proptest::collection::vec(target(), 0..4),
+            redirect in proptest::option::of(target()),
+            default_subset in word(),
+            timeout in prop_oneof![Just(json!("5s")), Just(json!(-3)), word().prop_map(Value::String)],
+        ) {
+            let subsets: Map<String, Value> =
+                subsets.into_iter().map(|name| (name, json!({"OnlyPassing": true}))).collect();
+            let failover: Map<String, Value> = failover_keys
+                .into_iter()
+                .map(|key| (key, json!({"Targets": targets.clone()})))
+                .collect();
+            let mut entry = json!({
+                "Kind": "service-resolver",
+                "Name": "backend",
+                "ConnectTimeout": timeout,
+                "DefaultSubset": default_subset,
+                "Subsets": subsets,
+                "Failover": failover,
+            });
+            if let Some(redirect) = redirect {
+                entry["Redirect"] = redirect;
+            }
+            match decode(entry) {
+                Ok(entry) => round_trips(&entry),
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+    }
+}

@@ -85,7 +85,7 @@ fn type_mismatches_name_the_field() {
 
 #[test]
 fn unsupported_kinds_are_refused() {
-    let expected = r#"unsupported config entry kind "service-splitter": isthmus supports exported-services, service-intentions, service-resolver"#;
+    let expected = r#"unsupported config entry kind "service-splitter": isthmus supports exported-services, service-intentions, service-resolver, service-defaults, proxy-defaults, mesh"#;
     assert_eq!(
         validate_kind("service-splitter")
             .expect_err("kind")
