@@ -1,6 +1,10 @@
-//! Config entries in the store, keyed `<kind>/<name>`.
+//! Config entries in the store, keyed `<kind>/<name>`, and the reads other
+//! modules make of them.
 
-use isthmus_api::config_entry::{ConfigEntry, ServiceIntentions, KIND_SERVICE_INTENTIONS};
+use isthmus_api::config_entry::{
+    ConfigEntry, ServiceIntentions, ServiceResolver, KIND_PROXY_DEFAULTS, KIND_SERVICE_DEFAULTS,
+    KIND_SERVICE_INTENTIONS, KIND_SERVICE_RESOLVER, PROXY_DEFAULTS_GLOBAL,
+};
 
 use crate::store::{Reads, StoreError, Table, Txn};
 
@@ -38,6 +42,34 @@ pub fn intentions_for(r: &impl Reads, service: &str) -> Result<Vec<ServiceIntent
         }
     }
     Ok(found)
+}
+
+/// The `service-resolver` entry for `service`, if any: one row read, so a
+/// blocking query wakes only when that entry changes.
+pub fn service_resolver(
+    r: &impl Reads,
+    service: &str,
+) -> Result<Option<ServiceResolver>, StoreError> {
+    Ok(match get(r, KIND_SERVICE_RESOLVER, service)? {
+        Some(ConfigEntry::ServiceResolver(resolver)) => Some(*resolver),
+        _ => None,
+    })
+}
+
+/// The protocol a caller speaks to `service`: its `service-defaults`
+/// `Protocol`, else the `proxy-defaults` `global` `Config.protocol`, else
+/// `None` (the sidecar's own flag decides). Two row reads, so a blocking
+/// query wakes only when one of those entries changes.
+pub fn upstream_protocol(r: &impl Reads, service: &str) -> Result<Option<String>, StoreError> {
+    if let Some(ConfigEntry::ServiceDefaults(defaults)) = get(r, KIND_SERVICE_DEFAULTS, service)? {
+        if let Some(protocol) = defaults.protocol() {
+            return Ok(Some(protocol.to_owned()));
+        }
+    }
+    Ok(match get(r, KIND_PROXY_DEFAULTS, PROXY_DEFAULTS_GLOBAL)? {
+        Some(ConfigEntry::ProxyDefaults(defaults)) => defaults.protocol(),
+        _ => None,
+    })
 }
 
 /// Writes `entry`. With `cas`, only if the stored entry's ModifyIndex equals

@@ -40,7 +40,7 @@ pub struct WriteArgs {
 
 #[derive(Args)]
 pub struct EntryArgs {
-    /// The entry's kind: exported-services or service-intentions.
+    /// The entry's kind, such as service-resolver or exported-services.
     #[arg(long)]
     kind: Option<String>,
     /// The entry's name.
@@ -94,7 +94,11 @@ async fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
     };
     let document = config_entry::parse_document(&text)?;
     let kind = string_key(&document, &["Kind", "kind"]).to_owned();
-    let name = string_key(&document, &["Name", "name"]).to_owned();
+    // Kinds with a fixed name (mesh, proxy-defaults) may be written without one.
+    let name = match config_entry::ConfigEntry::from_json(document.clone()) {
+        Ok(entry) => entry.name().to_owned(),
+        Err(_) => string_key(&document, &["Name", "name"]).to_owned(),
+    };
     let path = match (args.cas, args.modify_index) {
         (true, Some(index)) => format!("/v1/config?cas={index}"),
         (true, None) => "/v1/config?cas=0".to_owned(),
