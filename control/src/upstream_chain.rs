@@ -6,6 +6,7 @@
 //! when it changes: a health change re-resolves the chain.
 
 use isthmus_api::catalog::STATUS_PASSING;
+use isthmus_api::config_entry::{ServiceResolver, FAILOVER_ANY_SUBSET};
 use isthmus_api::naming::{self, SpiffeId};
 use isthmus_api::peering as api;
 use isthmus_api::proxy::{target_label, ChainStep, UpstreamView};
@@ -39,9 +40,42 @@ pub struct ChainConfig {
 
 /// The service's resolver, as a chain; `None` without a resolver entry.
 pub fn chain_config(r: &impl Reads, service: &str) -> Result<Option<ChainConfig>, StoreError> {
-    // The service-resolver entry kind is not stored yet.
-    let _ = (r, service);
-    Ok(None)
+    Ok(crate::config_entries::service_resolver(r, service)?.map(|entry| from_resolver(&entry)))
+}
+
+/// The targets a resolver names. Subsets are not told apart here: a
+/// target is its service's healthy instances.
+pub fn from_resolver(resolver: &ServiceResolver) -> ChainConfig {
+    let own = |service: &Option<String>| service.clone().unwrap_or_else(|| resolver.name.clone());
+    let redirect = resolver.redirect.as_ref().map(|redirect| ChainTarget {
+        service: own(&redirect.service),
+        peer: redirect.peer.clone(),
+    });
+    // The default subset's own failover, else the one for every subset.
+    let failover = resolver
+        .failover
+        .get(&resolver.default_subset)
+        .or_else(|| resolver.failover.get(FAILOVER_ANY_SUBSET));
+    let failover = match failover {
+        None => Vec::new(),
+        Some(failover) if failover.targets.is_empty() => failover
+            .service
+            .iter()
+            .map(|service| ChainTarget {
+                service: service.clone(),
+                peer: None,
+            })
+            .collect(),
+        Some(failover) => failover
+            .targets
+            .iter()
+            .map(|target| ChainTarget {
+                service: own(&target.service),
+                peer: target.peer.clone(),
+            })
+            .collect(),
+    };
+    ChainConfig { redirect, failover }
 }
 
 /// Where the agent is: its cluster and node.
@@ -262,4 +296,57 @@ pub fn peer_view(
         target: target_label(service, Some(peer)),
         chain: Vec::new(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isthmus_api::config_entry::ConfigEntry;
+    use serde_json::json;
+
+    fn resolver(fields: serde_json::Value) -> ServiceResolver {
+        let mut value = json!({"Kind": "service-resolver", "Name": "backend"});
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        match ConfigEntry::from_json(value).unwrap() {
+            ConfigEntry::ServiceResolver(entry) => *entry,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn target(service: &str, peer: Option<&str>) -> ChainTarget {
+        ChainTarget {
+            service: service.into(),
+            peer: peer.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn failover_targets_keep_their_order_and_default_to_the_own_service() {
+        let config = from_resolver(&resolver(json!({"Failover": {"*": {"Targets": [
+            {"Peer": "cluster-01"}, {"Service": "backup", "Peer": "cluster-03"}, {"Service": "spare"}
+        ]}}})));
+        assert_eq!(config.redirect, None);
+        assert_eq!(
+            config.failover,
+            [
+                target("backend", Some("cluster-01")),
+                target("backup", Some("cluster-03")),
+                target("spare", None)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_older_single_service_failover_and_a_redirect_to_a_peer() {
+        let config = from_resolver(&resolver(json!({"Failover": {"*": {"Service": "spare"}}})));
+        assert_eq!(config.failover, [target("spare", None)]);
+        let config = from_resolver(&resolver(
+            json!({"Redirect": {"Service": "backend", "Peer": "cluster-01"}}),
+        ));
+        assert_eq!(config.redirect, Some(target("backend", Some("cluster-01"))));
+        assert!(config.failover.is_empty());
+    }
 }
