@@ -7,6 +7,7 @@ mod backend;
 mod certs;
 mod churn;
 mod control;
+mod failover;
 mod load;
 mod measure;
 mod memory;
@@ -83,6 +84,9 @@ pub struct RunArgs {
     /// catalog grows to 10k, 50k and 100k instances (--quick: 1k, 2k):
     /// registrations/s, health/service latency, RSS per instance, one write
     /// while 1,000 blocking queries wait on other services, restart time.
+    /// `failover`: two peered clusters; per round (--rounds, default 10,
+    /// --quick 3) the time from the local backend turning critical to the
+    /// first request answered by the peer's, and back (p50/max).
     #[arg(long, value_enum)]
     only: Option<Only>,
     /// How long `--only soak` runs: seconds, or with a unit (90s, 5m, 1h). [default: 5m]
@@ -97,6 +101,7 @@ pub enum Only {
     Profile,
     Scale,
     Soak,
+    Failover,
 }
 
 fn main() -> Result<()> {

@@ -43,6 +43,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         crate::scale_etcd::run(&args, &bin_dir, &name).await?;
         return Ok(embedded);
     }
+    if args.only == Some(Only::Failover) {
+        return crate::failover::run(&args, &bin_dir, &name).await;
+    }
     if args.only == Some(Only::Soak) {
         return crate::soak::run(&args, &bin_dir, &name).await;
     }
