@@ -174,6 +174,7 @@ async fn fails_over_to_the_peer_and_back_under_continuous_requests() {
     phase.store(2, Ordering::SeqCst);
     in_phase(2, 20).await;
     let text = explain(&c2, "backend");
+    assert!(text.starts_with("Upstream:  backend\n"), "{text}");
     assert!(text.contains("Target:    backend@cluster-01\n"), "{text}");
     assert!(
         text.contains("  1. backend             skipped  no healthy sidecar proxy for service backend in cluster cluster-02\n"),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use isthmus_api::proxy::{agent_path_upstream, UpstreamView};
+use isthmus_api::proxy::{agent_path_upstream, target_label, UpstreamView};
 
 use super::ApiArgs;
 
@@ -53,15 +53,18 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("Error reading the upstream view of {}", args.service))?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
-        Format::Pretty => print!("{}", pretty(&view)),
+        Format::Pretty => {
+            let upstream = target_label(&args.service, args.peer.as_deref());
+            print!("{}", pretty(&upstream, &view));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The human-readable explanation.
-fn pretty(view: &UpstreamView) -> String {
+/// The human-readable explanation of the upstream `upstream` (`service` or
+/// `service@peer`, as the sidecar names it).
+fn pretty(upstream: &str, view: &UpstreamView) -> String {
     let mut out = String::new();
-    let upstream = isthmus_api::proxy::target_label(&view.service, view.peer.as_deref());
     let chosen = view.chain.iter().any(|step| step.chosen);
     out.push_str(&format!("Upstream:  {upstream}\n"));
     if chosen {
@@ -117,7 +120,8 @@ mod tests {
             ],
             ..UpstreamView::default()
         };
-        let text = pretty(&view);
+        let text = pretty("backend", &view);
+        assert!(text.starts_with("Upstream:  backend\n"), "{text}");
         assert!(text.contains("Target:    backend@cluster-02\n"), "{text}");
         assert!(
             text.contains("  1. backend             skipped  no healthy sidecar proxy\n"),

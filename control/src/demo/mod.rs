@@ -7,6 +7,7 @@
 //! every workload a toy app (inside this process) behind an `isthmus-proxy`
 //! sidecar process. All on free loopback ports.
 
+mod failover;
 mod procs;
 mod script;
 mod setup;
@@ -149,17 +150,19 @@ async fn demo(
     );
     let mut script = Script::new(isthmus);
     let walkthrough = async {
-        let env = setup::start(&launcher, processes, dir, apps_stop).await?;
-        walkthrough::walk(&mut script, &env, dir)
-            .await
-            .map_err(|e| {
-                let mut e = e.context(script.current());
-                let exited = processes.exited();
-                if !exited.is_empty() {
-                    e = e.context(format!("exited early: {}", exited.join(", ")));
-                }
-                e
-            })?;
+        let env = setup::start(&launcher, processes, dir, apps_stop.clone()).await?;
+        let steps = async {
+            walkthrough::walk(&mut script, &env, dir).await?;
+            failover::failover_step(&mut script, &launcher, processes, &env, dir, apps_stop).await
+        };
+        steps.await.map_err(|e| {
+            let mut e = e.context(script.current());
+            let exited = processes.exited();
+            if !exited.is_empty() {
+                e = e.context(format!("exited early: {}", exited.join(", ")));
+            }
+            e
+        })?;
         if args.keep_running {
             setup::print_exploration(&env, dir)?;
         }
