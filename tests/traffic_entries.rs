@@ -113,6 +113,8 @@ async fn each_kind_writes_from_hcl_and_reads_back() {
         None,
     );
     assert_eq!(stdout(&list), "backend\n");
+    let list = cli(&agent.http_addr, &["config", "list", "-kind", "mesh"], None);
+    assert_eq!(stdout(&list), "mesh\n");
 
     // The resolver's read is a blocking query like every other.
     let client = Client::new(&agent.http_addr).unwrap();

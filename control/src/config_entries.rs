@@ -101,3 +101,66 @@ pub fn delete(txn: &mut Txn, kind: &str, name: &str, cas: Option<u64>) -> Result
     txn.delete(Table::ConfigEntries, &key)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::Store;
+
+    fn write(store: &Store, entry: serde_json::Value) {
+        let entry = ConfigEntry::from_json(entry).unwrap();
+        store
+            .write_blocking(|txn| set(txn, entry.clone(), None))
+            .unwrap();
+    }
+
+    fn protocol_of(store: &Store, service: &str) -> Option<String> {
+        upstream_protocol(&store.snapshot().unwrap(), service).unwrap()
+    }
+
+    #[test]
+    fn upstream_protocol_prefers_service_defaults_then_proxy_defaults() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(
+            protocol_of(&store, "web"),
+            None,
+            "nothing set: the flag decides"
+        );
+        write(
+            &store,
+            json!({"Kind": "proxy-defaults", "Config": {"protocol": "tcp"}}),
+        );
+        assert_eq!(protocol_of(&store, "web").as_deref(), Some("tcp"));
+        write(
+            &store,
+            json!({"Kind": "service-defaults", "Name": "web", "Protocol": "GRPC"}),
+        );
+        assert_eq!(protocol_of(&store, "web").as_deref(), Some("grpc"));
+        assert_eq!(protocol_of(&store, "db").as_deref(), Some("tcp"));
+        // A service-defaults without a protocol leaves the global default.
+        write(
+            &store,
+            json!({"Kind": "service-defaults", "Name": "db", "Mode": "direct"}),
+        );
+        assert_eq!(protocol_of(&store, "db").as_deref(), Some("tcp"));
+    }
+
+    #[test]
+    fn service_resolver_reads_one_entry() {
+        let store = Store::in_memory().unwrap();
+        write(
+            &store,
+            json!({"Kind": "service-resolver", "Name": "web",
+                   "Failover": {"*": {"Targets": [{"Peer": "cluster-01"}]}}}),
+        );
+        let snap = store.snapshot().unwrap();
+        let resolver = service_resolver(&snap, "web").unwrap().unwrap();
+        assert_eq!(
+            resolver.failover_targets("")[0].peer.as_deref(),
+            Some("cluster-01")
+        );
+        assert!(service_resolver(&snap, "db").unwrap().is_none());
+    }
+}

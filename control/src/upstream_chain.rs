@@ -248,6 +248,7 @@ pub fn local_view(
         reason,
         target: service.to_owned(),
         chain: Vec::new(),
+        protocol: None,
     })
 }
 
@@ -295,6 +296,7 @@ pub fn peer_view(
         reason,
         target: target_label(service, Some(peer)),
         chain: Vec::new(),
+        protocol: None,
     }))
 }
 

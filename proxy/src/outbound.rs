@@ -1,5 +1,6 @@
 //! The outbound side: one plaintext listener per upstream on 127.0.0.1,
-//! for the local application only. HTTP mode accepts HTTP/1.1 and h2c and
+//! for the local application only. Each upstream has its own protocol (from
+//! the agent's view of it, else the proxy's own). HTTP mode accepts HTTP/1.1 and h2c and
 //! forwards each request over pooled, multiplexed HTTP/2 mTLS connections
 //! to the upstream's endpoints (see [`http`]); TCP mode opens one mTLS
 //! connection per local connection and copies bytes.
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::balance::{pick, InFlight};
-use crate::config::{Protocol, UpstreamSpec};
+use crate::config::UpstreamSpec;
 use crate::identity::Identity;
 use crate::metrics::{Metrics, OutboundError};
 use crate::upstream::{spawn_watch, Upstream};
@@ -28,7 +29,6 @@ use isthmus_dataplane::io::{splice, CountingIo, Spliced};
 
 /// What every outbound connection shares.
 pub(crate) struct Outbound {
-    protocol: Protocol,
     metrics: Arc<Metrics>,
     server: auto::Builder<TokioExecutor>,
     limits: isthmus_runtime::listen::Limits,
@@ -55,7 +55,6 @@ pub(crate) fn start(
 ) -> (Vec<Arc<Upstream>>, Vec<JoinHandle<()>>) {
     let (protocol, limits) = (config.protocol, config.limits);
     let outbound = Arc::new(Outbound {
-        protocol,
         metrics: metrics.clone(),
         server: crate::http::server(&limits),
         limits,
@@ -106,7 +105,8 @@ impl Outbound {
     async fn connection(self: Arc<Self>, upstream: Arc<Upstream>, tcp: TcpStream, drain: Drain) {
         let _open = self.metrics.outbound.connection();
         let io = self.metrics.outbound.count(tcp);
-        if self.protocol.is_http() {
+        // Each upstream has its own protocol, which the agent may change.
+        if upstream.current_route().protocol.is_http() {
             let context = Arc::new((self.clone(), upstream, drain.clone()));
             let service = service_fn(move |request| {
                 let context = context.clone();

@@ -88,7 +88,7 @@ pub async fn upstream(
     authz.require(Resource::Service, &service, Access::Read)?;
     let peer = params.get("peer").filter(|p| !p.is_empty()).cloned();
     blocking_json(&state, &params, |snap| {
-        let view = match &peer {
+        let mut view = match &peer {
             None => {
                 let local = upstream_chain::Local {
                     cluster: &state.cluster,
@@ -115,6 +115,9 @@ pub async fn upstream(
                 view
             }
         };
+        // A peer's service-defaults are not imported: the protocol of a
+        // peer's service comes from this cluster's entries for that name.
+        view.protocol = crate::config_entries::upstream_protocol(snap, &service)?;
         // Only what this upstream's view was built from: a sidecar's
         // upstream watch sleeps through changes to other services.
         Ok((view, snap.watch_index()))
