@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use isthmus_tests::api::put;
 use isthmus_tests::apps::{get, http_app, parse};
 use isthmus_tests::cluster::{export_backend_to_cluster_02, peered_clusters, Cluster};
-use isthmus_tests::process::{stderr, stdout};
+use isthmus_tests::process::{stderr, stdout, AgentProcess};
 use isthmus_tests::proxy_process::ProxyProcess;
 use isthmus_tests::{eventually, WAIT};
 use serde_json::{json, Value};
@@ -274,6 +274,102 @@ async fn a_redirect_sends_every_call_to_the_peer() {
     assert!(text.contains("Target:    none\n"), "{text}");
     assert!(
         text.contains("  1. backend@cluster-01  skipped  no healthy instance of backend is imported from peer cluster-01\n"),
+        "{text}"
+    );
+}
+
+/// The `isthmus` CLI against `agent` with `token` in `ISTHMUS_HTTP_TOKEN`.
+fn cli_as(agent: &AgentProcess, token: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(isthmus_tests::isthmus_bin())
+        .args(args)
+        .env("ISTHMUS_HTTP_ADDR", &agent.http_addr)
+        .env("ISTHMUS_HTTP_TOKEN", token)
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("CONSUL_HTTP_TOKEN_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("isthmus CLI runs");
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    stdout(&output)
+}
+
+fn secret_of(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("SecretID:"))
+        .unwrap_or_else(|| panic!("no SecretID in {output}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn explain_skips_targets_the_token_may_not_read() {
+    let agent = AgentProcess::spawn(&[
+        "--dev",
+        "--no-gateway",
+        "--acl-enabled",
+        "--acl-default-policy",
+        "deny",
+    ]);
+    let management = secret_of(&cli_as(&agent, "", &["acl", "bootstrap"]));
+    let client = isthmus_runtime::client::Client::new(&agent.http_addr).unwrap();
+    let written = isthmus_tests::api::send(
+        &client,
+        http::Method::PUT,
+        &format!("/v1/config?token={management}"),
+        Some(json!({"Kind": "service-resolver", "Name": "backend",
+            "Failover": {"*": {"Targets": [{"Service": "secret"}, {"Service": "spare"}]}}})),
+    )
+    .await;
+    assert_eq!(
+        written.status,
+        200,
+        "{}",
+        isthmus_tests::api::text(&written)
+    );
+    cli_as(
+        &agent,
+        &management,
+        &[
+            "acl",
+            "policy",
+            "create",
+            "-name",
+            "reader",
+            "-rules",
+            "service \"backend\" { policy = \"read\" }\nservice \"spare\" { policy = \"read\" }",
+        ],
+    );
+    let reader = secret_of(&cli_as(
+        &agent,
+        &management,
+        &["acl", "token", "create", "-policy-name", "reader"],
+    ));
+
+    let text = cli_as(&agent, &reader, &["upstream", "explain", "backend"]);
+    assert!(text.contains("Target:    none\n"), "{text}");
+    assert!(
+        text.contains(
+            "  1. backend  skipped  no healthy sidecar proxy for service backend in cluster "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  2. secret   skipped  skipped: the token may not read service secret\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  3. spare    skipped  no healthy sidecar proxy for service spare in cluster "
+        ),
+        "{text}"
+    );
+    // The management token reads every target.
+    let text = cli_as(&agent, &management, &["upstream", "explain", "backend"]);
+    assert!(
+        text.contains(
+            "  2. secret   skipped  no healthy sidecar proxy for service secret in cluster "
+        ),
         "{text}"
     );
 }
