@@ -85,6 +85,10 @@ pub struct UpstreamView {
     /// skipped. At most one step is chosen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<ChainStep>,
+    /// The service-resolver's `ConnectTimeout` (TCP connect plus TLS
+    /// handshake), in milliseconds; `None`: the sidecar's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
 }
 
 impl UpstreamView {

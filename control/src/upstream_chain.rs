@@ -36,6 +36,8 @@ pub struct ChainConfig {
     pub redirect: Option<ChainTarget>,
     /// Tried in order when the service has no healthy local instance.
     pub failover: Vec<ChainTarget>,
+    /// The resolver's `ConnectTimeout`, in milliseconds.
+    pub connect_timeout_ms: Option<u64>,
 }
 
 /// The service's resolver, as a chain; `None` without a resolver entry.
@@ -75,7 +77,14 @@ pub fn from_resolver(resolver: &ServiceResolver) -> ChainConfig {
             })
             .collect(),
     };
-    ChainConfig { redirect, failover }
+    let connect_timeout_ms = resolver
+        .connect_timeout
+        .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    ChainConfig {
+        redirect,
+        failover,
+        connect_timeout_ms,
+    }
 }
 
 /// Where the agent is: its cluster and node.
@@ -109,6 +118,7 @@ pub fn resolve(
         };
         let why = format!("redirected by the service-resolver of {service}");
         view.chain = vec![step_for(&view, &why)];
+        view.connect_timeout_ms = config.connect_timeout_ms;
         return Ok(view);
     }
     let mut steps = Vec::new();
@@ -175,6 +185,7 @@ pub fn resolve(
         }
     };
     view.chain = steps;
+    view.connect_timeout_ms = config.connect_timeout_ms;
     Ok(view)
 }
 
@@ -249,6 +260,7 @@ pub fn local_view(
         target: service.to_owned(),
         chain: Vec::new(),
         protocol: None,
+        connect_timeout_ms: None,
     })
 }
 
@@ -297,6 +309,7 @@ pub fn peer_view(
         target: target_label(service, Some(peer)),
         chain: Vec::new(),
         protocol: None,
+        connect_timeout_ms: None,
     }))
 }
 
@@ -350,5 +363,8 @@ mod tests {
         ));
         assert_eq!(config.redirect, Some(target("backend", Some("cluster-01"))));
         assert!(config.failover.is_empty());
+        assert_eq!(config.connect_timeout_ms, None);
+        let config = from_resolver(&resolver(json!({"ConnectTimeout": "250ms"})));
+        assert_eq!(config.connect_timeout_ms, Some(250));
     }
 }

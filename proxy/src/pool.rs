@@ -22,7 +22,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::metrics::OutboundError;
 
-/// TCP connect plus TLS handshake.
+/// TCP connect plus TLS handshake, unless the upstream's resolver sets
+/// `ConnectTimeout`.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections per endpoint: enough to spread one busy upstream over cores.
 const POOL_SIZE: usize = 2;
@@ -39,8 +40,8 @@ pub(crate) enum ConnectError {
         #[source]
         source: io::Error,
     },
-    #[error("connecting to {addr}: no TLS session within {CONNECT_TIMEOUT:?}")]
-    Timeout { addr: Arc<str> },
+    #[error("connecting to {addr}: no TLS session within {after:?}")]
+    Timeout { addr: Arc<str>, after: Duration },
     #[error("TLS handshake with {addr}: {source}")]
     Tls {
         addr: Arc<str>,
@@ -67,6 +68,7 @@ impl ConnectError {
 pub(crate) struct Connector {
     tls: TlsConnector,
     server_name: ServerName<'static>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Connector {
@@ -78,10 +80,15 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
-    pub(crate) fn new(config: ClientConfig, server_name: ServerName<'static>) -> Connector {
+    pub(crate) fn new(
+        config: ClientConfig,
+        server_name: ServerName<'static>,
+        timeout: Duration,
+    ) -> Connector {
         Connector {
             tls: TlsConnector::from(Arc::new(config)),
             server_name,
+            timeout,
         }
     }
 
@@ -106,9 +113,12 @@ impl Connector {
                     source,
                 })
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        tokio::time::timeout(self.timeout, attempt)
             .await
-            .map_err(|_| ConnectError::Timeout { addr: addr.clone() })?
+            .map_err(|_| ConnectError::Timeout {
+                addr: addr.clone(),
+                after: self.timeout,
+            })?
     }
 
     /// A new HTTP/2 connection (the connector must offer ALPN h2).

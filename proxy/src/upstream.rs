@@ -144,6 +144,7 @@ impl Upstream {
                 "trust_domain": view.trust_domain,
                 "sni": view.sni,
                 "spiffe_id": view.spiffe_id,
+                "connect_timeout_ms": view.connect_timeout_ms,
             })
         });
         let target = route.view.as_ref().map(|(view, _)| view.target_label());
@@ -285,9 +286,14 @@ impl Upstream {
             Ok(name) => name,
             Err(e) => return untrusted(format!("the upstream view's SNI {:?}: {e}", view.sni)),
         };
+        let connect_timeout = view.connect_timeout_ms.map_or(
+            crate::pool::CONNECT_TIMEOUT,
+            std::time::Duration::from_millis,
+        );
         let connector = |alpn: &[&[u8]]| {
-            outbound_client_config(snapshot.leaf.key.clone(), roots.clone(), &expected, alpn)
-                .map(|config| Arc::new(Connector::new(config, server_name.clone())))
+            outbound_client_config(snapshot.leaf.key.clone(), roots.clone(), &expected, alpn).map(
+                |config| Arc::new(Connector::new(config, server_name.clone(), connect_timeout)),
+            )
         };
         let built = if protocol.is_http() {
             connector(&[b"h2"]).and_then(|main| Ok((main, Some(connector(&[b"http/1.1"])?))))
@@ -305,6 +311,7 @@ impl Upstream {
                 old.trust_domain == view.trust_domain
                     && old.sni == view.sni
                     && old.spiffe_id == view.spiffe_id
+                    && old.connect_timeout_ms == view.connect_timeout_ms
             });
         let endpoints = view
             .endpoints

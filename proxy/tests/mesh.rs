@@ -497,3 +497,29 @@ async fn the_binary_starts_serves_and_stops_on_sigterm() {
         "exactly one stdout line"
     );
 }
+
+#[tokio::test]
+async fn the_resolvers_connect_timeout_bounds_the_handshake() {
+    let app = HttpApp::start(BACKEND).await;
+    let pair = Pair::start(Protocol::Http, app.addr).await;
+    // Accepts TCP (the kernel's backlog) but never answers the TLS hello.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut view = upstream_view(&pair.ca, BACKEND, &[silent.local_addr().unwrap()]);
+    view.connect_timeout_ms = Some(200);
+    pair.set_upstream(view).await;
+    let mut conn = HttpConn::plain_h1(pair.upstream()).await;
+    let started = std::time::Instant::now();
+    let reply = conn.get("/").await;
+    let took = started.elapsed();
+    assert!(reply.status >= 500, "{reply:?}");
+    assert!(reply.body.contains("within 200ms"), "{}", reply.body);
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "the default is 5s; took {took:?}"
+    );
+    let config = config_json(&pair.web).await;
+    assert_eq!(
+        config["upstreams"][0]["view"]["connect_timeout_ms"], 200,
+        "{config}"
+    );
+}
