@@ -289,3 +289,35 @@ mod tests {
         assert_eq!(http_addr(None, &env_of(&[])), DEFAULT_ADDR);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever the token text, resolution either refuses it with a
+        /// reason or yields exactly the trimmed text (none when blank),
+        /// and a client built from it sends it.
+        #[test]
+        fn any_token_is_sent_trimmed_or_refused(token in any::<String>()) {
+            let flags = ClientFlags { token: Some(token.clone()), ..ClientFlags::default() };
+            match flags.credentials_with(&|_| None) {
+                Ok(credentials) => {
+                    let trimmed = token.trim();
+                    prop_assert_eq!(
+                        credentials.token.as_deref(),
+                        (!trimmed.is_empty()).then_some(trimmed)
+                    );
+                    prop_assert!(crate::client::Client::with_credentials(
+                        "http://127.0.0.1:8500",
+                        &credentials
+                    )
+                    .is_ok());
+                }
+                Err(e) => prop_assert!(e.to_string().contains("header"), "{}", e),
+            }
+        }
+    }
+}
