@@ -11,6 +11,34 @@ use clap::{CommandFactory, Parser};
 use isthmus_dataplane::config::flag_duration as parse_duration;
 
 use crate::config::{ConfigError, FileConfig, Layer, Protocol, ProxyConfig, UpstreamSpec};
+use crate::sidecar_for::{FromRegistration, Lookup};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Launch {
+    /// Every setting is known.
+    Config(ProxyConfig),
+    /// The settings come from a registration on the agent (`--sidecar-for`, `--proxy-id`).
+    FromRegistration(FromRegistration),
+}
+
+impl Launch {
+    /// Whether to log as JSON lines, known before the agent is asked.
+    pub fn log_json(&self) -> bool {
+        match self {
+            Launch::Config(config) => config.log_json,
+            Launch::FromRegistration(from) => from.given.log_json.unwrap_or(false),
+        }
+    }
+
+    /// The async runtime's worker threads, known before the agent is asked.
+    pub fn workers(&self) -> Option<usize> {
+        match self {
+            Launch::Config(config) => config.workers,
+            Launch::FromRegistration(from) => from.given.workers,
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,7 +52,23 @@ use crate::config::{ConfigError, FileConfig, Layer, Protocol, ProxyConfig, Upstr
         GNU-style (--service web); flags win over the config file."
 )]
 pub struct Cli {
-    /// The local service this proxy fronts (required, here or in the config file).
+    /// The ID of a service instance on the agent whose sidecar this proxy
+    /// becomes: its settings (service, inbound port, local application,
+    /// upstreams) come from the one connect-proxy registered with
+    /// Proxy.DestinationServiceID set to it, and the proxy does not register
+    /// itself. Read once at start.
+    #[arg(long, value_name = "SERVICE-ID", env = "CONNECT_SIDECAR_FOR")]
+    pub sidecar_for: Option<String>,
+    /// Like --sidecar-for, but names the connect-proxy registration's own ID.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "CONNECT_PROXY_ID",
+        conflicts_with = "sidecar_for"
+    )]
+    pub proxy_id: Option<String>,
+    /// The local service this proxy fronts (required, here or in the config
+    /// file, unless --sidecar-for is given).
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
     /// The local service's instance ID. [default: the service name]
@@ -96,8 +140,20 @@ impl Cli {
         Cli::parse_from(normalize_go_flags(std::env::args_os()))
     }
 
-    /// Defaults, then the config file, then the flags.
+    /// Defaults, then the config file, then the flags; without
+    /// `--sidecar-for`/`--proxy-id` (see [`Cli::into_launch`]).
     pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+        match self.into_launch()? {
+            Launch::Config(config) => Ok(config),
+            Launch::FromRegistration(_) => Err(ConfigError(
+                "--sidecar-for and --proxy-id read the agent: use into_launch".into(),
+            )),
+        }
+    }
+
+    /// Defaults, then the config file, then the flags; with
+    /// `--sidecar-for`/`--proxy-id`, the registration still to be read.
+    pub fn into_launch(self) -> Result<Launch, ConfigError> {
         let agent_credentials = self
             .agent
             .credentials()
@@ -107,6 +163,7 @@ impl Cli {
             None => Layer::default(),
         };
         let flags = Layer {
+            sidecar_for: self.sidecar_for,
             service: self.service,
             service_id: self.service_id,
             control: self.control,
@@ -124,9 +181,33 @@ impl Cli {
             idle_timeout: self.idle_timeout,
             admin_max_conns: self.admin_max_conns,
         };
-        let mut config = flags.over(file).finish()?;
+        let layer = flags.over(file);
+        let lookup = match (self.proxy_id, layer.sidecar_for.clone()) {
+            (Some(id), _) => Some(Lookup::ProxyId(id)),
+            (None, Some(id)) => Some(Lookup::SidecarFor(id)),
+            (None, None) => None,
+        };
+        if let Some(lookup) = lookup {
+            for (name, value) in [
+                ("--sidecar-for", layer.sidecar_for.as_deref()),
+                (
+                    "--proxy-id",
+                    match &lookup {
+                        Lookup::ProxyId(id) => Some(id.as_str()),
+                        Lookup::SidecarFor(_) => None,
+                    },
+                ),
+            ] {
+                if value.is_some_and(|v| v.trim().is_empty()) {
+                    return Err(ConfigError(format!("{name} needs a non-empty ID")));
+                }
+            }
+            return FromRegistration::new(lookup, layer, agent_credentials)
+                .map(Launch::FromRegistration);
+        }
+        let mut config = layer.finish()?;
         config.agent_credentials = agent_credentials;
-        Ok(config)
+        Ok(Launch::Config(config))
     }
 }
 

@@ -68,7 +68,8 @@ impl FromStr for Protocol {
     }
 }
 
-/// One upstream: a local listener on `127.0.0.1:<local_port>` that leads to
+/// One upstream: a local listener on `<local_address>:<local_port>`
+/// (127.0.0.1 unless a sidecar registration says otherwise) that leads to
 /// `service` (in the peer `peer`, if set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSpec {
@@ -76,6 +77,9 @@ pub struct UpstreamSpec {
     pub peer: Option<String>,
     /// 0 picks an ephemeral port.
     pub local_port: u16,
+    pub local_address: IpAddr,
+    /// What this upstream carries; `None` means the proxy's `--protocol`.
+    pub protocol: Option<Protocol>,
 }
 
 impl UpstreamSpec {
@@ -89,6 +93,8 @@ impl UpstreamSpec {
             service: service.to_owned(),
             peer: peer.map(str::to_owned),
             local_port,
+            local_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            protocol: None,
         })
     }
 
@@ -153,6 +159,10 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Connections the admin listener holds at once (same timeouts).
     pub admin_max_conns: usize,
+    /// With `--sidecar-for`: the ID of the agent's `connect-proxy`
+    /// registration this proxy serves. The proxy then does not register
+    /// (or deregister) itself: the registration is the operator's.
+    pub registered_proxy_id: Option<String>,
     /// The ACL token and TLS files for the agent's API (flags and
     /// environment only, like the CLI's; never in the config file).
     pub agent_credentials: isthmus_runtime::client::Credentials,
@@ -193,6 +203,7 @@ impl ProxyConfig {
             limits: default_limits(),
             admin_max_conns: isthmus_runtime::listen::DEFAULT_ADMIN_MAX_CONNS,
             agent_credentials: Default::default(),
+            registered_proxy_id: None,
         }
     }
 
@@ -256,7 +267,10 @@ impl ProxyConfig {
                         upstream.label()
                     )));
                 }
-                if upstream.local_port != 0 && other.local_port == upstream.local_port {
+                if upstream.local_port != 0
+                    && other.local_port == upstream.local_port
+                    && other.local_address == upstream.local_address
+                {
                     return Err(ConfigError(format!(
                         "upstreams {} and {} both want local port {}",
                         other.label(),
@@ -282,6 +296,7 @@ pub const ADVERTISE: AdvertiseRule = AdvertiseRule {
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    pub sidecar_for: Option<String>,
     pub service: Option<String>,
     pub service_id: Option<String>,
     pub control: Option<String>,
@@ -315,6 +330,8 @@ pub struct FileUpstream {
 isthmus_dataplane::settings_layer! {
     /// Settings from one source (the file or the flags), each possibly unset.
     pub struct Layer {
+        /// A service ID on the agent whose sidecar registration configures the proxy.
+        pub sidecar_for: String,
         pub service: String,
         pub service_id: String,
         pub control: String,
@@ -394,6 +411,7 @@ impl FileConfig {
             header_read_timeout: file_duration("header_read_timeout", self.header_read_timeout)?,
             idle_timeout: file_duration("idle_timeout", self.idle_timeout)?,
             admin_max_conns: self.admin_max_conns,
+            sidecar_for: self.sidecar_for,
             service: self.service,
             service_id: self.service_id,
             control: self.control,

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::balance::{pick, InFlight};
-use crate::config::{Protocol, UpstreamSpec};
+use crate::config::UpstreamSpec;
 use crate::identity::Identity;
 use crate::metrics::{Metrics, OutboundError};
 use crate::upstream::{spawn_watch, Upstream};
@@ -28,7 +28,6 @@ use isthmus_dataplane::io::{splice, CountingIo, Spliced};
 
 /// What every outbound connection shares.
 pub(crate) struct Outbound {
-    protocol: Protocol,
     metrics: Arc<Metrics>,
     server: auto::Builder<TokioExecutor>,
     limits: isthmus_runtime::listen::Limits,
@@ -55,7 +54,6 @@ pub(crate) fn start(
 ) -> (Vec<Arc<Upstream>>, Vec<JoinHandle<()>>) {
     let (protocol, limits) = (config.protocol, config.limits);
     let outbound = Arc::new(Outbound {
-        protocol,
         metrics: metrics.clone(),
         server: crate::http::server(&limits),
         limits,
@@ -69,10 +67,11 @@ pub(crate) fn start(
     } in listeners
     {
         let errors = metrics.upstream_errors(&spec.label());
+        let upstream_protocol = spec.protocol.unwrap_or(protocol);
         let upstream = Arc::new(Upstream::new(
             spec,
             addr,
-            protocol,
+            upstream_protocol,
             errors,
             identity.clone(),
         ));
@@ -104,7 +103,7 @@ impl Outbound {
     async fn connection(self: Arc<Self>, upstream: Arc<Upstream>, tcp: TcpStream, drain: Drain) {
         let _open = self.metrics.outbound.connection();
         let io = self.metrics.outbound.count(tcp);
-        if self.protocol.is_http() {
+        if upstream.protocol.is_http() {
             let context = Arc::new((self.clone(), upstream, drain.clone()));
             let service = service_fn(move |request| {
                 let context = context.clone();
