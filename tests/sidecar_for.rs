@@ -6,14 +6,17 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use isthmus_runtime::client::Client;
-use isthmus_tests::api::{get, put, raw_json};
-use isthmus_tests::apps::{get as app_get, http_app, parse};
+use http::Method;
+use isthmus_runtime::client::{Client, Credentials};
+use isthmus_tests::api::{get, put, raw_json, send, text};
+use isthmus_tests::apps::{get as app_get, http_app, parse, tcp_echo};
 use isthmus_tests::eventually;
 use isthmus_tests::process::{cli_in, stderr, AgentProcess};
 use isthmus_tests::proxy_process::ProxyProcess;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn agent() -> (AgentProcess, Client) {
     let agent = AgentProcess::spawn(&["--dev", "--no-gateway"]);
@@ -79,7 +82,7 @@ fn loopback_args<'a>(control: &'a str, lookup: &[&'a str]) -> Vec<&'a str> {
 async fn a_service_file_and_one_command_mesh_a_workload() {
     let (agent, client) = agent();
     let control = agent.url();
-    for (destination, source) in [("backend", "web"), ("web", "caller")] {
+    for (destination, source) in [("backend", "web"), ("echo", "web"), ("web", "caller")] {
         put(
             &client,
             "/v1/config",
@@ -90,6 +93,8 @@ async fn a_service_file_and_one_command_mesh_a_workload() {
     }
     let backend_app = http_app("backend").await.to_string();
     let _backend = ProxyProcess::spawn(&control, "backend", &backend_app, &[], &[]);
+    let echo_app = tcp_echo().await.to_string();
+    let _echo = ProxyProcess::spawn(&control, "echo", &echo_app, &[], &["--protocol", "tcp"]);
 
     // The workload: its app, and a service file as Consul's docs write it.
     let web_app = http_app("web").await;
@@ -110,7 +115,10 @@ async fn a_service_file_and_one_command_mesh_a_workload() {
         interval = "1s"
       }}
       proxy {{
-        upstreams = [{{ destination_name = "backend", local_bind_port = 0 }}]
+        upstreams = [
+          {{ destination_name = "backend", local_bind_port = 0 }},
+          {{ destination_name = "echo", local_bind_port = 0, config = {{ protocol = "tcp" }} }},
+        ]
       }}
     }}
   }}
@@ -137,6 +145,22 @@ async fn a_service_file_and_one_command_mesh_a_workload() {
     })
     .await;
     assert_eq!(parse(&body)["app"], "backend");
+    // The echo upstream carries bytes: its Config.protocol says tcp, while
+    // the proxy's own protocol is http.
+    let reply = eventually("web reaches echo over TCP", || async {
+        let mut stream = tokio::net::TcpStream::connect(web.upstream("echo"))
+            .await
+            .ok()?;
+        stream.write_all(b"not http at all").await.ok()?;
+        let mut buffer = [0u8; 15];
+        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut buffer))
+            .await
+            .ok()?
+            .ok()?;
+        Some(buffer)
+    })
+    .await;
+    assert_eq!(&reply, b"not http at all");
 
     // Inbound: another sidecar reaches web's app at the registered port,
     // found through the catalog.
@@ -162,6 +186,18 @@ async fn a_service_file_and_one_command_mesh_a_workload() {
     assert_eq!(status, 200);
     let config = parse(&config);
     assert_eq!(config["proxy_id"], "web-sidecar-proxy", "{config}");
+    assert_eq!(config["protocol"], "http");
+    let upstreams = config["upstreams"].as_array().unwrap();
+    let protocols: Vec<(&str, &str)> = upstreams
+        .iter()
+        .map(|u| {
+            (
+                u["upstream"].as_str().unwrap(),
+                u["protocol"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(protocols, [("backend", "http"), ("echo", "tcp")]);
 
     // Stopping it leaves the operator's registration in place.
     assert!(web.terminate().success());
@@ -216,4 +252,61 @@ async fn lookup_errors_are_consuls() {
     let db = ProxyProcess::spawn_with(&loopback_args(&control, &["-proxy-id", "db-proxy-2"]))
         .expect("the proxy starts");
     assert_eq!(db.service, "db");
+}
+
+/// Under ACLs (default deny) the registration is read with the proxy's
+/// token: the service's identity is enough; the anonymous token sees no
+/// sidecar, as in Consul.
+#[tokio::test]
+async fn the_services_identity_token_reads_its_sidecar() {
+    const MANAGEMENT: &str = "7d2c9e4a-1b3f-4c5d-8e6f-0a1b2c3d4e5f";
+    let agent = AgentProcess::spawn(&[
+        "--dev",
+        "--no-gateway",
+        "--dns-port",
+        "0",
+        "--acl-enabled",
+        "--acl-default-policy",
+        "deny",
+        "--acl-initial-management-token",
+        MANAGEMENT,
+    ]);
+    let control = agent.url();
+    let management = Client::with_credentials(
+        &agent.http_addr,
+        &Credentials {
+            token: Some(MANAGEMENT.into()),
+            ..Credentials::default()
+        },
+    )
+    .unwrap();
+    put(
+        &management,
+        "/v1/agent/service/register",
+        json!({"Name": "web", "Port": 8080,
+               "Connect": {"SidecarService": {"Port": free_port()}}}),
+    )
+    .await;
+    let token = send(
+        &management,
+        Method::PUT,
+        "/v1/acl/token",
+        Some(json!({"ServiceIdentities": [{"ServiceName": "web"}]})),
+    )
+    .await;
+    assert_eq!(token.status, 200, "{}", text(&token));
+    let token: serde_json::Value = serde_json::from_slice(&token.body).unwrap();
+    let secret = token["SecretID"].as_str().unwrap().to_owned();
+
+    let out = proxy_exits(&loopback_args(&control, &["--sidecar-for", "web"])).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: No sidecar proxy registered for web\n"
+    );
+    let web = ProxyProcess::spawn_with(&loopback_args(
+        &control,
+        &["--sidecar-for", "web", "--token", &secret],
+    ))
+    .expect("the sidecar starts with the service's identity");
+    assert_eq!(web.service, "web");
 }
