@@ -199,6 +199,25 @@ async fn a_service_file_and_one_command_mesh_a_workload() {
         .collect();
     assert_eq!(protocols, [("backend", "http"), ("echo", "tcp")]);
 
+    // A later change of the registration is not applied, and said so.
+    let file = std::fs::read_to_string(dir.path().join("web.hcl")).unwrap();
+    let file = file.replace(
+        "local_bind_port = 0 },",
+        "local_bind_port = 0 },\n          { destination_name = \"db\", local_bind_port = 0 },",
+    );
+    std::fs::write(dir.path().join("web.hcl"), file).unwrap();
+    register_file(&agent, dir.path(), "web.hcl").await;
+    eventually(
+        "the sidecar warns that its registration changed",
+        || async {
+            web.logs
+                .text()
+                .contains("the sidecar registration changed since isthmus-proxy read it at start")
+                .then_some(())
+        },
+    )
+    .await;
+
     // Stopping it leaves the operator's registration in place.
     assert!(web.terminate().success());
     let (sidecar, _) = get(&client, "/v1/agent/service/web-sidecar-proxy").await;

@@ -159,13 +159,24 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Connections the admin listener holds at once (same timeouts).
     pub admin_max_conns: usize,
-    /// With `--sidecar-for`: the ID of the agent's `connect-proxy`
-    /// registration this proxy serves. The proxy then does not register
-    /// (or deregister) itself: the registration is the operator's.
-    pub registered_proxy_id: Option<String>,
+    /// With `--sidecar-for`: the agent's `connect-proxy` registration this
+    /// proxy serves. The proxy then does not register (or deregister)
+    /// itself: the registration is the operator's.
+    pub registered: Option<Registered>,
     /// The ACL token and TLS files for the agent's API (flags and
     /// environment only, like the CLI's; never in the config file).
     pub agent_credentials: isthmus_runtime::client::Credentials,
+}
+
+/// The registration a `--sidecar-for` proxy read its settings from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub proxy_id: String,
+    /// Its `X-Consul-Index` when read: changes are watched from there.
+    pub index: u64,
+    /// What of it the proxy uses (port, address, `Proxy`), as JSON: a
+    /// change of anything else is no reason to warn.
+    pub fingerprint: String,
 }
 
 /// Connections each listener (the inbound, each upstream's) holds at once.
@@ -203,7 +214,7 @@ impl ProxyConfig {
             limits: default_limits(),
             admin_max_conns: isthmus_runtime::listen::DEFAULT_ADMIN_MAX_CONNS,
             agent_credentials: Default::default(),
-            registered_proxy_id: None,
+            registered: None,
         }
     }
 

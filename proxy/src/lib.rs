@@ -208,7 +208,7 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     let advertise = match config::ADVERTISE.resolve(config.advertise.as_deref(), inbound_addr) {
         Ok(advertise) => advertise,
         // Serving someone else's registration: the address is only shown.
-        Err(_) if config.registered_proxy_id.is_some() => Advertise {
+        Err(_) if config.registered.is_some() => Advertise {
             host: inbound_addr.ip().to_string(),
             port: inbound_addr.port(),
         },
@@ -297,9 +297,10 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
 
     // With --sidecar-for the registration is the operator's: neither made
     // nor removed here.
-    let (registrar, registration_task) = if config.registered_proxy_id.is_some() {
+    let (registrar, registration_task) = if let Some(registered) = &config.registered {
         readiness.set_registered(true);
-        (None, None)
+        let notice = sidecar_for::spawn_change_notice(&client, registered, stop_rx);
+        (None, Some(notice))
     } else {
         let registration = registration::registration(&config, &advertise, &upstream_ports);
         let registrar = Arc::new(Registrar::new(client, &registration));

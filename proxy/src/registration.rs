@@ -22,8 +22,8 @@ const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
 /// `<service-id>-sidecar-proxy`, or the ID of the registration the proxy
 /// serves (`--sidecar-for`).
 pub fn proxy_id(config: &ProxyConfig) -> String {
-    match &config.registered_proxy_id {
-        Some(id) => id.clone(),
+    match &config.registered {
+        Some(registered) => registered.proxy_id.clone(),
         None => format!("{}{SIDECAR_SUFFIX}", config.service_id()),
     }
 }

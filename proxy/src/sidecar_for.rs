@@ -5,15 +5,21 @@
 //! the upstreams; the proxy serves it and does not register itself.
 //!
 //! The registration is read once, at start: a later change (new upstreams,
-//! another port) takes a restart of the proxy.
+//! another port) takes a restart of the proxy, which says so in its log
+//! (the registration is watched with a blocking query for that).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use isthmus_api::catalog::{AgentService, Upstream, KIND_CONNECT_PROXY};
+use isthmus_dataplane::watcher::{LogWording, Query};
 use isthmus_runtime::client::{encode, Client, ClientError, Credentials};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::config::{ConfigError, Layer, Protocol, ProxyConfig, UpstreamSpec, DEFAULT_CONTROL};
+use crate::config::{
+    ConfigError, Layer, Protocol, ProxyConfig, Registered, UpstreamSpec, DEFAULT_CONTROL,
+};
 
 /// Which registration to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +133,7 @@ impl FromRegistration {
             Lookup::SidecarFor(service_id) => find_proxy_id(&client, service_id).await?,
             Lookup::ProxyId(id) => id.clone(),
         };
-        let registration =
+        let (registration, index) =
             read_service(&client, &proxy_id)
                 .await
                 .map_err(|source| SidecarForError::Read {
@@ -137,19 +143,77 @@ impl FromRegistration {
         let parent_port = match registration.proxy.as_deref() {
             Some(proxy) if proxy.local_service_port == 0 => {
                 let parent = &proxy.destination_service_id;
-                read_service(&client, parent).await.ok().map(|s| s.port)
+                read_service(&client, parent)
+                    .await
+                    .ok()
+                    .map(|(s, _)| s.port)
             }
             _ => None,
         };
         let mut config = settings(&registration, parent_port, self.given)?;
         config.agent_credentials = self.credentials;
+        if let Some(registered) = &mut config.registered {
+            registered.index = index;
+        }
         Ok(config)
     }
 }
 
-async fn read_service(client: &Client, id: &str) -> Result<AgentService, ClientError> {
-    let path = format!("/v1/agent/service/{}", encode(id));
-    Ok(client.get_json(&path).await?.0)
+fn service_path(id: &str) -> String {
+    format!("/v1/agent/service/{}", encode(id))
+}
+
+async fn read_service(client: &Client, id: &str) -> Result<(AgentService, u64), ClientError> {
+    let (service, index) = client.get_json(&service_path(id)).await?;
+    Ok((service, index.unwrap_or(0)))
+}
+
+/// What of a registration the proxy's settings depend on.
+fn fingerprint(registration: &AgentService) -> String {
+    serde_json::json!([registration.port, registration.address, registration.proxy]).to_string()
+}
+
+/// Watches the registration (blocking queries from the index it was read
+/// at) and warns when what the proxy uses changed: the proxy keeps serving
+/// what it read at start until restarted.
+pub(crate) fn spawn_change_notice(
+    client: &Client,
+    registered: &Registered,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let query = Query {
+        client: client.clone(),
+        path: service_path(&registered.proxy_id),
+        what: "sidecar registration",
+        agent_restarted: None,
+        known_index: Some(registered.index),
+        wording: LogWording::GENERIC,
+    };
+    let (mut changes, task) = isthmus_dataplane::watcher::spawn::<AgentService>(query, stop);
+    let (proxy_id, mut in_effect) = (registered.proxy_id.clone(), registered.fingerprint.clone());
+    tokio::spawn(async move {
+        let _watch = AbortOnDrop(task);
+        while let Some(fresh) = changes.recv().await {
+            let now = fingerprint(&fresh.value);
+            if now != in_effect {
+                tracing::warn!(
+                    proxy_id = %proxy_id,
+                    index = fresh.index,
+                    "the sidecar registration changed since isthmus-proxy read it at start; restart the proxy to apply the change"
+                );
+                in_effect = now;
+            }
+        }
+    })
+}
+
+/// Stops the watcher task with the task that reads it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The ID of the one `connect-proxy` on the agent that is a sidecar for
@@ -294,7 +358,11 @@ pub fn settings(
         .finish()
         .map_err(|e| invalid(e.0))?;
     config.advertise = advertise;
-    config.registered_proxy_id = Some(id);
+    config.registered = Some(Registered {
+        proxy_id: id,
+        index: 0,
+        fingerprint: fingerprint(registration),
+    });
     Ok(config)
 }
 
@@ -417,10 +485,16 @@ mod tests {
         assert_eq!(config.inbound_bind, "0.0.0.0:21000".parse().unwrap());
         assert_eq!(config.local_app, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.protocol, Protocol::Http2);
-        assert_eq!(
-            config.registered_proxy_id.as_deref(),
-            Some("web-sidecar-proxy")
-        );
+        let registered = config.registered.as_ref().unwrap();
+        assert_eq!(registered.proxy_id, "web-sidecar-proxy");
+        // Only what the proxy uses counts as a change.
+        let mut retagged = registration.clone();
+        retagged.tags = vec!["v2".into()];
+        retagged.modify_index += 1;
+        assert_eq!(fingerprint(&retagged), registered.fingerprint);
+        let mut moved = registration.clone();
+        moved.port += 1;
+        assert_ne!(fingerprint(&moved), registered.fingerprint);
         assert_eq!(config.upstreams[0].protocol, Some(Protocol::Tcp));
         assert_eq!(config.upstreams[0].local_port, 0);
         assert_eq!(config.upstreams[1].label(), "backend@cluster-02");

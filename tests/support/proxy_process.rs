@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::process::{field, spawn_announcing, ChildProcess};
+use super::process::{field, spawn_logged, ChildProcess, Logs};
 
 /// An `isthmus-proxy` child process; killed on drop.
 pub struct ProxyProcess {
@@ -12,6 +12,8 @@ pub struct ProxyProcess {
     pub admin: String,
     /// `backend` or `backend@cluster-01` → local listener address.
     pub upstreams: HashMap<String, String>,
+    /// Its log lines (stderr) so far.
+    pub logs: Logs,
 }
 
 impl ProxyProcess {
@@ -58,7 +60,7 @@ impl ProxyProcess {
     }
 
     fn spawn_args(program: &std::path::Path, args: &[&str]) -> Result<ProxyProcess, String> {
-        let (child, line) = spawn_announcing(program, args, "isthmus-proxy running:")?;
+        let (child, line, logs) = spawn_logged(program, args, "isthmus-proxy running:")?;
         let upstreams = field(&line, "upstreams")
             .split(',')
             .filter(|u| !u.is_empty())
@@ -73,6 +75,7 @@ impl ProxyProcess {
             inbound: field(&line, "inbound"),
             admin: field(&line, "admin"),
             upstreams,
+            logs,
         })
     }
 
