@@ -329,3 +329,33 @@ async fn the_services_identity_token_reads_its_sidecar() {
     .expect("the sidecar starts with the service's identity");
     assert_eq!(web.service, "web");
 }
+
+/// `DestinationPeer` in the registration: the sidecar's upstream crosses
+/// the peering through cluster-01's gateway.
+#[tokio::test]
+async fn a_registered_upstream_reaches_a_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c1, c2) = isthmus_tests::cluster::peered_clusters(dir.path()).await;
+    let _backend = isthmus_tests::cluster::export_backend_to_cluster_02(&c1).await;
+
+    let app = http_app("frontend").await;
+    let addr = c2.agent.http_addr.parse().unwrap();
+    let registration = json!({"name": "frontend", "port": app.port(),
+        "connect": {"sidecar_service": {"port": free_port(), "proxy": {"upstreams": [
+            {"destination_name": "backend", "destination_peer": "cluster-01",
+             "local_bind_port": 0}]}}}});
+    let (code, text) = raw_json(addr, "PUT", "/v1/agent/service/register", &registration).await;
+    assert_eq!(code, 200, "{text}");
+    let control = c2.agent.url();
+    let frontend =
+        ProxyProcess::spawn_with(&loopback_args(&control, &["--sidecar-for", "frontend"]))
+            .expect("the sidecar starts");
+    let body = eventually("frontend reaches backend in cluster-01", || async {
+        match app_get(frontend.upstream("backend@cluster-01"), "/across").await {
+            Ok((200, body, _)) => Some(body),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(parse(&body)["app"], "backend");
+}
