@@ -315,6 +315,63 @@ mod tests {
     }
 
     #[test]
+    fn sidecar_for_defers_to_the_registration() {
+        let launch = parse(&["-sidecar-for", "web-1", "-local-app", "127.0.0.1:9000"])
+            .unwrap()
+            .into_launch()
+            .unwrap();
+        let Launch::FromRegistration(from) = launch else {
+            panic!("expected a lookup");
+        };
+        assert_eq!(from.lookup, Lookup::SidecarFor("web-1".into()));
+        assert_eq!(
+            from.given.local_app,
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+        let launch = parse(&["-proxy-id", "web-proxy"])
+            .unwrap()
+            .into_launch()
+            .unwrap();
+        assert!(matches!(
+            launch,
+            Launch::FromRegistration(FromRegistration { lookup: Lookup::ProxyId(ref id), .. }) if id == "web-proxy"
+        ));
+        // Both lookups at once are refused by the parser.
+        assert!(parse(&["-proxy-id", "a", "-sidecar-for", "b"]).is_err());
+        let err = parse(&["-sidecar-for", " "])
+            .unwrap()
+            .into_launch()
+            .unwrap_err();
+        assert!(err.0.contains("non-empty"), "{err}");
+        let err = parse(&["-sidecar-for", "web", "-service-id", "web-1"])
+            .unwrap()
+            .into_launch()
+            .unwrap_err();
+        assert!(err.0.starts_with("--service-id and --sidecar-for"), "{err}");
+
+        // The config file may name it too; a service there conflicts.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.hcl");
+        std::fs::write(
+            &path,
+            "sidecar_for = \"web\"\nworkers = 2\nlog_json = true\n",
+        )
+        .unwrap();
+        let launch = parse(&["-config-file", path.to_str().unwrap()])
+            .unwrap()
+            .into_launch()
+            .unwrap();
+        assert_eq!((launch.workers(), launch.log_json()), (Some(2), true));
+        assert!(matches!(launch, Launch::FromRegistration(_)));
+        std::fs::write(&path, "sidecar_for = \"web\"\nservice = \"web\"\n").unwrap();
+        let err = parse(&["-config-file", path.to_str().unwrap()])
+            .unwrap()
+            .into_launch()
+            .unwrap_err();
+        assert!(err.0.starts_with("--service and --sidecar-for"), "{err}");
+    }
+
+    #[test]
     fn limits_from_the_file_and_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxy.hcl");
