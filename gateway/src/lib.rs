@@ -142,7 +142,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     config
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-    let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
+    let client = Client::with_credentials(&config.control, &config.agent_credentials)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     config.exchange.validate().map_err(StartError::Config)?;
     let (listener, bind_addr) = bind("peering listener", config.bind).await?;
     let advertise = config::ADVERTISE

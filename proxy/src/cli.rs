@@ -30,7 +30,7 @@ pub struct Cli {
     /// The local service's instance ID. [default: the service name]
     #[arg(long, value_name = "ID")]
     pub service_id: Option<String>,
-    /// The isthmus agent's HTTP API. [default: http://127.0.0.1:8500]
+    /// The isthmus agent's HTTP API, http://host:port or https://host:port (see --ca-file). [default: http://127.0.0.1:8500]
     #[arg(long, value_name = "URL")]
     pub control: Option<String>,
     /// Address of the inbound (mTLS) listener; port 0 picks one. [default: 0.0.0.0:21000]
@@ -79,6 +79,11 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// The ACL token, its file and the TLS files for the agent's API
+    /// (-token, -token-file, -ca-file, -client-cert, -client-key; or
+    /// ISTHMUS_HTTP_TOKEN/CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT, ...).
+    #[command(flatten)]
+    pub agent: isthmus_runtime::client::ClientFlags,
 }
 
 fn parse_protocol(text: &str) -> Result<Protocol, String> {
@@ -93,6 +98,10 @@ impl Cli {
 
     /// Defaults, then the config file, then the flags.
     pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+        let agent_credentials = self
+            .agent
+            .credentials()
+            .map_err(|e| ConfigError(e.to_string()))?;
         let file = match &self.config_file {
             Some(path) => FileConfig::load(path)?.into_layer()?,
             None => Layer::default(),
@@ -115,7 +124,9 @@ impl Cli {
             idle_timeout: self.idle_timeout,
             admin_max_conns: self.admin_max_conns,
         };
-        flags.over(file).finish()
+        let mut config = flags.over(file).finish()?;
+        config.agent_credentials = agent_credentials;
+        Ok(config)
     }
 }
 

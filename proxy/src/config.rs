@@ -129,7 +129,7 @@ pub struct ProxyConfig {
     pub service: String,
     /// The local service's instance ID; `None` means the service name.
     pub service_id: Option<String>,
-    /// The agent's HTTP API, `http://host:port`.
+    /// The agent's HTTP API, `http://host:port` or `https://host:port`.
     pub control: String,
     /// The inbound (mTLS) listener.
     pub inbound_bind: SocketAddr,
@@ -153,6 +153,9 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Connections the admin listener holds at once (same timeouts).
     pub admin_max_conns: usize,
+    /// The ACL token and TLS files for the agent's API (flags and
+    /// environment only, like the CLI's; never in the config file).
+    pub agent_credentials: isthmus_runtime::client::Credentials,
 }
 
 /// Connections each listener (the inbound, each upstream's) holds at once.
@@ -189,6 +192,7 @@ impl ProxyConfig {
             log_json: false,
             limits: default_limits(),
             admin_max_conns: isthmus_runtime::listen::DEFAULT_ADMIN_MAX_CONNS,
+            agent_credentials: Default::default(),
         }
     }
 

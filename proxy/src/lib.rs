@@ -200,7 +200,8 @@ impl RunningProxy {
 /// proxy registers in the catalog. See [`RunningProxy::ready`].
 pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     config.validate().map_err(|e| StartError::Config(e.0))?;
-    let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
+    let client = Client::with_credentials(&config.control, &config.agent_credentials)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let (inbound_listener, inbound_addr) = bind("inbound listener", config.inbound_bind).await?;
     let advertise = config::ADVERTISE
         .resolve(config.advertise.as_deref(), inbound_addr)

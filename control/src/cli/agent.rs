@@ -159,10 +159,14 @@ pub fn run(args: AgentArgs, start_gateway: Option<DevGatewayStarter>) -> ExitCod
         };
         // Printed for people and scripts alike: the line says where to talk to us.
         println!(
-            "isthmus agent running: cluster={} trust_domain={} http=http://{}{}{}",
+            "isthmus agent running: cluster={} trust_domain={} http=http://{}{}{}{}",
             agent.state.cluster.name,
             agent.state.cluster.trust_domain,
             agent.http_addr(),
+            agent
+                .https_addr()
+                .map(|addr| format!(" https=https://{addr}"))
+                .unwrap_or_default(),
             agent
                 .dns_addr()
                 .map(|addr| format!(" dns={addr}"))
