@@ -501,3 +501,48 @@ async fn tokens_are_read_from_every_place_consul_reads_them() {
         (403, "ACL not found")
     );
 }
+
+/// `agent --dev` with ACLs mints its in-process gateway a token of its own
+/// (the mesh-gateway identity): the gateway reads its view and registers.
+#[tokio::test]
+async fn the_dev_agents_gateway_runs_with_its_own_token() {
+    let process = AgentProcess::spawn(&[
+        "--dev",
+        "--dns-port",
+        "0",
+        "--acl-enabled",
+        "--acl-default-policy",
+        "deny",
+        "--acl-initial-management-token",
+        MANAGEMENT,
+    ]);
+    let addr: SocketAddr = process.http_addr.parse().unwrap();
+    let entries = isthmus_tests::eventually("the gateway registered and passing", || async {
+        let answer = call(
+            addr,
+            "GET",
+            "/v1/health/service/mesh-gateway?passing",
+            token(MANAGEMENT),
+            None,
+        )
+        .await;
+        let entries = answer.json();
+        (entries.as_array().is_some_and(|e| !e.is_empty())).then_some(entries)
+    })
+    .await;
+    assert_eq!(entries[0]["Service"]["Kind"], "mesh-gateway");
+    let tokens = call(addr, "GET", "/v1/acl/tokens", token(MANAGEMENT), None).await;
+    let gateway_tokens: Vec<Value> = tokens
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["Description"] == "in-process mesh gateway of agent --dev")
+        .cloned()
+        .collect();
+    assert_eq!(gateway_tokens.len(), 1);
+    assert_eq!(
+        gateway_tokens[0]["ServiceIdentities"][0]["ServiceName"],
+        "mesh-gateway"
+    );
+}
