@@ -380,3 +380,106 @@ async fn initial_management_token_and_acl_state_survive_a_restart() {
     let bootstrap = call(&client, Method::PUT, "/v1/acl/bootstrap", None, None).await;
     assert_eq!(bootstrap.status, 403);
 }
+
+#[tokio::test]
+async fn agents_starting_together_on_etcd_share_one_acl_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = isthmus_testkit::etcd::EtcdProcess::start(dir.path());
+    let secret = "0b7f3d2e-5a4c-4e1f-9b8a-7c6d5e4f3a2b";
+    let flags = [
+        "--acl-enabled",
+        "--acl-default-policy",
+        "deny",
+        "--acl-initial-management-token",
+        secret,
+    ];
+    // Both create the built-ins and the initial management token at once.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| isthmus_tests::etcd::agent(&etcd.endpoint, "n1", &flags));
+        let b = s.spawn(|| isthmus_tests::etcd::agent(&etcd.endpoint, "n2", &flags));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (ca, cb) = (
+        Client::new(&a.http_addr).unwrap(),
+        Client::new(&b.http_addr).unwrap(),
+    );
+    let root = Some(secret);
+    let tokens = ok(&cb, Method::GET, "/v1/acl/tokens", root, None).await;
+    let descriptions: Vec<_> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["Description"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        descriptions.len(),
+        2,
+        "one anonymous and one initial management token: {descriptions:?}"
+    );
+    let bootstrap = call(&ca, Method::PUT, "/v1/acl/bootstrap", None, None).await;
+    assert_eq!(bootstrap.status, 403);
+
+    // A blocking read on n2 wakes for a policy written through n1, and a
+    // token created on n1 is honoured by n2.
+    let before = call(&cb, Method::GET, "/v1/acl/policies", root, None).await;
+    let index = before.index.expect("X-Consul-Index");
+    let blocked = {
+        let cb = cb.clone();
+        tokio::spawn(async move {
+            call(
+                &cb,
+                Method::GET,
+                &format!("/v1/acl/policies?index={index}&wait=30s"),
+                Some(secret),
+                None,
+            )
+            .await
+        })
+    };
+    ok(
+        &ca,
+        Method::PUT,
+        "/v1/acl/policy",
+        root,
+        Some(json!({"Name": "acl-read", "Rules": "acl = \"read\""})),
+    )
+    .await;
+    let woken = tokio::time::timeout(isthmus_tests::WAIT, blocked)
+        .await
+        .expect("the blocking read returns")
+        .unwrap();
+    assert_eq!(woken.status, 200);
+    assert!(woken.index.unwrap() > index);
+    assert!(json_of(&woken)
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["Name"] == "acl-read"));
+    let reader = ok(
+        &ca,
+        Method::PUT,
+        "/v1/acl/token",
+        root,
+        Some(json!({"Policies": [{"Name": "acl-read"}]})),
+    )
+    .await;
+    let reader_secret = reader["SecretID"].as_str().unwrap().to_owned();
+    eventually("n2 honours the token created on n1", || {
+        let cb = &cb;
+        let secret = reader_secret.clone();
+        async move {
+            let response = call(cb, Method::GET, "/v1/acl/policies", Some(&secret), None).await;
+            (response.status == 200).then_some(())
+        }
+    })
+    .await;
+    let denied = call(
+        &cb,
+        Method::PUT,
+        "/v1/acl/policy",
+        Some(&reader_secret),
+        Some(json!({"Name": "x"})),
+    )
+    .await;
+    assert_eq!(denied.status, 403);
+}
