@@ -296,6 +296,19 @@ async fn bootstrap_once_then_tokens_and_policies_allow_and_deny() {
     let gone = call(&client, Method::GET, &path, root_token, None).await;
     assert_eq!(gone.status, 404);
 
+    // Operators may give the anonymous token (no token at all) policies.
+    let anonymous = ok(
+        &client,
+        Method::PUT,
+        "/v1/acl/token/00000000-0000-0000-0000-000000000002",
+        root_token,
+        Some(json!({"Description": "Anonymous Token", "Policies": [{"Name": "acl-read"}]})),
+    )
+    .await;
+    assert_eq!(anonymous["SecretID"], "anonymous");
+    let roles = ok(&client, Method::GET, "/v1/acl/roles", None, None).await;
+    assert_eq!(roles, json!([]));
+
     // A token that expires is refused once it has.
     let short = ok(
         &client,

@@ -311,6 +311,21 @@ pub async fn policy_list(
     .await
 }
 
+/// `GET /v1/acl/roles`: isthmus has no roles (token role links are
+/// refused), so the list is always empty.
+pub async fn role_list(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+    authz: Authz,
+) -> Result<Response, ApiError> {
+    require_enabled(&state)?;
+    authz.require(Resource::Acl, "", Access::Read)?;
+    blocking_json(&state, &params, |snap| {
+        Ok((Vec::<()>::new(), snap.table_index(Table::AclTokens)?))
+    })
+    .await
+}
+
 fn policy_missing() -> ApiError {
     ApiError::not_found("Requested policy does not exist")
 }
