@@ -3,6 +3,8 @@
 //! Commands copied from Consul's documentation work unchanged: single-dash
 //! long flags (`-name x`, `-kind=y`) are accepted alongside `--name`.
 
+mod acl;
+mod acl_format;
 mod agent;
 mod auth;
 mod config;
@@ -73,6 +75,9 @@ enum Command {
     /// Manage who linked clusters are and what they may do: auth groups and identities.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// Access control, as Consul's: bootstrap, tokens and policies.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
 }
 
 /// How client commands reach the agent.
@@ -123,6 +128,7 @@ pub fn main(start_gateway: Option<DevGatewayStarter>) -> ExitCode {
                     Command::Peering(c) => peering::run(c).await,
                     Command::Cluster(c) => link::run(c).await,
                     Command::Auth(c) => auth::run(c).await,
+                    Command::Acl(c) => acl::run(c).await,
                     Command::Agent(_) | Command::Demo(_) => unreachable!("handled above"),
                 }
             });
@@ -255,7 +261,7 @@ mod tests {
             }
         }
         for sub in command.get_subcommands() {
-            if ["peering", "cluster", "auth"].contains(&sub.get_name()) {
+            if ["peering", "cluster", "auth", "acl"].contains(&sub.get_name()) {
                 check(sub, "isthmus");
             }
         }
