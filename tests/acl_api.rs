@@ -296,6 +296,28 @@ async fn bootstrap_once_then_tokens_and_policies_allow_and_deny() {
     let gone = call(&client, Method::GET, &path, root_token, None).await;
     assert_eq!(gone.status, 404);
 
+    // Tokens by service identity.
+    ok(
+        &client,
+        Method::PUT,
+        "/v1/acl/token",
+        root_token,
+        Some(json!({"Description": "web sidecar", "ServiceIdentities": [{"ServiceName": "web"}]})),
+    )
+    .await;
+    let web = ok(
+        &client,
+        Method::GET,
+        "/v1/acl/tokens?servicename=web",
+        root_token,
+        None,
+    )
+    .await;
+    let web = web.as_array().unwrap();
+    assert_eq!(web.len(), 1);
+    assert_eq!(web[0]["Description"], "web sidecar");
+    assert_eq!(web[0]["ServiceIdentities"][0]["ServiceName"], "web");
+
     // Operators may give the anonymous token (no token at all) policies.
     let anonymous = ok(
         &client,
