@@ -517,4 +517,31 @@ async fn agents_starting_together_on_etcd_share_one_acl_state() {
     )
     .await;
     assert_eq!(denied.status, 403);
+
+    // n2's cached authorizer for the token goes when n1 changes its policy.
+    let policy = ok(&ca, Method::GET, "/v1/acl/policy/name/acl-read", root, None).await;
+    ok(
+        &ca,
+        Method::PUT,
+        &format!("/v1/acl/policy/{}", policy["ID"].as_str().unwrap()),
+        root,
+        Some(json!({"Name": "acl-read", "Rules": "acl = \"write\""})),
+    )
+    .await;
+    eventually("n2 applies the policy change", || {
+        let cb = &cb;
+        let secret = reader_secret.clone();
+        async move {
+            let response = call(
+                cb,
+                Method::PUT,
+                "/v1/acl/policy",
+                Some(&secret),
+                Some(json!({"Name": "x"})),
+            )
+            .await;
+            (response.status == 200).then_some(())
+        }
+    })
+    .await;
 }
