@@ -588,7 +588,7 @@ async fn a_sidecar_with_another_services_token_gets_no_identity() {
     let mut lines = tokio::io::BufReader::new(impostor.stderr.take().unwrap()).lines();
     let refusal = tokio::time::timeout(isthmus_tests::WAIT, async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("leaf certificate") && line.contains("403") {
+            if line.contains("leaf certificate") && line.contains("403 (Permission denied") {
                 return line;
             }
         }
