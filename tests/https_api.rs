@@ -237,6 +237,7 @@ fn cli_https(url: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
         "CONSUL_HTTP_TOKEN",
         "ISTHMUS_HTTP_TOKEN",
         "CONSUL_HTTP_TOKEN_FILE",
+        "CONSUL_TLS_SERVER_NAME",
     ] {
         command.env_remove(name);
     }
@@ -286,40 +287,113 @@ async fn the_cli_talks_https_with_ca_file_or_consul_cacert() {
     );
 }
 
+/// The operator's certificate names only `api.internal`: clients reach it
+/// by that name, or by address with `-tls-server-name`.
 #[tokio::test]
 async fn operator_certificate_files_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("api.pem"), dir.path().join("api-key.pem"));
-    let made = run(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=api",
-            "-days",
-            "1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            path(&key),
-            "-out",
-            path(&cert),
-        ],
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (ops_ca, ops_key, csr, ext) = (
+        file("ops-ca.pem"),
+        file("ops-ca-key.pem"),
+        file("api.csr"),
+        file("api.ext"),
     );
-    assert!(made.status.success(), "{}", stderr(&made));
-    let agent = HttpsAgent::spawn(&["--cert-file", path(&cert), "--key-file", path(&key)]).await;
-    let leader = format!("{}/v1/status/leader", agent.url);
-    let (status, output) = curl(&leader, &["--cacert", path(&cert)]);
+    let (cert, key) = (PathBuf::from(file("api.pem")), file("api-key.pem"));
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:api.internal\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let made = run("openssl", args);
+        assert!(made.status.success(), "{args:?}: {}", stderr(&made));
+    };
+    let ec = "ec_paramgen_curve:prime256v1";
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        ec,
+        "-nodes",
+        "-subj",
+        "/CN=ops CA",
+        "-days",
+        "1",
+        "-keyout",
+        &ops_key,
+        "-out",
+        &ops_ca,
+    ]);
+    openssl(&[
+        "req", "-new", "-newkey", "ec", "-pkeyopt", ec, "-nodes", "-subj", "/CN=api", "-keyout",
+        &key, "-out", &csr,
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ops_ca,
+        "-CAkey",
+        &ops_key,
+        "-set_serial",
+        "7",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        path(&cert),
+    ]);
+    let key = PathBuf::from(key);
+    let ops_ca = PathBuf::from(ops_ca);
+    let agent = HttpsAgent::spawn(&[
+        "--cert-file",
+        path(&cert),
+        "--key-file",
+        path(&key),
+        "--http-allowed-host",
+        "api.internal",
+    ])
+    .await;
+    let port = agent.port();
+    let by_name = format!("https://api.internal:{port}/v1/status/leader");
+    let resolve = format!("api.internal:{port}:127.0.0.1");
+    let (status, output) = curl(
+        &by_name,
+        &["--cacert", path(&ops_ca), "--resolve", &resolve],
+    );
     assert_eq!(status, "200", "{}", stderr(&output));
-    // The cluster CA did not sign it.
-    let (status, _) = curl(&leader, &["--cacert", path(&agent.ca())]);
+    // Not for the address, and not signed by the cluster CA.
+    let by_address = format!("{}/v1/status/leader", agent.url);
+    let (status, _) = curl(&by_address, &["--cacert", path(&ops_ca)]);
     assert_eq!(status, "000");
+    let (status, _) = curl(
+        &by_name,
+        &["--cacert", path(&agent.ca()), "--resolve", &resolve],
+    );
+    assert_eq!(status, "000");
+
+    let trust = [("CONSUL_CACERT", path(&ops_ca))];
+    let plain = cli_https(&agent.url, &trust, &["info"]);
+    assert!(
+        !plain.status.success(),
+        "accepted a certificate for another name"
+    );
+    let flag = cli_https(
+        &agent.url,
+        &trust,
+        &["info", "-tls-server-name", "api.internal"],
+    );
+    assert!(flag.status.success(), "{}", stderr(&flag));
+    let env = [trust[0], ("CONSUL_TLS_SERVER_NAME", "api.internal")];
+    let from_env = cli_https(&agent.url, &env, &["info"]);
+    assert!(from_env.status.success(), "{}", stderr(&from_env));
 }
 
 #[tokio::test]

@@ -282,9 +282,12 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     })?;
 
     // With port 0 the agent answers (status/leader, agent/self) with the
-    // port it actually listens on.
+    // port it actually listens on (the HTTPS one's too, in its settings).
     let mut config = config;
     config.http_addr = http_addr;
+    if let Some(bound) = https_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        config.https.addr = Some(bound);
+    }
     let (stop, mut stopped) = watch::channel(false);
     let peering = Arc::new(PeeringContext {
         store,

@@ -200,8 +200,16 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
 
     let peering = Arc::new(peering::PeeringService {
         shared: shared.clone(),
-        forwarder: forward::Forwarder::new(client.base()),
-        exchanges: exchange::Exchanges::new(client.base(), config.exchange, metrics.clone()),
+        forwarder: forward::Forwarder::new(
+            client.base(),
+            config.agent_credentials.token.as_deref(),
+        ),
+        exchanges: exchange::Exchanges::new(
+            client.base(),
+            config.agent_credentials.token.as_deref(),
+            config.exchange,
+            metrics.clone(),
+        ),
         metrics: metrics.clone(),
     });
     let data_path = Arc::new(listener::Listener::new(

@@ -130,11 +130,18 @@ impl Client {
         connector.set_nodelay(true);
         connector.enforce_http(false);
         let tls = tls::client_config(scheme == "https", credentials)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+            .https_or_http();
+        let builder = match &credentials.tls_server_name {
+            Some(name) => {
+                let name = rustls_pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| ClientError::Settings(format!("TLS server name {name:?}: {e}")))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(connector);
         Ok(Client {
             base: format!("{scheme}://{}", uri.authority().expect("checked above")),
             token,

@@ -87,6 +87,9 @@ pub struct CreateApiArgs {
     /// The client certificate's key (PEM) [env: CONSUL_CLIENT_KEY].
     #[arg(long, value_name = "FILE")]
     client_key: Option<std::path::PathBuf>,
+    /// The name to verify an https agent's certificate against [env: CONSUL_TLS_SERVER_NAME].
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
 }
 
 impl CreateApiArgs {
@@ -97,6 +100,7 @@ impl CreateApiArgs {
             ca_file: self.ca_file.clone(),
             client_cert: self.client_cert.clone(),
             client_key: self.client_key.clone(),
+            tls_server_name: self.tls_server_name.clone(),
         };
         ApiArgs::from_parts(self.http_addr.clone(), flags).client()
     }

@@ -35,6 +35,10 @@ pub struct ClientFlags {
     /// The client certificate's private key (PEM) [env: CONSUL_CLIENT_KEY].
     #[arg(long, value_name = "FILE")]
     pub client_key: Option<PathBuf>,
+    /// The name to verify an https agent's certificate against instead of
+    /// the address's host (and to send as SNI) [env: CONSUL_TLS_SERVER_NAME].
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// How to authenticate to the agent and trust it, resolved.
@@ -45,6 +49,7 @@ pub struct Credentials {
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
 }
 
 /// The first of `names` set to a non-empty value.
@@ -87,6 +92,10 @@ impl ClientFlags {
             ca_file: file(&self.ca_file, &["CONSUL_CACERT"]),
             client_cert: file(&self.client_cert, &["CONSUL_CLIENT_CERT"]),
             client_key: file(&self.client_key, &["CONSUL_CLIENT_KEY"]),
+            tls_server_name: self
+                .tls_server_name
+                .clone()
+                .or_else(|| first_env(env, &["CONSUL_TLS_SERVER_NAME"])),
         };
         if credentials.client_cert.is_some() != credentials.client_key.is_some() {
             return Err(ClientError::Settings(
