@@ -149,7 +149,7 @@ async fn invalid_entries_are_refused_and_nothing_is_written() {
     let agent = AgentProcess::spawn(&["--dev"]);
     let cases: &[(&str, &str)] = &[
         ("Name = \"x\"\n", "Payload does not contain a kind/Kind key at the top level"),
-        ("Kind = \"service-defaults\"\nName = \"x\"\n", "unsupported config entry kind \"service-defaults\""),
+        ("Kind = \"service-splitter\"\nName = \"x\"\n", "unsupported config entry kind \"service-splitter\""),
         ("Kind = \"exported-services\"\nName = \"default\"\nServices = [{ Name = \"a\" }]\n", "Services[0]: must have at least one consumer"),
         ("Kind = \"exported-services\"\nName = \"default\"\nServices = [{ Name = \"\", Consumers = [{ Peer = \"p\" }] }]\n", "Services[0]: service name cannot be empty"),
         ("Kind = \"exported-services\"\nName = \"default\"\nServices = [{ Name = \"a\", Consumers = [{ Peer = \"p\", Partition = \"q\" }] }]\n", "Services[0].Consumers[0]: must define at most one of Peer, Partition, or SamenessGroup"),
@@ -185,7 +185,7 @@ async fn invalid_entries_are_refused_and_nothing_is_written() {
         .unwrap();
     assert_eq!(garbage.status, 400);
     assert!(text(&garbage).starts_with("Body decoding failed"));
-    let unknown_kind = send(&client, Method::GET, "/v1/config/proxy-defaults", None).await;
+    let unknown_kind = send(&client, Method::GET, "/v1/config/service-router", None).await;
     assert_eq!(unknown_kind.status, 400);
 }
 

@@ -1,6 +1,7 @@
-//! Config entries: the two kinds isthmus supports, `exported-services` and
-//! `service-intentions`, in Consul's JSON shape, with Consul's validation and
-//! error texts.
+//! Config entries: the kinds isthmus supports (`exported-services`,
+//! `service-intentions`, `service-resolver`, `service-defaults`,
+//! `proxy-defaults`, `mesh`), in Consul's JSON shape, with Consul's validation
+//! and error texts.
 //!
 //! Input goes through [`parse_document`] (HCL or JSON text, as `consul config
 //! write` takes it) and [`ConfigEntry::from_json`] (key normalization, typed
@@ -11,7 +12,11 @@ use serde_json::Value;
 
 mod exported_services;
 mod keys;
+mod mesh;
+mod proxy_defaults;
+mod service_defaults;
 mod service_intentions;
+mod service_resolver;
 #[cfg(test)]
 mod tests;
 
@@ -21,8 +26,32 @@ pub use service_intentions::{
     IntentionSourceType, LegacySourceFields, ServiceIntentions, SourceIntention,
 };
 
+pub use mesh::{Mesh, PeeringMesh, TransparentProxyMesh, MESH_ENTRY_NAME};
+pub use proxy_defaults::{ProxyDefaults, PROXY_DEFAULTS_GLOBAL};
+pub use service_defaults::{
+    MeshGatewayConfig, ServiceDefaults, UpstreamConfig, UpstreamConfiguration, PROTOCOLS,
+};
+pub use service_resolver::{
+    FailoverTarget, ResolverFailover, ResolverRedirect, ResolverSubset, ServiceResolver,
+    FAILOVER_ANY_SUBSET,
+};
+
 pub const KIND_EXPORTED_SERVICES: &str = "exported-services";
 pub const KIND_SERVICE_INTENTIONS: &str = "service-intentions";
+pub const KIND_SERVICE_RESOLVER: &str = "service-resolver";
+pub const KIND_SERVICE_DEFAULTS: &str = "service-defaults";
+pub const KIND_PROXY_DEFAULTS: &str = "proxy-defaults";
+pub const KIND_MESH: &str = "mesh";
+
+/// Every supported kind, in the order error texts list them.
+pub const KINDS: &[&str] = &[
+    KIND_EXPORTED_SERVICES,
+    KIND_SERVICE_INTENTIONS,
+    KIND_SERVICE_RESOLVER,
+    KIND_SERVICE_DEFAULTS,
+    KIND_PROXY_DEFAULTS,
+    KIND_MESH,
+];
 
 /// Longest name accepted, as for a DNS name.
 const MAX_NAME_LENGTH: usize = 253;
@@ -36,7 +65,7 @@ pub enum ConfigEntryError {
     /// The text is neither valid JSON nor valid HCL.
     #[error("failed to decode config entry input: {0}")]
     Decode(String),
-    #[error("unsupported config entry kind {0:?}: isthmus supports exported-services and service-intentions")]
+    #[error("unsupported config entry kind {0:?}: isthmus supports {kinds}", kinds = KINDS.join(", "))]
     UnsupportedKind(String),
     /// `path` locates the object holding the key; empty at the top level.
     #[error("{}unknown field {:?}", location_prefix(.path), .key)]
@@ -70,11 +99,11 @@ fn location_prefix(path: &str) -> String {
 
 /// Checks a config entry kind and returns its canonical spelling.
 pub fn validate_kind(kind: &str) -> Result<&'static str, ConfigEntryError> {
-    match kind {
-        KIND_EXPORTED_SERVICES => Ok(KIND_EXPORTED_SERVICES),
-        KIND_SERVICE_INTENTIONS => Ok(KIND_SERVICE_INTENTIONS),
-        _ => Err(ConfigEntryError::UnsupportedKind(kind.to_owned())),
-    }
+    KINDS
+        .iter()
+        .find(|known| **known == kind)
+        .copied()
+        .ok_or_else(|| ConfigEntryError::UnsupportedKind(kind.to_owned()))
 }
 
 /// Checks a service or entry name, such as one taken from a URL: non-empty, at
@@ -107,6 +136,16 @@ fn validate_field_name(path: &str, name: &str) -> Result<(), ConfigEntryError> {
     validate_name(name).map_err(|error| ConfigEntryError::Invalid(format!("{path}: {error}")))
 }
 
+/// isthmus has one namespace and one partition, both `default`.
+fn check_scope(path: &str, value: Option<&str>) -> Result<(), ConfigEntryError> {
+    match value {
+        Some(value) if value != "default" => Err(ConfigEntryError::Invalid(format!(
+            "{path} must be \"default\", not {value:?}: isthmus has no namespaces or admin partitions"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Parses a user's document, HCL or JSON (JSON when the first non-space
 /// character is `{`), into a JSON value that has a top-level `Kind` or `kind` key.
 pub fn parse_document(text: &str) -> Result<Value, ConfigEntryError> {
@@ -133,6 +172,11 @@ pub fn parse_document(text: &str) -> Result<Value, ConfigEntryError> {
 pub enum ConfigEntry {
     ExportedServices(ExportedServices),
     ServiceIntentions(ServiceIntentions),
+    /// Boxed: far larger than the other kinds.
+    ServiceResolver(Box<ServiceResolver>),
+    ServiceDefaults(Box<ServiceDefaults>),
+    ProxyDefaults(Box<ProxyDefaults>),
+    Mesh(Box<Mesh>),
 }
 
 impl ConfigEntry {
@@ -154,19 +198,48 @@ impl ConfigEntry {
         })?;
         let kind = validate_kind(kind)?;
 
-        let entry = if kind == KIND_EXPORTED_SERVICES {
-            let mut fields = keys::normalize_object(object, keys::EXPORTED_SERVICES_FIELDS, "")?;
-            fields.remove("Kind");
-            let entry: ExportedServices = decode_typed(fields)?;
-            entry.validate()?;
-            ConfigEntry::ExportedServices(entry)
-        } else {
-            let mut fields = keys::normalize_object(object, keys::SERVICE_INTENTIONS_FIELDS, "")?;
-            fields.remove("Kind");
-            let mut entry: ServiceIntentions = decode_typed(fields)?;
-            entry.validate()?;
-            entry.update_precedence();
-            ConfigEntry::ServiceIntentions(entry)
+        let entry = match kind {
+            KIND_EXPORTED_SERVICES => {
+                let fields = normalize_fields(object, keys::EXPORTED_SERVICES_FIELDS)?;
+                let entry: ExportedServices = decode_typed(fields)?;
+                entry.validate()?;
+                ConfigEntry::ExportedServices(entry)
+            }
+            KIND_SERVICE_INTENTIONS => {
+                let fields = normalize_fields(object, keys::SERVICE_INTENTIONS_FIELDS)?;
+                let mut entry: ServiceIntentions = decode_typed(fields)?;
+                entry.validate()?;
+                entry.update_precedence();
+                ConfigEntry::ServiceIntentions(entry)
+            }
+            KIND_SERVICE_RESOLVER => {
+                let fields = normalize_fields(object, keys::SERVICE_RESOLVER_FIELDS)?;
+                service_resolver::check_timeouts(&fields)?;
+                let entry: ServiceResolver = decode_typed(fields)?;
+                entry.validate()?;
+                ConfigEntry::ServiceResolver(Box::new(entry))
+            }
+            KIND_SERVICE_DEFAULTS => {
+                let fields = normalize_fields(object, keys::SERVICE_DEFAULTS_FIELDS)?;
+                let mut entry: ServiceDefaults = decode_typed(fields)?;
+                entry.normalize();
+                entry.validate()?;
+                ConfigEntry::ServiceDefaults(Box::new(entry))
+            }
+            KIND_PROXY_DEFAULTS => {
+                let fields = normalize_fields(object, keys::PROXY_DEFAULTS_FIELDS)?;
+                let mut entry: ProxyDefaults = decode_typed(fields)?;
+                entry.normalize();
+                entry.validate()?;
+                ConfigEntry::ProxyDefaults(Box::new(entry))
+            }
+            _ => {
+                let fields = normalize_fields(object, keys::MESH_FIELDS)?;
+                let mut entry: Mesh = decode_typed(fields)?;
+                entry.normalize();
+                entry.validate()?;
+                ConfigEntry::Mesh(Box::new(entry))
+            }
         };
         Ok(entry)
     }
@@ -175,6 +248,10 @@ impl ConfigEntry {
         match self {
             ConfigEntry::ExportedServices(_) => KIND_EXPORTED_SERVICES,
             ConfigEntry::ServiceIntentions(_) => KIND_SERVICE_INTENTIONS,
+            ConfigEntry::ServiceResolver(_) => KIND_SERVICE_RESOLVER,
+            ConfigEntry::ServiceDefaults(_) => KIND_SERVICE_DEFAULTS,
+            ConfigEntry::ProxyDefaults(_) => KIND_PROXY_DEFAULTS,
+            ConfigEntry::Mesh(_) => KIND_MESH,
         }
     }
 
@@ -182,6 +259,10 @@ impl ConfigEntry {
         match self {
             ConfigEntry::ExportedServices(entry) => &entry.name,
             ConfigEntry::ServiceIntentions(entry) => &entry.name,
+            ConfigEntry::ServiceResolver(entry) => &entry.name,
+            ConfigEntry::ServiceDefaults(entry) => &entry.name,
+            ConfigEntry::ProxyDefaults(entry) => &entry.name,
+            ConfigEntry::Mesh(entry) => &entry.name,
         }
     }
 
@@ -190,19 +271,24 @@ impl ConfigEntry {
         match self {
             ConfigEntry::ExportedServices(entry) => entry.validate(),
             ConfigEntry::ServiceIntentions(entry) => entry.validate(),
+            ConfigEntry::ServiceResolver(entry) => entry.validate(),
+            ConfigEntry::ServiceDefaults(entry) => entry.validate(),
+            ConfigEntry::ProxyDefaults(entry) => entry.validate(),
+            ConfigEntry::Mesh(entry) => entry.validate(),
         }
     }
 
     /// Consul's JSON shape: `Kind`, `Name`, the kind's fields, `CreateIndex`, `ModifyIndex`.
     pub fn to_json(&self) -> Value {
-        let (kind, fields) = match self {
-            ConfigEntry::ExportedServices(entry) => {
-                (KIND_EXPORTED_SERVICES, serde_json::to_value(entry))
-            }
-            ConfigEntry::ServiceIntentions(entry) => {
-                (KIND_SERVICE_INTENTIONS, serde_json::to_value(entry))
-            }
+        let fields = match self {
+            ConfigEntry::ExportedServices(entry) => serde_json::to_value(entry),
+            ConfigEntry::ServiceIntentions(entry) => serde_json::to_value(entry),
+            ConfigEntry::ServiceResolver(entry) => serde_json::to_value(entry),
+            ConfigEntry::ServiceDefaults(entry) => serde_json::to_value(entry),
+            ConfigEntry::ProxyDefaults(entry) => serde_json::to_value(entry),
+            ConfigEntry::Mesh(entry) => serde_json::to_value(entry),
         };
+        let kind = self.kind();
         // These types hold only strings, numbers, lists and string-keyed maps,
         // which always serialize to a JSON object.
         let Ok(Value::Object(fields)) = fields else {
@@ -222,23 +308,37 @@ impl ConfigEntry {
             ConfigEntry::ServiceIntentions(entry) => {
                 (&mut entry.create_index, &mut entry.modify_index)
             }
+            ConfigEntry::ServiceResolver(entry) => {
+                (&mut entry.create_index, &mut entry.modify_index)
+            }
+            ConfigEntry::ServiceDefaults(entry) => {
+                (&mut entry.create_index, &mut entry.modify_index)
+            }
+            ConfigEntry::ProxyDefaults(entry) => (&mut entry.create_index, &mut entry.modify_index),
+            ConfigEntry::Mesh(entry) => (&mut entry.create_index, &mut entry.modify_index),
         };
         *create = create_index;
         *modify = modify_index;
     }
 
-    pub fn create_index(&self) -> u64 {
+    /// `(CreateIndex, ModifyIndex)`.
+    fn indexes(&self) -> (u64, u64) {
         match self {
-            ConfigEntry::ExportedServices(entry) => entry.create_index,
-            ConfigEntry::ServiceIntentions(entry) => entry.create_index,
+            ConfigEntry::ExportedServices(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::ServiceIntentions(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::ServiceResolver(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::ServiceDefaults(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::ProxyDefaults(entry) => (entry.create_index, entry.modify_index),
+            ConfigEntry::Mesh(entry) => (entry.create_index, entry.modify_index),
         }
     }
 
+    pub fn create_index(&self) -> u64 {
+        self.indexes().0
+    }
+
     pub fn modify_index(&self) -> u64 {
-        match self {
-            ConfigEntry::ExportedServices(entry) => entry.modify_index,
-            ConfigEntry::ServiceIntentions(entry) => entry.modify_index,
-        }
+        self.indexes().1
     }
 }
 
@@ -256,6 +356,16 @@ impl<'de> Deserialize<'de> for ConfigEntry {
         let value = Value::deserialize(deserializer)?;
         ConfigEntry::from_json(value).map_err(serde::de::Error::custom)
     }
+}
+
+/// Normalizes the top-level keys against a kind's schema; `Kind` is not a typed field.
+fn normalize_fields(
+    object: serde_json::Map<String, Value>,
+    fields: &'static [keys::Field],
+) -> Result<serde_json::Map<String, Value>, ConfigEntryError> {
+    let mut fields = keys::normalize_object(object, fields, "")?;
+    fields.remove("Kind");
+    Ok(fields)
 }
 
 /// The typed decode after normalization; type mismatches were already reported

@@ -71,4 +71,9 @@ pub struct UpstreamView {
     /// Why there are no endpoints, when there are none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// What callers speak to this service (`tcp`, `http`, `http2`, `grpc`),
+    /// from its `service-defaults` or the `proxy-defaults` `global` entry;
+    /// `None`: the sidecar's own protocol setting decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }

@@ -1,6 +1,10 @@
-//! Config entries in the store, keyed `<kind>/<name>`.
+//! Config entries in the store, keyed `<kind>/<name>`, and the reads other
+//! modules make of them.
 
-use isthmus_api::config_entry::{ConfigEntry, ServiceIntentions, KIND_SERVICE_INTENTIONS};
+use isthmus_api::config_entry::{
+    ConfigEntry, ServiceIntentions, ServiceResolver, KIND_PROXY_DEFAULTS, KIND_SERVICE_DEFAULTS,
+    KIND_SERVICE_INTENTIONS, KIND_SERVICE_RESOLVER, PROXY_DEFAULTS_GLOBAL,
+};
 
 use crate::store::{Reads, StoreError, Table, Txn};
 
@@ -40,6 +44,34 @@ pub fn intentions_for(r: &impl Reads, service: &str) -> Result<Vec<ServiceIntent
     Ok(found)
 }
 
+/// The `service-resolver` entry for `service`, if any: one row read, so a
+/// blocking query wakes only when that entry changes.
+pub fn service_resolver(
+    r: &impl Reads,
+    service: &str,
+) -> Result<Option<ServiceResolver>, StoreError> {
+    Ok(match get(r, KIND_SERVICE_RESOLVER, service)? {
+        Some(ConfigEntry::ServiceResolver(resolver)) => Some(*resolver),
+        _ => None,
+    })
+}
+
+/// The protocol a caller speaks to `service`: its `service-defaults`
+/// `Protocol`, else the `proxy-defaults` `global` `Config.protocol`, else
+/// `None` (the sidecar's own flag decides). Two row reads, so a blocking
+/// query wakes only when one of those entries changes.
+pub fn upstream_protocol(r: &impl Reads, service: &str) -> Result<Option<String>, StoreError> {
+    if let Some(ConfigEntry::ServiceDefaults(defaults)) = get(r, KIND_SERVICE_DEFAULTS, service)? {
+        if let Some(protocol) = defaults.protocol() {
+            return Ok(Some(protocol.to_owned()));
+        }
+    }
+    Ok(match get(r, KIND_PROXY_DEFAULTS, PROXY_DEFAULTS_GLOBAL)? {
+        Some(ConfigEntry::ProxyDefaults(defaults)) => defaults.protocol(),
+        _ => None,
+    })
+}
+
 /// Writes `entry`. With `cas`, only if the stored entry's ModifyIndex equals
 /// it (0: only if absent); returns whether it was written.
 pub fn set(txn: &mut Txn, mut entry: ConfigEntry, cas: Option<u64>) -> Result<bool, StoreError> {
@@ -68,4 +100,67 @@ pub fn delete(txn: &mut Txn, kind: &str, name: &str, cas: Option<u64>) -> Result
     }
     txn.delete(Table::ConfigEntries, &key)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::Store;
+
+    fn write(store: &Store, entry: serde_json::Value) {
+        let entry = ConfigEntry::from_json(entry).unwrap();
+        store
+            .write_blocking(|txn| set(txn, entry.clone(), None))
+            .unwrap();
+    }
+
+    fn protocol_of(store: &Store, service: &str) -> Option<String> {
+        upstream_protocol(&store.snapshot().unwrap(), service).unwrap()
+    }
+
+    #[test]
+    fn upstream_protocol_prefers_service_defaults_then_proxy_defaults() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(
+            protocol_of(&store, "web"),
+            None,
+            "nothing set: the flag decides"
+        );
+        write(
+            &store,
+            json!({"Kind": "proxy-defaults", "Config": {"protocol": "tcp"}}),
+        );
+        assert_eq!(protocol_of(&store, "web").as_deref(), Some("tcp"));
+        write(
+            &store,
+            json!({"Kind": "service-defaults", "Name": "web", "Protocol": "GRPC"}),
+        );
+        assert_eq!(protocol_of(&store, "web").as_deref(), Some("grpc"));
+        assert_eq!(protocol_of(&store, "db").as_deref(), Some("tcp"));
+        // A service-defaults without a protocol leaves the global default.
+        write(
+            &store,
+            json!({"Kind": "service-defaults", "Name": "db", "Mode": "direct"}),
+        );
+        assert_eq!(protocol_of(&store, "db").as_deref(), Some("tcp"));
+    }
+
+    #[test]
+    fn service_resolver_reads_one_entry() {
+        let store = Store::in_memory().unwrap();
+        write(
+            &store,
+            json!({"Kind": "service-resolver", "Name": "web",
+                   "Failover": {"*": {"Targets": [{"Peer": "cluster-01"}]}}}),
+        );
+        let snap = store.snapshot().unwrap();
+        let resolver = service_resolver(&snap, "web").unwrap().unwrap();
+        assert_eq!(
+            resolver.failover_targets("")[0].peer.as_deref(),
+            Some("cluster-01")
+        );
+        assert!(service_resolver(&snap, "db").unwrap().is_none());
+    }
 }

@@ -165,9 +165,7 @@ fn find_legacy(r: &impl Reads, id: &str) -> Result<Option<(ServiceIntentions, us
 fn validated(entry_json: Value) -> Result<ServiceIntentions, IntentionError> {
     match ConfigEntry::from_json(entry_json)? {
         ConfigEntry::ServiceIntentions(entry) => Ok(entry),
-        ConfigEntry::ExportedServices(_) => {
-            unreachable!("a service-intentions document decodes as one")
-        }
+        _ => unreachable!("a service-intentions document decodes as one"),
     }
 }
 

@@ -47,6 +47,17 @@ impl Protocol {
     }
 }
 
+impl Protocol {
+    /// A protocol named by a config entry (`service-defaults`,
+    /// `proxy-defaults`): as [`FromStr`], plus `grpc`, carried as HTTP/2.
+    pub fn from_config_entry(text: &str) -> Option<Protocol> {
+        match text {
+            "grpc" => Some(Protocol::Http2),
+            other => other.parse().ok(),
+        }
+    }
+}
+
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -445,6 +456,15 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn config_entry_protocols_map_onto_what_the_proxy_speaks() {
+        assert_eq!(Protocol::from_config_entry("tcp"), Some(Protocol::Tcp));
+        assert_eq!(Protocol::from_config_entry("http"), Some(Protocol::Http));
+        assert_eq!(Protocol::from_config_entry("http2"), Some(Protocol::Http2));
+        assert_eq!(Protocol::from_config_entry("grpc"), Some(Protocol::Http2));
+        assert_eq!(Protocol::from_config_entry("udp"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The outbound side: one plaintext listener per upstream on 127.0.0.1,
-//! for the local application only. HTTP mode accepts HTTP/1.1 and h2c and
+//! for the local application only. Each upstream has its own protocol (from
+//! the agent's view of it, else the proxy's own). HTTP mode accepts HTTP/1.1 and h2c and
 //! forwards each request over pooled, multiplexed HTTP/2 mTLS connections
 //! to the upstream's endpoints (see [`http`]); TCP mode opens one mTLS
 //! connection per local connection and copies bytes.
@@ -103,7 +104,8 @@ impl Outbound {
     async fn connection(self: Arc<Self>, upstream: Arc<Upstream>, tcp: TcpStream, drain: Drain) {
         let _open = self.metrics.outbound.connection();
         let io = self.metrics.outbound.count(tcp);
-        if upstream.protocol.is_http() {
+        // Each upstream has its own protocol, which the agent may change.
+        if upstream.current_route().protocol.is_http() {
             let context = Arc::new((self.clone(), upstream, drain.clone()));
             let service = service_fn(move |request| {
                 let context = context.clone();

@@ -33,7 +33,8 @@ pub(crate) struct Upstream {
     pub(crate) label: String,
     /// The local listener's address.
     pub(crate) listen: SocketAddr,
-    pub(crate) protocol: Protocol,
+    /// The sidecar's own protocol, for an upstream whose view names none.
+    pub(crate) default_protocol: Protocol,
     pub(crate) route: ArcSwap<Route>,
     pub(crate) errors: UpstreamErrors,
     /// Our identity, for a route the watch has not rebuilt yet.
@@ -44,6 +45,11 @@ pub(crate) struct Upstream {
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) view: Option<(Arc<UpstreamView>, u64)>,
+    /// What the local application speaks on this upstream's listener: the
+    /// view's protocol (from the service's config entries), else the
+    /// sidecar's own. Decided per connection, so a change applies to new
+    /// connections.
+    pub(crate) protocol: Protocol,
     pub(crate) tls_generation: u64,
     pub(crate) endpoints: Box<[Arc<Endpoint>]>,
     /// Why nothing can be dialed, when nothing can.
@@ -71,11 +77,13 @@ impl AsRef<Load> for Endpoint {
 impl Route {
     fn unavailable(
         view: Option<(Arc<UpstreamView>, u64)>,
+        protocol: Protocol,
         kind: OutboundError,
         reason: String,
     ) -> Route {
         Route {
             view,
+            protocol,
             tls_generation: 0,
             endpoints: Box::new([]),
             unavailable: Some((kind, reason)),
@@ -88,7 +96,7 @@ impl Upstream {
     pub(crate) fn new(
         spec: UpstreamSpec,
         listen: SocketAddr,
-        protocol: Protocol,
+        default_protocol: Protocol,
         errors: UpstreamErrors,
         identity: Identity,
     ) -> Upstream {
@@ -97,9 +105,10 @@ impl Upstream {
             label: spec.label(),
             spec,
             listen,
-            protocol,
+            default_protocol,
             route: ArcSwap::from_pointee(Route::unavailable(
                 None,
+                default_protocol,
                 OutboundError::NotReady,
                 "waiting for the leaf certificate, the proxy view and the upstream's endpoints from the agent".into(),
             )),
@@ -128,7 +137,7 @@ impl Upstream {
             "service": self.spec.service,
             "peer": self.spec.peer,
             "listener": self.listen.to_string(),
-            "protocol": self.protocol.as_str(),
+            "protocol": route.protocol.as_str(),
             "view": view,
             "endpoints": endpoints,
             "unavailable": route.unavailable.as_ref().map(|(_, reason)| reason),
@@ -177,18 +186,21 @@ impl Upstream {
         snapshot: Option<&Snapshot>,
         previous: &Route,
     ) -> Route {
+        let protocol = self.protocol_of(view.map(|(view, _)| &**view));
         let mut route = match (view, snapshot) {
             (None, _) => Route::unavailable(
                 None,
+                protocol,
                 OutboundError::NotReady,
                 "waiting for the upstream's endpoints from the agent".into(),
             ),
             (Some(view), None) => Route::unavailable(
                 Some(view.clone()),
+                protocol,
                 OutboundError::NotReady,
                 "waiting for the leaf certificate and the proxy view from the agent".into(),
             ),
-            (Some(view), Some(snapshot)) => self.route(view, snapshot, previous),
+            (Some(view), Some(snapshot)) => self.route(view, protocol, snapshot, previous),
         };
         if let (Some(snapshot), Some(_)) = (snapshot, &route.unavailable) {
             // Built with this identity, even if there is nothing to dial.
@@ -197,9 +209,26 @@ impl Upstream {
         route
     }
 
+    /// The view's protocol when it names one this sidecar speaks, else the
+    /// sidecar's own.
+    fn protocol_of(&self, view: Option<&UpstreamView>) -> Protocol {
+        // The registration's own per-upstream protocol wins, as in Consul.
+        if let Some(pinned) = self.spec.protocol {
+            return pinned;
+        }
+        let Some(named) = view.and_then(|view| view.protocol.as_deref()) else {
+            return self.default_protocol;
+        };
+        Protocol::from_config_entry(named).unwrap_or_else(|| {
+            tracing::warn!(upstream = %self.label, protocol = named, fallback = %self.default_protocol, "the agent names a protocol this proxy does not speak");
+            self.default_protocol
+        })
+    }
+
     fn route(
         &self,
         (view, index): &(Arc<UpstreamView>, u64),
+        protocol: Protocol,
         snapshot: &Snapshot,
         previous: &Route,
     ) -> Route {
@@ -210,10 +239,11 @@ impl Upstream {
             } else {
                 view.reason.clone()
             };
-            return Route::unavailable(with_view, OutboundError::NoEndpoint, reason);
+            return Route::unavailable(with_view, protocol, OutboundError::NoEndpoint, reason);
         }
-        let untrusted =
-            |problem: String| Route::unavailable(with_view.clone(), OutboundError::Tls, problem);
+        let untrusted = |problem: String| {
+            Route::unavailable(with_view.clone(), protocol, OutboundError::Tls, problem)
+        };
         let Some(roots) = snapshot.bundle.roots(&view.trust_domain) else {
             return untrusted(format!(
                 "the trust domain {} of {} is not trusted (no active peering)",
@@ -232,7 +262,7 @@ impl Upstream {
             outbound_client_config(snapshot.leaf.key.clone(), roots.clone(), &expected, alpn)
                 .map(|config| Arc::new(Connector::new(config, server_name.clone())))
         };
-        let built = if self.protocol.is_http() {
+        let built = if protocol.is_http() {
             connector(&[b"h2"]).and_then(|main| Ok((main, Some(connector(&[b"http/1.1"])?))))
         } else {
             connector(&[]).map(|main| (main, None))
@@ -243,6 +273,7 @@ impl Upstream {
         };
         // Keep endpoints (and their connections) when nothing about how to dial them changed.
         let reusable = previous.tls_generation == snapshot.tls_generation
+            && previous.protocol.is_http() == protocol.is_http()
             && previous.view.as_ref().is_some_and(|(old, _)| {
                 old.trust_domain == view.trust_domain
                     && old.sni == view.sni
@@ -272,6 +303,7 @@ impl Upstream {
             .collect();
         Route {
             view: with_view,
+            protocol,
             tls_generation: snapshot.tls_generation,
             endpoints,
             unavailable: None,

@@ -25,6 +25,15 @@ pub(super) enum Shape {
     SourceType,
     Object(&'static [Field]),
     ListOf(&'static [Field]),
+    /// A map from user-chosen names (kept verbatim) to objects of these fields,
+    /// such as a resolver's `Subsets` or `Failover`.
+    MapOf(&'static [Field]),
+    /// A Go duration: a string such as `"5s"` or an integer number of
+    /// nanoseconds, as Consul's JSON carries both. Negative values are kept
+    /// for the kind's own check, which has Consul's text.
+    Duration,
+    /// An opaque object (proxy `Config`): keys kept verbatim, values any JSON.
+    Opaque,
 }
 
 pub(super) struct Field {
@@ -139,6 +148,120 @@ pub(super) const EXPORTED_SERVICES_FIELDS: &[Field] = &[
     field("ModifyIndex", Shape::Count),
 ];
 
+const SUBSET_FIELDS: &[Field] = &[
+    field("Filter", Shape::Text),
+    field("OnlyPassing", Shape::Flag),
+];
+
+const REDIRECT_FIELDS: &[Field] = &[
+    field("Service", Shape::Text),
+    field("ServiceSubset", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field("Datacenter", Shape::Text),
+    field_with_aliases("Peer", &["peername"], Shape::Text),
+];
+
+const FAILOVER_TARGET_FIELDS: &[Field] = &[
+    field("Service", Shape::Text),
+    field("ServiceSubset", Shape::Text),
+    field("Partition", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Datacenter", Shape::Text),
+    field_with_aliases("Peer", &["peername"], Shape::Text),
+];
+
+const FAILOVER_FIELDS: &[Field] = &[
+    field("Service", Shape::Text),
+    field("ServiceSubset", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Datacenters", Shape::TextList),
+    field("Targets", Shape::ListOf(FAILOVER_TARGET_FIELDS)),
+];
+
+pub(super) const SERVICE_RESOLVER_FIELDS: &[Field] = &[
+    field("Kind", Shape::Text),
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field("ConnectTimeout", Shape::Duration),
+    field("RequestTimeout", Shape::Duration),
+    field("DefaultSubset", Shape::Text),
+    field("Subsets", Shape::MapOf(SUBSET_FIELDS)),
+    field("Redirect", Shape::Object(REDIRECT_FIELDS)),
+    field("Failover", Shape::MapOf(FAILOVER_FIELDS)),
+    field("Meta", Shape::Meta),
+    field("CreateIndex", Shape::Count),
+    field("ModifyIndex", Shape::Count),
+];
+
+const MESH_GATEWAY_FIELDS: &[Field] = &[field("Mode", Shape::Text)];
+
+const UPSTREAM_CONFIG_FIELDS: &[Field] = &[
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field_with_aliases("Peer", &["peername"], Shape::Text),
+    field("Protocol", Shape::Text),
+    field("ConnectTimeoutMs", Shape::Count),
+    field("MeshGateway", Shape::Object(MESH_GATEWAY_FIELDS)),
+];
+
+const UPSTREAM_CONFIGURATION_FIELDS: &[Field] = &[
+    field("Defaults", Shape::Object(UPSTREAM_CONFIG_FIELDS)),
+    field("Overrides", Shape::ListOf(UPSTREAM_CONFIG_FIELDS)),
+];
+
+pub(super) const SERVICE_DEFAULTS_FIELDS: &[Field] = &[
+    field("Kind", Shape::Text),
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field("Protocol", Shape::Text),
+    field("Mode", Shape::Text),
+    field("MeshGateway", Shape::Object(MESH_GATEWAY_FIELDS)),
+    field(
+        "UpstreamConfig",
+        Shape::Object(UPSTREAM_CONFIGURATION_FIELDS),
+    ),
+    field("Meta", Shape::Meta),
+    field("CreateIndex", Shape::Count),
+    field("ModifyIndex", Shape::Count),
+];
+
+pub(super) const PROXY_DEFAULTS_FIELDS: &[Field] = &[
+    field("Kind", Shape::Text),
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field("Config", Shape::Opaque),
+    field("Mode", Shape::Text),
+    field("MeshGateway", Shape::Object(MESH_GATEWAY_FIELDS)),
+    field("Meta", Shape::Meta),
+    field("CreateIndex", Shape::Count),
+    field("ModifyIndex", Shape::Count),
+];
+
+const TRANSPARENT_PROXY_MESH_FIELDS: &[Field] = &[field("MeshDestinationsOnly", Shape::Flag)];
+
+const PEERING_MESH_FIELDS: &[Field] = &[field("PeerThroughMeshGateways", Shape::Flag)];
+
+pub(super) const MESH_FIELDS: &[Field] = &[
+    field("Kind", Shape::Text),
+    field("Name", Shape::Text),
+    field("Namespace", Shape::Text),
+    field("Partition", Shape::Text),
+    field(
+        "TransparentProxy",
+        Shape::Object(TRANSPARENT_PROXY_MESH_FIELDS),
+    ),
+    field("AllowEnablingPermissiveMutualTLS", Shape::Flag),
+    field("Peering", Shape::Object(PEERING_MESH_FIELDS)),
+    field("Meta", Shape::Meta),
+    field("CreateIndex", Shape::Count),
+    field("ModifyIndex", Shape::Count),
+];
+
 /// The key matching rule is the one of every request body ([`crate::consul_json`]).
 pub(super) use crate::consul_json::comparable_key;
 
@@ -246,6 +369,37 @@ fn normalize_value(value: Value, shape: Shape, path: &str) -> Result<Value, Conf
                 "{path} must be set to 'consul'"
             ))),
         },
+        Shape::Duration => match &value {
+            // A negative value is left for the kind's check, which has Consul's text.
+            Value::String(text) => match crate::duration::parse(text) {
+                Ok(_) | Err(crate::duration::DurationError::Negative(_)) => Ok(value),
+                Err(error) => Err(ConfigEntryError::Invalid(format!("{path}: {error}"))),
+            },
+            Value::Number(number) if number.is_i64() => Ok(value),
+            _ => Err(wrong_type("a duration such as \"5s\"")),
+        },
+        Shape::Opaque => match single_object(value) {
+            Some(object) => Ok(Value::Object(object)),
+            None => Err(wrong_type("an object")),
+        },
+        Shape::MapOf(fields) => {
+            let Some(entries) = single_object(value) else {
+                return Err(wrong_type("a map of objects"));
+            };
+            let mut normalized = Map::with_capacity(entries.len());
+            for (key, item) in entries {
+                let item_path = format!("{path}[{key:?}]");
+                let Some(object) = single_object(item) else {
+                    return Err(ConfigEntryError::WrongType {
+                        path: item_path,
+                        expected: "an object",
+                    });
+                };
+                let item = normalize_object(object, fields, &item_path)?;
+                normalized.insert(key, Value::Object(item));
+            }
+            Ok(Value::Object(normalized))
+        }
         Shape::Object(fields) => match single_object(value) {
             Some(object) => Ok(Value::Object(normalize_object(object, fields, path)?)),
             None => Err(wrong_type("an object")),

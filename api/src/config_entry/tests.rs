@@ -2,6 +2,8 @@ use serde_json::{json, Value};
 
 use super::*;
 
+mod defaults;
+mod resolver;
 mod validation;
 
 /// The exported-services example from Consul's cluster peering guide.

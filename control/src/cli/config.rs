@@ -40,7 +40,7 @@ pub struct WriteArgs {
 
 #[derive(Args)]
 pub struct EntryArgs {
-    /// The entry's kind: exported-services or service-intentions.
+    /// The entry's kind, such as service-resolver or exported-services.
     #[arg(long)]
     kind: Option<String>,
     /// The entry's name.
@@ -81,6 +81,16 @@ fn string_key<'a>(doc: &'a serde_json::Value, keys: &[&str]) -> &'a str {
         .unwrap_or_default()
 }
 
+/// An entry's name; kinds with a fixed name (mesh, proxy-defaults) may be
+/// written without one, and mesh's JSON carries none.
+fn entry_name(document: serde_json::Value) -> String {
+    let given = string_key(&document, &["Name", "name"]).to_owned();
+    match config_entry::ConfigEntry::from_json(document) {
+        Ok(entry) => entry.name().to_owned(),
+        Err(_) => given,
+    }
+}
+
 async fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
     let text = if args.file.as_os_str() == "-" {
         let mut text = String::new();
@@ -94,7 +104,7 @@ async fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
     };
     let document = config_entry::parse_document(&text)?;
     let kind = string_key(&document, &["Kind", "kind"]).to_owned();
-    let name = string_key(&document, &["Name", "name"]).to_owned();
+    let name = entry_name(document.clone());
     let path = match (args.cas, args.modify_index) {
         (true, Some(index)) => format!("/v1/config?cas={index}"),
         (true, None) => "/v1/config?cas=0".to_owned(),
@@ -135,8 +145,8 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         .get_json(&format!("/v1/config/{}", encode(kind)))
         .await
         .with_context(|| format!("Error listing config entries for kind {kind}"))?;
-    for entry in &entries {
-        println!("{}", string_key(entry, &["Name"]));
+    for entry in entries {
+        println!("{}", entry_name(entry));
     }
     Ok(ExitCode::SUCCESS)
 }

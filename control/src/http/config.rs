@@ -1,11 +1,11 @@
-//! `/v1/config`: config entries (exported-services, service-intentions).
+//! `/v1/config`: config entries of every supported kind.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State as Extract};
 use axum::response::Response;
 use isthmus_api::config_entry::{self, ConfigEntry};
 
-use isthmus_api::acl::{Access, Resource};
+use isthmus_api::acl::{Access, Authorizer, Resource};
 
 use super::authz::Authz;
 use super::error::ApiError;
@@ -23,14 +23,32 @@ fn cas(params: &Params) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-/// What governs an entry, as in Consul: `mesh` for exported-services, the
-/// destination's `intentions` for service-intentions.
+/// What governs writing an entry, as in Consul: `mesh` for exported-services,
+/// proxy-defaults and mesh; the destination's `intentions` for
+/// service-intentions; the service itself for service-resolver and
+/// service-defaults.
 fn governed_by<'a>(kind: &str, name: &'a str) -> (Resource, &'a str) {
-    if kind == config_entry::KIND_SERVICE_INTENTIONS {
-        (Resource::Intention, name)
-    } else {
-        (Resource::Mesh, "")
+    match kind {
+        config_entry::KIND_SERVICE_INTENTIONS => (Resource::Intention, name),
+        config_entry::KIND_SERVICE_RESOLVER | config_entry::KIND_SERVICE_DEFAULTS => {
+            (Resource::Service, name)
+        }
+        _ => (Resource::Mesh, ""),
     }
+}
+
+/// What reading an entry needs: read on what governs its writing, except
+/// proxy-defaults and mesh, which Consul lets anyone read (every proxy needs them).
+fn read_governed_by<'a>(kind: &str, name: &'a str) -> Option<(Resource, &'a str)> {
+    match kind {
+        config_entry::KIND_PROXY_DEFAULTS | config_entry::KIND_MESH => None,
+        _ => Some(governed_by(kind, name)),
+    }
+}
+
+fn may_read(authz: &Authorizer, kind: &str, name: &str) -> bool {
+    read_governed_by(kind, name)
+        .is_none_or(|(resource, segment)| authz.allows(resource, segment, Access::Read))
 }
 
 fn kind(raw: &str) -> Result<&'static str, ApiError> {
@@ -56,6 +74,11 @@ pub async fn apply(
     let (kind, name) = (entry.kind(), entry.name().to_owned());
     let (resource, segment) = governed_by(kind, &name);
     authz.require(resource, segment, Access::Write)?;
+    if let ConfigEntry::ServiceResolver(resolver) = &entry {
+        for related in resolver.related_services() {
+            authz.require(Resource::Service, related, Access::Read)?;
+        }
+    }
     let written = state
         .store
         .write(move |txn| config_entries::set(txn, entry.clone(), cas))
@@ -75,10 +98,7 @@ pub async fn list(
     let kind = kind(&raw_kind)?;
     blocking_json_acl(&state, &params, &authz, |snap| {
         let mut entries = config_entries::list(snap, kind)?;
-        authz.retain(&mut entries, |a, entry| {
-            let (resource, segment) = governed_by(kind, entry.name());
-            a.allows(resource, segment, Access::Read)
-        });
+        authz.retain(&mut entries, |a, entry| may_read(a, kind, entry.name()));
         let entries: Vec<serde_json::Value> = entries.iter().map(ConfigEntry::to_json).collect();
         Ok((entries, snap.table_index(Table::ConfigEntries)?))
     })
@@ -92,8 +112,9 @@ pub async fn read(
     authz: Authz,
 ) -> Result<Response, ApiError> {
     let kind = kind(&raw_kind)?;
-    let (resource, segment) = governed_by(kind, &name);
-    authz.require(resource, segment, Access::Read)?;
+    if let Some((resource, segment)) = read_governed_by(kind, &name) {
+        authz.require(resource, segment, Access::Read)?;
+    }
     blocking_json_acl(&state, &params, &authz, |snap| {
         let entry = config_entries::get(snap, kind, &name)?.ok_or_else(|| {
             ApiError::not_found(format!("Config entry not found for {kind:?} / {name:?}"))

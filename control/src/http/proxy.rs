@@ -85,10 +85,13 @@ pub async fn upstream(
     authz.require(Resource::Service, &service, Access::Read)?;
     let peer = params.get("peer").filter(|p| !p.is_empty()).cloned();
     blocking_json(&state, &params, |snap| {
-        let view = match &peer {
+        let mut view = match &peer {
             None => local_upstream(&state, snap, &service)?,
             Some(peer) => peer_upstream(snap, &service, peer)?,
         };
+        // A peer's service-defaults are not imported: the protocol of a
+        // peer's service comes from this cluster's entries for that name.
+        view.protocol = crate::config_entries::upstream_protocol(snap, &service)?;
         // Only what this upstream's view was built from: a sidecar's
         // upstream watch sleeps through changes to other services.
         Ok((view, snap.watch_index()))
@@ -119,6 +122,7 @@ fn local_upstream(
             .to_string(),
         endpoints,
         reason,
+        protocol: None,
     })
 }
 
@@ -158,5 +162,6 @@ fn peer_upstream(snap: &Snapshot, service: &str, peer: &str) -> Result<UpstreamV
             Vec::new()
         },
         reason,
+        protocol: None,
     })
 }

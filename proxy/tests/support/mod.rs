@@ -105,6 +105,7 @@ pub fn upstream_view(ca: &Ca, service: &str, endpoints: &[SocketAddr]) -> Upstre
         spiffe_id: ca.service_uri(service),
         endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
         reason: String::new(),
+        protocol: None,
     }
 }
 

@@ -85,15 +85,15 @@ fn type_mismatches_name_the_field() {
 
 #[test]
 fn unsupported_kinds_are_refused() {
-    let expected = r#"unsupported config entry kind "service-defaults": isthmus supports exported-services and service-intentions"#;
+    let expected = r#"unsupported config entry kind "service-splitter": isthmus supports exported-services, service-intentions, service-resolver, service-defaults, proxy-defaults, mesh"#;
     assert_eq!(
-        validate_kind("service-defaults")
+        validate_kind("service-splitter")
             .expect_err("kind")
             .to_string(),
         expected
     );
     assert_eq!(
-        error_text(json!({"Kind": "service-defaults", "Name": "web"})),
+        error_text(json!({"Kind": "service-splitter", "Name": "web"})),
         expected
     );
     assert_eq!(

@@ -1,0 +1,4 @@
+Kind = "mesh"
+Peering {
+  peer_through_mesh_gateways = true
+}
