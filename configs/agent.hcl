@@ -113,3 +113,25 @@ dns_config {
 #     interval = "10s"
 #   }
 # }
+
+# Access control in Consul's model (tokens, policies in Consul's rule
+# language, service identities). Off by default. With it on, every API
+# request needs a token (X-Consul-Token, Authorization: Bearer, ?token=)
+# whose policies allow it; a request without one is the anonymous token's.
+# acl {
+#   enabled        = true
+#   # What no rule covers: "allow" (Consul's default) or "deny".
+#   default_policy = "deny"
+#   # Accepted for Consul configs; changes nothing in isthmus.
+#   enable_token_persistence = true
+#   # The shortest lifetime a token may be created with (default: 1m).
+#   token_min_expiration_ttl = "1m"
+#   tokens {
+#     # A management token created at start when missing (a flag would
+#     # show it in `ps`). It stands for the bootstrap: PUT /v1/acl/bootstrap
+#     # is then refused.
+#     initial_management = "<a UUID kept secret>"
+#     # The token the agent's own requests use.
+#     agent = "<secret>"
+#   }
+# }

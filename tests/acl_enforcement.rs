@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use isthmus_tests::api::{raw, RawAnswer};
 use isthmus_tests::process::AgentProcess;
+use isthmus_tests::proxy_process::ProxyProcess;
 use serde_json::{json, Value};
 
 const MANAGEMENT: &str = "5f7c1a0e-4a43-4c7e-9d1e-2d3c4b5a6978";
@@ -500,4 +501,104 @@ async fn tokens_are_read_from_every_place_consul_reads_them() {
         (unknown.status, unknown.body.trim()),
         (403, "ACL not found")
     );
+}
+
+/// `agent --dev` with ACLs mints its in-process gateway a token of its own
+/// (the mesh-gateway identity): the gateway reads its view and registers.
+#[tokio::test]
+async fn the_dev_agents_gateway_runs_with_its_own_token() {
+    let process = AgentProcess::spawn(&[
+        "--dev",
+        "--dns-port",
+        "0",
+        "--acl-enabled",
+        "--acl-default-policy",
+        "deny",
+        "--acl-initial-management-token",
+        MANAGEMENT,
+    ]);
+    let addr: SocketAddr = process.http_addr.parse().unwrap();
+    let entries = isthmus_tests::eventually("the gateway registered and passing", || async {
+        let answer = call(
+            addr,
+            "GET",
+            "/v1/health/service/mesh-gateway?passing",
+            token(MANAGEMENT),
+            None,
+        )
+        .await;
+        let entries = answer.json();
+        (entries.as_array().is_some_and(|e| !e.is_empty())).then_some(entries)
+    })
+    .await;
+    assert_eq!(entries[0]["Service"]["Kind"], "mesh-gateway");
+    let tokens = call(addr, "GET", "/v1/acl/tokens", token(MANAGEMENT), None).await;
+    let gateway_tokens: Vec<Value> = tokens
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["Description"] == "in-process mesh gateway of agent --dev")
+        .cloned()
+        .collect();
+    assert_eq!(gateway_tokens.len(), 1);
+    assert_eq!(
+        gateway_tokens[0]["ServiceIdentities"][0]["ServiceName"],
+        "mesh-gateway"
+    );
+}
+
+/// A real sidecar with its own service's token obtains its identity and
+/// becomes ready; one started for the same service with another service's
+/// token is refused the certificate by the agent, says so, and never serves.
+#[tokio::test]
+async fn a_sidecar_with_another_services_token_gets_no_identity() {
+    use tokio::io::AsyncBufReadExt;
+
+    let agent = Agent::start();
+    let api = format!("http://{}", agent.addr);
+    let backend = agent.identity_token("backend").await;
+    let frontend = agent.identity_token("frontend").await;
+    // ProxyProcess announces only once the sidecar holds its identity.
+    let own = ProxyProcess::spawn(&api, "backend", "127.0.0.1:9", &[], &["--token", &backend]);
+    let admin: SocketAddr = own.admin.trim_start_matches("http://").parse().unwrap();
+    assert_eq!(raw(admin, "GET", "/ready", &[], None).await.status, 200);
+
+    let mut impostor =
+        tokio::process::Command::new(isthmus_testkit::process::binary("isthmus-proxy"))
+            .args([
+                "--service",
+                "backend",
+                "--control",
+                &api,
+                "--token",
+                &frontend,
+                "--inbound-bind",
+                "127.0.0.1:0",
+                "--local-app",
+                "127.0.0.1:9",
+                "--admin-bind",
+                "127.0.0.1:0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+    let mut lines = tokio::io::BufReader::new(impostor.stderr.take().unwrap()).lines();
+    let refusal = tokio::time::timeout(isthmus_tests::WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("leaf certificate") && line.contains("403 (Permission denied") {
+                return line;
+            }
+        }
+        panic!("the impostor exited without reporting the refusal");
+    })
+    .await
+    .expect("the impostor reports that the agent refused its certificate");
+    assert!(
+        refusal.contains("lacks permission 'service:write' on \"backend\""),
+        "{refusal}"
+    );
+    impostor.kill().await.unwrap();
 }

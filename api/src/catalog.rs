@@ -188,6 +188,9 @@ pub struct Upstream {
     pub local_bind_address: Option<String>,
     #[serde(default)]
     pub local_bind_port: u16,
+    /// Opaque per-upstream settings for the proxy, e.g. `{"protocol": "http2"}`.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub config: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A node as the catalog shows it.
@@ -406,6 +409,7 @@ mod schemas {
         value("DestinationPeer"),
         value("LocalBindAddress"),
         value("LocalBindPort"),
+        field("Config", Shape::Map),
     ]);
 
     const PROXY: Schema = Schema::closed(&[

@@ -114,6 +114,7 @@ mod schemas {
         value("DestinationPeer"),
         value("LocalBindAddress"),
         value("LocalBindPort"),
+        field("Config", Shape::Map),
     ]);
     const PROXY: Schema = Schema::open(&[
         value("DestinationServiceName"),

@@ -45,6 +45,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("binding the HTTPS API to {addr}: {source}")]
+    BindHttps {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Https(#[from] crate::https::HttpsError),
     #[error("binding the DNS interface to {addr} (UDP and TCP): {source} (see --dns-port; -1 turns DNS off)")]
     DnsBind {
         addr: SocketAddr,
@@ -62,12 +69,19 @@ pub struct RunningAgent {
     server: Option<JoinHandle<std::io::Result<()>>>,
     /// The DNS interface, unless turned off.
     dns: Option<crate::dns::DnsServer>,
+    /// The HTTPS API, when configured: where it listens and its server.
+    https: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl RunningAgent {
     /// Where the HTTP API actually listens (resolves port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the HTTPS API listens (resolves port 0); `None` when off.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Where the DNS interface listens, UDP and TCP (resolves port 0);
@@ -93,6 +107,9 @@ impl RunningAgent {
                 .unwrap_or_else(|e| Err(std::io::Error::other(e))),
             None => Ok(()),
         };
+        if let Some((_, https)) = self.https {
+            let _ = https.await;
+        }
         self.state.checks.stop_all();
         result
     }
@@ -245,6 +262,14 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         checks.start(&check);
     }
 
+    let https_listener = match config.https.addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::BindHttps { addr, source })?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -257,9 +282,12 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     })?;
 
     // With port 0 the agent answers (status/leader, agent/self) with the
-    // port it actually listens on.
+    // port it actually listens on (the HTTPS one's too, in its settings).
     let mut config = config;
     config.http_addr = http_addr;
+    if let Some(bound) = https_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        config.https.addr = Some(bound);
+    }
     let (stop, mut stopped) = watch::channel(false);
     let peering = Arc::new(PeeringContext {
         store,
@@ -311,6 +339,16 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         .await
         .map_err(|e| StartError::Config(format!("the config file's definitions: {e}")))?;
     let router = crate::http::router(state.clone());
+    let https = match https_listener {
+        Some(listener) => match start_https(&state, listener, router.clone()) {
+            Ok(https) => Some(https),
+            Err(e) => {
+                let _ = stop.send(true);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut limits = state.config.http_limits;
     limits.fit_fd_limit("api");
     let counters = state.metrics.api_listener.clone();
@@ -367,6 +405,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         cluster = %state.cluster.name,
         trust_domain = %state.cluster.trust_domain,
         http = %http_addr,
+        https = ?https.as_ref().map(|(addr, _)| *addr),
         dns = ?dns.as_ref().map(|d| d.addr()),
         http_max_conns = state.config.http_limits.max_conns,
         http_max_conns_per_client = state.config.http_limits.max_conns_per_client,
@@ -382,7 +421,68 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         stop,
         server: Some(server),
         dns,
+        https,
     })
+}
+
+/// Serves `router` over TLS on `listener` with the HTTP API's caps and
+/// timeouts plus the handshake timeout, and keeps a CA-issued certificate
+/// renewed. Stops with the agent.
+fn start_https(
+    state: &Arc<AgentState>,
+    listener: TcpListener,
+    router: axum::Router,
+) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
+    let settings = &state.config.https;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::BindHttps {
+            addr: settings.addr.unwrap_or(state.config.http_addr),
+            source,
+        })?;
+    let names =
+        crate::https::ApiCertNames::new(&state.node.name, state.config.advertise_addr, bound);
+    let tls = crate::https::prepare(settings, &state.ca, names)?;
+    if let Some((names, renew_at)) = tls.renewal {
+        tokio::spawn(crate::https::keep_renewed(
+            state.ca.clone(),
+            tls.resolver.clone(),
+            names,
+            renew_at,
+            state.shutting_down.clone(),
+        ));
+    }
+    let mut limits = state.config.http_limits;
+    limits.fit_fd_limit("api_https");
+    let counters = state.metrics.api_https_listener.clone();
+    let limiter = isthmus_runtime::listen::ConnLimiter::new("api_https", &limits, counters.clone());
+    let handshake = isthmus_runtime::listen::tls_handshake(
+        tokio_rustls::TlsAcceptor::from(tls.config),
+        settings.handshake_timeout,
+        counters.clone(),
+    );
+    let mut stopped = state.shutting_down.clone();
+    let server = tokio::spawn(async move {
+        let make_service = move |_remote| {
+            let router = router.clone();
+            hyper::service::service_fn(move |request| {
+                tower::ServiceExt::oneshot(router.clone(), request)
+            })
+        };
+        isthmus_runtime::listen::serve_upgraded(
+            listener,
+            limiter,
+            limits,
+            counters,
+            handshake,
+            make_service,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )
+        .await;
+    });
+    Ok((bound, server))
 }
 
 /// Binds the DNS interface on the HTTP API's address, unless turned off.

@@ -304,6 +304,46 @@ impl CertificateAuthority {
     }
 }
 
+/// A server certificate for the agent's HTTPS API.
+pub struct ApiCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// When to replace it: two thirds into its life.
+    pub renew_at: tokio::time::Instant,
+}
+
+impl CertificateAuthority {
+    /// Issues a server certificate for the HTTPS API naming `dns_names` and
+    /// `ips`, living as long as a service leaf (`leaf_cert_ttl`).
+    pub fn issue_api_cert(
+        &self,
+        node_name: &str,
+        dns_names: &[String],
+        ips: &[std::net::IpAddr],
+    ) -> Result<ApiCert, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let now = OffsetDateTime::now_utc();
+        let mut sans = Vec::new();
+        for name in dns_names {
+            sans.push(SanType::DnsName(name.clone().try_into()?));
+        }
+        sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let params = end_entity_params(
+            &format!("isthmus agent {node_name}"),
+            sans,
+            &random_serial(),
+            now - BACKDATE,
+            now + self.leaf_ttl,
+        );
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ApiCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            renew_at: tokio::time::Instant::now() + self.leaf_ttl.mul_f64(2.0 / 3.0),
+        })
+    }
+}
+
 /// A certificate for mutual TLS between mesh components: not a CA, usable
 /// as both server and client, tied to its issuer by key identifier.
 fn end_entity_params(

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod dns;
 pub mod gateway_services;
 pub mod http;
+pub mod https;
 pub mod intentions;
 pub mod leader;
 pub mod liveness;

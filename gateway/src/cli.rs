@@ -25,7 +25,7 @@ use crate::config::{ConfigError, FileConfig, GatewayConfig, Layer};
         flags win over the config file."
 )]
 pub struct Cli {
-    /// The isthmus agent's HTTP API. [default: http://127.0.0.1:8500]
+    /// The isthmus agent's HTTP API, http://host:port or https://host:port (see --ca-file). [default: http://127.0.0.1:8500]
     #[arg(long, value_name = "URL")]
     pub control: Option<String>,
     /// Address of the TLS listener (peering and service traffic); port 0 picks one. [default: 0.0.0.0:8443]
@@ -77,6 +77,11 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// The ACL token, its file and the TLS files for the agent's API
+    /// (-token, -token-file, -ca-file, -client-cert, -client-key; or
+    /// ISTHMUS_HTTP_TOKEN/CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT, ...).
+    #[command(flatten)]
+    pub agent: isthmus_runtime::client::ClientFlags,
 }
 
 impl Cli {
@@ -87,6 +92,10 @@ impl Cli {
 
     /// Defaults, then the config file, then the flags.
     pub fn into_config(self) -> Result<GatewayConfig, ConfigError> {
+        let agent_credentials = self
+            .agent
+            .credentials()
+            .map_err(|e| ConfigError(e.to_string()))?;
         let file = match &self.config_file {
             Some(path) => FileConfig::load(path)?.into_layer()?,
             None => Layer::default(),
@@ -107,7 +116,9 @@ impl Cli {
             passthrough_idle_timeout: self.passthrough_idle_timeout,
             admin_max_conns: self.admin_max_conns,
         };
-        flags.over(file).finish()
+        let mut config = flags.over(file).finish()?;
+        config.agent_credentials = agent_credentials;
+        Ok(config)
     }
 }
 

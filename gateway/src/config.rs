@@ -41,7 +41,7 @@ pub const DEFAULT_EXCHANGE_MAX_CONCURRENT: usize = 64;
 /// Everything a gateway needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
-    /// The agent's HTTP API, `http://host:port`.
+    /// The agent's HTTP API, `http://host:port` or `https://host:port`.
     pub control: String,
     /// The peering listener (TLS). Port 0 picks an ephemeral port.
     pub bind: SocketAddr,
@@ -64,6 +64,9 @@ pub struct GatewayConfig {
     pub passthrough_idle_timeout: Duration,
     /// Connections the admin listener holds at once.
     pub admin_max_conns: usize,
+    /// The ACL token and TLS files for the agent's API (flags and
+    /// environment only, like the CLI's; never in the config file).
+    pub agent_credentials: isthmus_runtime::client::Credentials,
 }
 
 impl Default for GatewayConfig {
@@ -84,6 +87,7 @@ impl Default for GatewayConfig {
             limits: Limits::with_max_conns(DEFAULT_MAX_CONNS),
             passthrough_idle_timeout: DEFAULT_PASSTHROUGH_IDLE_TIMEOUT,
             admin_max_conns: isthmus_runtime::listen::DEFAULT_ADMIN_MAX_CONNS,
+            agent_credentials: Default::default(),
         }
     }
 }
@@ -192,6 +196,7 @@ impl Layer {
                 .passthrough_idle_timeout
                 .unwrap_or(defaults.passthrough_idle_timeout),
             admin_max_conns: self.admin_max_conns.unwrap_or(defaults.admin_max_conns),
+            agent_credentials: defaults.agent_credentials,
         };
         config.validate()?;
         Ok(config)

@@ -90,11 +90,16 @@ impl Drop for Slot<'_> {
 }
 
 impl Exchanges {
-    pub(crate) fn new(base: &str, limits: ExchangeLimits, metrics: Arc<Metrics>) -> Exchanges {
+    pub(crate) fn new(
+        base: &str,
+        token: Option<&str>,
+        limits: ExchangeLimits,
+        metrics: Arc<Metrics>,
+    ) -> Exchanges {
         Exchanges {
             limits,
             in_flight: AtomicUsize::new(0),
-            forwarder: Forwarder::new(base),
+            forwarder: Forwarder::new(base, token),
             metrics,
         }
     }

@@ -54,6 +54,9 @@ pub(crate) struct Forwarder<B = Incoming> {
     client: Client<HttpConnector, B>,
     /// `http://host:port`
     base: String,
+    /// The gateway's own ACL token, sent as `X-Consul-Token` on everything
+    /// forwarded: the agent's gateway endpoints want the gateway's identity.
+    token: Option<HeaderValue>,
 }
 
 impl<B> Forwarder<B>
@@ -62,7 +65,9 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    pub(crate) fn new(base: &str) -> Forwarder<B> {
+    /// A forwarder to the agent at `base`, authenticating with `token`
+    /// (`None`: ACLs are off, or the anonymous token is enough).
+    pub(crate) fn new(base: &str, token: Option<&str>) -> Forwarder<B> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -74,6 +79,13 @@ where
         Forwarder {
             client,
             base: base.trim_end_matches('/').to_owned(),
+            // A token unfit for a header was refused when the flags were read.
+            token: token
+                .and_then(|t| HeaderValue::from_str(t).ok())
+                .map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                }),
         }
     }
 
@@ -93,6 +105,7 @@ where
         parts.version = Version::HTTP_2;
         strip_hop_by_hop(&mut parts.headers, false);
         parts.headers.remove(header::HOST);
+        replace_credentials(&mut parts.headers, self.token.as_ref());
         parts.headers.insert(header.0, header.1);
         let response = self
             .client
@@ -105,6 +118,18 @@ where
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+}
+
+const X_CONSUL_TOKEN: HeaderName = HeaderName::from_static("x-consul-token");
+
+/// A peer's request never carries credentials to our agent: whatever token
+/// it sent goes, and the gateway's own (if any) takes its place.
+fn replace_credentials(headers: &mut http::HeaderMap, token: Option<&HeaderValue>) {
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(X_CONSUL_TOKEN);
+    if let Some(token) = token {
+        headers.insert(X_CONSUL_TOKEN, token.clone());
     }
 }
 
@@ -130,6 +155,26 @@ mod tests {
     use http::HeaderMap;
 
     use super::*;
+
+    #[test]
+    fn a_peers_credentials_never_reach_the_agent() {
+        let mut headers = HeaderMap::new();
+        headers.append(X_CONSUL_TOKEN, HeaderValue::from_static("peer-1"));
+        headers.append(X_CONSUL_TOKEN, HeaderValue::from_static("peer-2"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer peer"),
+        );
+        let ours = HeaderValue::from_static("gateway-secret");
+        replace_credentials(&mut headers, Some(&ours));
+        let tokens: Vec<_> = headers.get_all(X_CONSUL_TOKEN).iter().collect();
+        assert_eq!(tokens, [&ours]);
+        assert!(headers.get(header::AUTHORIZATION).is_none());
+
+        headers.insert(X_CONSUL_TOKEN, HeaderValue::from_static("peer"));
+        replace_credentials(&mut headers, None);
+        assert!(headers.get(X_CONSUL_TOKEN).is_none());
+    }
 
     #[test]
     fn hop_by_hop_headers_are_dropped() {

@@ -142,7 +142,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     config
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-    let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
+    let client = Client::with_credentials(&config.control, &config.agent_credentials)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     config.exchange.validate().map_err(StartError::Config)?;
     let (listener, bind_addr) = bind("peering listener", config.bind).await?;
     let advertise = config::ADVERTISE
@@ -199,8 +200,16 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
 
     let peering = Arc::new(peering::PeeringService {
         shared: shared.clone(),
-        forwarder: forward::Forwarder::new(client.base()),
-        exchanges: exchange::Exchanges::new(client.base(), config.exchange, metrics.clone()),
+        forwarder: forward::Forwarder::new(
+            client.base(),
+            config.agent_credentials.token.as_deref(),
+        ),
+        exchanges: exchange::Exchanges::new(
+            client.base(),
+            config.agent_credentials.token.as_deref(),
+            config.exchange,
+            metrics.clone(),
+        ),
         metrics: metrics.clone(),
     });
     let data_path = Arc::new(listener::Listener::new(

@@ -15,6 +15,10 @@ fn start_gateway(settings: DevGatewaySettings) -> BoxFuture<Result<Box<dyn DevGa
             bind: settings.bind,
             admin_bind: settings.admin_bind,
             advertise: settings.advertise,
+            agent_credentials: isthmus_runtime::client::Credentials {
+                token: settings.token,
+                ..Default::default()
+            },
             ..isthmus_gateway::GatewayConfig::loopback(settings.agent_url)
         };
         match isthmus_gateway::start(config).await {

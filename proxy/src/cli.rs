@@ -11,6 +11,34 @@ use clap::{CommandFactory, Parser};
 use isthmus_dataplane::config::flag_duration as parse_duration;
 
 use crate::config::{ConfigError, FileConfig, Layer, Protocol, ProxyConfig, UpstreamSpec};
+use crate::sidecar_for::{FromRegistration, Lookup};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Launch {
+    /// Every setting is known.
+    Config(ProxyConfig),
+    /// The settings come from a registration on the agent (`--sidecar-for`, `--proxy-id`).
+    FromRegistration(FromRegistration),
+}
+
+impl Launch {
+    /// Whether to log as JSON lines, known before the agent is asked.
+    pub fn log_json(&self) -> bool {
+        match self {
+            Launch::Config(config) => config.log_json,
+            Launch::FromRegistration(from) => from.given.log_json.unwrap_or(false),
+        }
+    }
+
+    /// The async runtime's worker threads, known before the agent is asked.
+    pub fn workers(&self) -> Option<usize> {
+        match self {
+            Launch::Config(config) => config.workers,
+            Launch::FromRegistration(from) => from.given.workers,
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,13 +52,29 @@ use crate::config::{ConfigError, FileConfig, Layer, Protocol, ProxyConfig, Upstr
         GNU-style (--service web); flags win over the config file."
 )]
 pub struct Cli {
-    /// The local service this proxy fronts (required, here or in the config file).
+    /// The ID of a service instance on the agent whose sidecar this proxy
+    /// becomes: its settings (service, inbound port, local application,
+    /// upstreams) come from the one connect-proxy registered with
+    /// Proxy.DestinationServiceID set to it, and the proxy does not register
+    /// itself. Read once at start.
+    #[arg(long, value_name = "SERVICE-ID", env = "CONNECT_SIDECAR_FOR")]
+    pub sidecar_for: Option<String>,
+    /// Like --sidecar-for, but names the connect-proxy registration's own ID.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "CONNECT_PROXY_ID",
+        conflicts_with = "sidecar_for"
+    )]
+    pub proxy_id: Option<String>,
+    /// The local service this proxy fronts (required, here or in the config
+    /// file, unless --sidecar-for is given).
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
     /// The local service's instance ID. [default: the service name]
     #[arg(long, value_name = "ID")]
     pub service_id: Option<String>,
-    /// The isthmus agent's HTTP API. [default: http://127.0.0.1:8500]
+    /// The isthmus agent's HTTP API, http://host:port or https://host:port (see --ca-file). [default: http://127.0.0.1:8500]
     #[arg(long, value_name = "URL")]
     pub control: Option<String>,
     /// Address of the inbound (mTLS) listener; port 0 picks one. [default: 0.0.0.0:21000]
@@ -79,6 +123,11 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// The ACL token, its file and the TLS files for the agent's API
+    /// (-token, -token-file, -ca-file, -client-cert, -client-key; or
+    /// ISTHMUS_HTTP_TOKEN/CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT, ...).
+    #[command(flatten)]
+    pub agent: isthmus_runtime::client::ClientFlags,
 }
 
 fn parse_protocol(text: &str) -> Result<Protocol, String> {
@@ -91,13 +140,30 @@ impl Cli {
         Cli::parse_from(normalize_go_flags(std::env::args_os()))
     }
 
-    /// Defaults, then the config file, then the flags.
+    /// Defaults, then the config file, then the flags; without
+    /// `--sidecar-for`/`--proxy-id` (see [`Cli::into_launch`]).
     pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+        match self.into_launch()? {
+            Launch::Config(config) => Ok(config),
+            Launch::FromRegistration(_) => Err(ConfigError(
+                "--sidecar-for and --proxy-id read the agent: use into_launch".into(),
+            )),
+        }
+    }
+
+    /// Defaults, then the config file, then the flags; with
+    /// `--sidecar-for`/`--proxy-id`, the registration still to be read.
+    pub fn into_launch(self) -> Result<Launch, ConfigError> {
+        let agent_credentials = self
+            .agent
+            .credentials()
+            .map_err(|e| ConfigError(e.to_string()))?;
         let file = match &self.config_file {
             Some(path) => FileConfig::load(path)?.into_layer()?,
             None => Layer::default(),
         };
         let flags = Layer {
+            sidecar_for: self.sidecar_for,
             service: self.service,
             service_id: self.service_id,
             control: self.control,
@@ -115,7 +181,33 @@ impl Cli {
             idle_timeout: self.idle_timeout,
             admin_max_conns: self.admin_max_conns,
         };
-        flags.over(file).finish()
+        let layer = flags.over(file);
+        let lookup = match (self.proxy_id, layer.sidecar_for.clone()) {
+            (Some(id), _) => Some(Lookup::ProxyId(id)),
+            (None, Some(id)) => Some(Lookup::SidecarFor(id)),
+            (None, None) => None,
+        };
+        if let Some(lookup) = lookup {
+            for (name, value) in [
+                ("--sidecar-for", layer.sidecar_for.as_deref()),
+                (
+                    "--proxy-id",
+                    match &lookup {
+                        Lookup::ProxyId(id) => Some(id.as_str()),
+                        Lookup::SidecarFor(_) => None,
+                    },
+                ),
+            ] {
+                if value.is_some_and(|v| v.trim().is_empty()) {
+                    return Err(ConfigError(format!("{name} needs a non-empty ID")));
+                }
+            }
+            return FromRegistration::new(lookup, layer, agent_credentials)
+                .map(Launch::FromRegistration);
+        }
+        let mut config = layer.finish()?;
+        config.agent_credentials = agent_credentials;
+        Ok(Launch::Config(config))
     }
 }
 
@@ -220,6 +312,63 @@ mod tests {
         .unwrap();
         assert_eq!(config.upstreams.len(), 1);
         assert_eq!(config.upstreams[0].label(), "cache");
+    }
+
+    #[test]
+    fn sidecar_for_defers_to_the_registration() {
+        let launch = parse(&["-sidecar-for", "web-1", "-local-app", "127.0.0.1:9000"])
+            .unwrap()
+            .into_launch()
+            .unwrap();
+        let Launch::FromRegistration(from) = launch else {
+            panic!("expected a lookup");
+        };
+        assert_eq!(from.lookup, Lookup::SidecarFor("web-1".into()));
+        assert_eq!(
+            from.given.local_app,
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+        let launch = parse(&["-proxy-id", "web-proxy"])
+            .unwrap()
+            .into_launch()
+            .unwrap();
+        assert!(matches!(
+            launch,
+            Launch::FromRegistration(FromRegistration { lookup: Lookup::ProxyId(ref id), .. }) if id == "web-proxy"
+        ));
+        // Both lookups at once are refused by the parser.
+        assert!(parse(&["-proxy-id", "a", "-sidecar-for", "b"]).is_err());
+        let err = parse(&["-sidecar-for", " "])
+            .unwrap()
+            .into_launch()
+            .unwrap_err();
+        assert!(err.0.contains("non-empty"), "{err}");
+        let err = parse(&["-sidecar-for", "web", "-service-id", "web-1"])
+            .unwrap()
+            .into_launch()
+            .unwrap_err();
+        assert!(err.0.starts_with("--service-id and --sidecar-for"), "{err}");
+
+        // The config file may name it too; a service there conflicts.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.hcl");
+        std::fs::write(
+            &path,
+            "sidecar_for = \"web\"\nworkers = 2\nlog_json = true\n",
+        )
+        .unwrap();
+        let launch = parse(&["-config-file", path.to_str().unwrap()])
+            .unwrap()
+            .into_launch()
+            .unwrap();
+        assert_eq!((launch.workers(), launch.log_json()), (Some(2), true));
+        assert!(matches!(launch, Launch::FromRegistration(_)));
+        std::fs::write(&path, "sidecar_for = \"web\"\nservice = \"web\"\n").unwrap();
+        let err = parse(&["-config-file", path.to_str().unwrap()])
+            .unwrap()
+            .into_launch()
+            .unwrap_err();
+        assert!(err.0.starts_with("--service and --sidecar-for"), "{err}");
     }
 
     #[test]

@@ -79,7 +79,8 @@ impl FromStr for Protocol {
     }
 }
 
-/// One upstream: a local listener on `127.0.0.1:<local_port>` that leads to
+/// One upstream: a local listener on `<local_address>:<local_port>`
+/// (127.0.0.1 unless a sidecar registration says otherwise) that leads to
 /// `service` (in the peer `peer`, if set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSpec {
@@ -87,6 +88,9 @@ pub struct UpstreamSpec {
     pub peer: Option<String>,
     /// 0 picks an ephemeral port.
     pub local_port: u16,
+    pub local_address: IpAddr,
+    /// What this upstream carries; `None` means the proxy's `--protocol`.
+    pub protocol: Option<Protocol>,
 }
 
 impl UpstreamSpec {
@@ -100,6 +104,8 @@ impl UpstreamSpec {
             service: service.to_owned(),
             peer: peer.map(str::to_owned),
             local_port,
+            local_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            protocol: None,
         })
     }
 
@@ -140,7 +146,7 @@ pub struct ProxyConfig {
     pub service: String,
     /// The local service's instance ID; `None` means the service name.
     pub service_id: Option<String>,
-    /// The agent's HTTP API, `http://host:port`.
+    /// The agent's HTTP API, `http://host:port` or `https://host:port`.
     pub control: String,
     /// The inbound (mTLS) listener.
     pub inbound_bind: SocketAddr,
@@ -164,6 +170,24 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Connections the admin listener holds at once (same timeouts).
     pub admin_max_conns: usize,
+    /// With `--sidecar-for`: the agent's `connect-proxy` registration this
+    /// proxy serves. The proxy then does not register (or deregister)
+    /// itself: the registration is the operator's.
+    pub registered: Option<Registered>,
+    /// The ACL token and TLS files for the agent's API (flags and
+    /// environment only, like the CLI's; never in the config file).
+    pub agent_credentials: isthmus_runtime::client::Credentials,
+}
+
+/// The registration a `--sidecar-for` proxy read its settings from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub proxy_id: String,
+    /// Its `X-Consul-Index` when read: changes are watched from there.
+    pub index: u64,
+    /// What of it the proxy uses (port, address, `Proxy`), as JSON: a
+    /// change of anything else is no reason to warn.
+    pub fingerprint: String,
 }
 
 /// Connections each listener (the inbound, each upstream's) holds at once.
@@ -200,6 +224,8 @@ impl ProxyConfig {
             log_json: false,
             limits: default_limits(),
             admin_max_conns: isthmus_runtime::listen::DEFAULT_ADMIN_MAX_CONNS,
+            agent_credentials: Default::default(),
+            registered: None,
         }
     }
 
@@ -263,7 +289,10 @@ impl ProxyConfig {
                         upstream.label()
                     )));
                 }
-                if upstream.local_port != 0 && other.local_port == upstream.local_port {
+                if upstream.local_port != 0
+                    && other.local_port == upstream.local_port
+                    && other.local_address == upstream.local_address
+                {
                     return Err(ConfigError(format!(
                         "upstreams {} and {} both want local port {}",
                         other.label(),
@@ -289,6 +318,7 @@ pub const ADVERTISE: AdvertiseRule = AdvertiseRule {
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    pub sidecar_for: Option<String>,
     pub service: Option<String>,
     pub service_id: Option<String>,
     pub control: Option<String>,
@@ -322,6 +352,8 @@ pub struct FileUpstream {
 isthmus_dataplane::settings_layer! {
     /// Settings from one source (the file or the flags), each possibly unset.
     pub struct Layer {
+        /// A service ID on the agent whose sidecar registration configures the proxy.
+        pub sidecar_for: String,
         pub service: String,
         pub service_id: String,
         pub control: String,
@@ -401,6 +433,7 @@ impl FileConfig {
             header_read_timeout: file_duration("header_read_timeout", self.header_read_timeout)?,
             idle_timeout: file_duration("idle_timeout", self.idle_timeout)?,
             admin_max_conns: self.admin_max_conns,
+            sidecar_for: self.sidecar_for,
             service: self.service,
             service_id: self.service_id,
             control: self.control,

@@ -19,6 +19,7 @@
 //! | module | role |
 //! |---|---|
 //! | `config`, `cli` | settings: defaults < config file (HCL/JSON) < flags |
+//! | `sidecar_for` | `--sidecar-for`/`--proxy-id`: settings read from the agent's `connect-proxy` registration |
 //! | `identity` | leaf + proxy view → immutable `Snapshot` (TLS server config, trust bundle, compiled intentions) behind an `ArcSwap` |
 //! | `inbound` (+ `http`, `tcp`) | accept, mTLS, caller identity, intentions, forward to the local app |
 //! | `outbound` (+ `http`), `upstream`, `balance`, `pool` | per-upstream listener, route (endpoints + TLS) watching, P2C balancing, pooled HTTP/2 mTLS |
@@ -38,9 +39,10 @@ mod metrics;
 mod outbound;
 mod pool;
 pub mod registration;
+pub mod sidecar_for;
 mod upstream;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -200,15 +202,22 @@ impl RunningProxy {
 /// proxy registers in the catalog. See [`RunningProxy::ready`].
 pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
     config.validate().map_err(|e| StartError::Config(e.0))?;
-    let client = Client::new(&config.control).map_err(|e| StartError::Config(e.to_string()))?;
+    let client = Client::with_credentials(&config.control, &config.agent_credentials)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let (inbound_listener, inbound_addr) = bind("inbound listener", config.inbound_bind).await?;
-    let advertise = config::ADVERTISE
-        .resolve(config.advertise.as_deref(), inbound_addr)
-        .map_err(|e| StartError::Config(e.0))?;
+    let advertise = match config::ADVERTISE.resolve(config.advertise.as_deref(), inbound_addr) {
+        Ok(advertise) => advertise,
+        // Serving someone else's registration: the address is only shown.
+        Err(_) if config.registered.is_some() => Advertise {
+            host: inbound_addr.ip().to_string(),
+            port: inbound_addr.port(),
+        },
+        Err(e) => return Err(StartError::Config(e.0)),
+    };
     let mut upstream_listeners = Vec::new();
     for spec in &config.upstreams {
         let what = format!("listener of the upstream {}", spec.label());
-        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), spec.local_port);
+        let local = SocketAddr::new(spec.local_address, spec.local_port);
         let (listener, addr) = bind(&what, local).await?;
         upstream_listeners.push(outbound::Listener {
             spec: spec.clone(),
@@ -286,15 +295,24 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
         )
     });
 
-    let registration = registration::registration(&config, &advertise, &upstream_ports);
-    let registrar = Arc::new(Registrar::new(client, &registration));
-    let registration_task = tokio::spawn(registration::register_once_serving(
-        registrar.clone(),
-        identity.changes(),
-        readiness.clone(),
-        agent_restarted,
-        stop_rx,
-    ));
+    // With --sidecar-for the registration is the operator's: neither made
+    // nor removed here.
+    let (registrar, registration_task) = if let Some(registered) = &config.registered {
+        readiness.set_registered(true);
+        let notice = sidecar_for::spawn_change_notice(&client, registered, stop_rx);
+        (None, Some(notice))
+    } else {
+        let registration = registration::registration(&config, &advertise, &upstream_ports);
+        let registrar = Arc::new(Registrar::new(client, &registration));
+        let task = tokio::spawn(registration::register_once_serving(
+            registrar.clone(),
+            identity.changes(),
+            readiness.clone(),
+            agent_restarted,
+            stop_rx,
+        ));
+        (Some(registrar), Some(task))
+    };
 
     let kill = Kill {
         inbound: inbound_group.switches(),
@@ -341,13 +359,14 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, StartError> {
 struct Tasks {
     shutdown: watch::Receiver<bool>,
     readiness: Arc<Readiness>,
-    registrar: Arc<Registrar>,
+    /// `None` when serving an operator's registration (`--sidecar-for`).
+    registrar: Option<Arc<Registrar>>,
     inbound: JoinHandle<()>,
     inbound_group: drain::Group,
     outbound_group: drain::Group,
     /// Identity and upstream watchers, and the outbound accept loops.
     watchers: Vec<JoinHandle<()>>,
-    registration: JoinHandle<()>,
+    registration: Option<JoinHandle<()>>,
     stop: Arc<watch::Sender<bool>>,
     admin: AdminTask,
     drain_timeout: Duration,
@@ -372,8 +391,14 @@ async fn supervise(mut tasks: Tasks) -> Result<(), ProxyError> {
     tracing::info!("sidecar proxy shutting down");
     tasks.readiness.set_draining();
     // No re-registration may race the deregistration below.
-    tasks.registration.abort();
-    let deregister = tasks.registrar.deregister_within(DEREGISTER_TIMEOUT);
+    if let Some(task) = &tasks.registration {
+        task.abort();
+    }
+    let deregister = async {
+        if let Some(registrar) = &tasks.registrar {
+            registrar.deregister_within(DEREGISTER_TIMEOUT).await;
+        }
+    };
     let deadline = Instant::now() + tasks.drain_timeout;
     let drain = async {
         let inbound = tasks.inbound_group.drain(deadline).await;

@@ -5,20 +5,20 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use isthmus_dataplane::shutdown::terminated;
-use isthmus_proxy::cli::Cli;
+use isthmus_proxy::cli::{Cli, Launch};
 
 fn main() -> ExitCode {
-    let config = match Cli::parse_args().into_config() {
-        Ok(config) => config,
+    let launch = match Cli::parse_args().into_launch() {
+        Ok(launch) => launch,
         Err(e) => {
             eprintln!("Error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    isthmus_runtime::process::init_logging(config.log_json);
+    isthmus_runtime::process::init_logging(launch.log_json());
     isthmus_runtime::process::raise_fd_limit();
-    let workers = config
-        .workers
+    let workers = launch
+        .workers()
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -32,6 +32,16 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let config = match launch {
+            Launch::Config(config) => config,
+            Launch::FromRegistration(from) => match from.resolve().await {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         let mut proxy = match isthmus_proxy::start(config).await {
             Ok(proxy) => proxy,
             Err(e) => {

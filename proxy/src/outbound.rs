@@ -69,10 +69,11 @@ pub(crate) fn start(
     {
         let errors = metrics.upstream_errors(&spec.label());
         let targets = metrics.upstream_targets(&spec.label());
+        let upstream_protocol = spec.protocol.unwrap_or(protocol);
         let upstream = Arc::new(Upstream::new(
             spec,
             addr,
-            protocol,
+            upstream_protocol,
             errors,
             targets,
             identity.clone(),

@@ -19,9 +19,13 @@ use crate::config::{Advertise, ProxyConfig};
 
 const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
 
-/// `<service-id>-sidecar-proxy`.
+/// `<service-id>-sidecar-proxy`, or the ID of the registration the proxy
+/// serves (`--sidecar-for`).
 pub fn proxy_id(config: &ProxyConfig) -> String {
-    format!("{}{SIDECAR_SUFFIX}", config.service_id())
+    match &config.registered {
+        Some(registered) => registered.proxy_id.clone(),
+        None => format!("{}{SIDECAR_SUFFIX}", config.service_id()),
+    }
 }
 
 /// The registration body. `upstream_ports` are the bound local ports, in
@@ -39,7 +43,7 @@ pub fn registration(
             destination_type: Some("service".into()),
             destination_name: spec.service.clone(),
             destination_peer: spec.peer.clone(),
-            local_bind_address: Some("127.0.0.1".into()),
+            local_bind_address: Some(spec.local_address.to_string()),
             local_bind_port: *port,
             ..CatalogUpstream::default()
         })

@@ -244,6 +244,10 @@ impl Upstream {
     /// The view's protocol when it names one this sidecar speaks, else the
     /// sidecar's own.
     fn protocol_of(&self, view: Option<&UpstreamView>) -> Protocol {
+        // The registration's own per-upstream protocol wins, as in Consul.
+        if let Some(pinned) = self.spec.protocol {
+            return pinned;
+        }
         let Some(named) = view.and_then(|view| view.protocol.as_deref()) else {
             return self.default_protocol;
         };

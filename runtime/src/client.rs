@@ -1,15 +1,26 @@
 //! A small client for the agent's HTTP API, used by the CLI, the sidecar
-//! proxy and the mesh gateway.
+//! proxy and the mesh gateway: plain HTTP or HTTPS (trusting a given CA or
+//! the system's, optionally with a client certificate), sending an ACL
+//! token with every request. [`settings`] resolves flags and environment.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+pub mod settings;
+mod tls;
+
+pub use settings::{ClientFlags, Credentials};
+
+/// The header every request carries the ACL token in.
+pub const TOKEN_HEADER: &str = "x-consul-token";
 
 /// Where the CLI looks for the agent unless told otherwise.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:8500";
@@ -36,6 +47,9 @@ pub enum ClientError {
     Api { status: StatusCode, message: String },
     #[error("decoding the agent's answer: {0}")]
     Decode(#[from] serde_json::Error),
+    /// A flag, variable or file of the client's own settings is unusable.
+    #[error("{0}")]
+    Settings(String),
 }
 
 impl ClientError {
@@ -61,12 +75,21 @@ pub struct ApiResponse {
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    token: Option<http::HeaderValue>,
+    http: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Client {
-    /// `addr` is `http://host:port` or just `host:port`.
+    /// `addr` is `http://host:port`, `https://host:port` (trusting the
+    /// system's CAs) or just `host:port`; no token.
     pub fn new(addr: &str) -> Result<Client, ClientError> {
+        Client::with_credentials(addr, &Credentials::default())
+    }
+
+    /// A client of `addr` that sends `credentials.token` with every request
+    /// and, for https, trusts `credentials.ca_file` (else the system's
+    /// CAs) and presents the client certificate if given.
+    pub fn with_credentials(addr: &str, credentials: &Credentials) -> Result<Client, ClientError> {
         let with_scheme = if addr.contains("://") {
             addr.to_owned()
         } else {
@@ -79,17 +102,49 @@ impl Client {
                     addr: addr.to_owned(),
                     problem: e.to_string(),
                 })?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(ClientError::Address {
-                addr: addr.to_owned(),
-                problem: "expected http://host:port".into(),
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) if uri.authority().is_some() => scheme,
+            _ => {
+                return Err(ClientError::Address {
+                    addr: addr.to_owned(),
+                    problem: "expected http://host:port or https://host:port".into(),
+                })
+            }
+        };
+        let token = credentials
+            .token
+            .as_deref()
+            .map(http::HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| {
+                ClientError::Settings(
+                    "the ACL token contains characters a header cannot carry".into(),
+                )
+            })?
+            .map(|mut value| {
+                value.set_sensitive(true);
+                value
             });
-        }
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let tls = tls::client_config(scheme == "https", credentials)?;
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let builder = match &credentials.tls_server_name {
+            Some(name) => {
+                let name = rustls_pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| ClientError::Settings(format!("TLS server name {name:?}: {e}")))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(connector);
         Ok(Client {
-            base: format!("http://{}", uri.authority().expect("checked above")),
+            base: format!("{scheme}://{}", uri.authority().expect("checked above")),
+            token,
             http: hyper_util::client::legacy::Client::builder(TokioExecutor::new())
                 .build(connector),
         })
@@ -110,6 +165,9 @@ impl Client {
         let mut request = Request::builder().method(method).uri(&uri);
         if body.is_some() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.token {
+            request = request.header(TOKEN_HEADER, token.clone());
         }
         let request = request
             .body(Full::new(body.unwrap_or_default()))

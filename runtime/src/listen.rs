@@ -15,7 +15,9 @@
 //!
 //! [`server`] configures hyper-util's builder, [`Watchdog`] enforces the
 //! timeouts on one connection, [`serve`] is a whole accept loop for plain
-//! HTTP listeners, and [`ListenerMetrics`] counts refusals and timeouts in a
+//! HTTP listeners ([`serve_upgraded`] with [`tls_handshake`] for HTTPS:
+//! the handshake has its own timeout and holds the connection's place
+//! under the cap), and [`ListenerMetrics`] counts refusals and timeouts in a
 //! component's registry.
 
 use std::collections::HashMap;
@@ -32,7 +34,8 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus::{IntCounter, IntCounterVec, Registry};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -140,15 +143,18 @@ impl Refusal {
 pub enum Timeout {
     HeaderRead,
     Idle,
+    /// A TLS listener's client did not complete its handshake in time.
+    TlsHandshake,
 }
 
 impl Timeout {
-    pub const ALL: [Timeout; 2] = [Timeout::HeaderRead, Timeout::Idle];
+    pub const ALL: [Timeout; 3] = [Timeout::HeaderRead, Timeout::Idle, Timeout::TlsHandshake];
 
     pub fn label(self) -> &'static str {
         match self {
             Timeout::HeaderRead => "header_read",
             Timeout::Idle => "idle",
+            Timeout::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -174,8 +180,9 @@ impl ListenerMetrics {
             timed_out: crate::metrics::counter_vec(
                 registry,
                 &format!("{prefix}connections_timed_out_total"),
-                "Connections closed because no request headers came in time (header_read) \
-                 or no request was in flight for too long (idle), by listener",
+                "Connections closed because no request headers came in time (header_read), \
+                 no request was in flight for too long (idle) or a TLS handshake did not \
+                 complete in time (tls_handshake), by listener",
                 &["listener", "timeout"],
             )?,
         })
@@ -196,7 +203,7 @@ impl ListenerMetrics {
 #[derive(Debug, Clone)]
 pub struct ListenerCounters {
     refused: [IntCounter; 2],
-    timed_out: [IntCounter; 2],
+    timed_out: [IntCounter; 3],
     name: Arc<str>,
     /// Timeouts are logged once per burst, per listener.
     timeout_log: Arc<BurstLog>,
@@ -208,7 +215,7 @@ impl ListenerCounters {
         let counter = || IntCounter::new("detached_total", "not registered").expect("valid name");
         ListenerCounters {
             refused: [counter(), counter()],
-            timed_out: [counter(), counter()],
+            timed_out: [counter(), counter(), counter()],
             name: "detached".into(),
             timeout_log: Arc::default(),
         }
@@ -441,6 +448,43 @@ pub async fn serve<F, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let plain = |tcp: TcpStream| std::future::ready(Some(tcp));
+    serve_upgraded(
+        listener,
+        limiter,
+        limits,
+        counters,
+        plain,
+        make_service,
+        shutdown,
+    )
+    .await;
+}
+
+/// [`serve`], with each admitted connection first passed through `upgrade`
+/// (a TLS handshake, say), inside the connection's task and holding its
+/// place under the cap; `None` drops the connection. The header-read
+/// timeout starts once `upgrade` is done.
+pub async fn serve_upgraded<U, UF, IO, F, S, B>(
+    listener: TcpListener,
+    limiter: Arc<ConnLimiter>,
+    limits: Limits,
+    counters: ListenerCounters,
+    upgrade: U,
+    make_service: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    U: Fn(TcpStream) -> UF,
+    UF: Future<Output = Option<IO>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>> + 'static,
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     let builder = Arc::new(server(&limits));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -456,13 +500,23 @@ pub async fn serve<F, S, B>(
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
-                    let watchdog = Watchdog::new(&limits, &counters);
-                    let service = watchdog.track(make_service(remote));
+                    let upgrading = upgrade(tcp);
+                    let service = make_service(remote);
                     let builder = builder.clone();
+                    let counters = counters.clone();
                     let mut stop = stop_rx.clone();
                     connections.spawn(async move {
                         let _permit = permit;
-                        let connection = builder.serve_connection(TokioIo::new(tcp), service);
+                        let io = tokio::select! {
+                            io = upgrading => io,
+                            _ = stop.wait_for(|s| *s) => None,
+                        };
+                        let Some(io) = io else {
+                            return;
+                        };
+                        let watchdog = Watchdog::new(&limits, &counters);
+                        let service = watchdog.track(service);
+                        let connection = builder.serve_connection(TokioIo::new(io), service);
                         let graceful = async move {
                             let _ = stop.wait_for(|s| *s).await;
                         };
@@ -524,6 +578,8 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
 
 #[cfg(test)]
 mod tests;
+mod tls;
 mod watchdog;
 
+pub use tls::tls_handshake;
 pub use watchdog::{Ended, Tracked, TrackedBody, Watchdog};

@@ -29,22 +29,25 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn spawn(control: &str) -> GatewayProcess {
+        Self::spawn_with(control, &[])
+    }
+
+    /// [`GatewayProcess::spawn`] with more flags (`--ca-file`, `--token`, ...).
+    pub fn spawn_with(control: &str, extra: &[&str]) -> GatewayProcess {
         let program = isthmus_testkit::process::binary("isthmus-gateway");
-        let (child, line) = spawn_announcing(
-            &program,
-            &[
-                "--control",
-                control,
-                "--bind",
-                "127.0.0.1:0",
-                "--admin-bind",
-                "127.0.0.1:0",
-                "--drain-timeout",
-                "2s",
-            ],
-            "isthmus-gateway running:",
-        )
-        .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        let mut args = vec![
+            "--control",
+            control,
+            "--bind",
+            "127.0.0.1:0",
+            "--admin-bind",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "2s",
+        ];
+        args.extend_from_slice(extra);
+        let (child, line) = spawn_announcing(&program, &args, "isthmus-gateway running:")
+            .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
         GatewayProcess {
             bind: field(&line, "bind"),
             advertise: field(&line, "advertise"),

@@ -125,30 +125,8 @@ pub mod api {
         path: &str,
         body: &Value,
     ) -> (u16, String) {
-        let body = serde_json::to_vec(body).unwrap();
-        let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let head = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes()).await.unwrap();
-            stream.write_all(&body).await.unwrap();
-            let mut answer = Vec::new();
-            stream.read_to_end(&mut answer).await.unwrap();
-            answer
-        };
-        let answer = tokio::time::timeout(crate::WAIT, exchange)
-            .await
-            .expect("the agent answers");
-        let answer = String::from_utf8(answer).unwrap();
-        let (head, text) = answer.split_once("\r\n\r\n").expect("a complete response");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {head:?}"));
-        (status, text.to_owned())
+        let answer = raw(addr, method, path, &[], Some(body)).await;
+        (answer.status, answer.body)
     }
 
     /// What a raw exchange answered: the status, the head as sent, the body.

@@ -15,6 +15,8 @@ pub struct AgentProcess {
     pub http_addr: String,
     /// Where the DNS interface listens (UDP and TCP), unless turned off.
     pub dns_addr: Option<std::net::SocketAddr>,
+    /// Where the HTTPS API listens (`https://host:port`), when given `--https-addr`.
+    pub https_url: Option<String>,
     /// The whole announcement line (`isthmus agent running: ...`).
     pub line: String,
     logs: Logs,
@@ -78,10 +80,15 @@ impl AgentProcess {
             .split_whitespace()
             .find_map(|f| f.strip_prefix("dns="))
             .map(|addr| addr.parse().expect("dns= is an address"));
+        let https_url = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("https="))
+            .map(str::to_owned);
         Ok(AgentProcess {
             process: child,
             http_addr,
             dns_addr,
+            https_url,
             line,
             logs,
         })

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::process::{field, spawn_announcing, ChildProcess};
+use super::process::{field, spawn_logged, ChildProcess, Logs};
 
 /// An `isthmus-proxy` child process; killed on drop.
 pub struct ProxyProcess {
@@ -12,6 +12,8 @@ pub struct ProxyProcess {
     pub admin: String,
     /// `backend` or `backend@cluster-01` → local listener address.
     pub upstreams: HashMap<String, String>,
+    /// Its log lines (stderr) so far.
+    pub logs: Logs,
 }
 
 impl ProxyProcess {
@@ -45,8 +47,20 @@ impl ProxyProcess {
         }
         args.extend(extra.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (child, line) = spawn_announcing(&program, &refs, "isthmus-proxy running:")
-            .unwrap_or_else(|e| panic!("proxy for {service} did not start: {e}"));
+        ProxyProcess::spawn_args(&program, &refs)
+            .unwrap_or_else(|e| panic!("proxy for {service} did not start: {e}"))
+    }
+
+    /// Starts `isthmus-proxy` with exactly `args` (e.g. `--sidecar-for web`
+    /// and listeners on loopback), waiting for its ready line; `Err` is its
+    /// stderr if it exits first.
+    pub fn spawn_with(args: &[&str]) -> Result<ProxyProcess, String> {
+        let program = isthmus_testkit::process::binary("isthmus-proxy");
+        ProxyProcess::spawn_args(&program, args)
+    }
+
+    fn spawn_args(program: &std::path::Path, args: &[&str]) -> Result<ProxyProcess, String> {
+        let (child, line, logs) = spawn_logged(program, args, "isthmus-proxy running:")?;
         let upstreams = field(&line, "upstreams")
             .split(',')
             .filter(|u| !u.is_empty())
@@ -55,13 +69,14 @@ impl ProxyProcess {
                 (name.to_owned(), addr.to_owned())
             })
             .collect();
-        ProxyProcess {
+        Ok(ProxyProcess {
             process: child,
-            service: service.to_owned(),
+            service: field(&line, "service"),
             inbound: field(&line, "inbound"),
             admin: field(&line, "admin"),
             upstreams,
-        }
+            logs,
+        })
     }
 
     /// The local address of upstream `name` (`svc` or `svc@peer`).

@@ -235,6 +235,9 @@ fn the_schema_covers_every_field_of_the_type() {
                 destination_peer: Some("p".into()),
                 local_bind_address: Some("a".into()),
                 local_bind_port: 2,
+                config: [("protocol".to_owned(), json!("http2"))]
+                    .into_iter()
+                    .collect(),
             }],
             config: [("k".to_owned(), json!(1))].into_iter().collect(),
         })),

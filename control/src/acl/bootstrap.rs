@@ -23,6 +23,15 @@ use crate::store::{Store, Table, Txn};
 /// management token; run at start when ACLs are enabled.
 pub fn initialize(store: &Store, settings: &AclSettings) -> Result<(), AclError> {
     let initial = settings.initial_management.clone();
+    if initial
+        .as_deref()
+        .is_some_and(|secret| !super::is_uuid(secret))
+    {
+        // Consul accepts it too, with the same advice.
+        tracing::warn!(
+            "the initial management token is not a UUID; a random UUID is harder to guess"
+        );
+    }
     store.write_blocking(move |txn| {
         let now = OffsetDateTime::now_utc();
         ensure_builtins(txn, now)?;

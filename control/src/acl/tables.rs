@@ -11,6 +11,8 @@ use crate::store::{Reads, Schema, StoreError, Table, WatchKey};
 pub const BY_SECRET: &str = "secret";
 /// Index of `acl_tokens` by the IDs of the policies they link.
 pub const BY_POLICY: &str = "policy";
+/// Index of `acl_tokens` by the services of their service identities.
+pub const BY_SERVICE_IDENTITY: &str = "service-identity";
 /// Index of `acl_policies` by name.
 pub const BY_NAME: &str = "name";
 
@@ -34,6 +36,16 @@ pub fn schema(schema: Schema) -> Schema {
         ids.dedup();
         ids
     }
+    fn services(t: &AclToken) -> Vec<String> {
+        let mut names: Vec<String> = t
+            .service_identities
+            .iter()
+            .map(|i| i.service_name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
     fn name(p: &AclPolicy) -> Vec<String> {
         vec![p.name.clone()]
     }
@@ -43,6 +55,7 @@ pub fn schema(schema: Schema) -> Schema {
             vec![
                 (BY_SECRET, secret as fn(&AclToken) -> Vec<String>),
                 (BY_POLICY, policies),
+                (BY_SERVICE_IDENTITY, services),
             ],
         )
         .table::<AclPolicy>(
@@ -78,6 +91,11 @@ pub fn tokens(r: &impl Reads) -> Result<Vec<AclToken>, StoreError> {
 /// The tokens linking policy `policy_id` (from the index).
 pub fn tokens_with_policy(r: &impl Reads, policy_id: &str) -> Result<Vec<AclToken>, StoreError> {
     r.lookup(Table::AclTokens, BY_POLICY, policy_id)
+}
+
+/// The tokens with a service identity for `service` (from the index).
+pub fn tokens_with_service(r: &impl Reads, service: &str) -> Result<Vec<AclToken>, StoreError> {
+    r.lookup(Table::AclTokens, BY_SERVICE_IDENTITY, service)
 }
 
 pub fn policies(r: &impl Reads) -> Result<Vec<AclPolicy>, StoreError> {

@@ -81,6 +81,26 @@ pub fn create(
     write(txn, token, request)
 }
 
+/// Creates a token holding only the service identity `service`, for a
+/// component the agent itself runs (the `--dev` in-process gateway).
+pub fn create_for_service(
+    txn: &mut Txn,
+    service: &str,
+    description: &str,
+    ctx: WriteContext,
+) -> Result<AclToken, AclError> {
+    let request = AclTokenWrite {
+        description: description.to_owned(),
+        service_identities: vec![isthmus_api::acl::wire::ServiceIdentity {
+            service_name: service.to_owned(),
+            datacenters: Vec::new(),
+        }],
+        local: true,
+        ..AclTokenWrite::default()
+    };
+    create(txn, &request, ctx)
+}
+
 /// Updates token `request.accessor_id` (`PUT /v1/acl/token/:id`).
 pub fn update(
     txn: &mut Txn,

@@ -167,37 +167,12 @@ pub async fn run(command: AclCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The request path with the CLI's token, if one is set in the
-/// environment (`ISTHMUS_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN`, or the file named
-/// by `CONSUL_HTTP_TOKEN_FILE`). The one place the `acl` commands attach a
-/// token; the client's own token handling replaces it once it exists.
-pub(super) fn with_token(path: &str) -> anyhow::Result<String> {
-    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let token = match from_env("ISTHMUS_HTTP_TOKEN").or_else(|| from_env("CONSUL_HTTP_TOKEN")) {
-        Some(token) => Some(token),
-        None => match from_env("CONSUL_HTTP_TOKEN_FILE") {
-            Some(file) => Some(
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading the token file {file}"))?,
-            ),
-            None => None,
-        },
-    };
-    Ok(match token.as_deref().map(str::trim) {
-        Some(token) if !token.is_empty() => {
-            let separator = if path.contains('?') { '&' } else { '?' };
-            format!("{path}{separator}token={}", encode(token))
-        }
-        _ => path.to_owned(),
-    })
-}
-
 async fn get(client: &Client, path: &str) -> anyhow::Result<Value> {
-    Ok(client.get_json(&with_token(path)?).await?.0)
+    Ok(client.get_json(path).await?.0)
 }
 
 async fn send(client: &Client, method: Method, path: &str, body: &Value) -> anyhow::Result<Value> {
-    Ok(client.send_json(method, &with_token(path)?, body).await?)
+    Ok(client.send_json(method, path, body).await?)
 }
 
 /// Prints one token or policy as `-format` asks.

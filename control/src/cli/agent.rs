@@ -137,11 +137,20 @@ pub fn run(args: AgentArgs, start_gateway: Option<DevGatewayStarter>) -> ExitCod
             .set_loader(std::sync::Arc::new(move || sources.load()));
         let gateway = match dev_gateway {
             Some((bind, admin_bind, advertise, start)) => {
+                let token = match gateway_token(&agent.state).await {
+                    Ok(token) => token,
+                    Err(e) => {
+                        eprintln!("Error: minting the in-process gateway's ACL token: {e}");
+                        let _ = agent.shutdown().await;
+                        return ExitCode::FAILURE;
+                    }
+                };
                 let settings = DevGatewaySettings {
                     bind,
                     admin_bind,
                     advertise,
                     agent_url: format!("http://{}", agent.http_addr()),
+                    token,
                 };
                 match start(settings).await {
                     Ok(gateway) => {
@@ -159,10 +168,14 @@ pub fn run(args: AgentArgs, start_gateway: Option<DevGatewayStarter>) -> ExitCod
         };
         // Printed for people and scripts alike: the line says where to talk to us.
         println!(
-            "isthmus agent running: cluster={} trust_domain={} http=http://{}{}{}",
+            "isthmus agent running: cluster={} trust_domain={} http=http://{}{}{}{}",
             agent.state.cluster.name,
             agent.state.cluster.trust_domain,
             agent.http_addr(),
+            agent
+                .https_addr()
+                .map(|addr| format!(" https=https://{addr}"))
+                .unwrap_or_default(),
             agent
                 .dns_addr()
                 .map(|addr| format!(" dns={addr}"))
@@ -219,4 +232,30 @@ async fn run_until_stopped(
             ExitCode::SUCCESS
         }
     }
+}
+
+/// With ACLs on, `--dev`'s in-process gateway gets a token of its own: the
+/// `mesh-gateway` service identity, as an operator would give a separate
+/// gateway (its endpoints refuse anyone else).
+async fn gateway_token(state: &crate::http::AgentState) -> Result<Option<String>, String> {
+    if !state.acl.enabled() {
+        return Ok(None);
+    }
+    let ctx = crate::acl::tokens::WriteContext {
+        now: time::OffsetDateTime::now_utc(),
+        min_expiration_ttl: state.acl.settings().min_expiration_ttl,
+    };
+    let token = state
+        .store
+        .write(move |txn| {
+            crate::acl::tokens::create_for_service(
+                txn,
+                isthmus_api::gateway::SERVICE_NAME,
+                "in-process mesh gateway of agent --dev",
+                ctx,
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(token.secret_id))
 }

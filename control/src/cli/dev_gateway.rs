@@ -20,6 +20,9 @@ pub struct DevGatewaySettings {
     pub advertise: Option<String>,
     /// The agent's HTTP API, `http://host:port`.
     pub agent_url: String,
+    /// With ACLs on: a token the agent minted for it (the `mesh-gateway`
+    /// service identity, nothing more).
+    pub token: Option<String>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

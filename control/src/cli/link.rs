@@ -63,7 +63,47 @@ pub struct CreateArgs {
     #[arg(long, short = 'q')]
     quiet: bool,
     #[command(flatten)]
-    api: ApiArgs,
+    api: CreateApiArgs,
+}
+
+/// [`ApiArgs`] without `-token`, which here is the trust token: the ACL
+/// token comes from -token-file or the environment.
+#[derive(Args)]
+pub struct CreateApiArgs {
+    /// Address of the agent's HTTP API, http://host:port or https://host:port
+    /// [env: ISTHMUS_HTTP_ADDR, CONSUL_HTTP_ADDR] [default: http://127.0.0.1:8500].
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<String>,
+    /// A file holding the ACL token [env: ISTHMUS_HTTP_TOKEN_FILE, CONSUL_HTTP_TOKEN_FILE;
+    /// or the token in ISTHMUS_HTTP_TOKEN, CONSUL_HTTP_TOKEN].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// The CA certificate (PEM) to verify an https agent with [env: CONSUL_CACERT].
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM), with -client-key [env: CONSUL_CLIENT_CERT].
+    #[arg(long, value_name = "FILE")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM) [env: CONSUL_CLIENT_KEY].
+    #[arg(long, value_name = "FILE")]
+    client_key: Option<std::path::PathBuf>,
+    /// The name to verify an https agent's certificate against [env: CONSUL_TLS_SERVER_NAME].
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+}
+
+impl CreateApiArgs {
+    fn client(&self) -> anyhow::Result<isthmus_runtime::client::Client> {
+        let flags = isthmus_runtime::client::ClientFlags {
+            token: None,
+            token_file: self.token_file.clone(),
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            tls_server_name: self.tls_server_name.clone(),
+        };
+        ApiArgs::from_parts(self.http_addr.clone(), flags).client()
+    }
 }
 
 #[derive(Args)]

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use dev_gateway::DevGatewayStarter;
-use isthmus_runtime::client::{Client, DEFAULT_ADDR};
+use isthmus_runtime::client::{Client, ClientFlags};
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +34,9 @@ use isthmus_runtime::client::{Client, DEFAULT_ADDR};
     about = "isthmus: a service mesh for services that live in more than one cluster",
     long_about = "isthmus: a service mesh for services that live in more than one cluster.\n\n\
         `isthmus agent` runs a cluster's control plane; the other commands talk to an agent's \
-        HTTP API (-http-addr, ISTHMUS_HTTP_ADDR, default http://127.0.0.1:8500). \
+        HTTP API (-http-addr, ISTHMUS_HTTP_ADDR or CONSUL_HTTP_ADDR, default http://127.0.0.1:8500; \
+        https://... with -ca-file or CONSUL_CACERT) with an ACL token (-token, -token-file, \
+        ISTHMUS_HTTP_TOKEN, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE). \
         Flags may be written Consul-style (-name x) or GNU-style (--name x)."
 )]
 pub struct Cli {
@@ -84,17 +86,39 @@ enum Command {
     Upstream(upstream::UpstreamCommand),
 }
 
-/// How client commands reach the agent.
+/// How client commands reach the agent: its address, the ACL token and
+/// the TLS files (flags, then Consul's environment variables).
 #[derive(Args, Clone)]
 pub struct ApiArgs {
-    /// Address of the agent's HTTP API.
-    #[arg(long, env = "ISTHMUS_HTTP_ADDR", default_value = DEFAULT_ADDR, value_name = "ADDR")]
-    http_addr: String,
+    /// Address of the agent's HTTP API, http://host:port or https://host:port
+    /// [env: ISTHMUS_HTTP_ADDR, CONSUL_HTTP_ADDR] [default: http://127.0.0.1:8500].
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<String>,
+    #[command(flatten)]
+    client: ClientFlags,
 }
 
 impl ApiArgs {
-    fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.http_addr)?)
+    /// The agent's address, the flag over the environment.
+    pub fn addr(&self) -> String {
+        isthmus_runtime::client::settings::http_addr(self.http_addr.as_deref(), &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// A client of the agent with these settings: every request carries the
+    /// token. The ACL commands build theirs here too.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::with_credentials(
+            &self.addr(),
+            &self.client.credentials()?,
+        )?)
+    }
+
+    /// Settings put together by a command that cannot flatten these (its
+    /// own `-token` means something else).
+    fn from_parts(http_addr: Option<String>, client: ClientFlags) -> ApiArgs {
+        ApiArgs { http_addr, client }
     }
 }
 

@@ -407,7 +407,7 @@ mod tests {
         );
         assert_eq!(args.server_external_addresses, ["1.2.3.4:8443", "gw:443"]);
         assert_eq!(args.format, Format::Json);
-        assert_eq!(args.api.http_addr, "http://127.0.0.1:9500");
+        assert_eq!(args.api.addr(), "http://127.0.0.1:9500");
     }
 
     #[test]

@@ -48,7 +48,7 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let (view, _): (UpstreamView, _) = args
         .api
         .client()?
-        .get_json(&super::acl::with_token(&path)?)
+        .get_json(&path)
         .await
         .with_context(|| format!("Error reading the upstream view of {}", args.service))?;
     match args.format {

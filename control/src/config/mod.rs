@@ -95,6 +95,8 @@ pub struct AgentConfig {
     pub checks: Vec<CheckDefinition>,
     /// Access control (`acl { ... }`); disabled by default.
     pub acl: crate::acl::AclSettings,
+    /// The HTTPS API listener (`https_addr`, `cert_file`, ...); off by default.
+    pub https: crate::https::HttpsConfig,
 }
 
 impl AgentConfig {
@@ -122,6 +124,7 @@ impl AgentConfig {
             services: Vec::new(),
             checks: Vec::new(),
             acl: crate::acl::AclSettings::default(),
+            https: crate::https::HttpsConfig::default(),
         }
     }
 
@@ -188,6 +191,7 @@ impl AgentConfig {
             );
         }
         self.http_limits.validate("limits")?;
+        self.https.validate()?;
         self.dns.validate()?;
         for host in &self.http_allowed_hosts {
             if host.is_empty() || host.contains(['/', ' ', '@']) {
@@ -231,6 +235,25 @@ pub struct Settings {
     /// Where the HTTP API listens [default: 127.0.0.1:8500].
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Where the HTTPS API listens (same API as --http-addr, over TLS); no
+    /// default: off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub https_addr: Option<SocketAddr>,
+    /// The HTTPS API's certificate (PEM), with --key-file, instead of one
+    /// issued (and renewed) by the cluster CA.
+    #[arg(long, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// With --verify-incoming: the CA certificates (PEM) client certificates
+    /// must be signed by [default: the cluster CA].
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The HTTPS API requires a client certificate signed by the cluster CA
+    /// (or --ca-file) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub verify_incoming: Option<bool>,
     /// What intentions decide for callers that match no intention [default: deny].
     #[arg(long, value_enum, value_name = "POLICY")]
     pub default_intention_policy: Option<IntentionPolicy>,
@@ -347,6 +370,9 @@ pub struct LimitSettings {
     /// Closes an HTTP API connection with no request in flight for this long [default: 60s].
     #[arg(long, value_name = "DURATION")]
     pub http_idle_timeout: Option<String>,
+    /// Closes an HTTPS API connection whose TLS handshake is not complete in this time [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub https_handshake_timeout: Option<String>,
 }
 
 /// How a layer's keys are named in error messages.
@@ -400,6 +426,21 @@ impl Settings {
         if let Some(v) = self.http_addr {
             config.http_addr = v;
         }
+        if let Some(v) = self.https_addr {
+            config.https.addr = Some(v);
+        }
+        if let Some(v) = self.cert_file {
+            config.https.cert_file = Some(v);
+        }
+        if let Some(v) = self.key_file {
+            config.https.key_file = Some(v);
+        }
+        if let Some(v) = self.ca_file {
+            config.https.ca_file = Some(v);
+        }
+        if let Some(v) = self.verify_incoming {
+            config.https.verify_incoming = v;
+        }
         if let Some(v) = self.default_intention_policy {
             config.default_intention_policy = v;
         }
@@ -447,6 +488,9 @@ impl Settings {
         }
         if let Some(v) = limits.http_idle_timeout {
             config.http_limits.idle_timeout = duration("http_idle_timeout", &v)?;
+        }
+        if let Some(v) = limits.https_handshake_timeout {
+            config.https.handshake_timeout = duration("https_handshake_timeout", &v)?;
         }
         if let Some(v) = self.http_allowed_hosts {
             config.http_allowed_hosts = v;

@@ -52,11 +52,22 @@ pub async fn failover_step(
     script
         .step("backend also runs in cluster-02; frontend prefers it and fails over to cluster-01");
     let app = toy::start("backend", "cluster-02", apps_stop.clone()).await?;
+    let token = setup::service_token(&c2.target, "backend").await?;
+    let token_file = setup::write_secret(dir, "cluster-02-backend.token", &token)?;
     let backend = Workload {
         name: "backend",
         cluster: "cluster-02",
         app,
-        sidecar: sidecar(launcher, processes, &c2.target.api, "backend", None, app).await?,
+        sidecar: sidecar(
+            launcher,
+            processes,
+            &c2.target.api,
+            ("backend", &token_file),
+            None,
+            app,
+        )
+        .await?,
+        token,
     };
     let file = setup::write_service_definition(dir, &backend)?;
     script
@@ -76,14 +87,15 @@ pub async fn failover_step(
             .isthmus(&c2.target, &["config", "write", &file], None)
             .await?;
     }
-    let caller_app = env.workload("frontend").app;
+    let caller = env.workload("frontend");
+    let token_file = setup::write_secret(dir, &format!("{FRONTEND_ID}.token"), &caller.token)?;
     let frontend = sidecar(
         launcher,
         processes,
         &c2.target.api,
-        "frontend",
+        ("frontend", &token_file),
         Some("backend"),
-        caller_app,
+        caller.app,
     )
     .await?;
     let (_, upstream) = frontend
@@ -105,7 +117,7 @@ pub async fn failover_step(
         .await?;
 
     script.step("cluster-02's backend goes into maintenance: calls fail over to cluster-01");
-    let client = Client::new(&c2.target.api)?;
+    let client = c2.target.client()?;
     let maintenance = |enable: bool| {
         format!("/v1/agent/service/maintenance/backend-sidecar-proxy?enable={enable}&reason=demo")
     };
@@ -161,7 +173,9 @@ async fn set_maintenance(client: &Client, path: &str) -> anyhow::Result<()> {
 async fn answered_by(script: &Script, base: &str, cluster: &str) -> anyhow::Result<String> {
     let wanted = format!("hello from backend in {cluster}");
     wait_for(&format!("an answer from {cluster}"), SETTLE, || async {
-        let answer = script::get(base, "/").await.map_err(|e| e.to_string())?;
+        let answer = script::get(base, "/", None)
+            .await
+            .map_err(|e| e.to_string())?;
         if answer.status == 200 && answer.body.contains(&wanted) {
             Ok(())
         } else {
@@ -172,12 +186,13 @@ async fn answered_by(script: &Script, base: &str, cluster: &str) -> anyhow::Resu
     Ok(script.curl("frontend", base, "/").await?.body)
 }
 
-/// An `isthmus-proxy` for `service` (frontend's under its own service ID).
+/// An `isthmus-proxy` for `service` with its token (frontend's under its
+/// own service ID).
 async fn sidecar(
     launcher: &Launcher,
     processes: &mut Processes,
     api: &str,
-    service: &str,
+    (service, token_file): (&str, &str),
     upstream: Option<&str>,
     app: std::net::SocketAddr,
 ) -> anyhow::Result<Sidecar> {
@@ -186,6 +201,8 @@ async fn sidecar(
         service,
         "--control",
         api,
+        "--token-file",
+        token_file,
         "--inbound-bind",
         "127.0.0.1:0",
         "--local-app",

@@ -19,6 +19,25 @@ pub struct Target {
     pub name: &'static str,
     /// The agent's HTTP API, `http://127.0.0.1:<port>`.
     pub api: String,
+    /// The cluster's management token: the operator's commands run with it
+    /// (`ISTHMUS_HTTP_TOKEN`), as ACLs are on with default deny.
+    pub token: String,
+}
+
+impl Target {
+    /// A client of this cluster's agent carrying the management token.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        client_with_token(&self.api, Some(&self.token))
+    }
+}
+
+/// A client of `base` sending `token` (none: the anonymous token).
+pub fn client_with_token(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
+    let credentials = isthmus_runtime::client::Credentials {
+        token: token.map(str::to_owned),
+        ..Default::default()
+    };
+    Ok(Client::with_credentials(base, &credentials)?)
 }
 
 /// What an HTTP call answered.
@@ -118,6 +137,7 @@ impl Script {
         let run = tokio::process::Command::new(&self.isthmus)
             .args(args)
             .env("ISTHMUS_HTTP_ADDR", &target.api)
+            .env("ISTHMUS_HTTP_TOKEN", &target.token)
             .stdin(std::process::Stdio::null())
             .output();
         let output = tokio::time::timeout(CALL_TIMEOUT, run)
@@ -141,14 +161,27 @@ impl Script {
     /// GETs `base` + `path`, printed as a `curl` command.
     pub async fn curl(&self, label: &str, base: &str, path: &str) -> anyhow::Result<Answer> {
         println!("   [{label}]$ curl -s '{base}{path}'");
-        let answer = get(base, path).await?;
+        let answer = get(base, path, None).await?;
         Ok(answer)
+    }
+
+    /// Like [`Script::curl`], sending `token` (shown by `shown_as`).
+    pub async fn curl_with_token(
+        &self,
+        label: &str,
+        base: &str,
+        path: &str,
+        token: &str,
+        shown_as: &str,
+    ) -> anyhow::Result<Answer> {
+        println!("   [{label}]$ curl -s -H \"X-Consul-Token: {shown_as}\" '{base}{path}'");
+        get(base, path, Some(token)).await
     }
 }
 
-/// A plain GET, without narration.
-pub async fn get(base: &str, path: &str) -> anyhow::Result<Answer> {
-    let client = Client::new(base)?;
+/// A plain GET with an optional token, without narration.
+pub async fn get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Answer> {
+    let client = client_with_token(base, token)?;
     let response = tokio::time::timeout(CALL_TIMEOUT, client.send(Method::GET, path, None))
         .await
         .map_err(|_| anyhow!("GET {base}{path} did not answer within {CALL_TIMEOUT:?}"))?

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use isthmus_runtime::client::Client;
 use tokio::sync::watch;
 
 use super::procs::{field, Launcher, Processes};
@@ -63,11 +62,16 @@ pub struct Workload {
     pub cluster: &'static str,
     pub app: SocketAddr,
     pub sidecar: Sidecar,
+    /// The workload's ACL token: its own service identity and nothing else.
+    pub token: String,
 }
 
 pub struct Environment {
     pub clusters: Vec<Cluster>,
     pub workloads: Vec<Workload>,
+    /// The file holding the token Prometheus scrapes the agents with (the
+    /// same secret in both clusters, allowed `agent:read` only).
+    pub scrape_token_file: String,
 }
 
 impl Environment {
@@ -110,16 +114,31 @@ pub async fn start(
         );
         clusters.push(cluster);
     }
+    let scrape_token = uuid::Uuid::new_v4().to_string();
+    for cluster in &clusters {
+        scrape_token_for(&cluster.target, &scrape_token).await?;
+    }
+    let scrape_token_file = write_secret(dir, "prometheus.token", &scrape_token)?;
     let mut workloads = Vec::new();
     for (name, cluster, upstream) in WORKLOADS {
-        let api = &clusters
+        let target = &clusters
             .iter()
             .find(|c| c.target.name == cluster)
             .expect("the workload's cluster is started")
-            .target
-            .api;
+            .target;
+        let token = service_token(target, name).await?;
+        let token_file = write_secret(dir, &format!("{name}.token"), &token)?;
         let app = toy::start(name, cluster, apps_stop.clone()).await?;
-        let sidecar = start_sidecar(launcher, processes, api, name, app, upstream).await?;
+        let sidecar = start_sidecar(
+            launcher,
+            processes,
+            &target.api,
+            name,
+            app,
+            upstream,
+            &token_file,
+        )
+        .await?;
         println!(
             "   {name} ({cluster}): app {app}   sidecar inbound {} (admin {})",
             sidecar.inbound, sidecar.admin
@@ -129,11 +148,13 @@ pub async fn start(
             cluster,
             app,
             sidecar,
+            token,
         });
     }
     Ok(Environment {
         clusters,
         workloads,
+        scrape_token_file,
     })
 }
 
@@ -144,8 +165,20 @@ async fn start_cluster(
     name: &'static str,
 ) -> anyhow::Result<Cluster> {
     let data_dir = dir.join(name);
+    // ACLs on, default deny, as in production: a management token for the
+    // operator's commands, kept in a file only the user can read.
+    let management = uuid::Uuid::new_v4().to_string();
+    let acl_config = write_secret(
+        dir,
+        &format!("{name}-acl.hcl"),
+        &format!(
+            "acl {{\n  enabled        = true\n  default_policy = \"deny\"\n  tokens {{\n    initial_management = \"{management}\"\n  }}\n}}\n"
+        ),
+    )?;
     let args = [
         "agent",
+        "--config-file",
+        &acl_config,
         "--cluster-name",
         name,
         "--node-name",
@@ -169,10 +202,19 @@ async fn start_cluster(
         )
         .await?;
     let api = field(&line, "http")?;
+    let target = Target {
+        name,
+        api,
+        token: management,
+    };
+    let gateway_token = service_token(&target, isthmus_api::gateway::SERVICE_NAME).await?;
+    let gateway_token_file = write_secret(dir, &format!("{name}-gateway.token"), &gateway_token)?;
 
     let args = [
         "--control",
-        &api,
+        &target.api,
+        "--token-file",
+        &gateway_token_file,
         "--bind",
         "127.0.0.1:0",
         "--admin-bind",
@@ -189,7 +231,7 @@ async fn start_cluster(
         )
         .await?;
     let cluster = Cluster {
-        target: Target { name, api },
+        target,
         gateway: field(&line, "advertise")?,
         gateway_admin: field(&line, "admin")?,
     };
@@ -200,7 +242,7 @@ async fn start_cluster(
 /// Peering tokens carry the gateway's address from the catalog, so the
 /// gateway must be registered and passing before the first token.
 async fn wait_for_gateway(cluster: &Cluster) -> anyhow::Result<()> {
-    let client = Client::new(&cluster.target.api)?;
+    let client = cluster.target.client()?;
     wait_for(
         &format!(
             "{}'s gateway to be registered and passing",
@@ -229,12 +271,15 @@ async fn start_sidecar(
     service: &str,
     app: SocketAddr,
     upstream: Option<&str>,
+    token_file: &str,
 ) -> anyhow::Result<Sidecar> {
     let mut args: Vec<String> = [
         "--service",
         service,
         "--control",
         api,
+        "--token-file",
+        token_file,
         "--inbound-bind",
         "127.0.0.1:0",
         "--local-app",
@@ -287,6 +332,67 @@ pub fn write_service_definition(dir: &Path, workload: &Workload) -> anyhow::Resu
     write_file(dir, &format!("{}.hcl", workload.name), &definition)
 }
 
+/// A token with only the service identity `service`, made with the
+/// cluster's management token (what `isthmus acl token create
+/// -service-identity` does).
+pub(super) async fn service_token(target: &Target, service: &str) -> anyhow::Result<String> {
+    let body = serde_json::json!({
+        "Description": format!("{service} (isthmus demo)"),
+        "ServiceIdentities": [{"ServiceName": service}],
+    });
+    let token: serde_json::Value = target
+        .client()?
+        .send_json(http::Method::PUT, "/v1/acl/token", &body)
+        .await
+        .with_context(|| format!("creating {service}'s ACL token in {}", target.name))?;
+    token["SecretID"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{}'s agent answered a token without SecretID", target.name))
+}
+
+/// Makes `secret` a token in `target`'s cluster that may read the agents'
+/// metrics (`agent:read`) and nothing else.
+async fn scrape_token_for(target: &Target, secret: &str) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let policy = serde_json::json!({
+        "Name": "prometheus-scrape",
+        "Description": "Read the agents' metrics",
+        "Rules": "agent_prefix \"\" {\n  policy = \"read\"\n}\n",
+    });
+    let _: serde_json::Value = client
+        .send_json(http::Method::PUT, "/v1/acl/policy", &policy)
+        .await
+        .with_context(|| format!("creating the scrape policy in {}", target.name))?;
+    let token = serde_json::json!({
+        "SecretID": secret,
+        "Description": "Prometheus (isthmus demo)",
+        "Policies": [{"Name": "prometheus-scrape"}],
+    });
+    let _: serde_json::Value = client
+        .send_json(http::Method::PUT, "/v1/acl/token", &token)
+        .await
+        .with_context(|| format!("creating the scrape token in {}", target.name))?;
+    Ok(())
+}
+
+/// Writes a secret (a token, a config holding one) readable by the user only.
+pub(super) fn write_secret(dir: &Path, name: &str, contents: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path_str(&path)?.to_owned())
+}
+
 pub fn write_file(dir: &Path, name: &str, contents: &str) -> anyhow::Result<String> {
     let path = dir.join(name);
     std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
@@ -301,13 +407,25 @@ fn path_str(path: &Path) -> anyhow::Result<&str> {
 /// What `--keep-running` leaves up, and a Prometheus config for it.
 pub fn print_exploration(env: &Environment, dir: &Path) -> anyhow::Result<()> {
     let prometheus = write_file(dir, "prometheus.yml", &prometheus_config(env))?;
+    for cluster in &env.clusters {
+        write_secret(
+            dir,
+            &format!("{}-management.token", cluster.target.name),
+            &cluster.target.token,
+        )?;
+    }
     println!("\nEverything is still running. To explore:");
     for cluster in &env.clusters {
         let api = &cluster.target.api;
         println!("   {}:", cluster.target.name);
         println!("      web UI      {api}/ui/");
-        println!("      HTTP API    {api}   (ISTHMUS_HTTP_ADDR={api} isthmus peering list)");
-        println!("      metrics     {api}/v1/agent/metrics?format=prometheus");
+        println!(
+            "      HTTP API    {api}   (ISTHMUS_HTTP_ADDR={api} ISTHMUS_HTTP_TOKEN_FILE={} isthmus peering list)",
+            dir.join(format!("{}-management.token", cluster.target.name)).display()
+        );
+        println!(
+            "      metrics     {api}/v1/agent/metrics?format=prometheus   (token: agent:read)"
+        );
         println!(
             "      gateway     {}   metrics {}/metrics",
             cluster.gateway, cluster.gateway_admin
@@ -333,7 +451,10 @@ pub fn print_exploration(env: &Environment, dir: &Path) -> anyhow::Result<()> {
 fn prometheus_config(env: &Environment) -> String {
     let host = |url: &str| url.trim_start_matches("http://").to_owned();
     let mut out = String::from("global:\n  scrape_interval: 5s\nscrape_configs:\n");
-    out.push_str("  - job_name: isthmus-agent\n    metrics_path: /v1/agent/metrics\n    params:\n      format: [prometheus]\n    static_configs:\n");
+    out.push_str(&format!(
+        "  - job_name: isthmus-agent\n    metrics_path: /v1/agent/metrics\n    params:\n      format: [prometheus]\n    authorization:\n      credentials_file: {}\n    static_configs:\n",
+        env.scrape_token_file
+    ));
     for cluster in &env.clusters {
         out.push_str(&format!(
             "      - targets: ['{}']\n        labels: {{cluster: {}, component: agent}}\n",

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use isthmus_api::peering::Peering;
-use isthmus_runtime::client::Client;
 
-use super::script::{self, wait_for, Script};
+use super::script::{self, wait_for, Script, Target};
 use super::setup::{self, Cluster, Environment};
 
 /// How long replication, discovery and certificate issuance may take to
@@ -153,7 +152,7 @@ pub async fn walk(
     script.step("cluster-02 asks for backend's health in cluster-01");
     let path = "/v1/health/service/backend?peer=cluster-01";
     let entries = wait_for("backend to be replicated passing", SETTLE, || async {
-        let entries = health_entries(&c2.target.api, path).await?;
+        let entries = health_entries(&c2.target, path).await?;
         if entries.iter().any(|e| e.status == "passing") {
             Ok(entries)
         } else {
@@ -161,7 +160,15 @@ pub async fn walk(
         }
     })
     .await?;
-    script.curl("cluster-02", &c2.target.api, path).await?;
+    script
+        .curl_with_token(
+            "cluster-02",
+            &c2.target.api,
+            path,
+            &c2.target.token,
+            "$ISTHMUS_HTTP_TOKEN",
+        )
+        .await?;
     for entry in &entries {
         script.show(&entry.to_string());
     }
@@ -179,7 +186,7 @@ pub async fn walk(
         .ok_or_else(|| anyhow!("frontend has no upstream"))?;
     let base = format!("http://{upstream_addr}");
     let answer = wait_for("frontend's call to succeed", SETTLE, || async {
-        let answer = script::get(&base, "/hello")
+        let answer = script::get(&base, "/hello", None)
             .await
             .map_err(|e| format!("{e:#}"))?;
         match answer.status {
@@ -210,7 +217,7 @@ pub async fn walk(
     // Until intruder's sidecar has backend's endpoints it answers 503
     // itself; wait for an answer from an attempt that reached backend.
     wait_for("intruder's sidecar to try backend", SETTLE, || async {
-        let answer = script::get(&base, "/hello")
+        let answer = script::get(&base, "/hello", None)
             .await
             .map_err(|e| format!("{e:#}"))?;
         match answer.error_header.as_deref() {
@@ -238,6 +245,8 @@ pub async fn walk(
     )?;
     script.say("backend's sidecar refused the connection: no intention allows intruder");
 
+    identities_step(script, env).await?;
+
     script.step("Look at the metrics");
     let backend = env.workload("backend");
     let decisions = metrics(
@@ -245,6 +254,7 @@ pub async fn walk(
         "cluster-01",
         &backend.sidecar.admin,
         "/metrics",
+        None,
         &["inbound_authorization_total"],
     )
     .await?;
@@ -265,6 +275,7 @@ pub async fn walk(
         "cluster-01",
         &c1.gateway_admin,
         "/metrics",
+        None,
         &["gateway_passthrough_connections_total"],
     )
     .await?;
@@ -277,6 +288,7 @@ pub async fn walk(
         "cluster-02",
         &c2.target.api,
         "/v1/agent/metrics?format=prometheus",
+        Some(&c2.target.token),
         &[
             "isthmus_peering_healthy",
             "isthmus_peering_imported_services",
@@ -297,6 +309,62 @@ pub async fn walk(
                 && l.ends_with(" 1")
         }),
         "and 1 service imported from it",
+    )?;
+    Ok(())
+}
+
+/// ACLs: each workload's token holds only its own service identity, so
+/// intruder cannot obtain backend's certificate (and so cannot pose as
+/// backend), while frontend's calls go on.
+async fn identities_step(script: &mut Script, env: &Environment) -> anyhow::Result<()> {
+    script.step("intruder's token cannot obtain backend's certificate; frontend's calls go on");
+    let c2 = env.cluster("cluster-02");
+    let intruder = env.workload("intruder");
+    script.say("# ACLs are on with default deny; each sidecar runs with a token of its own service identity");
+    let leaf = "/v1/agent/connect/ca/leaf/backend";
+    let refused = script
+        .curl_with_token(
+            "cluster-02",
+            &c2.target.api,
+            leaf,
+            &intruder.token,
+            "$INTRUDER_TOKEN",
+        )
+        .await?;
+    script.show(&format!("{} {}", refused.status, refused.body.trim()));
+    script.check(
+        refused.status == 403 && refused.body.starts_with("Permission denied"),
+        "403: intruder's token may not write backend, so gets no certificate for it",
+    )?;
+    let own = script
+        .curl_with_token(
+            "cluster-02",
+            &c2.target.api,
+            "/v1/agent/connect/ca/leaf/intruder",
+            &intruder.token,
+            "$INTRUDER_TOKEN",
+        )
+        .await?;
+    script.show(&format!(
+        "{} (intruder's own certificate, {} bytes of JSON)",
+        own.status,
+        own.body.len()
+    ));
+    script.check(own.status == 200, "its own identity it may obtain")?;
+
+    let frontend = env.workload("frontend");
+    let (_, upstream_addr) = frontend
+        .sidecar
+        .upstream
+        .as_ref()
+        .ok_or_else(|| anyhow!("frontend has no upstream"))?;
+    let answer = script
+        .curl("cluster-02", &format!("http://{upstream_addr}"), "/hello")
+        .await?;
+    script.show(&format!("{} {}", answer.status, answer.body.trim()));
+    script.check(
+        answer.status == 200 && answer.body.contains("hello from backend in cluster-01"),
+        "frontend's call, made with its own identity, still succeeds",
     )?;
     Ok(())
 }
@@ -331,7 +399,7 @@ async fn wait_state(cluster: &Cluster, peer: &str, state: &str) -> anyhow::Resul
 }
 
 async fn peering(cluster: &Cluster, peer: &str) -> Result<Peering, String> {
-    let client = Client::new(&cluster.target.api).map_err(|e| e.to_string())?;
+    let client = cluster.target.client().map_err(|e| e.to_string())?;
     client
         .get_json::<Peering>(&format!("/v1/peering/{peer}"))
         .await
@@ -345,6 +413,7 @@ async fn metrics(
     label: &str,
     base: &str,
     path: &str,
+    token: Option<&str>,
     families: &[&str],
 ) -> anyhow::Result<Vec<String>> {
     let pattern = families
@@ -352,8 +421,13 @@ async fn metrics(
         .map(|f| format!("^{f}"))
         .collect::<Vec<_>>()
         .join("\\|");
-    println!("   [{label}]$ curl -s '{base}{path}' | grep '{pattern}'");
-    let answer = script::get(base, path).await?;
+    let header = if token.is_some() {
+        " -H \"X-Consul-Token: $ISTHMUS_HTTP_TOKEN\""
+    } else {
+        ""
+    };
+    println!("   [{label}]$ curl -s{header} '{base}{path}' | grep '{pattern}'");
+    let answer = script::get(base, path, token).await?;
     let samples: Vec<String> = answer
         .body
         .lines()
@@ -382,8 +456,8 @@ impl std::fmt::Display for HealthEntry {
     }
 }
 
-async fn health_entries(api: &str, path: &str) -> Result<Vec<HealthEntry>, String> {
-    let client = Client::new(api).map_err(|e| e.to_string())?;
+async fn health_entries(target: &Target, path: &str) -> Result<Vec<HealthEntry>, String> {
+    let client = target.client().map_err(|e| e.to_string())?;
     let (entries, _) = client
         .get_json::<Vec<serde_json::Value>>(path)
         .await

@@ -174,9 +174,11 @@ pub async fn token_list(
     let policy = params.get("policy").filter(|p| !p.is_empty()).cloned();
     let service = params.get("servicename").filter(|s| !s.is_empty()).cloned();
     blocking_json(&state, &params, |snap| {
-        let all = match &policy {
-            Some(policy) => tables::tokens_with_policy(snap, policy)?,
-            None => tables::tokens(snap)?,
+        // One filter from its index, the other (when both) on the result.
+        let all = match (&policy, &service) {
+            (Some(policy), _) => tables::tokens_with_policy(snap, policy)?,
+            (None, Some(service)) => tables::tokens_with_service(snap, service)?,
+            (None, None) => tables::tokens(snap)?,
         };
         let mut stubs = Vec::with_capacity(all.len());
         for token in all {
@@ -307,6 +309,21 @@ pub async fn policy_list(
     blocking_json(&state, &params, |snap| {
         let stubs: Vec<_> = tables::policies(snap)?.iter().map(|p| p.stub()).collect();
         Ok((stubs, snap.table_index(Table::AclPolicies)?))
+    })
+    .await
+}
+
+/// `GET /v1/acl/roles`: isthmus has no roles (token role links are
+/// refused), so the list is always empty.
+pub async fn role_list(
+    Extract(state): Extract<State>,
+    Query(params): Query<Params>,
+    authz: Authz,
+) -> Result<Response, ApiError> {
+    require_enabled(&state)?;
+    authz.require(Resource::Acl, "", Access::Read)?;
+    blocking_json(&state, &params, |snap| {
+        Ok((Vec::<()>::new(), snap.table_index(Table::AclTokens)?))
     })
     .await
 }

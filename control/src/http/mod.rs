@@ -145,6 +145,7 @@ pub fn router(state: State) -> Router {
                 .delete(acl::policy_delete),
         )
         .route("/v1/acl/policies", get(acl::policy_list))
+        .route("/v1/acl/roles", get(acl::role_list))
         .route("/v1/acl/{*rest}", any(acl::other))
         .route("/v1/health/checks/{name}", get(catalog::health_checks))
         .route("/v1/health/state/", get(nodes::health_state_missing))

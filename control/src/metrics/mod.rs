@@ -175,6 +175,9 @@ pub struct AgentMetrics {
     http_requests: IntCounterVec,
     /// The HTTP API listener's refusals and timeouts.
     pub api_listener: isthmus_runtime::listen::ListenerCounters,
+    /// The HTTPS API listener's (`listener="api_https"`), TLS handshake
+    /// timeouts included.
+    pub api_https_listener: isthmus_runtime::listen::ListenerCounters,
     /// Requests refused for a foreign `Origin` or `Host`, by reason.
     http_refused: [IntCounter; 2],
     /// Limits the log lines of refused requests to one per burst.
@@ -328,6 +331,7 @@ impl AgentMetrics {
             },
             http_requests,
             api_listener: listeners.listener("api"),
+            api_https_listener: listeners.listener("api_https"),
             request_refusal_log: Default::default(),
             http_refused: RequestRefusal::ALL.map(|r| http_refused.with_label_values(&[r.label()])),
         })
