@@ -184,6 +184,26 @@ async fn fails_over_to_the_peer_and_back_under_continuous_requests() {
         text.contains("  2. backend@cluster-01  chosen   failover target 1\n"),
         "{text}"
     );
+    // The same, as frontend's sidecar has the upstream registered.
+    let output = c2.cli(&["upstream", "explain", "backend", "-sidecar-for", "frontend"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), text);
+    let output = c2.cli(&["upstream", "explain", "api", "-sidecar-for", "frontend"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(
+            "The sidecar proxy frontend-sidecar-proxy has no upstream \"api\" (it has: backend)"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    let output = c2.cli(&["upstream", "explain", "backend", "-sidecar-for", "nobody"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("No sidecar proxy registered for service ID \"nobody\""),
+        "{}",
+        stderr(&output)
+    );
 
     phase.store(3, Ordering::SeqCst);
     flip(&c2, "pass").await;

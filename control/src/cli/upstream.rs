@@ -4,8 +4,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use isthmus_api::catalog::{AgentService, Upstream, KIND_CONNECT_PROXY};
 use isthmus_api::proxy::{agent_path_upstream, target_label, UpstreamView};
 
 use super::ApiArgs;
@@ -24,8 +27,13 @@ pub struct ExplainArgs {
     /// The upstream service, as a sidecar names it.
     service: String,
     /// The upstream is this peer's service (a fixed `service@peer` upstream).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sidecar_for")]
     peer: Option<String>,
+    /// Explain the upstream as the sidecar proxy of this service ID has it
+    /// registered (its `DestinationPeer` included), as `isthmus-proxy
+    /// --sidecar-for` would run it.
+    #[arg(long, value_name = "SERVICE_ID")]
+    sidecar_for: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Pretty)]
     format: Format,
@@ -43,11 +51,18 @@ pub async fn run(command: UpstreamCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+async fn explain(mut args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let client = args.api.client()?;
+    if let Some(service_id) = &args.sidecar_for {
+        let (services, _): (BTreeMap<String, AgentService>, _) = client
+            .get_json("/v1/agent/services")
+            .await
+            .context("Error listing the agent's services")?;
+        let upstream = registered_upstream(services.values(), service_id, &args.service)?;
+        args.peer = upstream.destination_peer.clone().filter(|p| !p.is_empty());
+    }
     let path = agent_path_upstream(&args.service, args.peer.as_deref());
-    let (view, _): (UpstreamView, _) = args
-        .api
-        .client()?
+    let (view, _): (UpstreamView, _) = client
         .get_json(&path)
         .await
         .with_context(|| format!("Error reading the upstream view of {}", args.service))?;
@@ -59,6 +74,52 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The upstream `service` of the one sidecar proxy registered for
+/// `service_id` (Consul's rule: the connect-proxy whose
+/// `Proxy.DestinationServiceID` is `service_id`, ignoring case).
+fn registered_upstream<'a>(
+    services: impl IntoIterator<Item = &'a AgentService>,
+    service_id: &str,
+    service: &str,
+) -> anyhow::Result<&'a Upstream> {
+    let sidecars: Vec<&AgentService> = services
+        .into_iter()
+        .filter(|s| s.kind.as_deref() == Some(KIND_CONNECT_PROXY))
+        .filter(|s| {
+            s.proxy
+                .as_deref()
+                .is_some_and(|p| p.destination_service_id.eq_ignore_ascii_case(service_id))
+        })
+        .collect();
+    let sidecar = match sidecars.as_slice() {
+        [] => bail!("No sidecar proxy registered for service ID {service_id:?}"),
+        [one] => *one,
+        several => bail!(
+            "More than one sidecar proxy registered for service ID {service_id:?}: {}",
+            several
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let upstreams = sidecar.proxy.as_deref().map_or(&[][..], |p| &p.upstreams);
+    upstreams
+        .iter()
+        .find(|u| u.destination_name == service)
+        .ok_or_else(|| {
+            anyhow!(
+                "The sidecar proxy {} has no upstream {service:?} (it has: {})",
+                sidecar.id,
+                upstreams
+                    .iter()
+                    .map(|u| target_label(&u.destination_name, u.destination_peer.as_deref()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
 }
 
 /// The human-readable explanation of the upstream `upstream` (`service` or
