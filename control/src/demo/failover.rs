@@ -122,7 +122,7 @@ pub async fn failover_step(
         format!("/v1/agent/service/maintenance/backend-sidecar-proxy?enable={enable}&reason=demo")
     };
     println!(
-        "   [cluster-02]$ curl -s -X PUT '{}{}'",
+        "   [cluster-02]$ curl -s -X PUT -H \"X-Consul-Token: $ISTHMUS_HTTP_TOKEN\" '{}{}'",
         c2.target.api,
         maintenance(true)
     );
@@ -143,7 +143,7 @@ pub async fn failover_step(
 
     script.step("cluster-02's backend is restored: calls come back to it");
     println!(
-        "   [cluster-02]$ curl -s -X PUT '{}{}'",
+        "   [cluster-02]$ curl -s -X PUT -H \"X-Consul-Token: $ISTHMUS_HTTP_TOKEN\" '{}{}'",
         c2.target.api,
         maintenance(false)
     );
