@@ -10,9 +10,9 @@ use anyhow::anyhow;
 use isthmus_runtime::client::Client;
 use tokio::sync::watch;
 
-use super::procs::{field, Launcher, Processes};
+use super::procs::{Launcher, Processes};
 use super::script::{self, wait_for, Script};
-use super::setup::{self, Environment, Sidecar, Workload};
+use super::setup::{self, Environment, SidecarArgs, Workload};
 use super::toy;
 
 /// How long a health change may take to reach the caller's sidecar.
@@ -58,13 +58,18 @@ pub async fn failover_step(
         name: "backend",
         cluster: "cluster-02",
         app,
-        sidecar: sidecar(
+        sidecar: setup::start_sidecar(
             launcher,
             processes,
-            &c2.target.api,
-            ("backend", &token_file),
-            None,
-            app,
+            SidecarArgs {
+                api: &c2.target.api,
+                service: "backend",
+                app,
+                upstream: None,
+                token_file: &token_file,
+                log_name: "cluster-02-backend-sidecar".into(),
+                extra: Vec::new(),
+            },
         )
         .await?,
         token,
@@ -89,13 +94,19 @@ pub async fn failover_step(
     }
     let caller = env.workload("frontend");
     let token_file = setup::write_secret(dir, &format!("{FRONTEND_ID}.token"), &caller.token)?;
-    let frontend = sidecar(
+    // frontend's second sidecar, under its own service ID.
+    let frontend = setup::start_sidecar(
         launcher,
         processes,
-        &c2.target.api,
-        ("frontend", &token_file),
-        Some("backend"),
-        caller.app,
+        SidecarArgs {
+            api: &c2.target.api,
+            service: "frontend",
+            app: caller.app,
+            upstream: Some("backend"),
+            token_file: &token_file,
+            log_name: "cluster-02-frontend-sidecar".into(),
+            extra: vec!["--service-id".into(), FRONTEND_ID.into()],
+        },
     )
     .await?;
     let (_, upstream) = frontend
@@ -184,66 +195,4 @@ async fn answered_by(script: &Script, base: &str, cluster: &str) -> anyhow::Resu
     })
     .await?;
     Ok(script.curl("frontend", base, "/").await?.body)
-}
-
-/// An `isthmus-proxy` for `service` with its token (frontend's under its
-/// own service ID).
-async fn sidecar(
-    launcher: &Launcher,
-    processes: &mut Processes,
-    api: &str,
-    (service, token_file): (&str, &str),
-    upstream: Option<&str>,
-    app: std::net::SocketAddr,
-) -> anyhow::Result<Sidecar> {
-    let mut args: Vec<String> = [
-        "--service",
-        service,
-        "--control",
-        api,
-        "--token-file",
-        token_file,
-        "--inbound-bind",
-        "127.0.0.1:0",
-        "--local-app",
-        &app.to_string(),
-        "--admin-bind",
-        "127.0.0.1:0",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    if let Some(upstream) = upstream {
-        args.extend([
-            "--service-id".to_owned(),
-            FRONTEND_ID.to_owned(),
-            "--upstream".to_owned(),
-            format!("{upstream}:0"),
-        ]);
-    }
-    let name = format!("{}-{service}-sidecar", "cluster-02");
-    let line = launcher
-        .start(
-            processes,
-            &name,
-            "isthmus-proxy",
-            &args,
-            "isthmus-proxy running:",
-        )
-        .await?;
-    let upstream = match upstream {
-        None => None,
-        Some(name) => {
-            let listeners = field(&line, "upstreams")?;
-            let addr = listeners
-                .split(',')
-                .find_map(|u| u.strip_prefix(name)?.strip_prefix('='))
-                .ok_or_else(|| anyhow!("the sidecar did not announce {name}: {line}"))?;
-            Some((name.to_owned(), addr.to_owned()))
-        }
-    };
-    Ok(Sidecar {
-        inbound: field(&line, "inbound")?,
-        admin: field(&line, "admin")?,
-        upstream,
-    })
 }

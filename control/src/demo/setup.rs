@@ -132,11 +132,15 @@ pub async fn start(
         let sidecar = start_sidecar(
             launcher,
             processes,
-            &target.api,
-            name,
-            app,
-            upstream,
-            &token_file,
+            SidecarArgs {
+                api: &target.api,
+                service: name,
+                app,
+                upstream,
+                token_file: &token_file,
+                log_name: format!("{name}-sidecar"),
+                extra: Vec::new(),
+            },
         )
         .await?;
         println!(
@@ -264,15 +268,35 @@ async fn wait_for_gateway(cluster: &Cluster) -> anyhow::Result<()> {
     .await
 }
 
-async fn start_sidecar(
+/// How to start one workload's sidecar.
+pub(super) struct SidecarArgs<'a> {
+    /// The agent's HTTP API.
+    pub api: &'a str,
+    pub service: &'a str,
+    pub app: SocketAddr,
+    /// `svc` or `svc@peer`, on an ephemeral local port.
+    pub upstream: Option<&'a str>,
+    pub token_file: &'a str,
+    /// The process's name in the demo's logs.
+    pub log_name: String,
+    /// More flags (a second sidecar of a service needs its own `--service-id`).
+    pub extra: Vec<String>,
+}
+
+pub(super) async fn start_sidecar(
     launcher: &Launcher,
     processes: &mut Processes,
-    api: &str,
-    service: &str,
-    app: SocketAddr,
-    upstream: Option<&str>,
-    token_file: &str,
+    sidecar: SidecarArgs<'_>,
 ) -> anyhow::Result<Sidecar> {
+    let SidecarArgs {
+        api,
+        service,
+        app,
+        upstream,
+        token_file,
+        log_name,
+        extra,
+    } = sidecar;
     let mut args: Vec<String> = [
         "--service",
         service,
@@ -293,10 +317,11 @@ async fn start_sidecar(
         args.push("--upstream".into());
         args.push(format!("{upstream}:0"));
     }
+    args.extend(extra);
     let line = launcher
         .start(
             processes,
-            &format!("{service}-sidecar"),
+            &log_name,
             "isthmus-proxy",
             &args,
             "isthmus-proxy running:",
