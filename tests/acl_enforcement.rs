@@ -73,7 +73,11 @@ impl Agent {
     async fn manage(&self, method: &str, path: &str, body: Value) -> Value {
         let answer = self.as_token(MANAGEMENT, method, path, Some(body)).await;
         assert_eq!(answer.status, 200, "{method} {path}: {}", answer.body);
-        answer.json()
+        if answer.body.is_empty() {
+            Value::Null
+        } else {
+            answer.json()
+        }
     }
 
     /// A token with one policy made of `rules`; returns its secret.
@@ -601,4 +605,41 @@ async fn a_sidecar_with_another_services_token_gets_no_identity() {
         "{refusal}"
     );
     impostor.kill().await.unwrap();
+}
+
+/// Updating a service's TTL check needs write on that service; a node
+/// check needs write on the node.
+#[tokio::test]
+async fn check_updates_need_write_on_their_service_or_node() {
+    let agent = Agent::start();
+    let backend = agent.identity_token("backend").await;
+    let frontend = agent.identity_token("frontend").await;
+    agent
+        .manage(
+            "PUT",
+            "/v1/agent/service/register",
+            json!({"Name": "backend", "Port": 9000,
+                   "Check": {"CheckID": "backend-ttl", "TTL": "1h"}}),
+        )
+        .await;
+    let refused = agent
+        .as_token(&frontend, "PUT", "/v1/agent/check/pass/backend-ttl", None)
+        .await;
+    assert_denied(&refused, "'service:write' on \"backend\"");
+    let passed = agent
+        .as_token(&backend, "PUT", "/v1/agent/check/pass/backend-ttl", None)
+        .await;
+    assert_eq!(passed.status, 200, "{}", passed.body);
+
+    agent
+        .manage(
+            "PUT",
+            "/v1/agent/check/register",
+            json!({"CheckID": "node-ttl", "Name": "node", "TTL": "1h"}),
+        )
+        .await;
+    let node = agent
+        .as_token(&backend, "PUT", "/v1/agent/check/pass/node-ttl", None)
+        .await;
+    assert_denied(&node, "'node:write'");
 }

@@ -131,7 +131,7 @@ pub async fn token_self(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     require_enabled(&state)?;
-    let secret = request_token(&headers, uri.query()).unwrap_or_default();
+    let secret = request_token(&headers, &uri).unwrap_or_default();
     let now = OffsetDateTime::now_utc();
     blocking_json(&state, &params, |snap| {
         let token = tables::token_by_secret(snap, &secret)?
@@ -153,7 +153,7 @@ pub async fn token_delete(
 ) -> Result<Response, ApiError> {
     require_enabled(&state)?;
     authz.require(Resource::Acl, "", Access::Write)?;
-    let requester = request_token(&headers, uri.query());
+    let requester = request_token(&headers, &uri);
     state
         .store
         .write(move |txn| tokens::delete(txn, &accessor_id, requester.as_deref()))

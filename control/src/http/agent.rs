@@ -320,7 +320,8 @@ pub(super) fn require_check_write(
     if check.service_id.is_empty() {
         authz.require(Resource::Node, &state.node.name, Access::Write)
     } else {
-        require_service_write(state, authz, &check.service_id)
+        // A stored check carries its service's name: no second lookup.
+        authz.require(Resource::Service, &check.service_name, Access::Write)
     }
 }
 

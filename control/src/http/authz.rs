@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::Response;
 use isthmus_api::acl::{Access, Authorizer, Resource};
 
@@ -115,19 +115,16 @@ impl FromRequestParts<State> for Authz {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Authz, ApiError> {
-        let secret = request_token(&parts.headers, parts.uri.query());
+        let secret = request_token(&parts.headers, &parts.uri);
         let authorizer = state.acl.resolve(secret.as_deref())?;
         Ok(Authz::new(authorizer, secret.is_some()))
     }
 }
 
 /// The token secret a request carries, in Consul's order of precedence.
-pub fn request_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(query) = query {
-        let from_query = url_token(query);
-        if from_query.is_some() {
-            return from_query;
-        }
+pub fn request_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    if let Some(token) = url_token(uri) {
+        return Some(token);
     }
     if let Some(value) = headers
         .get("x-consul-token")
@@ -147,9 +144,9 @@ pub fn request_token(headers: &HeaderMap, query: Option<&str>) -> Option<String>
         .map(str::to_owned)
 }
 
-fn url_token(query: &str) -> Option<String> {
-    let uri: axum::http::Uri = format!("/?{query}").parse().ok()?;
-    let Query(params) = Query::<super::Params>::try_from_uri(&uri).ok()?;
+fn url_token(uri: &Uri) -> Option<String> {
+    uri.query()?;
+    let Query(params) = Query::<super::Params>::try_from_uri(uri).ok()?;
     params.get("token").filter(|v| !v.is_empty()).cloned()
 }
 
@@ -168,21 +165,25 @@ mod tests {
         map
     }
 
+    fn uri(text: &str) -> Uri {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn query_then_header_then_bearer() {
         let all = headers(&[("x-consul-token", "h"), ("authorization", "Bearer b")]);
         assert_eq!(
-            request_token(&all, Some("a=1&token=q")).as_deref(),
+            request_token(&all, &uri("/p?a=1&token=q")).as_deref(),
             Some("q")
         );
-        assert_eq!(request_token(&all, Some("a=1")).as_deref(), Some("h"));
+        assert_eq!(request_token(&all, &uri("/p?a=1")).as_deref(), Some("h"));
         let bearer = headers(&[("authorization", "bearer  b ")]);
-        assert_eq!(request_token(&bearer, None).as_deref(), Some("b"));
+        assert_eq!(request_token(&bearer, &uri("/p")).as_deref(), Some("b"));
         let basic = headers(&[("authorization", "Basic xyz")]);
-        assert_eq!(request_token(&basic, None), None);
-        assert_eq!(request_token(&HeaderMap::new(), Some("token=")), None);
+        assert_eq!(request_token(&basic, &uri("/p")), None);
+        assert_eq!(request_token(&HeaderMap::new(), &uri("/p?token=")), None);
         assert_eq!(
-            request_token(&HeaderMap::new(), Some("token=a%2Bb")).as_deref(),
+            request_token(&HeaderMap::new(), &uri("/p?token=a%2Bb")).as_deref(),
             Some("a+b")
         );
     }
