@@ -272,6 +272,21 @@ async fn reads_are_filtered_to_what_the_token_may_read() {
         .await;
     assert_eq!(catalog_db.json(), json!([]));
 
+    // The UI's one-call summary is filtered the same way.
+    let summary = agent
+        .as_token(&web_reader, "GET", "/v1/internal/ui/services", None)
+        .await;
+    assert_eq!(summary.status, 200);
+    let names: Vec<String> = summary
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["web"]);
+    assert!(filtered(&summary), "{}", summary.head);
+
     let local = agent
         .as_token(&web_reader, "GET", "/v1/agent/services", None)
         .await;

@@ -97,6 +97,8 @@ async fn services_pages_show_local_and_imported_services() {
         t.contains("v1") && t.contains("http")
     })
     .await;
+    ui1.wait_text_eq(&cell(&backend, "service-proxied"), "in mesh")
+        .await;
     ui1.screenshot(&screenshot_path("services.png")).await;
 
     // The filter matches tags too; clearing it brings everything back.
@@ -173,6 +175,8 @@ async fn services_pages_show_local_and_imported_services() {
     )
     .await;
 
+    summary_endpoint_answers_and_blocks(&c1, &c2).await;
+
     // cluster-02: backend imported from cluster-01, marked with the peer.
     let ui2 = browser.new_window().await;
     open(&ui2, &c2.agent.url(), "#/services", "cluster-02").await;
@@ -201,6 +205,72 @@ async fn services_pages_show_local_and_imported_services() {
     .await;
     ui2.screenshot(&screenshot_path("service-imported.png"))
         .await;
+}
+
+/// `/v1/internal/ui/services` directly: the fields the page reads, and a
+/// blocking query woken by a new registration.
+async fn summary_endpoint_answers_and_blocks(
+    c1: &isthmus_tests::cluster::Cluster,
+    c2: &isthmus_tests::cluster::Cluster,
+) {
+    let find = |all: &serde_json::Value, name: &str, peer: Option<&str>| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Name"] == name && s["PeerName"].as_str() == peer)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} ({peer:?}) in {all}"))
+    };
+    let (all, index) = isthmus_tests::api::get(&c1.client, "/v1/internal/ui/services").await;
+    let backend = find(&all, "backend", None);
+    assert_eq!(backend["InstanceCount"], 1);
+    assert_eq!(backend["InstancesPassing"], 1);
+    assert_eq!(backend["ConnectedWithProxy"], true);
+    assert_eq!(backend["Datacenter"], "cluster-01");
+    assert!(backend.get("Kind").is_none(), "{backend}");
+    let api = find(&all, "api", None);
+    assert_eq!(
+        (
+            api["ChecksCritical"].clone(),
+            api["InstancesCritical"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    assert_eq!(api["Tags"], json!(["http", "v1"]));
+    assert_eq!(
+        find(&all, "backend-sidecar-proxy", None)["Kind"],
+        "connect-proxy"
+    );
+    let imported = isthmus_tests::api::get(&c2.client, "/v1/internal/ui/services")
+        .await
+        .0;
+    let backend = find(&imported, "backend", Some("cluster-01"));
+    assert_eq!(backend["InstancesPassing"], 1);
+    assert_eq!(backend["Datacenter"], "cluster-02");
+
+    // Blocking queries (?index=) follow the changes: a watcher sees a new
+    // registration without polling.
+    let client = c1.client.clone();
+    let watcher = tokio::spawn(async move {
+        let mut index = index;
+        loop {
+            let (all, next) = client
+                .get_json::<serde_json::Value>(&format!(
+                    "/v1/internal/ui/services?index={index}&wait=60s"
+                ))
+                .await
+                .unwrap();
+            if all.as_array().unwrap().iter().any(|s| s["Name"] == "late") {
+                return;
+            }
+            index = next.expect("X-Consul-Index");
+        }
+    });
+    c1.register_passing("late", 7100).await;
+    tokio::time::timeout(isthmus_tests::WAIT, watcher)
+        .await
+        .expect("the blocking query answers after the change")
+        .unwrap();
 }
 
 fn intention_row(source: &str) -> String {

@@ -2,9 +2,11 @@
 // (#/services/<name>, and #/services/<name>?peer=<peer> for a service
 // imported from a peer).
 //
-// The list is built from /v1/catalog/services and each service's
-// /v1/health/service/<name>; imported services come from each peering's
-// StreamStatus.ImportedServices and /v1/health/service/<name>?peer=<peer>.
+// The list comes from /v1/internal/ui/services (one summary per service,
+// imported ones with their PeerName); a service's detail from its
+// /v1/health/service/<name>[?peer=], /v1/health/connect/<name> (its
+// sidecars), the intentions matching it as destination and
+// /v1/exported-services.
 
 import { $, api, el, healthCounts, show } from "./core.js";
 
@@ -73,7 +75,7 @@ function renderList() {
   const shown = lastRows.filter(matchesFilter);
   table.tBodies[0].replaceChildren(
     ...shown.map((row) => {
-      const counts = healthCounts(row.entries);
+      const counts = row.counts;
       const link = el("a", { href: detailHref(row.name, row.peer), text: row.name, testid: "service-link" });
       return el(
         "tr",
@@ -83,10 +85,11 @@ function renderList() {
           { class: "name" },
           link,
           row.peer ? el("span", { class: "peer-mark", text: row.peer, testid: "service-peer", title: "Imported from this peer" }) : "",
+          row.proxied ? el("span", { class: "in-mesh", text: "in mesh", testid: "service-proxied", title: "A sidecar proxy fronts it" }) : "",
         ),
         el("td", {}, badge(row.kind, row.kind === "service" ? "neutral" : "info", "service-kind")),
         el("td", {}, tagList(row.tags, "service-tags")),
-        el("td", { class: "num", text: String(row.entries.length), testid: "service-instances" }),
+        el("td", { class: "num", text: String(row.instances), testid: "service-instances" }),
         countCell(counts, "passing"),
         countCell(counts, "warning"),
         countCell(counts, "critical"),
@@ -104,26 +107,20 @@ function kindOf(entries) {
   return KIND_LABELS[kind] ?? kind;
 }
 
+/** One call for the whole list: this cluster's services and every peer's imported ones. */
 async function loadList(current) {
-  const [catalog, peerings] = await Promise.all([
-    api("GET", "/v1/catalog/services"),
-    api("GET", "/v1/peerings"),
-  ]);
-  const local = Object.entries(catalog ?? {}).map(([name, tags]) => ({ name, tags: tags ?? [], peer: null }));
-  const imported = [];
-  for (const p of peerings ?? []) {
-    for (const name of p.StreamStatus?.ImportedServices ?? []) imported.push({ name, tags: [], peer: p.Name });
-  }
-  const all = [...local, ...imported];
-  const health = await Promise.all(all.map((row) => api("GET", healthPath(row.name, row.peer))));
+  const summaries = (await api("GET", "/v1/internal/ui/services")) ?? [];
   if (!current()) return;
-  all.forEach((row, i) => {
-    row.entries = health[i] ?? [];
-    row.kind = kindOf(row.entries);
-    if (row.peer) row.tags = row.entries.flatMap((e) => e.Service?.Tags ?? []);
-  });
-  all.sort((a, b) => a.name.localeCompare(b.name) || (a.peer ?? "").localeCompare(b.peer ?? ""));
-  lastRows = all;
+  lastRows = summaries.map((s) => ({
+    name: s.Name,
+    peer: s.PeerName || null,
+    kind: KIND_LABELS[s.Kind ?? ""] ?? s.Kind,
+    tags: s.Tags ?? [],
+    instances: s.InstanceCount ?? 0,
+    counts: { passing: s.InstancesPassing ?? 0, warning: s.InstancesWarning ?? 0, critical: s.InstancesCritical ?? 0 },
+    proxied: Boolean(s.ConnectedWithProxy),
+  }));
+  lastRows.sort((a, b) => a.name.localeCompare(b.name) || (a.peer ?? "").localeCompare(b.peer ?? ""));
   renderList();
 }
 

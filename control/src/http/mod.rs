@@ -28,6 +28,7 @@ mod relay;
 mod scope;
 mod state;
 pub mod ui;
+mod ui_services;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -175,6 +176,7 @@ pub fn router(state: State) -> Router {
             get(peering::read).delete(peering::delete),
         )
         .route("/v1/exported-services", get(peering::exported_services))
+        .route("/v1/internal/ui/services", get(ui_services::services))
         .route(
             "/v1/auth/groups",
             get(auth::list_groups).post(auth::create_group),
