@@ -192,7 +192,7 @@ async fn services_pages_show_local_and_imported_services() {
         .url()
         .await
         .ends_with("/ui/#/services/backend?peer=cluster-01"));
-    ui2.wait_text_eq(&tid("service-detail-peer"), "imported from cluster-01")
+    ui2.wait_text_eq(&tid("service-detail-peer"), "cluster-01")
         .await;
     ui2.wait_text_eq(
         "[data-testid=\"instance\"] [data-testid=\"instance-health\"]",

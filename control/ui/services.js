@@ -128,7 +128,8 @@ async function loadList(current) {
 
 function resetDetail(route) {
   $("service-detail-name").textContent = route.name;
-  $("service-detail-peer").textContent = route.peer ? `imported from ${route.peer}` : "";
+  $("service-detail-peer").textContent = route.peer ?? "";
+  $("service-detail-peer").title = route.peer ? `Imported from the peer ${route.peer}` : "";
   show($("service-detail-peer"), Boolean(route.peer));
   $("service-detail-kind").textContent = "";
   show($("service-detail-loading"), true);
