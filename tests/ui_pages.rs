@@ -205,6 +205,47 @@ async fn services_pages_show_local_and_imported_services() {
     .await;
     ui2.screenshot(&screenshot_path("service-imported.png"))
         .await;
+
+    // cluster-01's Intentions page edits the intention naming the peer's
+    // frontend: the entry keeps its Peer, the backend's detail follows.
+    ui1.goto(&format!("{}/ui/#/intentions", c1.agent.url()))
+        .await;
+    let peer_row = "tr[data-testid=\"intention-row\"][data-source=\"frontend\"][data-source-peer=\"cluster-02\"]";
+    ui1.wait_text_eq(
+        &cell(peer_row, "intention-source"),
+        "frontend (peer cluster-02)",
+    )
+    .await;
+    ui1.click(&cell(peer_row, "intention-edit")).await;
+    ui1.wait_text_eq(
+        &tid("intention-form-title"),
+        "Edit frontend (peer cluster-02) → backend",
+    )
+    .await;
+    choose(&ui1, &tid("intention-type"), "deny").await;
+    ui1.click(&tid("intention-save")).await;
+    ui1.wait_text_eq(&cell(peer_row, "intention-action"), "deny")
+        .await;
+    let entry = c1
+        .client
+        .get_json::<serde_json::Value>("/v1/config/service-intentions/backend")
+        .await
+        .unwrap()
+        .0;
+    let sources = entry["Sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 1, "{entry}");
+    assert_eq!(
+        (
+            &sources[0]["Name"],
+            &sources[0]["Peer"],
+            &sources[0]["Action"]
+        ),
+        (&json!("frontend"), &json!("cluster-02"), &json!("deny"))
+    );
+    ui1.goto(&format!("{}/ui/#/services/backend", c1.agent.url()))
+        .await;
+    ui1.wait_text_eq(&cell(intention, "service-intention-action"), "deny")
+        .await;
 }
 
 /// `/v1/internal/ui/services` directly: the fields the page reads, and a
