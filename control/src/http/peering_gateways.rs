@@ -3,10 +3,13 @@
 //! [`crate::peering::gateway_probe`]), for `isthmus peering gateways` and
 //! the web UI's Peers page.
 //!
-//! The probe results are live figures, not stored state: the endpoint
-//! answers at once (no blocking query); readers poll it.
+//! The probe results are live figures kept by the leader, not stored
+//! state: the endpoint answers at once (no blocking query; readers poll
+//! it), and an agent that does not lead asks the leader.
 
+use axum::body::Body;
 use axum::extract::{Query, State as Extract};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use isthmus_api::acl::{Access, Resource};
 use isthmus_api::peering_gateways::PeerGateway;
@@ -20,9 +23,26 @@ pub async fn list(
     Extract(state): Extract<State>,
     Query(params): Query<Params>,
     authz: Authz,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // Filtered like `/v1/peerings`: all of them with peering:read.
     authz.require(Resource::Peering, "", Access::Read)?;
+    if let Some(leader) = super::relay::leader_elsewhere(&state, &headers)? {
+        let path = uri
+            .path_and_query()
+            .map_or(uri.path(), |p| p.as_str())
+            .to_owned();
+        return super::relay::request_leader(
+            &state,
+            &leader,
+            Method::GET,
+            &path,
+            headers,
+            Body::empty(),
+        )
+        .await;
+    }
     let snapshot = state.store.snapshot()?;
     let mut gateways = Vec::new();
     for record in peering::list(&snapshot)? {
