@@ -31,14 +31,17 @@ const peerPath = (name) => `/v1/peering/${encodeURIComponent(name)}`;
 const GATEWAYS_PATH = "/v1/internal/ui/peering-gateways";
 const GATEWAY_TONES = { ALIVE: "success", DEAD: "critical", "NOT PROBED": "neutral" };
 
-/** The leader's probes of each peer's gateway, by peer name (empty if unreadable). */
+/**
+ * The leader's probes of each peer's gateway, by peer name. Never fails the
+ * page: unreadable (no leader right now, or the token may not read it; the
+ * peerings' own request is the one that asks for a token) shows as not probed.
+ */
 async function loadGateways() {
   try {
-    const gateways = (await api("GET", GATEWAYS_PATH)) ?? [];
+    const gateways = (await api("GET", GATEWAYS_PATH, undefined, { prompt: false })) ?? [];
     return new Map(gateways.map((g) => [g.Peer, g]));
-  } catch (e) {
-    if (e.status === 403) return new Map();
-    throw e;
+  } catch {
+    return new Map();
   }
 }
 
