@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use isthmus_tests::demo::KeptDemo;
 use isthmus_tests::isthmus_bin;
 use isthmus_tests::process::{stderr, stdout, ChildProcess};
 
@@ -106,7 +107,7 @@ fn keep_running_leaves_the_clusters_up_until_sigterm() {
         if let Some(call) = line
             .split("curl ")
             .nth(1)
-            .filter(|_| line.contains("call backend@cluster-01"))
+            .filter(|_| line.contains("call backend@cluster-01 as frontend:"))
         {
             frontend_call = Some(call.trim().to_owned());
         }
@@ -118,6 +119,10 @@ fn keep_running_leaves_the_clusters_up_until_sigterm() {
     }
     let seen = seen.join("\n");
     assert!(seen.contains("✓ intruder did not reach backend"), "{seen}");
+    // Prometheus is installed here (promtool below comes with it): the
+    // demo runs one, scraping everything.
+    assert!(seen.contains("Prometheus:   http://127.0.0.1:"), "{seen}");
+    assert!(seen.contains("/ui/#/topology"), "{seen}");
     assert!(!seen.contains('✗'), "a check failed:\n{seen}");
     let prometheus = dir.path().join("prometheus.yml");
     let checked = Command::new("promtool")
@@ -200,4 +205,21 @@ fn a_missing_binary_fails_with_the_build_command() {
     assert!(err.contains("Demo FAILED"), "{err}");
     assert!(err.contains("isthmus not found in"), "{err}");
     assert!(err.contains("cargo build --workspace --bins"), "{err}");
+}
+
+#[test]
+fn keep_running_without_prometheus_says_how_to_install_it() {
+    let no_programs = tempfile::tempdir().unwrap();
+    let demo = KeptDemo::start_until("Prometheus is not installed", |command| {
+        command.env("PATH", no_programs.path());
+    });
+    let out = demo.output();
+    assert!(out.contains("sudo apt-get install prometheus"), "{out}");
+    assert!(out.contains("Going on without it."), "{out}");
+    // Interrupted in the middle of the walkthrough: it stops what it started.
+    let status = demo.stop();
+    assert!(
+        !status.success(),
+        "an interrupted demo does not report success"
+    );
 }

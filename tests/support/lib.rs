@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod cluster;
+pub mod demo;
 pub mod etcd;
 pub mod peer_client;
 pub mod process;
