@@ -372,6 +372,25 @@ async fn each_rule_family_allows_and_denies() {
         .as_token(&peering_reader, "GET", "/v1/peerings", None)
         .await;
     assert_eq!(list.status, 200, "{}", list.body);
+    // The gateway probe report is read like the peerings.
+    let gateways = agent
+        .as_token(
+            &peering_reader,
+            "GET",
+            "/v1/internal/ui/peering-gateways",
+            None,
+        )
+        .await;
+    assert_eq!(gateways.status, 200, "{}", gateways.body);
+    let gateways = agent
+        .as_token(
+            &db_intentions,
+            "GET",
+            "/v1/internal/ui/peering-gateways",
+            None,
+        )
+        .await;
+    assert_denied(&gateways, "'peering:read'");
     let generate = agent
         .as_token(
             &peering_reader,

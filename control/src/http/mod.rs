@@ -23,6 +23,7 @@ mod metrics;
 mod nodes;
 mod origin;
 mod peering;
+mod peering_gateways;
 mod proxy;
 mod relay;
 mod scope;
@@ -170,6 +171,10 @@ pub fn router(state: State) -> Router {
         .route("/v1/peering/token", post(peering::token))
         .route("/v1/peering/establish", post(peering::establish))
         .route("/v1/peerings", get(peering::list))
+        .route(
+            isthmus_api::peering_gateways::PATH,
+            get(peering_gateways::list),
+        )
         .route(
             "/v1/peering/{name}",
             get(peering::read).delete(peering::delete),
