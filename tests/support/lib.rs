@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod peer_client;
 pub mod process;
+pub mod prometheus;
 pub mod proxy_process;
 
 use std::future::Future;
