@@ -333,6 +333,14 @@ where
 }
 
 /// `[data-testid="<id>"]`.
+/// Where a test writes a screenshot named `file` for people to look at
+/// (never compared): `target/tmp/ui-screenshots/<file>`, created on demand.
+pub fn screenshot_path(file: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir.join(file).to_string_lossy().into_owned()
+}
+
 pub fn tid(id: &str) -> String {
     format!("[data-testid=\"{id}\"]")
 }

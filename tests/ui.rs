@@ -9,7 +9,7 @@
 
 mod browser;
 
-use browser::{tid, wait_for, Browser, Window};
+use browser::{screenshot_path, tid, wait_for, Browser, Window};
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -22,10 +22,10 @@ use serde_json::{json, Value};
 
 /// Screenshots for people to look at (not compared): the Peers page, a
 /// peer's detail in both clusters, and the dialog showing an API error.
-const SCREENSHOT: &str = "/tmp/ui-peers.png";
-const DETAIL_SCREENSHOT: &str = "/tmp/ui-peer-detail.png";
-const IMPORTED_SCREENSHOT: &str = "/tmp/ui-peer-imported.png";
-const ERROR_SCREENSHOT: &str = "/tmp/ui-establish-error.png";
+const SCREENSHOT: &str = "peers.png";
+const DETAIL_SCREENSHOT: &str = "peer-detail.png";
+const IMPORTED_SCREENSHOT: &str = "peer-imported.png";
+const ERROR_SCREENSHOT: &str = "establish-error.png";
 
 fn row(peer: &str) -> String {
     format!("tr[data-testid=\"peer-row\"][data-peer=\"{peer}\"]")
@@ -137,7 +137,7 @@ async fn peers_page_generate_establish_inspect_and_delete() {
         .await;
     ui2.wait_text_eq(&row_cell("cluster-01", "peer-imported"), "1")
         .await;
-    ui1.screenshot(SCREENSHOT).await;
+    ui1.screenshot(&screenshot_path(SCREENSHOT)).await;
 
     // cluster-02: the detail view of cluster-01.
     ui2.click(&format!("{} {}", row("cluster-01"), tid("peer-link")))
@@ -169,7 +169,7 @@ async fn peers_page_generate_establish_inspect_and_delete() {
     ui2.wait_text_eq(&health("passing"), "0").await;
     ui2.wait_text(&tid("exported-empty"), |t| t.contains("Nothing exported"))
         .await;
-    ui2.screenshot(IMPORTED_SCREENSHOT).await;
+    ui2.screenshot(&screenshot_path(IMPORTED_SCREENSHOT)).await;
 
     // cluster-01: the detail view lists the export.
     ui1.goto(&format!("{}/ui/#/peers/cluster-02", c1.agent.url()))
@@ -179,7 +179,7 @@ async fn peers_page_generate_establish_inspect_and_delete() {
         .await;
     ui1.wait_text(&tid("imported-empty"), |t| t.contains("Nothing imported"))
         .await;
-    ui1.screenshot(DETAIL_SCREENSHOT).await;
+    ui1.screenshot(&screenshot_path(DETAIL_SCREENSHOT)).await;
     ui1.click(&tid("back-to-peers")).await;
     ui1.wait_text_eq(&row_cell("cluster-02", "peer-state"), "ACTIVE")
         .await;
@@ -205,7 +205,7 @@ async fn peers_page_generate_establish_inspect_and_delete() {
     ui2.fill(&tid("establish-token"), "not-a-token").await;
     ui2.click(&tid("establish-submit")).await;
     ui2.wait_text_eq(&tid("dialog-error"), &message).await;
-    ui2.screenshot(ERROR_SCREENSHOT).await;
+    ui2.screenshot(&screenshot_path(ERROR_SCREENSHOT)).await;
     // The dialog stays open with what was typed, and nothing was created.
     assert_eq!(
         ui2.value(&tid("establish-peer-name")).await.as_deref(),

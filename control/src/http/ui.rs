@@ -1,7 +1,8 @@
-//! The web UI at `/ui/`: one HTML page, one JavaScript module, one
-//! stylesheet and an icon, embedded in the binary. The page routes on the
-//! URL fragment (`#/peers`, `#/peers/<name>`) and talks only to the JSON API
-//! on the same origin, so the server needs no routes beyond the assets.
+//! The web UI at `/ui/`: one HTML page, its JavaScript modules (a router,
+//! shared helpers, one module per page), stylesheets and an icon, embedded
+//! in the binary. The page routes on the URL fragment (`#/services`,
+//! `#/intentions`, `#/topology`, `#/peers`, ...) and talks only to the JSON
+//! API on the same origin, so the server needs no routes beyond the assets.
 //!
 //! Every answer carries a strict Content-Security-Policy (nothing inline,
 //! nothing from elsewhere), `nosniff`, and `Cache-Control: no-cache` with a
@@ -43,9 +44,54 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../ui/app.js"),
     },
     Asset {
+        path: "/ui/core.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../ui/core.js"),
+    },
+    Asset {
+        path: "/ui/peers.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../ui/peers.js"),
+    },
+    Asset {
+        path: "/ui/services.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../ui/services.js"),
+    },
+    Asset {
+        path: "/ui/intentions.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../ui/intentions.js"),
+    },
+    Asset {
+        path: "/ui/topology.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../ui/topology.js"),
+    },
+    Asset {
         path: "/ui/app.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../ui/app.css"),
+    },
+    Asset {
+        path: "/ui/peers.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../ui/peers.css"),
+    },
+    Asset {
+        path: "/ui/services.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../ui/services.css"),
+    },
+    Asset {
+        path: "/ui/intentions.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../ui/intentions.css"),
+    },
+    Asset {
+        path: "/ui/topology.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../ui/topology.css"),
     },
     Asset {
         path: "/ui/favicon.svg",
@@ -128,8 +174,17 @@ mod tests {
             assert!(!asset.body.is_empty(), "{} is empty", asset.path);
         }
         let html = std::str::from_utf8(ASSETS[0].body).unwrap();
-        for reference in ["/ui/app.js", "/ui/app.css", "/ui/favicon.svg"] {
-            assert!(html.contains(reference), "index.html lacks {reference}");
+        for asset in ASSETS.iter().skip(1) {
+            let file = asset.path.trim_start_matches("/ui/");
+            let referenced = if file.ends_with(".js") && file != "app.js" {
+                // Modules are imported by app.js, not named by the page.
+                std::str::from_utf8(ASSETS[1].body)
+                    .unwrap()
+                    .contains(&format!("\"./{file}\""))
+            } else {
+                html.contains(asset.path)
+            };
+            assert!(referenced, "{} is served but nothing loads it", asset.path);
         }
         // The CSP forbids inline code; keep the page free of it.
         assert!(!html.contains("<script>"), "inline script in index.html");
