@@ -10,6 +10,7 @@ pub mod demo;
 pub mod etcd;
 pub mod peer_client;
 pub mod process;
+pub mod prometheus;
 pub mod proxy_process;
 
 use std::future::Future;
