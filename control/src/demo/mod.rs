@@ -189,7 +189,19 @@ async fn demo(
             true => start_prometheus(&launcher, processes, dir, args.prometheus_addr).await?,
             false => None,
         };
-        let env = setup::start(&launcher, processes, dir, "", apps_stop.clone()).await?;
+        // The agents' UI takes the topology's numbers from it.
+        let agent_settings = prometheus
+            .as_ref()
+            .map(|prometheus| prometheus::ui_config(&prometheus.url))
+            .unwrap_or_default();
+        let env = setup::start(
+            &launcher,
+            processes,
+            dir,
+            &agent_settings,
+            apps_stop.clone(),
+        )
+        .await?;
         let steps = async {
             walkthrough::walk(&mut script, &env, dir).await?;
             failover::failover_step(&mut script, &launcher, processes, &env, dir, apps_stop).await

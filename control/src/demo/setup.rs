@@ -495,8 +495,7 @@ pub fn print_exploration(
                 "   Grafana dashboards: configs/grafana/ (import them with this Prometheus as the data source)"
             );
             println!(
-                "   to see its numbers in the topology, give the agents this setting:\n{}",
-                indent(&prometheus::ui_config(&prometheus.url), "      ")
+                "   the agents' UI reads the topology's numbers from it (ui_config metrics_provider = \"prometheus\")"
             );
         }
         None => {
