@@ -210,3 +210,77 @@ pub fn ui_config(url: &str) -> String {
         "ui_config {{\n  enabled          = true\n  metrics_provider = \"prometheus\"\n  metrics_proxy {{\n    base_url = \"{url}\"\n  }}\n}}\n"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AgentConfig, MetricsProvider, Settings, Source};
+    use crate::demo::script::Target;
+    use crate::demo::setup::{Cluster, Sidecar, Workload};
+
+    fn environment() -> Environment {
+        let cluster = |name: &'static str, port: u16| Cluster {
+            target: Target {
+                name,
+                api: format!("http://127.0.0.1:{port}"),
+                token: "secret".into(),
+            },
+            gateway: format!("127.0.0.1:{}", port + 1),
+            gateway_admin: format!("http://127.0.0.1:{}", port + 2),
+        };
+        Environment {
+            clusters: vec![cluster("cluster-01", 1000), cluster("cluster-02", 2000)],
+            workloads: vec![Workload {
+                name: "backend",
+                cluster: "cluster-01",
+                app: "127.0.0.1:3000".parse().unwrap(),
+                sidecar: Sidecar {
+                    inbound: "127.0.0.1:3001".into(),
+                    admin: "http://127.0.0.1:3002".into(),
+                    upstream: None,
+                },
+                token: "secret".into(),
+            }],
+            scrape_token_file: "/demo/prometheus.token".into(),
+        }
+    }
+
+    #[test]
+    fn the_scrape_config_has_every_component_with_its_labels() {
+        let late = [LateSidecar {
+            service: "backend",
+            cluster: "cluster-02",
+            admin: "http://127.0.0.1:4002".into(),
+        }];
+        let (config, targets) = scrape_config(&environment(), &late);
+        assert_eq!(targets, 2 + 2 + 2, "{config}");
+        for expected in [
+            "  scrape_interval: 5s\n",
+            "credentials_file: /demo/prometheus.token\n",
+            "- targets: ['127.0.0.1:1000']\n        labels: {cluster: cluster-01, component: agent}\n",
+            "- targets: ['127.0.0.1:2002']\n        labels: {cluster: cluster-02, component: gateway}\n",
+            "- targets: ['127.0.0.1:3002']\n        labels: {cluster: cluster-01, component: sidecar, service: backend}\n",
+            "- targets: ['127.0.0.1:4002']\n        labels: {cluster: cluster-02, component: sidecar, service: backend}\n",
+        ] {
+            assert!(config.contains(expected), "{expected:?} in:\n{config}");
+        }
+    }
+
+    #[test]
+    fn the_ui_setting_is_one_the_agent_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ui.hcl");
+        std::fs::write(&file, ui_config("http://127.0.0.1:9999")).unwrap();
+        let mut config = AgentConfig::dev();
+        Settings::load(&file)
+            .unwrap()
+            .apply(&mut config, Source::File)
+            .unwrap();
+        assert_eq!(
+            config.ui.metrics,
+            Some(MetricsProvider {
+                base_url: "http://127.0.0.1:9999".into()
+            })
+        );
+    }
+}
