@@ -27,6 +27,9 @@ struct Query {
     /// `file: panel title (refId)`, for the failure message.
     origin: String,
     expr: String,
+    /// The labels the legend names (`{{service}}`): the result must carry
+    /// them, or the legend shows blanks.
+    legend_labels: Vec<String>,
 }
 
 fn dashboard_dir() -> PathBuf {
@@ -112,6 +115,7 @@ fn queries() -> Vec<Query> {
                         target["refId"].as_str().unwrap_or("?")
                     ),
                     expr: substitute(expr),
+                    legend_labels: legend_labels(target["legendFormat"].as_str().unwrap_or("")),
                 });
             }
         }
@@ -133,10 +137,21 @@ fn queries() -> Vec<Query> {
             out.push(Query {
                 origin: format!("{file}: variable ${name}"),
                 expr: label_selector(&substitute(selector.trim()), label.trim()),
+                legend_labels: vec![label.trim().to_owned()],
             });
         }
     }
     out
+}
+
+/// The label names in a legend format (`{{service}} ({{cluster}})`).
+fn legend_labels(format: &str) -> Vec<String> {
+    format
+        .split("{{")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("}}"))
+        .map(|(label, _)| label.trim().to_owned())
+        .collect()
 }
 
 /// `selector` restricted to series that carry `label`.
@@ -280,7 +295,16 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
             let mut still = Vec::new();
             for q in pending {
                 match query(&client, &q.expr).await {
-                    Ok(series) if has_data(&series) => {}
+                    Ok(series) if has_data(&series) => {
+                        for label in &q.legend_labels {
+                            assert!(
+                                series.iter().any(|s| s["metric"].get(label).is_some()),
+                                "{}: the legend names {{{{{label}}}}}, which no series of {:?} has: {series:?}",
+                                q.origin,
+                                q.expr
+                            );
+                        }
+                    }
                     Ok(series) => still.push((q, format!("no data: {series:?}"))),
                     Err(e) => panic!("{}: Prometheus refused {:?}: {e}", q.origin, q.expr),
                 }
