@@ -26,5 +26,7 @@ pub mod naming;
 pub mod peering;
 pub mod peering_framing;
 pub mod peering_limits;
+pub mod promql;
 pub mod proxy;
 pub mod tls;
+pub mod topology;
