@@ -17,7 +17,9 @@ mod ui;
 
 pub use acl::{AclBlock, AclDefaultPolicy, AclFlags, AclTokensBlock};
 pub use peering::PeeringBlock;
-pub use ui::{validate_base_url, MetricsProvider, UiConfigBlock, UiFlags, UiSettings};
+pub use ui::{
+    ui_provider_name, validate_base_url, MetricsProvider, UiConfigBlock, UiFlags, UiSettings,
+};
 
 pub use store::{default_etcd_prefix, EtcdSettings, EtcdTls, StoreKind, DEFAULT_MEMBER_TTL};
 use store::{validate_etcd, StoreLayer, MAX_MEMBER_TTL, MIN_MEMBER_TTL};

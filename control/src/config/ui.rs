@@ -38,6 +38,15 @@ pub struct MetricsProvider {
     pub base_url: String,
 }
 
+/// The provider's name as the topology answer shows it (`""`: none).
+pub fn ui_provider_name(settings: &UiSettings) -> &'static str {
+    if settings.metrics.is_some() {
+        PROMETHEUS
+    } else {
+        ""
+    }
+}
+
 /// The file's `ui_config` block.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

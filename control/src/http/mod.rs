@@ -28,6 +28,7 @@ mod proxy;
 mod relay;
 mod scope;
 mod state;
+mod topology;
 pub mod ui;
 
 use std::collections::HashMap;
@@ -216,6 +217,7 @@ pub fn router(state: State) -> Router {
             post(internal::stream),
         )
         .route(isthmus_api::proxy::AGENT_PATH_VIEW, get(proxy::view))
+        .route("/v1/internal/ui/topology", get(topology::topology))
         .route(
             "/v1/internal/proxy/upstream/{service}",
             get(proxy::upstream),
