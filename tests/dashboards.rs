@@ -4,6 +4,8 @@
 //! denied), every panel's query and every variable's label query must be
 //! valid PromQL and return data. promtool cannot check dashboards, so this
 //! is their check: a panel naming a metric nothing exports fails here.
+//! The demo also points its agents' UI at that Prometheus: the topology
+//! shows live numbers.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -346,6 +348,46 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
             let value: f64 = series[0]["value"][1].as_str().unwrap().parse().unwrap();
             assert!(value > 0.0, "{what}: {value}");
         }
+
+        // The demo points its agents' UI at the same Prometheus: cluster-01's
+        // topology shows cluster-02's frontend calling backend, live.
+        let api = demo
+            .value_after("HTTP API")
+            .unwrap_or_else(|| panic!("no HTTP API line in:\n{out}"));
+        let token = std::fs::read_to_string(demo.dir.path().join("cluster-01-management.token"))
+            .expect("the demo keeps cluster-01's management token");
+        let agent = Client::with_credentials(
+            &api,
+            &isthmus_runtime::client::Credentials {
+                token: Some(token.trim().to_owned()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let deadline = Instant::now() + DATA_LIMIT;
+        loop {
+            let (topology, _) = agent
+                .get_json::<Value>("/v1/internal/ui/topology")
+                .await
+                .unwrap();
+            assert_eq!(topology["MetricsProvider"], "prometheus", "{topology}");
+            let rate = topology["Edges"].as_array().into_iter().flatten().find_map(|e| {
+                let from_frontend = e["Source"]["Name"] == "frontend"
+                    && e["Source"]["Peer"] == "cluster-02"
+                    && e["Destination"]["Name"] == "backend"
+                    && e["Destination"]["Peer"] == "";
+                from_frontend.then(|| e["Metrics"]["RequestRate"].as_f64()).flatten()
+            });
+            if topology["MetricsStatus"] == "ok" && rate.is_some_and(|r| r > 0.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no live frontend (cluster-02) -> backend rate in cluster-01's topology after {DATA_LIMIT:?}: {topology}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+
         let _ = stop.send(true);
         traffic.await.unwrap();
     });
