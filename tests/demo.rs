@@ -2,13 +2,12 @@
 //! so; `--keep-running` leaves a working pair of clusters up until SIGTERM
 //! and then stops every process it started; a missing binary fails clearly.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use isthmus_tests::demo::KeptDemo;
 use isthmus_tests::isthmus_bin;
-use isthmus_tests::process::{stderr, stdout, ChildProcess};
+use isthmus_tests::process::{stderr, stdout};
 
 /// The whole demo may take this long (it takes a few seconds).
 const DEMO_LIMIT: Duration = Duration::from_secs(120);
@@ -74,52 +73,19 @@ fn the_demo_walks_through_peering_and_passes() {
 
 #[test]
 fn keep_running_leaves_the_clusters_up_until_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(isthmus_bin())
-        .args([
-            "demo",
-            "--keep-running",
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn isthmus demo");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let mut ui = None;
-    let mut frontend_call = None;
-    loop {
-        let line = rx
-            .recv_timeout(DEMO_LIMIT)
-            .unwrap_or_else(|_| panic!("no 'Press Ctrl-C' line; got:\n{}", seen.join("\n")));
-        if let Some(url) = line.trim().strip_prefix("web UI") {
-            ui.get_or_insert(url.trim().to_owned());
-        }
-        if let Some(call) = line
-            .split("curl ")
-            .nth(1)
-            .filter(|_| line.contains("call backend@cluster-01"))
-        {
-            frontend_call = Some(call.trim().to_owned());
-        }
-        let done = line.contains("Press Ctrl-C to stop");
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
+    // Stopped (SIGTERM, then everything it started) even if a check fails.
+    let demo = KeptDemo::start();
+    let ui = demo.value_after("web UI");
+    let frontend_call = demo.value_after("call backend@cluster-01 as frontend: curl");
+    let seen = demo.lines.clone();
     let seen = seen.join("\n");
     assert!(seen.contains("✓ intruder did not reach backend"), "{seen}");
+    // Prometheus is installed here (promtool below comes with it): the
+    // demo runs one, scraping everything.
+    assert!(seen.contains("Prometheus:   http://127.0.0.1:"), "{seen}");
+    assert!(seen.contains("/ui/#/topology"), "{seen}");
     assert!(!seen.contains('✗'), "a check failed:\n{seen}");
-    let prometheus = dir.path().join("prometheus.yml");
+    let prometheus = demo.dir.path().join("prometheus.yml");
     let checked = Command::new("promtool")
         .args(["check", "config"])
         .arg(&prometheus)
@@ -158,7 +124,7 @@ fn keep_running_leaves_the_clusters_up_until_sigterm() {
     assert!(call_body.contains("hello from backend"), "{call_body}");
     assert_eq!(ui_status, Ok(200), "the UI is served");
 
-    let status = ChildProcess::new(child).terminate();
+    let status = demo.stop();
     assert!(status.success(), "the demo exits 0 after SIGTERM: {status}");
     // Every process it started is gone: nothing listens on the agents' API any more.
     let agent = ui
@@ -200,4 +166,21 @@ fn a_missing_binary_fails_with_the_build_command() {
     assert!(err.contains("Demo FAILED"), "{err}");
     assert!(err.contains("isthmus not found in"), "{err}");
     assert!(err.contains("cargo build --workspace --bins"), "{err}");
+}
+
+#[test]
+fn keep_running_without_prometheus_says_how_to_install_it() {
+    let no_programs = tempfile::tempdir().unwrap();
+    let demo = KeptDemo::start_until("Prometheus is not installed", |command| {
+        command.env("PATH", no_programs.path());
+    });
+    let out = demo.output();
+    assert!(out.contains("sudo apt-get install prometheus"), "{out}");
+    assert!(out.contains("Going on without it."), "{out}");
+    // Interrupted in the middle of the walkthrough: it stops what it started.
+    let status = demo.stop();
+    assert!(
+        !status.success(),
+        "an interrupted demo does not report success"
+    );
 }

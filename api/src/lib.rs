@@ -27,5 +27,7 @@ pub mod peering;
 pub mod peering_framing;
 pub mod peering_gateways;
 pub mod peering_limits;
+pub mod promql;
 pub mod proxy;
 pub mod tls;
+pub mod topology;

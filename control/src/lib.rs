@@ -32,5 +32,7 @@ pub mod metrics;
 pub mod peering;
 pub mod sidecar;
 pub mod store;
+pub mod topology;
 pub mod ttl_timers;
+pub mod ui_metrics;
 pub mod upstream_chain;

@@ -61,9 +61,17 @@ pub(crate) async fn serve(
     limits: Limits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
+    let identity = state.identity.clone();
+    let service = state.facts.service.clone();
     let admin = Admin {
         counters: metrics.admin_listener.clone(),
-        encode_metrics: Arc::new(move || metrics.encode().map_err(|e| e.to_string())),
+        encode_metrics: Arc::new(move || {
+            // Named at scrape time, from the leaf in force then.
+            if let Some(snapshot) = identity.current() {
+                metrics.identify(&service, &snapshot.leaf.datacenter);
+            }
+            metrics.encode().map_err(|e| e.to_string())
+        }),
         readiness: state.readiness.clone(),
         shutdown,
     };

@@ -41,6 +41,8 @@ pub(crate) struct Leaf {
     pub(crate) key: Arc<CertifiedKey>,
     /// Our SPIFFE ID as the certificate carries it.
     pub(crate) uri: String,
+    /// The datacenter our SPIFFE ID names.
+    pub(crate) datacenter: String,
 }
 
 impl Leaf {
@@ -48,12 +50,17 @@ impl Leaf {
         let key = certified_key(&cert.cert_pem, &cert.private_key_pem).map_err(|e| e.0)?;
         let first = certs_from_pem(&cert.cert_pem).map_err(|e| e.0)?;
         let id = spiffe_id_of(&first[0]).map_err(|e| e.0)?;
-        match &id {
-            SpiffeId::Service { service: s, .. } if s == service => {}
+        let datacenter = match &id {
+            SpiffeId::Service {
+                service: s,
+                datacenter,
+                ..
+            } if s == service => datacenter.clone(),
             other => return Err(format!("it is for {other}, not for the service {service}")),
-        }
+        };
         Ok(Leaf {
             uri: id.to_string(),
+            datacenter,
             cert,
             key,
         })

@@ -35,7 +35,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Protocol, ProxyConfig};
 use crate::identity::{Identity, Snapshot};
-use crate::metrics::{InboundError, Layer, Metrics};
+use crate::metrics::{InboundError, Layer, Metrics, SourceTraffic};
 use isthmus_dataplane::drain::Drain;
 use isthmus_dataplane::io::CountingIo;
 
@@ -104,6 +104,8 @@ pub(crate) struct Caller {
     l7_allowed: OnceLock<IntCounter>,
     l7_denied: OnceLock<IntCounter>,
     l4_denied: OnceLock<IntCounter>,
+    /// Its responses, by the same labels; resolved at its first request.
+    traffic: OnceLock<SourceTraffic>,
 }
 
 /// One admitted HTTP connection: what its requests (and the upgraded
@@ -157,6 +159,12 @@ impl Caller {
             namespace: &self.namespace,
             name: &self.name,
         }
+    }
+
+    /// This caller's response counters and latency histogram.
+    fn traffic(&self, metrics: &Metrics) -> &SourceTraffic {
+        self.traffic
+            .get_or_init(|| metrics.source_traffic(&self.src_label, &self.peer_label))
     }
 
     fn counter(&self, cell: &OnceLock<IntCounter>, metrics: &Metrics, allow: bool, layer: Layer) {
@@ -276,6 +284,7 @@ impl Inbound {
             l7_allowed: OnceLock::new(),
             l7_denied: OnceLock::new(),
             l4_denied: OnceLock::new(),
+            traffic: OnceLock::new(),
         })
     }
 

@@ -225,6 +225,27 @@ impl Drop for OpenConnection {
     }
 }
 
+/// The responses one caller received from the inbound side: what makes a
+/// service-to-service edge (rate, success, latency) computable without the
+/// scrape's own labels. Resolved once per connection.
+#[derive(Debug)]
+pub(crate) struct SourceTraffic {
+    success: IntCounter,
+    failure: IntCounter,
+    latency: Histogram,
+}
+
+impl SourceTraffic {
+    pub(crate) fn response(&self, status: StatusCode, started: Instant) {
+        self.latency.observe(started.elapsed().as_secs_f64());
+        if status.is_server_error() {
+            self.failure.inc();
+        } else {
+            self.success.inc();
+        }
+    }
+}
+
 /// Outbound error counters of one upstream.
 #[derive(Debug)]
 pub(crate) struct UpstreamErrors(Box<[IntCounter]>);
@@ -258,6 +279,12 @@ pub(crate) struct Metrics {
     pub(crate) inbound: Traffic,
     pub(crate) outbound: Traffic,
     authorization: IntCounterVec,
+    /// Inbound responses and latency by caller (`src_service`, `src_peer`),
+    /// bounded like `inbound_authorization_total`'s labels.
+    source_responses: IntCounterVec,
+    source_latency: HistogramVec,
+    /// `isthmus_proxy_info{service, datacenter}` = 1 once the leaf is in.
+    info: IntGaugeVec,
     inbound_errors: Box<[IntCounter]>,
     /// By [`PathError::ALL`]'s order.
     inbound_request_errors: Box<[IntCounter]>,
@@ -326,6 +353,29 @@ impl Metrics {
             "Intention decisions: per connection at L4, per request at L7",
             &["decision", "layer", "src_service", "peer"],
         )?;
+        let source_responses = counter_vec(
+            r,
+            "inbound_source_response_total",
+            "Inbound HTTP responses by caller (src_service as in inbound_authorization_total, src_peer \"\" for local callers) and classification",
+            &["src_service", "src_peer", "classification"],
+        )?;
+        let source_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "inbound_source_response_latency_seconds",
+                "Time from an inbound request's arrival to its response's headers, by caller",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["src_service", "src_peer"],
+        )?;
+        registry.register(Box::new(source_latency.clone()))?;
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "isthmus_proxy_info",
+                "1 for the service this sidecar fronts and its datacenter (join on instance and job to name the service of any series)",
+            ),
+            &["service", "datacenter"],
+        )?;
+        registry.register(Box::new(info.clone()))?;
         let inbound_errors = counter_vec(
             r,
             "inbound_connection_errors_total",
@@ -358,6 +408,9 @@ impl Metrics {
             inbound: Traffic::new(&families, Direction::Inbound, "true"),
             outbound: Traffic::new(&families, Direction::Outbound, "disabled"),
             authorization,
+            source_responses,
+            source_latency,
+            info,
             inbound_errors: InboundError::ALL
                 .iter()
                 .map(|k| inbound_errors.with_label_values(&[k.label()]))
@@ -402,8 +455,6 @@ impl Metrics {
         )
     }
 
-    /// The counter of one decision. `src_service` must be a name the
-    /// intentions know or [`OTHER_SOURCE`]; `peer` a peering's name or "".
     /// The per-target request counters of one upstream.
     pub(crate) fn upstream_targets(&self, upstream: &str) -> UpstreamTargets {
         UpstreamTargets {
@@ -412,6 +463,8 @@ impl Metrics {
         }
     }
 
+    /// The counter of one decision. `src_service` must be a name the
+    /// intentions know or [`OTHER_SOURCE`]; `peer` a peering's name or "".
     pub(crate) fn authorization(
         &self,
         allow: bool,
@@ -422,6 +475,30 @@ impl Metrics {
         let decision = if allow { "allow" } else { "deny" };
         self.authorization
             .with_label_values(&[decision, layer.label(), src_service, peer])
+    }
+
+    /// The response counters and latency of one caller; its labels are
+    /// bounded as [`Metrics::authorization`]'s are.
+    pub(crate) fn source_traffic(&self, src_service: &str, peer: &str) -> SourceTraffic {
+        SourceTraffic {
+            success: self
+                .source_responses
+                .with_label_values(&[src_service, peer, "success"]),
+            failure: self
+                .source_responses
+                .with_label_values(&[src_service, peer, "failure"]),
+            latency: self.source_latency.with_label_values(&[src_service, peer]),
+        }
+    }
+
+    /// Names the service this sidecar fronts and its datacenter (from its
+    /// leaf certificate) in `isthmus_proxy_info`; the only series it has.
+    pub(crate) fn identify(&self, service: &str, datacenter: &str) {
+        let gauge = self.info.with_label_values(&[service, datacenter]);
+        if gauge.get() != 1 {
+            self.info.reset();
+            self.info.with_label_values(&[service, datacenter]).set(1);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -446,6 +523,10 @@ mod tests {
             .outbound
             .response(StatusCode::SERVICE_UNAVAILABLE, Instant::now());
         metrics.authorization(false, Layer::L7, "web", "").inc();
+        let web = metrics.source_traffic("web", "cluster-02");
+        web.response(StatusCode::OK, Instant::now());
+        web.response(StatusCode::BAD_GATEWAY, Instant::now());
+        metrics.identify("api", "dc1");
         metrics.inbound_error(InboundError::Handshake);
         metrics.inbound_path_refused(PathError::EncodedSlash);
         metrics
@@ -465,6 +546,10 @@ mod tests {
             "inbound_request_errors_total{kind=\"path_encoded_slash\"} 1",
             "inbound_request_errors_total{kind=\"path_backslash\"} 0",
             "outbound_errors_total{kind=\"no_endpoint\",upstream=\"backend@c2\"} 1",
+            "inbound_source_response_total{classification=\"success\",src_peer=\"cluster-02\",src_service=\"web\"} 1",
+            "inbound_source_response_total{classification=\"failure\",src_peer=\"cluster-02\",src_service=\"web\"} 1",
+            "inbound_source_response_latency_seconds_count{src_peer=\"cluster-02\",src_service=\"web\"} 2",
+            "isthmus_proxy_info{datacenter=\"dc1\",service=\"api\"} 1",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
@@ -472,5 +557,12 @@ mod tests {
         let text = metrics.encode().unwrap();
         assert!(text.contains("tcp_open_connections{direction=\"inbound\"} 0"));
         assert!(text.contains("tcp_close_total{direction=\"inbound\"} 1"));
+        metrics.identify("api", "dc2");
+        let text = metrics.encode().unwrap();
+        assert!(text.contains("isthmus_proxy_info{datacenter=\"dc2\",service=\"api\"} 1"));
+        assert!(
+            !text.contains("datacenter=\"dc1\""),
+            "one info series: {text}"
+        );
     }
 }

@@ -466,6 +466,20 @@ async fn metrics_and_config_describe_the_traffic() {
         m["response_latency_seconds_count{direction=\"inbound\"}"],
         3.0
     );
+    // Per caller, and the service and datacenter the sidecar fronts, so an
+    // edge is computable whatever labels the scrape adds.
+    assert_eq!(
+        m["inbound_source_response_total{classification=\"success\",src_peer=\"\",src_service=\"web\"}"],
+        3.0
+    );
+    assert_eq!(
+        m["inbound_source_response_latency_seconds_count{src_peer=\"\",src_service=\"web\"}"],
+        3.0
+    );
+    assert_eq!(
+        m[&format!("isthmus_proxy_info{{datacenter=\"{CLUSTER}\",service=\"{BACKEND}\"}}")],
+        1.0
+    );
     assert_eq!(m["tcp_open_total{direction=\"inbound\",tls=\"true\"}"], 1.0);
     assert_eq!(m["tcp_open_connections{direction=\"inbound\"}"], 1.0);
     assert!(m["tcp_read_bytes_total{direction=\"inbound\"}"] > 0.0);

@@ -45,6 +45,9 @@ pub enum ClientError {
     /// The agent answered with an error status; `message` is its text.
     #[error("Unexpected response code: {} ({message})", status.as_u16())]
     Api { status: StatusCode, message: String },
+    /// The answer was longer than the caller accepts.
+    #[error("the answer from {addr} is longer than {max} bytes")]
+    TooLarge { addr: String, max: usize },
     #[error("decoding the agent's answer: {0}")]
     Decode(#[from] serde_json::Error),
     /// A flag, variable or file of the client's own settings is unusable.
@@ -204,6 +207,50 @@ impl Client {
             headers: parts.headers,
             body,
         })
+    }
+
+    /// A GET whose answer's body is read only up to `max_bytes` (longer is
+    /// [`ClientError::TooLarge`]), for servers not trusted to be brief.
+    pub async fn get_bounded(
+        &self,
+        path: &str,
+        max_bytes: usize,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let uri = format!("{}{}", self.base, path);
+        let mut request = Request::builder().method(Method::GET).uri(&uri);
+        if let Some(token) = &self.token {
+            request = request.header(TOKEN_HEADER, token.clone());
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Address {
+                addr: uri.clone(),
+                problem: e.to_string(),
+            })?;
+        let response =
+            self.http
+                .request(request)
+                .await
+                .map_err(|source| ClientError::Transport {
+                    addr: self.base.clone(),
+                    source,
+                })?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), max_bytes)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(source) => ClientError::Body {
+                    addr: self.base.clone(),
+                    source: *source,
+                },
+                Err(_) => ClientError::TooLarge {
+                    addr: self.base.clone(),
+                    max: max_bytes,
+                },
+            })?
+            .to_bytes();
+        Ok((status, body))
     }
 
     /// Sends a request and turns an error status into [`ClientError::Api`].

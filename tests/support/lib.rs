@@ -6,9 +6,11 @@
 
 pub mod apps;
 pub mod cluster;
+pub mod demo;
 pub mod etcd;
 pub mod peer_client;
 pub mod process;
+pub mod prometheus;
 pub mod proxy_process;
 
 use std::future::Future;

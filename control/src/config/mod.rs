@@ -13,9 +13,13 @@ use serde::Deserialize;
 mod acl;
 mod peering;
 mod store;
+mod ui;
 
 pub use acl::{AclBlock, AclDefaultPolicy, AclFlags, AclTokensBlock};
 pub use peering::PeeringBlock;
+pub use ui::{
+    ui_provider_name, validate_base_url, MetricsProvider, UiConfigBlock, UiFlags, UiSettings,
+};
 
 pub use store::{default_etcd_prefix, EtcdSettings, EtcdTls, StoreKind, DEFAULT_MEMBER_TTL};
 use store::{validate_etcd, StoreLayer, MAX_MEMBER_TTL, MIN_MEMBER_TTL};
@@ -101,6 +105,8 @@ pub struct AgentConfig {
     pub acl: crate::acl::AclSettings,
     /// The HTTPS API listener (`https_addr`, `cert_file`, ...); off by default.
     pub https: crate::https::HttpsConfig,
+    /// The web UI and where its metrics come from (`ui_config { ... }`).
+    pub ui: UiSettings,
 }
 
 impl AgentConfig {
@@ -130,6 +136,7 @@ impl AgentConfig {
             checks: Vec::new(),
             acl: crate::acl::AclSettings::default(),
             https: crate::https::HttpsConfig::default(),
+            ui: UiSettings::default(),
         }
     }
 
@@ -368,6 +375,14 @@ pub struct Settings {
     #[command(flatten)]
     #[serde(skip)]
     pub acl_flags: AclFlags,
+    /// The web UI: the file's `ui_config { ... }` block (Consul's keys).
+    #[arg(skip)]
+    #[serde(default)]
+    pub ui_config: Option<UiConfigBlock>,
+    /// The `--ui*` flags (the file has the `ui_config` block instead).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub ui_flags: UiFlags,
 }
 
 /// The file's `limits { ... }` block, Consul's spelling; flags of the same names.
@@ -539,6 +554,7 @@ impl Settings {
             .apply(&mut config.dns, |key| source.key(key))?;
         store.apply(config);
         acl::apply(self.acl, self.acl_flags, &mut config.acl, source)?;
+        ui::apply(self.ui_config, self.ui_flags, &mut config.ui, source)?;
         if let Some(v) = self.services {
             config.services = crate::config_definitions::decode("services", v)?;
         }

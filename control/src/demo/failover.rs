@@ -11,6 +11,7 @@ use isthmus_runtime::client::Client;
 use tokio::sync::watch;
 
 use super::procs::{Launcher, Processes};
+use super::prometheus::LateSidecar;
 use super::script::{self, wait_for, Script};
 use super::setup::{self, Environment, SidecarArgs, Workload};
 use super::toy;
@@ -47,7 +48,7 @@ pub async fn failover_step(
     env: &Environment,
     dir: &std::path::Path,
     apps_stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<LateSidecar>> {
     let c2 = env.cluster("cluster-02");
     script
         .step("backend also runs in cluster-02; frontend prefers it and fails over to cluster-01");
@@ -165,7 +166,18 @@ pub async fn failover_step(
         answer.contains("hello from backend in cluster-02"),
         "frontend's calls are answered by its own cluster's backend again",
     )?;
-    Ok(())
+    Ok(vec![
+        LateSidecar {
+            service: "backend",
+            cluster: "cluster-02",
+            admin: backend.sidecar.admin,
+        },
+        LateSidecar {
+            service: "frontend",
+            cluster: "cluster-02",
+            admin: frontend.admin,
+        },
+    ])
 }
 
 async fn set_maintenance(client: &Client, path: &str) -> anyhow::Result<()> {

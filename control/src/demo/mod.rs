@@ -9,20 +9,23 @@
 
 mod failover;
 mod procs;
+mod prometheus;
 mod script;
 mod setup;
 mod toy;
 mod walkthrough;
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
 
 use procs::{Launcher, Processes};
+use prometheus::Prometheus;
 use script::Script;
 
 #[derive(Args)]
@@ -39,6 +42,10 @@ pub struct DemoArgs {
     /// [default: a temporary directory, removed when the demo succeeds].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// With --keep-running, where the demo's Prometheus listens (it is
+    /// started when `prometheus` is on PATH) [default: a free loopback port].
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    prometheus_addr: SocketAddr,
 }
 
 pub fn run(args: DemoArgs) -> ExitCode {
@@ -65,7 +72,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
     let started = Instant::now();
     let outcome = runtime.block_on(async {
         let result = demo(&args, &dir, &mut processes, apps_stop).await;
-        if args.keep_running {
+        let interrupted = result
+            .as_ref()
+            .is_err_and(|e| e.downcast_ref::<Interrupted>().is_some());
+        if args.keep_running && !interrupted {
             // Even after a failure: what is up is worth a look.
             let signal = isthmus_runtime::process::shutdown_signal().await;
             println!("\n{signal}: stopping everything");
@@ -105,6 +115,31 @@ pub fn run(args: DemoArgs) -> ExitCode {
     }
 }
 
+/// The demo was stopped by a signal before it was done: the user wants it
+/// gone, even with `--keep-running`.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {0}")]
+struct Interrupted(&'static str);
+
+/// Starts Prometheus when it is installed; otherwise says how to install it.
+async fn start_prometheus(
+    launcher: &Launcher,
+    processes: &mut Processes,
+    dir: &Path,
+    addr: SocketAddr,
+) -> anyhow::Result<Option<Prometheus>> {
+    let Some(program) = prometheus::find_on_path() else {
+        println!("{}\n", prometheus::INSTALL_HINT);
+        return Ok(None);
+    };
+    let prometheus = prometheus::start(launcher, processes, dir, &program, addr).await?;
+    println!(
+        "Prometheus: {} (scraping the clusters once they are up)\n",
+        prometheus.url
+    );
+    Ok(Some(prometheus))
+}
+
 /// The demo's directory, and whether it is a temporary one.
 fn work_dir(chosen: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
     match chosen {
@@ -134,7 +169,7 @@ fn work_dir(chosen: Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
 
 async fn demo(
     args: &DemoArgs,
-    dir: &std::path::Path,
+    dir: &Path,
     processes: &mut Processes,
     apps_stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Script> {
@@ -150,12 +185,28 @@ async fn demo(
     );
     let mut script = Script::new(isthmus);
     let walkthrough = async {
-        let env = setup::start(&launcher, processes, dir, apps_stop.clone()).await?;
+        let prometheus = match args.keep_running {
+            true => start_prometheus(&launcher, processes, dir, args.prometheus_addr).await?,
+            false => None,
+        };
+        // The agents' UI takes the topology's numbers from it.
+        let agent_settings = prometheus
+            .as_ref()
+            .map(|prometheus| prometheus::ui_config(&prometheus.url))
+            .unwrap_or_default();
+        let env = setup::start(
+            &launcher,
+            processes,
+            dir,
+            &agent_settings,
+            apps_stop.clone(),
+        )
+        .await?;
         let steps = async {
             walkthrough::walk(&mut script, &env, dir).await?;
             failover::failover_step(&mut script, &launcher, processes, &env, dir, apps_stop).await
         };
-        steps.await.map_err(|e| {
+        let late_sidecars = steps.await.map_err(|e| {
             let mut e = e.context(script.current());
             let exited = processes.exited();
             if !exited.is_empty() {
@@ -164,15 +215,25 @@ async fn demo(
             e
         })?;
         if args.keep_running {
-            setup::print_exploration(&env, dir)?;
+            let (config, targets) = prometheus::scrape_config(&env, &late_sidecars);
+            match &prometheus {
+                Some(prometheus) => prometheus.load(&config, targets).await?,
+                None => {
+                    setup::write_file(dir, "prometheus.yml", &config)?;
+                }
+            }
+            setup::print_exploration(&env, dir, prometheus.as_ref(), &late_sidecars)?;
         }
         Ok::<_, anyhow::Error>(())
     };
     tokio::select! {
-        result = walkthrough => result?,
+        // The signal handlers first: from the first line printed on, a
+        // SIGTERM stops the demo in order instead of killing it outright.
+        biased;
         signal = isthmus_runtime::process::shutdown_signal() => {
-            return Err(anyhow!("interrupted by {signal}"));
+            return Err(Interrupted(signal).into());
         }
+        result = walkthrough => result?,
     }
     Ok(script)
 }

@@ -3,7 +3,7 @@
 //! stopped (SIGTERM, then SIGKILL after a grace period) when the demo ends.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,9 +61,9 @@ impl Launcher {
         self.log_dir.join(format!("{name}.log"))
     }
 
-    /// Starts `binary args` as `name` and waits (bounded) for the stdout
-    /// line containing `marker`, which it returns. Output goes to
-    /// `<log dir>/<name>.log`.
+    /// Starts `binary args` (from the binary directory) as `name` and
+    /// waits (bounded) for the stdout line containing `marker`, which it
+    /// returns. Output goes to `<log dir>/<name>.log`.
     pub async fn start(
         &self,
         processes: &mut Processes,
@@ -73,27 +73,49 @@ impl Launcher {
         marker: &str,
     ) -> anyhow::Result<String> {
         let program = self.binary(binary)?;
+        self.start_program(processes, name, &program, args, marker, Announces::OnStdout)
+            .await
+    }
+
+    /// Like [`Launcher::start`], for any program, announcing itself on
+    /// the stream `announces`.
+    pub async fn start_program(
+        &self,
+        processes: &mut Processes,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        marker: &str,
+        announces: Announces,
+    ) -> anyhow::Result<String> {
         let log_path = self.log_path(name);
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let stderr = log
+        let other = log
             .try_clone()
             .with_context(|| format!("opening {}", log_path.display()))?;
-        let mut child = Command::new(&program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
             // Its own process group: a Ctrl-C in the terminal reaches only
             // the demo, which then stops everything in order.
-            .process_group(0)
+            .process_group(0);
+        match announces {
+            Announces::OnStdout => command.stdout(Stdio::piped()).stderr(other),
+            Announces::OnStderr => command.stdout(other).stderr(Stdio::piped()),
+        };
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
+        let announcing: Box<dyn Read + Send> = match announces {
+            Announces::OnStdout => Box::new(child.stdout.take().expect("stdout is piped")),
+            Announces::OnStderr => Box::new(child.stderr.take().expect("stderr is piped")),
+        };
         processes.running.push(Running {
             name: name.to_owned(),
             child,
@@ -101,7 +123,7 @@ impl Launcher {
 
         let (announced, announcement) = oneshot::channel();
         let marker = marker.to_owned();
-        std::thread::spawn(move || copy_announcing(stdout, log, &marker, announced));
+        std::thread::spawn(move || copy_announcing(announcing, log, &marker, announced));
         match tokio::time::timeout(START_TIMEOUT, announcement).await {
             Ok(Ok(line)) => Ok(line),
             Ok(Err(_)) => Err(anyhow!(
@@ -116,10 +138,18 @@ impl Launcher {
     }
 }
 
-/// Copies a child's stdout into its log, handing over the first line that
-/// contains `marker`.
+/// Which output stream a program announces that it is running on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announces {
+    OnStdout,
+    /// Prometheus logs everything, its listening address too, on stderr.
+    OnStderr,
+}
+
+/// Copies a child's announcing stream into its log, handing over the first
+/// line that contains `marker`.
 fn copy_announcing(
-    stdout: std::process::ChildStdout,
+    stdout: impl Read,
     mut log: File,
     marker: &str,
     announced: oneshot::Sender<String>,

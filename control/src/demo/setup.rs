@@ -9,6 +9,7 @@ use anyhow::{anyhow, Context};
 use tokio::sync::watch;
 
 use super::procs::{field, Launcher, Processes};
+use super::prometheus::{self, LateSidecar, Prometheus};
 use super::script::{wait_for, Target};
 use super::toy;
 
@@ -98,16 +99,18 @@ const WORKLOADS: [(&str, &str, Option<&str>); 3] = [
 ];
 
 /// Starts both clusters and all workloads, each ready when this returns.
+/// `agent_settings` (HCL) go into both agents' config file.
 pub async fn start(
     launcher: &Launcher,
     processes: &mut Processes,
     dir: &Path,
+    agent_settings: &str,
     apps_stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Environment> {
     println!("Starting the clusters and workloads:");
     let mut clusters = Vec::new();
     for name in CLUSTERS {
-        let cluster = start_cluster(launcher, processes, dir, name).await?;
+        let cluster = start_cluster(launcher, processes, dir, name, agent_settings).await?;
         println!(
             "   {name}: agent {}   gateway {} (admin {})",
             cluster.target.api, cluster.gateway, cluster.gateway_admin
@@ -167,6 +170,7 @@ async fn start_cluster(
     processes: &mut Processes,
     dir: &Path,
     name: &'static str,
+    agent_settings: &str,
 ) -> anyhow::Result<Cluster> {
     let data_dir = dir.join(name);
     // ACLs on, default deny, as in production: a management token for the
@@ -176,7 +180,7 @@ async fn start_cluster(
         dir,
         &format!("{name}-acl.hcl"),
         &format!(
-            "acl {{\n  enabled        = true\n  default_policy = \"deny\"\n  tokens {{\n    initial_management = \"{management}\"\n  }}\n}}\n"
+            "acl {{\n  enabled        = true\n  default_policy = \"deny\"\n  tokens {{\n    initial_management = \"{management}\"\n  }}\n}}\n{agent_settings}"
         ),
     )?;
     let args = [
@@ -429,9 +433,14 @@ fn path_str(path: &Path) -> anyhow::Result<&str> {
         .ok_or_else(|| anyhow!("{} is not valid UTF-8", path.display()))
 }
 
-/// What `--keep-running` leaves up, and a Prometheus config for it.
-pub fn print_exploration(env: &Environment, dir: &Path) -> anyhow::Result<()> {
-    let prometheus = write_file(dir, "prometheus.yml", &prometheus_config(env))?;
+/// What `--keep-running` leaves up: every component's address, and the
+/// demo's Prometheus (`None`: not installed, its config written for later).
+pub fn print_exploration(
+    env: &Environment,
+    dir: &Path,
+    prometheus: Option<&Prometheus>,
+    late: &[LateSidecar],
+) -> anyhow::Result<()> {
     for cluster in &env.clusters {
         write_secret(
             dir,
@@ -444,6 +453,7 @@ pub fn print_exploration(env: &Environment, dir: &Path) -> anyhow::Result<()> {
         let api = &cluster.target.api;
         println!("   {}:", cluster.target.name);
         println!("      web UI      {api}/ui/");
+        println!("      topology    {api}/ui/#/topology");
         println!(
             "      HTTP API    {api}   (ISTHMUS_HTTP_ADDR={api} ISTHMUS_HTTP_TOKEN_FILE={} isthmus peering list)",
             dir.join(format!("{}-management.token", cluster.target.name)).display()
@@ -462,47 +472,50 @@ pub fn print_exploration(env: &Environment, dir: &Path) -> anyhow::Result<()> {
             workload.name, workload.cluster, workload.sidecar.admin
         );
     }
-    let frontend = env.workload("frontend");
-    if let Some((name, addr)) = &frontend.sidecar.upstream {
-        println!("   call {name} as frontend:   curl http://{addr}/hello");
+    for sidecar in late {
+        println!(
+            "   {} ({}): sidecar metrics {}/metrics",
+            sidecar.service, sidecar.cluster, sidecar.admin
+        );
     }
-    println!("   Prometheus:   prometheus --config.file={prometheus}");
+    for (caller, note) in [("frontend", ""), ("intruder", " (denied by intentions)")] {
+        if let Some((name, addr)) = &env.workload(caller).sidecar.upstream {
+            println!("   call {name} as {caller}{note}:   curl http://{addr}/hello");
+        }
+    }
+    let config = dir.join("prometheus.yml");
+    match prometheus {
+        Some(prometheus) => {
+            println!(
+                "   Prometheus:   {}   (scraping all of the above; config {})",
+                prometheus.url,
+                config.display()
+            );
+            println!(
+                "   Grafana dashboards: configs/grafana/ (import them with this Prometheus as the data source)"
+            );
+            println!(
+                "   the agents' UI reads the topology's numbers from it (ui_config metrics_provider = \"prometheus\")"
+            );
+        }
+        None => {
+            println!(
+                "   Prometheus:   prometheus --config.file={}",
+                config.display()
+            );
+            println!(
+                "   then point the agents' UI at it (agent config file):\n{}",
+                indent(&prometheus::ui_config("http://127.0.0.1:9090"), "      ")
+            );
+        }
+    }
     println!("Press Ctrl-C to stop and clean up.");
     Ok(())
 }
 
-/// A scrape config for everything the demo runs, in the shape of
-/// `configs/prometheus.yml` (same jobs and labels).
-fn prometheus_config(env: &Environment) -> String {
-    let host = |url: &str| url.trim_start_matches("http://").to_owned();
-    let mut out = String::from("global:\n  scrape_interval: 5s\nscrape_configs:\n");
-    out.push_str(&format!(
-        "  - job_name: isthmus-agent\n    metrics_path: /v1/agent/metrics\n    params:\n      format: [prometheus]\n    authorization:\n      credentials_file: {}\n    static_configs:\n",
-        env.scrape_token_file
-    ));
-    for cluster in &env.clusters {
-        out.push_str(&format!(
-            "      - targets: ['{}']\n        labels: {{cluster: {}, component: agent}}\n",
-            host(&cluster.target.api),
-            cluster.target.name
-        ));
-    }
-    out.push_str("  - job_name: isthmus-gateway\n    static_configs:\n");
-    for cluster in &env.clusters {
-        out.push_str(&format!(
-            "      - targets: ['{}']\n        labels: {{cluster: {}, component: gateway}}\n",
-            host(&cluster.gateway_admin),
-            cluster.target.name
-        ));
-    }
-    out.push_str("  - job_name: isthmus-proxy\n    static_configs:\n");
-    for workload in &env.workloads {
-        out.push_str(&format!(
-            "      - targets: ['{}']\n        labels: {{cluster: {}, component: sidecar, service: {}}}\n",
-            host(&workload.sidecar.admin),
-            workload.cluster,
-            workload.name
-        ));
-    }
-    out
+fn indent(text: &str, prefix: &str) -> String {
+    text.lines()
+        .map(|line| format!("{prefix}{line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -28,6 +28,7 @@ mod proxy;
 mod relay;
 mod scope;
 mod state;
+mod topology;
 pub mod ui;
 mod ui_services;
 
@@ -59,7 +60,8 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 
 pub fn router(state: State) -> Router {
-    Router::new()
+    let ui_enabled = state.config.ui.enabled;
+    let api = Router::new()
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/metrics", get(metrics::agent_metrics))
         .route("/metrics", get(metrics::prometheus))
@@ -217,11 +219,18 @@ pub fn router(state: State) -> Router {
             post(internal::stream),
         )
         .route(isthmus_api::proxy::AGENT_PATH_VIEW, get(proxy::view))
+        .route("/v1/internal/ui/topology", get(topology::topology))
         .route(
             "/v1/internal/proxy/upstream/{service}",
             get(proxy::upstream),
-        )
-        .merge(ui::routes())
+        );
+    // `ui_config { enabled = false }` leaves the API and drops the pages.
+    let routes = if ui_enabled {
+        api.merge(ui::routes())
+    } else {
+        api
+    };
+    routes
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

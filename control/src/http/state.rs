@@ -47,6 +47,8 @@ pub struct AgentState {
     /// in the catalog like Consul's mesh gateways, but not one of the
     /// agent's local services (`/v1/agent/services`, `/v1/agent/checks`).
     in_process_gateway: OnceLock<String>,
+    /// The `ui_config` metrics provider's client, made at first use.
+    ui_metrics: OnceLock<Option<Result<Arc<crate::ui_metrics::MetricsSource>, String>>>,
 }
 
 impl AgentState {
@@ -74,7 +76,22 @@ impl AgentState {
             membership,
             intentions: Mutex::new(None),
             in_process_gateway: OnceLock::new(),
+            ui_metrics: OnceLock::new(),
         }
+    }
+
+    /// The topology page's metrics source: `None` without a provider,
+    /// `Err` if its client could not be made.
+    pub fn ui_metrics(&self) -> Option<Result<Arc<crate::ui_metrics::MetricsSource>, String>> {
+        self.ui_metrics
+            .get_or_init(|| {
+                self.config.ui.metrics.as_ref().map(|provider| {
+                    crate::ui_metrics::MetricsSource::new(provider, &self.config.cluster_name)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .clone()
     }
 
     /// Marks `service_id` as the in-process gateway's registration (once).

@@ -76,6 +76,10 @@ pub(super) async fn handle(
     traffic.request();
     let response = authorize_and_forward(connection, request).await;
     traffic.response(response.status(), started);
+    let caller = &connection.caller;
+    caller
+        .traffic(&connection.inbound.metrics)
+        .response(response.status(), started);
     response
 }
 
