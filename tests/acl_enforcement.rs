@@ -272,6 +272,21 @@ async fn reads_are_filtered_to_what_the_token_may_read() {
         .await;
     assert_eq!(catalog_db.json(), json!([]));
 
+    // The UI's one-call summary is filtered the same way.
+    let summary = agent
+        .as_token(&web_reader, "GET", "/v1/internal/ui/services", None)
+        .await;
+    assert_eq!(summary.status, 200);
+    let names: Vec<String> = summary
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["web"]);
+    assert!(filtered(&summary), "{}", summary.head);
+
     let local = agent
         .as_token(&web_reader, "GET", "/v1/agent/services", None)
         .await;
@@ -372,6 +387,25 @@ async fn each_rule_family_allows_and_denies() {
         .as_token(&peering_reader, "GET", "/v1/peerings", None)
         .await;
     assert_eq!(list.status, 200, "{}", list.body);
+    // The gateway probe report is read like the peerings.
+    let gateways = agent
+        .as_token(
+            &peering_reader,
+            "GET",
+            "/v1/internal/ui/peering-gateways",
+            None,
+        )
+        .await;
+    assert_eq!(gateways.status, 200, "{}", gateways.body);
+    let gateways = agent
+        .as_token(
+            &db_intentions,
+            "GET",
+            "/v1/internal/ui/peering-gateways",
+            None,
+        )
+        .await;
+    assert_denied(&gateways, "'peering:read'");
     let generate = agent
         .as_token(
             &peering_reader,

@@ -1,7 +1,8 @@
 //! Peering with a cluster whose agents share etcd: the leader runs the
 //! peering work, a gateway may forward to any agent (a non-leader relays
 //! to the leader), and when the leader dies another agent takes the
-//! streams over: the peer sees the peering come back by itself.
+//! streams over: the peer sees the peering come back by itself. The
+//! leader probes the peer's gateway; any agent shows its results.
 
 use isthmus_runtime::client::Client;
 use isthmus_testkit::etcd::EtcdProcess;
@@ -13,7 +14,14 @@ fn agent(etcd: &EtcdProcess, node: &str) -> AgentProcess {
     isthmus_tests::etcd::agent(
         &etcd.endpoint,
         node,
-        &["--member-ttl", "2s", "--peering-heartbeat", TEST_HEARTBEAT],
+        &[
+            "--member-ttl",
+            "2s",
+            "--peering-heartbeat",
+            TEST_HEARTBEAT,
+            "--peering-gateway-probe-interval",
+            "200ms",
+        ],
     )
 }
 
@@ -31,6 +39,16 @@ async fn leader(client: &Client) -> String {
         (!leader.is_empty()).then_some(leader)
     })
     .await
+}
+
+/// Whether the leader's last probe of `peer`'s gateway was answered, as
+/// the agent behind `client` reports it.
+async fn gateway_alive(client: &Client, peer: &str) -> Option<bool> {
+    let (gateways, _) = client
+        .get_json::<serde_json::Value>("/v1/internal/ui/peering-gateways")
+        .await
+        .ok()?;
+    gateways.as_array()?.iter().find(|g| g["Peer"] == peer)?["Alive"].as_bool()
 }
 
 #[tokio::test]
@@ -86,6 +104,11 @@ async fn the_peering_follows_the_leader_of_a_multi_agent_cluster() {
             },
         )
         .await;
+        // The leader probes cluster-02's gateway; the follower asks it.
+        eventually("cluster-02's gateway alive, from every agent", || async {
+            (gateway_alive(client, "cluster-02").await == Some(true)).then_some(())
+        })
+        .await;
     }
 
     // The leader dies. The survivor takes over; the peer's stream breaks,
@@ -105,6 +128,11 @@ async fn the_peering_follows_the_leader_of_a_multi_agent_cluster() {
     })
     .await;
     c2.wait_for_state("cluster-01", "ACTIVE").await;
+    // The new leader probes now.
+    eventually("the survivor probes cluster-02's gateway", || async {
+        (gateway_alive(&follower, "cluster-02").await == Some(true)).then_some(())
+    })
+    .await;
     drop(gateway);
     agents.clear();
 }

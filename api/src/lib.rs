@@ -25,6 +25,7 @@ pub mod intentions;
 pub mod naming;
 pub mod peering;
 pub mod peering_framing;
+pub mod peering_gateways;
 pub mod peering_limits;
 pub mod promql;
 pub mod proxy;

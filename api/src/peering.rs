@@ -32,6 +32,10 @@ pub const REFUSAL_NOT_PEERED: &str = "client certificate is not from a peered cl
 /// Peer-facing paths the gateway serves on the peering server name.
 pub const PATH_EXCHANGE: &str = "/v1/peering/exchange";
 pub const PATH_STREAM: &str = "/v1/peering/stream";
+/// The gateway liveness probe a peer's leader sends over the peering's
+/// mTLS: the gateway answers it itself, once the caller's certificate is
+/// its peer's mesh gateway certificate, without asking its agent.
+pub const PATH_GATEWAY_PROBE: &str = "/v1/peering/probe";
 /// Agent-side paths the gateway forwards them to.
 pub const AGENT_PATH_EXCHANGE: &str = "/v1/internal/peering/exchange";
 pub const AGENT_PATH_STREAM: &str = "/v1/internal/peering/stream";

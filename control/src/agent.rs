@@ -296,6 +296,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         ca: Arc::new(ca),
         manager: PeeringManager::new(config.peering_heartbeat, config.peering_token_ttl),
         metrics: metrics.peers.clone(),
+        probes: crate::peering::gateway_probe::GatewayProbes::new(
+            config.peering_gateway_probe_interval,
+        ),
         max_message_bytes: config.peering_max_message_bytes,
         import_limits: isthmus_api::peering_limits::ImportLimits {
             max_services: config.peering_max_imported_services,

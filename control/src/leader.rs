@@ -1,7 +1,7 @@
 //! The work one agent of the cluster does at a time, the leader's (with
 //! the embedded store, the only agent's): the peering dialers and
-//! replication streams, resuming peering deletions, and renewing the mesh
-//! gateway certificate. An agent takes them on when it wins the election
+//! replication streams, resuming peering deletions, probing the peers'
+//! gateways, and renewing the mesh gateway certificate. An agent takes them on when it wins the election
 //! and drops them (ending its streams, which the peers redial, through the
 //! gateways, to the new leader) when it loses it.
 
@@ -19,14 +19,18 @@ pub struct Term {
     over: watch::Sender<bool>,
 }
 
-/// Takes on the leader's work: resumes the peerings and keeps the gateway
-/// certificate renewed until the term ends.
+/// Takes on the leader's work: resumes the peerings, probes the peers'
+/// gateways and keeps the gateway certificate renewed until the term ends.
 pub async fn take_office(state: &Arc<AgentState>) -> Term {
     tracing::info!("this agent leads: taking on the cluster's peering work");
     let (over, term) = watch::channel(false);
     if let Err(e) = resume_peerings(state).await {
         tracing::error!(error = %e, "resuming the peerings failed");
     }
+    tokio::spawn(peering::gateway_probe::run(
+        state.peering.clone(),
+        term.clone(),
+    ));
     tokio::spawn(ca::keep_gateway_renewed(
         state.store.clone(),
         state.ca.clone(),

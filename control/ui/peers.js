@@ -26,6 +26,42 @@ const STATE_TONES = {
 
 const peerPath = (name) => `/v1/peering/${encodeURIComponent(name)}`;
 
+// ---------------------------------------------------------------- gateway probes
+
+const GATEWAYS_PATH = "/v1/internal/ui/peering-gateways";
+const GATEWAY_TONES = { ALIVE: "success", DEAD: "critical", "NOT PROBED": "neutral" };
+
+/**
+ * The leader's probes of each peer's gateway, by peer name. Never fails the
+ * page: unreadable (no leader right now, or the token may not read it; the
+ * peerings' own request is the one that asks for a token) shows as not probed.
+ */
+async function loadGateways() {
+  try {
+    const gateways = (await api("GET", GATEWAYS_PATH, undefined, { prompt: false })) ?? [];
+    return new Map(gateways.map((g) => [g.Peer, g]));
+  } catch {
+    return new Map();
+  }
+}
+
+const gatewayState = (g) => (g?.Alive === true ? "ALIVE" : g?.Alive === false ? "DEAD" : "NOT PROBED");
+
+/** `12ms`, `<1ms`, or "" when unknown or not alive (the CLI's LATENCY). */
+function latencyText(g) {
+  if (g?.Alive !== true || typeof g.LatencyMs !== "number") return "";
+  return g.LatencyMs < 1 ? "<1ms" : `${Math.round(g.LatencyMs)}ms`;
+}
+
+/** Fills `cell` with the gateway badge and its latency. */
+function showGateway(cell, g) {
+  const badge = el("span", { testid: "gateway-state" });
+  setBadge(badge, gatewayState(g), GATEWAY_TONES);
+  const latency = latencyText(g);
+  cell.replaceChildren(badge, latency ? el("span", { class: "latency", text: latency, testid: "gateway-latency" }) : "");
+  cell.title = g?.LastError ? `Last probe failed: ${g.LastError}` : "";
+}
+
 // ---------------------------------------------------------------- the list
 
 const deleting = new Set(); // names whose DELETE is in flight
@@ -39,6 +75,7 @@ function peerRow(name) {
   const imported = el("td", { class: "num", testid: "peer-imported" });
   const exported = el("td", { class: "num", testid: "peer-exported" });
   const heartbeat = el("td", { testid: "peer-heartbeat" });
+  const gateway = el("td", { class: "gateway", testid: "peer-gateway" });
   const remove = el("button", { type: "button", class: "danger subtle", text: "Delete", testid: "delete-peer" });
   remove.addEventListener("click", () => confirmDelete(name));
   const tr = el(
@@ -48,16 +85,18 @@ function peerRow(name) {
     el("td", {}, badge),
     imported,
     exported,
+    gateway,
     heartbeat,
     el("td", { class: "actions" }, remove),
   );
-  row = { tr, badge, imported, exported, heartbeat, remove };
+  row = { tr, badge, imported, exported, gateway, heartbeat, remove };
   rows.set(name, row);
   return row;
 }
 
 async function loadPeers(current) {
-  const peerings = (await api("GET", "/v1/peerings")) ?? [];
+  const [listed, gateways] = await Promise.all([api("GET", "/v1/peerings"), loadGateways()]);
+  const peerings = listed ?? [];
   if (!current()) return;
   const table = $("peers-table");
   const body = table.tBodies[0];
@@ -70,6 +109,7 @@ async function loadPeers(current) {
     setBadge(row.badge, state, STATE_TONES);
     row.imported.textContent = String(p.StreamStatus?.ImportedServices?.length ?? 0);
     row.exported.textContent = String(p.StreamStatus?.ExportedServices?.length ?? 0);
+    showGateway(row.gateway, gateways.get(p.Name));
     setTime(row.heartbeat, p.StreamStatus?.LastHeartbeat);
     row.remove.disabled = state === "DELETING";
     body.append(row.tr); // appending an attached node moves it: keeps the order, keeps the node
@@ -127,13 +167,14 @@ async function loadPeer(name, current) {
   }
   const status = peering.StreamStatus ?? {};
   const importedNames = status.ImportedServices ?? [];
-  const [health, exports] = await Promise.all([
+  const [health, exports, gateways] = await Promise.all([
     Promise.all(
       importedNames.map((svc) =>
         api("GET", `/v1/health/service/${encodeURIComponent(svc)}?peer=${encodeURIComponent(name)}`),
       ),
     ),
     api("GET", "/v1/exported-services"),
+    loadGateways(),
   ]);
   if (!current()) return;
 
@@ -160,6 +201,11 @@ async function loadPeer(name, current) {
   setTime($("detail-heartbeat"), status.LastHeartbeat);
   setTime($("detail-receive"), status.LastReceive);
   setTime($("detail-send"), status.LastSend);
+  const probe = gateways.get(name);
+  showGateway($("detail-gateway"), probe);
+  setTime($("detail-gateway-probe"), probe?.LastProbe);
+  if (!probe?.LastProbe) $("detail-gateway-probe").textContent = "never";
+  $("detail-gateway-error").textContent = probe?.LastError || "—";
 
   const count = (counts, status) =>
     el(

@@ -11,6 +11,7 @@ pub(crate) enum Endpoint {
     Exchange,
     Stream,
     Health,
+    Probe,
     Other,
 }
 
@@ -20,6 +21,7 @@ impl Endpoint {
             Endpoint::Exchange => "exchange",
             Endpoint::Stream => "stream",
             Endpoint::Health => "health",
+            Endpoint::Probe => "probe",
             Endpoint::Other => "other",
         }
     }
@@ -28,7 +30,8 @@ impl Endpoint {
 /// What became of a peering request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Forwarded to the agent (whatever the agent then answered).
+    /// Forwarded to the agent (whatever the agent then answered), or a
+    /// probe the gateway answered itself.
     Allowed,
     /// Refused by the gateway's policy (403).
     Denied,

@@ -8,6 +8,7 @@
 //! | `POST /v1/peering/exchange` | none here (the agent checks the single-use secret); bounded in body size, time and concurrency ([`crate::exchange`]) | `/v1/internal/peering/exchange` + client fingerprint |
 //! | `POST /v1/peering/stream` | peer identity, the peer's *mesh gateway* certificate (`spiffe://<td>/gateway/mesh/dc/<dc>`), peering state | `/v1/internal/peering/stream` + peer name |
 //! | `GET /v1/health/service/<name>` | identity, state, `can_view` on the service, service exported to the peer | same path and query + peer name |
+//! | `GET /v1/peering/probe` | peer identity, the peer's mesh gateway certificate, peering state | answered here (`200 ok`): the peer's gateway probe |
 //! | anything else | refused | |
 
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use isthmus_api::auth::can_view_service;
 use isthmus_api::gateway::GatewayPeer;
 use isthmus_api::naming::SpiffeId;
 use isthmus_api::peering::{
-    AGENT_PATH_STREAM, HEADER_CLIENT_FINGERPRINT, HEADER_PEER, PATH_EXCHANGE, PATH_STREAM,
-    STATE_DELETING, STATE_PENDING, STATE_TERMINATED,
+    AGENT_PATH_STREAM, HEADER_CLIENT_FINGERPRINT, HEADER_PEER, PATH_EXCHANGE, PATH_GATEWAY_PROBE,
+    PATH_STREAM, STATE_DELETING, STATE_PENDING, STATE_TERMINATED,
 };
 
 use crate::connection::Connection;
@@ -36,6 +37,7 @@ pub(crate) enum Route<'a> {
     Exchange,
     Stream,
     Health(&'a str),
+    Probe,
     Other,
 }
 
@@ -44,6 +46,7 @@ impl<'a> Route<'a> {
         match (method, path) {
             (&Method::POST, PATH_EXCHANGE) => Route::Exchange,
             (&Method::POST, PATH_STREAM) => Route::Stream,
+            (&Method::GET, PATH_GATEWAY_PROBE) => Route::Probe,
             (&Method::GET, _) => match path.strip_prefix(HEALTH_PREFIX) {
                 Some(name) if !name.is_empty() && !name.contains('/') => Route::Health(name),
                 _ => Route::Other,
@@ -57,6 +60,7 @@ impl<'a> Route<'a> {
             Route::Exchange => Endpoint::Exchange,
             Route::Stream => Endpoint::Stream,
             Route::Health(_) => Endpoint::Health,
+            Route::Probe => Endpoint::Probe,
             Route::Other => Endpoint::Other,
         }
     }
@@ -78,7 +82,7 @@ pub(crate) fn authorize(
         return Err(format!("peering {} is {}", peer.name, peer.state));
     }
     match route {
-        Route::Exchange | Route::Stream => Ok(()),
+        Route::Exchange | Route::Stream | Route::Probe => Ok(()),
         Route::Health(service) => {
             if !can_view_service(&peer.permissions, service) {
                 let groups = if peer.groups.is_empty() {
@@ -97,13 +101,14 @@ pub(crate) fn authorize(
             Ok(())
         }
         Route::Other => Err(format!(
-            "peer {} may not call {method} {path}: peering connections serve only {PATH_EXCHANGE}, {PATH_STREAM} and {HEALTH_PREFIX}<name>",
+            "peer {} may not call {method} {path}: peering connections serve only {PATH_EXCHANGE}, {PATH_STREAM}, {PATH_GATEWAY_PROBE} and {HEALTH_PREFIX}<name>",
             peer.name
         )),
     }
 }
 
-/// Only the peer's mesh gateway may open the replication stream: its
+/// Only the peer's mesh gateway may open the replication stream (or probe
+/// this gateway, which its leader does with the same identity): its
 /// certificate carries `spiffe://<peer td>/gateway/mesh/dc/<dc>`, not a
 /// service's SPIFFE ID (which the peer's sidecars hold).
 pub(crate) fn stream_certificate(peer: &GatewayPeer, id: Option<&SpiffeId>) -> Result<(), String> {
@@ -128,6 +133,11 @@ pub(crate) fn stream_certificate(peer: &GatewayPeer, id: Option<&SpiffeId>) -> R
 
 /// The decision for one request, made against one snapshot.
 enum Decision {
+    /// A probe from an authenticated peer: answered here, the agent and
+    /// its catalog untouched.
+    Alive {
+        peer: String,
+    },
     Forward {
         peer: String,
         path_and_query: String,
@@ -166,6 +176,11 @@ impl PeeringService {
         let endpoint = route.endpoint();
         let decision = self.decide(conn, &request, route);
         let (peer, path_and_query, header) = match decision {
+            Decision::Alive { peer } => {
+                tracing::trace!(peer = %peer, remote = %conn.remote, "answered a gateway probe");
+                self.metrics.request(&peer, endpoint, Outcome::Allowed);
+                return text(StatusCode::OK, "ok".to_owned());
+            }
             Decision::Forward {
                 peer,
                 path_and_query,
@@ -221,13 +236,18 @@ impl PeeringService {
                 message,
             };
         }
-        if route == Route::Stream {
+        if matches!(route, Route::Stream | Route::Probe) {
             if let Err(message) = stream_certificate(peer, conn.chain.spiffe_id()) {
                 return Decision::Deny {
                     peer: peer.name.clone(),
                     message,
                 };
             }
+        }
+        if route == Route::Probe {
+            return Decision::Alive {
+                peer: peer.name.clone(),
+            };
         }
         let Ok(peer_header) = HeaderValue::from_str(&peer.name) else {
             return Decision::Deny {
@@ -355,6 +375,14 @@ mod tests {
             Route::Health("web")
         );
         assert_eq!(
+            Route::classify(&Method::GET, "/v1/peering/probe"),
+            Route::Probe
+        );
+        assert_eq!(
+            Route::classify(&Method::POST, "/v1/peering/probe"),
+            Route::Other
+        );
+        assert_eq!(
             Route::classify(&Method::GET, "/v1/health/service/"),
             Route::Other
         );
@@ -404,13 +432,16 @@ mod tests {
         for state in ["PENDING", "DELETING", "TERMINATED"] {
             let err = check(&peer(state), Method::POST, "/v1/peering/stream").unwrap_err();
             assert_eq!(err, format!("peering cluster-02 is {state}"));
+            let err = check(&peer(state), Method::GET, "/v1/peering/probe").unwrap_err();
+            assert_eq!(err, format!("peering cluster-02 is {state}"));
         }
+        assert!(check(&peer("FAILING"), Method::GET, "/v1/peering/probe").is_ok());
 
         let err = check(&peer("ACTIVE"), Method::DELETE, "/v1/peering/cluster-01").unwrap_err();
         assert_eq!(
             err,
             "peer cluster-02 may not call DELETE /v1/peering/cluster-01: peering connections serve only \
-             /v1/peering/exchange, /v1/peering/stream and /v1/health/service/<name>"
+             /v1/peering/exchange, /v1/peering/stream, /v1/peering/probe and /v1/health/service/<name>"
         );
     }
 }

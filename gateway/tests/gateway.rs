@@ -227,7 +227,7 @@ async fn strangers_pending_peers_and_other_paths_are_refused() {
     let mut peer = f.connect(&f.c.peer.gateway).await;
     let other =
         "may not call GET /v1/agent/self: peering connections serve only /v1/peering/exchange, \
-                 /v1/peering/stream and /v1/health/service/<name>";
+                 /v1/peering/stream, /v1/peering/probe and /v1/health/service/<name>";
     assert_eq!(
         peer.call("GET", "/v1/agent/self").await,
         (403, format!("peer cluster-02 {other}"))
@@ -244,6 +244,32 @@ async fn strangers_pending_peers_and_other_paths_are_refused() {
     assert_eq!(requests(&metrics, "unknown", "health", "denied"), 1.0);
     assert_eq!(requests(&metrics, "cluster-03", "stream", "denied"), 1.0);
     assert_eq!(requests(&metrics, "cluster-02", "other", "denied"), 2.0);
+}
+
+/// A peer's leader probes the gateway with its mesh gateway certificate:
+/// the gateway answers itself; strangers and pending peers are refused.
+#[tokio::test]
+async fn peers_gateway_probes_are_answered_by_the_gateway() {
+    let f = Fixture::start().await;
+    let mut peer = f.connect(&f.c.peer.gateway).await;
+    assert_eq!(
+        peer.call("GET", "/v1/peering/probe").await,
+        (200, "ok".into())
+    );
+    let mut rogue = f.connect(&f.c.rogue.gateway).await;
+    assert_eq!(
+        rogue.call("GET", "/v1/peering/probe").await,
+        (403, NOT_PEERED.into())
+    );
+    let mut pending = f.connect(&f.c.pending.gateway).await;
+    assert_eq!(
+        pending.call("GET", "/v1/peering/probe").await,
+        (403, "peering cluster-03 is PENDING".into())
+    );
+    let metrics = f.metrics().await;
+    assert_eq!(requests(&metrics, "cluster-02", "probe", "allowed"), 1.0);
+    assert_eq!(requests(&metrics, "unknown", "probe", "denied"), 1.0);
+    assert_eq!(requests(&metrics, "cluster-03", "probe", "denied"), 1.0);
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod lxd;
 mod output;
 mod peering;
 mod peering_api;
+mod peering_gateways;
 mod query;
 mod services;
 mod upstream;

@@ -1,6 +1,7 @@
 //! `isthmus peering generate-token|establish|list|read|delete|exported-services`:
 //! Consul's peering commands, with Consul's flags and output
-//! (`isthmus peerings ...` works too, as Consul's documentation writes it).
+//! (`isthmus peerings ...` works too, as Consul's documentation writes it);
+//! and `peering gateways` (see [`super::peering_gateways`]).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -35,6 +36,19 @@ pub enum PeeringCommand {
     Delete(NameArgs),
     /// List the services this cluster exports to a peer, one per line.
     ExportedServices(NameFormatArgs),
+    /// Show whether each peer's mesh gateway answers this cluster's probes.
+    #[command(
+        long_about = "Show whether each peer's mesh gateway answers this cluster's probes.\n\n\
+        The leader agent probes each established peer's gateways every \
+        --peering-gateway-probe-interval (default 5s) with a small request over the peering's \
+        mTLS. Columns: PEER (the peering's name), ALIVE (true when the last probe was answered, \
+        false when it failed, - before the first probe), SERVICES (services imported from the \
+        peer), LATENCY (how long the last answered probe took, connect and handshake included; \
+        - when unknown or not alive). A gateway that stops answering shows false after its next \
+        probe, before the replication stream times out. -format json adds the last probe's time \
+        and error and the addresses probed."
+    )]
+    Gateways(super::peering_gateways::GatewaysArgs),
 }
 
 /// Consul's `-format` values.
@@ -119,6 +133,7 @@ pub async fn run(command: PeeringCommand) -> anyhow::Result<ExitCode> {
         PeeringCommand::Read(args) => read(args).await,
         PeeringCommand::Delete(args) => delete(args).await,
         PeeringCommand::ExportedServices(args) => exported_services(args).await,
+        PeeringCommand::Gateways(args) => super::peering_gateways::run(args).await,
     }
 }
 

@@ -11,10 +11,12 @@ use isthmus_runtime::listen::Limits;
 use serde::Deserialize;
 
 mod acl;
+mod peering;
 mod store;
 mod ui;
 
 pub use acl::{AclBlock, AclDefaultPolicy, AclFlags, AclTokensBlock};
+pub use peering::PeeringBlock;
 pub use ui::{
     ui_provider_name, validate_base_url, MetricsProvider, UiConfigBlock, UiFlags, UiSettings,
 };
@@ -72,6 +74,8 @@ pub struct AgentConfig {
     pub peering_heartbeat: Duration,
     /// How long a generated peering token's secret stays valid.
     pub peering_token_ttl: Duration,
+    /// How often the leader probes each established peer's mesh gateways.
+    pub peering_gateway_probe_interval: Duration,
     /// The longest replication stream message (one line) accepted from a peer.
     pub peering_max_message_bytes: usize,
     /// Services one peer may export to us (a longer export list is dropped).
@@ -119,6 +123,7 @@ impl AgentConfig {
             gateway_cert_ttl: DEFAULT_GATEWAY_CERT_TTL,
             peering_heartbeat: DEFAULT_PEERING_HEARTBEAT,
             peering_token_ttl: DEFAULT_PEERING_TOKEN_TTL,
+            peering_gateway_probe_interval: crate::peering::gateway_probe::DEFAULT_INTERVAL,
             peering_max_message_bytes: isthmus_api::peering_framing::DEFAULT_MAX_MESSAGE_BYTES,
             peering_max_imported_services: DEFAULT_IMPORT_LIMITS.max_services,
             peering_max_service_instances: DEFAULT_IMPORT_LIMITS.max_instances,
@@ -277,6 +282,17 @@ pub struct Settings {
     /// How long a generated peering token can be used [default: 24h].
     #[arg(long, value_name = "DURATION")]
     pub peering_token_ttl: Option<String>,
+    /// How often the leader probes each established peer's mesh gateways
+    /// over the peering's mTLS, as a Go duration (100ms to 5m); a peer
+    /// whose gateway does not answer shows ALIVE false (the file's
+    /// `peering { gateway_probe_interval = "5s" }`) [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    #[serde(skip)]
+    pub peering_gateway_probe_interval: Option<String>,
+    /// The file's `peering { ... }` block; not a flag.
+    #[arg(skip)]
+    #[serde(default)]
+    pub peering: Option<PeeringBlock>,
     /// Longest replication stream message (one line, in bytes) accepted from a peer [default: 16777216].
     #[arg(long, value_name = "BYTES")]
     pub peering_max_message_bytes: Option<usize>,
@@ -470,6 +486,21 @@ impl Settings {
         }
         if let Some(v) = self.peering_token_ttl {
             config.peering_token_ttl = duration("peering_token_ttl", &v)?;
+        }
+        let probe_interval = match (self.peering, self.peering_gateway_probe_interval) {
+            (_, Some(v)) => Some(("peering_gateway_probe_interval", v)),
+            (
+                Some(PeeringBlock {
+                    gateway_probe_interval: Some(v),
+                }),
+                None,
+            ) => Some(("peering.gateway_probe_interval", v)),
+            _ => None,
+        };
+        if let Some((key, v)) = probe_interval {
+            let interval = duration(key, &v)?;
+            crate::peering::gateway_probe::validate_interval(&source.key(key), interval)?;
+            config.peering_gateway_probe_interval = interval;
         }
         if let Some(v) = self.peering_max_message_bytes {
             config.peering_max_message_bytes = v;

@@ -265,3 +265,50 @@ fn unknown_keys_are_refused() {
     let err = Settings::load(&path).unwrap_err();
     assert!(err.contains("cluster_nme"), "{err}");
 }
+
+#[test]
+fn the_gateway_probe_interval_comes_from_the_peering_block_or_the_flag_and_is_bounded() {
+    let mut config = AgentConfig::dev();
+    assert_eq!(
+        config.peering_gateway_probe_interval,
+        Duration::from_secs(5)
+    );
+    let file: Settings =
+        hcl::from_str("peering {\n  gateway_probe_interval = \"2s\"\n}\n").unwrap();
+    file.apply(&mut config, Source::File).unwrap();
+    assert_eq!(
+        config.peering_gateway_probe_interval,
+        Duration::from_secs(2)
+    );
+    let flags = Settings {
+        peering_gateway_probe_interval: Some("200ms".into()),
+        ..Settings::default()
+    };
+    flags.apply(&mut config, Source::Flags).unwrap();
+    assert_eq!(
+        config.peering_gateway_probe_interval,
+        Duration::from_millis(200)
+    );
+
+    let too_fast: Settings =
+        hcl::from_str("peering {\n  gateway_probe_interval = \"10ms\"\n}\n").unwrap();
+    let err = too_fast
+        .apply(&mut AgentConfig::dev(), Source::File)
+        .unwrap_err();
+    assert!(
+        err.starts_with("peering.gateway_probe_interval: 10ms is out of range"),
+        "{err}"
+    );
+    let too_slow = Settings {
+        peering_gateway_probe_interval: Some("1h".into()),
+        ..Settings::default()
+    };
+    let err = too_slow
+        .apply(&mut AgentConfig::dev(), Source::Flags)
+        .unwrap_err();
+    assert!(
+        err.starts_with("--peering-gateway-probe-interval: 1h0m0s is out of range"),
+        "{err}"
+    );
+    assert!(hcl::from_str::<Settings>("peering {\n  probe = 1\n}\n").is_err());
+}

@@ -23,12 +23,14 @@ mod metrics;
 mod nodes;
 mod origin;
 mod peering;
+mod peering_gateways;
 mod proxy;
 mod relay;
 mod scope;
 mod state;
 mod topology;
 pub mod ui;
+mod ui_services;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -173,10 +175,15 @@ pub fn router(state: State) -> Router {
         .route("/v1/peering/establish", post(peering::establish))
         .route("/v1/peerings", get(peering::list))
         .route(
+            isthmus_api::peering_gateways::PATH,
+            get(peering_gateways::list),
+        )
+        .route(
             "/v1/peering/{name}",
             get(peering::read).delete(peering::delete),
         )
         .route("/v1/exported-services", get(peering::exported_services))
+        .route("/v1/internal/ui/services", get(ui_services::services))
         .route(
             "/v1/auth/groups",
             get(auth::list_groups).post(auth::create_group),

@@ -60,6 +60,19 @@ pub async fn to_leader(
     state: &State,
     leader: &str,
     path: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    request_leader(state, leader, Method::POST, path, headers, body).await
+}
+
+/// Like [`to_leader`], with any method: for what only the leader knows
+/// (its gateway probes' results).
+pub async fn request_leader(
+    state: &State,
+    leader: &str,
+    method: Method,
+    path: &str,
     mut headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -76,7 +89,7 @@ pub async fn to_leader(
             .unwrap_or_else(|_| HeaderValue::from_static("agent")),
     );
     let mut request = Request::new(body);
-    *request.method_mut() = Method::POST;
+    *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_2;
     *request.headers_mut() = headers;

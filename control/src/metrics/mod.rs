@@ -17,7 +17,9 @@ use http::{Method, StatusCode};
 use isthmus_api::peering::StreamMessage;
 use isthmus_api::peering_limits::InvalidReason;
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// The Content-Type of the Prometheus text exposition format 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -158,14 +160,23 @@ impl PeerCounters {
     }
 }
 
-/// The replication counters of every peer, as the peering code bumps
-/// them: cheap to clone (the series are shared with the registry).
+/// The replication counters and gateway probe results of every peer, as
+/// the peering code records them: cheap to clone (the series are shared
+/// with the registry).
 #[derive(Clone)]
 pub struct PeerMetrics {
     replication_messages: IntCounterVec,
     replication_errors: IntCounterVec,
     replication_rejected: IntCounterVec,
+    gateway_alive: IntGaugeVec,
+    gateway_probe_duration: HistogramVec,
 }
+
+/// Probe latencies from loopback (well under a millisecond) to a slow WAN
+/// link (seconds; a probe never waits longer than 10s).
+const PROBE_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 /// The agent's registry and the counters the hot paths bump.
 pub struct AgentMetrics {
@@ -242,8 +253,31 @@ impl PeerMetrics {
         }
     }
 
+    /// One gateway probe of `peer` (a stored peering, which bounds the
+    /// label): `Some(duration)` if it was answered, `None` if it failed.
+    /// Only answered probes go into the histogram: a failed one lasts as
+    /// long as its timeout, which says nothing about the link.
+    pub fn gateway_probed(&self, peer: &str, answered_in: Option<std::time::Duration>) {
+        self.gateway_alive
+            .with_label_values(&[peer])
+            .set(i64::from(answered_in.is_some()));
+        if let Some(duration) = answered_in {
+            self.gateway_probe_duration
+                .with_label_values(&[peer])
+                .observe(duration.as_secs_f64());
+        }
+    }
+
+    /// Drops `peer`'s probe series (its peering is gone, or this agent no
+    /// longer leads and so no longer probes).
+    pub fn forget_gateway_probes(&self, peer: &str) {
+        let _ = self.gateway_alive.remove_label_values(&[peer]);
+        let _ = self.gateway_probe_duration.remove_label_values(&[peer]);
+    }
+
     /// Drops every counter series of a deleted peering.
     pub fn forget_peer(&self, peer: &str) {
+        self.forget_gateway_probes(peer);
         for direction in Direction::ALL {
             for t in MessageType::ALL {
                 let _ = self.replication_messages.remove_label_values(&[
@@ -303,6 +337,25 @@ impl AgentMetrics {
         )?;
         registry.register(Box::new(replication_rejected.clone()))?;
 
+        let gateway_alive = IntGaugeVec::new(
+            Opts::new(
+                "isthmus_peering_gateway_alive",
+                "Whether the last probe of the peer's mesh gateways over the peering's mTLS was answered (1) or not (0); exported by the leader",
+            ),
+            &["peer"],
+        )?;
+        registry.register(Box::new(gateway_alive.clone()))?;
+
+        let gateway_probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "isthmus_peering_gateway_probe_duration_seconds",
+                "How long answered probes of the peer's mesh gateways took (connect, mTLS handshake, probe request), by peer",
+            )
+            .buckets(PROBE_BUCKETS.to_vec()),
+            &["peer"],
+        )?;
+        registry.register(Box::new(gateway_probe_duration.clone()))?;
+
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "isthmus_http_requests_total",
@@ -328,6 +381,8 @@ impl AgentMetrics {
                 replication_messages,
                 replication_errors,
                 replication_rejected,
+                gateway_alive,
+                gateway_probe_duration,
             },
             http_requests,
             api_listener: listeners.listener("api"),
@@ -428,6 +483,34 @@ mod tests {
         );
         assert!(!text.contains("peer=\"gone\""), "{text}");
         assert!(text.contains("peer=\"kept\""), "{text}");
+    }
+
+    #[test]
+    fn gateway_probes_set_alive_and_observe_answered_ones_until_forgotten() {
+        let metrics = AgentMetrics::new().unwrap();
+        metrics
+            .peers
+            .gateway_probed("cluster-02", Some(std::time::Duration::from_millis(3)));
+        metrics.peers.gateway_probed("cluster-03", None);
+        let text = text(&metrics);
+        for series in [
+            r#"isthmus_peering_gateway_alive{peer="cluster-02"} 1"#,
+            r#"isthmus_peering_gateway_alive{peer="cluster-03"} 0"#,
+            r#"isthmus_peering_gateway_probe_duration_seconds_count{peer="cluster-02"} 1"#,
+            r#"isthmus_peering_gateway_probe_duration_seconds_bucket{peer="cluster-02",le="0.005"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+        assert!(
+            !text.contains(
+                r#"isthmus_peering_gateway_probe_duration_seconds_count{peer="cluster-03"}"#
+            ),
+            "{text}"
+        );
+        metrics.peers.forget_peer("cluster-02");
+        metrics.peers.forget_gateway_probes("cluster-03");
+        let after = super::tests::text(&metrics);
+        assert!(!after.contains("isthmus_peering_gateway_"), "{after}");
     }
 
     #[test]

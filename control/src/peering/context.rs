@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use isthmus_api::peering_limits::ImportLimits;
 
+use super::gateway_probe::GatewayProbes;
 use super::manager::PeeringManager;
 use crate::ca::CertificateAuthority;
 use crate::catalog::LocalNode;
@@ -22,6 +23,8 @@ pub struct PeeringContext {
     /// Live sessions, dial tasks and deletions.
     pub manager: PeeringManager,
     pub metrics: PeerMetrics,
+    /// What the leader's probes of the peers' gateways last found.
+    pub probes: GatewayProbes,
     /// The largest replication stream message accepted from a peer.
     pub max_message_bytes: usize,
     /// How much a peer may export to us.

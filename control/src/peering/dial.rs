@@ -41,14 +41,14 @@ const EXCHANGE_BODY_LIMIT: usize = 1024 * 1024;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
-type RequestBody = BoxBody<Bytes, Infallible>;
+pub(super) type RequestBody = BoxBody<Bytes, Infallible>;
 
 /// Why dialing failed, kept per address for the error message.
 #[derive(Debug)]
 pub struct DialError(pub String);
 
 /// Connects to the first reachable address and returns an HTTP/2 sender.
-async fn connect(
+pub(super) async fn connect(
     addresses: &[String],
     server_name: &str,
     tls: Arc<rustls::ClientConfig>,
@@ -96,7 +96,7 @@ fn gateway_identity(
 }
 
 /// Reads a response body fully (bounded).
-async fn read_body(
+pub(super) async fn read_body(
     response: hyper::Response<hyper::body::Incoming>,
 ) -> Result<(http::StatusCode, Bytes), String> {
     let status = response.status();
@@ -301,7 +301,7 @@ pub fn start_dialer(peering: Arc<PeeringContext>, peer: String) {
 /// The client TLS config for an established peering: the peer's pinned
 /// roots and server name (the fingerprint pin only guards establishment,
 /// so the peer can renew its gateway certificate).
-fn stream_tls(
+pub(super) fn stream_tls(
     peering: &PeeringContext,
     record: &PeeringRecord,
 ) -> Result<Arc<rustls::ClientConfig>, String> {

@@ -1,12 +1,13 @@
 //! Peerings (LXD: cluster links) as the control plane keeps them, and the
 //! machinery that keeps them alive: token and exchange (acceptor side),
 //! establish and the dialing loop (dialer side), and the replication
-//! stream both sides speak.
+//! stream both sides speak, and the leader's probes of the peers' gateways.
 
 pub mod context;
 pub mod delete;
 pub mod dial;
 pub mod error;
+pub mod gateway_probe;
 pub mod manager;
 pub mod stream;
 pub mod token;
