@@ -279,3 +279,67 @@ async fn bad_ui_settings_stop_the_agent_with_the_reason() {
         .expect("the agent refuses a base URL without a scheme");
     assert!(error.contains("--ui-metrics-base-url: "), "{error}");
 }
+
+#[tokio::test]
+async fn the_topology_shows_only_services_the_token_may_read() {
+    const MANAGEMENT: &str = "2b7c6a1e-0f5d-4e8a-9c3b-5d1e7f9a0b21";
+    let agent = AgentProcess::spawn(&[
+        "--dev",
+        "--no-gateway",
+        "--acl-enabled",
+        "--acl-default-policy",
+        "deny",
+        "--acl-initial-management-token",
+        MANAGEMENT,
+    ]);
+    let addr: std::net::SocketAddr = agent.http_addr.parse().unwrap();
+    let as_token = |secret: &str| vec![format!("X-Consul-Token: {secret}")];
+    let call = |method: &'static str, path: &'static str, secret: String, body: Option<Value>| async move {
+        let answer =
+            isthmus_tests::api::raw(addr, method, path, &as_token(&secret), body.as_ref()).await;
+        assert_eq!(answer.status, 200, "{method} {path}: {}", answer.body);
+        answer.json()
+    };
+    for (destination, action) in [("api", "allow"), ("secret", "deny")] {
+        call(
+            "PUT",
+            "/v1/config",
+            MANAGEMENT.into(),
+            Some(json!({"Kind": "service-intentions", "Name": destination,
+                "Sources": [{"Name": "web", "Action": action}]})),
+        )
+        .await;
+    }
+    call(
+        "PUT",
+        "/v1/acl/policy",
+        MANAGEMENT.into(),
+        Some(json!({"Name": "web-api", "Rules": "service \"web\" { policy = \"read\" }\nservice \"api\" { policy = \"read\" }"})),
+    )
+    .await;
+    let token = call(
+        "PUT",
+        "/v1/acl/token",
+        MANAGEMENT.into(),
+        Some(json!({"Policies": [{"Name": "web-api"}]})),
+    )
+    .await;
+    let secret = token["SecretID"].as_str().unwrap().to_owned();
+
+    let everything = call("GET", "/v1/internal/ui/topology", MANAGEMENT.into(), None).await;
+    assert!(
+        edge(&everything, "web", "", "secret").is_some(),
+        "{everything}"
+    );
+    let narrowed = call("GET", "/v1/internal/ui/topology", secret, None).await;
+    assert!(edge(&narrowed, "web", "", "api").is_some(), "{narrowed}");
+    assert!(edge(&narrowed, "web", "", "secret").is_none(), "{narrowed}");
+    assert!(
+        !narrowed["Nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["Name"] == "secret"),
+        "{narrowed}"
+    );
+}

@@ -126,6 +126,23 @@ function drawGraph(topology) {
     root.append(group);
   }
 
+  // Several edges at one node end at spread-out points, not on one spot.
+  const ports = new Map();
+  const slot = (end, edge) => {
+    const k = key(end);
+    if (!ports.has(k)) ports.set(k, []);
+    ports.get(k).push(edge);
+  };
+  for (const edge of topology.Edges) {
+    slot(edge.Source, edge);
+    slot(edge.Destination, edge);
+  }
+  const offset = (end, edge) => {
+    const all = ports.get(key(end)) ?? [edge];
+    const spacing = Math.min(10, (NODE_H - 8) / Math.max(1, all.length - 1));
+    return (all.indexOf(edge) - (all.length - 1) / 2) * spacing;
+  };
+
   const edgeLayer = svg("g", { class: "edges" });
   root.append(edgeLayer);
   for (const edge of topology.Edges) {
@@ -145,9 +162,9 @@ function drawGraph(topology) {
     const sameColumn = from.x === to.x;
     const rightward = to.x > from.x;
     const x1 = sameColumn || rightward ? from.x + NODE_W : from.x;
-    const y1 = from.y + NODE_H / 2;
+    const y1 = from.y + NODE_H / 2 + offset(edge.Source, edge);
     const x2 = sameColumn || !rightward ? to.x + NODE_W : to.x;
-    const y2 = to.y + NODE_H / 2;
+    const y2 = to.y + NODE_H / 2 + offset(edge.Destination, edge);
     let d;
     let lx;
     let ly;
@@ -172,14 +189,14 @@ function drawGraph(topology) {
 
   for (const { node, x, y } of positions.values()) {
     const group = svg("g", {
-      class: `service${node.Instances === 0 ? " unregistered" : ""}`,
+      class: `service${node.Instances === 0 && !node.Sidecars ? " unregistered" : ""}`,
       "data-testid": `topology-node-${endName(node)}`,
     });
     group.append(svg("rect", { x, y, width: NODE_W, height: NODE_H, rx: 6 }));
     group.append(svg("text", { x: x + 10, y: y + 18, class: "service-name" }, node.Name));
     const details = [];
     if (node.Instances > 0) details.push(`${node.Instances} instance${node.Instances === 1 ? "" : "s"}`);
-    else details.push(node.Peer ? "not imported here" : "not registered");
+    else if (!node.Sidecars) details.push(node.Peer ? "not imported here" : "not registered");
     if (node.Sidecars) details.push(`${node.Sidecars} sidecar${node.Sidecars === 1 ? "" : "s"}`);
     if (node.Kind) details.push(node.Kind);
     group.append(svg("text", { x: x + 10, y: y + 35, class: "service-details" }, details.join(" · ")));

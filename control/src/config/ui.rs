@@ -162,6 +162,24 @@ pub fn validate_base_url(url: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_base_url_is_judged_without_panicking(url in "\\PC{0,80}") {
+            if let Ok(base) = validate_base_url(&url) {
+                prop_assert!(base.starts_with("http://") || base.starts_with("https://"));
+                prop_assert!(!base.ends_with('/'));
+                prop_assert!(!base.contains(['?', '#']));
+            }
+        }
+
+        #[test]
+        fn host_and_port_urls_are_accepted(host in "[a-z][a-z0-9-]{0,20}", port in 1u16.., path in "(/[a-z]{1,8}){0,2}/?") {
+            let url = format!("http://{host}:{port}{path}");
+            prop_assert_eq!(validate_base_url(&url), Ok(url.trim_end_matches('/').to_owned()));
+        }
+    }
 
     fn from_file(hcl: &str) -> Result<UiSettings, String> {
         let settings: super::super::Settings = hcl::from_str(hcl).map_err(|e| e.to_string())?;
