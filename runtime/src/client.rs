@@ -164,28 +164,7 @@ impl Client {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<ApiResponse, ClientError> {
-        let uri = format!("{}{}", self.base, path);
-        let mut request = Request::builder().method(method).uri(&uri);
-        if body.is_some() {
-            request = request.header(http::header::CONTENT_TYPE, "application/json");
-        }
-        if let Some(token) = &self.token {
-            request = request.header(TOKEN_HEADER, token.clone());
-        }
-        let request = request
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| ClientError::Address {
-                addr: uri.clone(),
-                problem: e.to_string(),
-            })?;
-        let response =
-            self.http
-                .request(request)
-                .await
-                .map_err(|source| ClientError::Transport {
-                    addr: self.base.clone(),
-                    source,
-                })?;
+        let response = self.dispatch(method, path, body).await?;
         let status = response.status();
         let index = response
             .headers()
@@ -216,25 +195,7 @@ impl Client {
         path: &str,
         max_bytes: usize,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let uri = format!("{}{}", self.base, path);
-        let mut request = Request::builder().method(Method::GET).uri(&uri);
-        if let Some(token) = &self.token {
-            request = request.header(TOKEN_HEADER, token.clone());
-        }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Address {
-                addr: uri.clone(),
-                problem: e.to_string(),
-            })?;
-        let response =
-            self.http
-                .request(request)
-                .await
-                .map_err(|source| ClientError::Transport {
-                    addr: self.base.clone(),
-                    source,
-                })?;
+        let response = self.dispatch(Method::GET, path, None).await?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), max_bytes)
             .collect()
@@ -251,6 +212,37 @@ impl Client {
             })?
             .to_bytes();
         Ok((status, body))
+    }
+
+    /// Builds the request (JSON body, the token) and sends it: the answer's
+    /// head, its body still to be read.
+    async fn dispatch(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
+        let uri = format!("{}{}", self.base, path);
+        let mut request = Request::builder().method(method).uri(&uri);
+        if body.is_some() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.token {
+            request = request.header(TOKEN_HEADER, token.clone());
+        }
+        let request = request
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| ClientError::Address {
+                addr: uri.clone(),
+                problem: e.to_string(),
+            })?;
+        self.http
+            .request(request)
+            .await
+            .map_err(|source| ClientError::Transport {
+                addr: self.base.clone(),
+                source,
+            })
     }
 
     /// Sends a request and turns an error status into [`ClientError::Api`].
