@@ -20,6 +20,7 @@ use isthmus_runtime::listen::{Limits, ListenerCounters, Watchdog};
 
 use crate::balance::InFlight;
 use crate::upstream::Endpoint;
+use isthmus_dataplane::coalesce::{self, Coalesce};
 use isthmus_dataplane::drain::Drain;
 use isthmus_dataplane::io::{splice, Spliced};
 
@@ -32,7 +33,9 @@ pub(crate) const RBAC_DENIED: &str = "RBAC: access denied";
 #[derive(Debug)]
 pub(crate) enum ResponseBody {
     Remote {
-        body: Incoming,
+        /// Small chunks that arrive together leave as one frame (one TLS
+        /// record, one write); none waits for more.
+        body: Coalesce<Incoming>,
         /// Keeps the request counted against its endpoint until the body ends.
         _in_flight: Option<InFlight<Endpoint>>,
     },
@@ -42,7 +45,7 @@ pub(crate) enum ResponseBody {
 impl ResponseBody {
     pub(crate) fn remote(body: Incoming, in_flight: Option<InFlight<Endpoint>>) -> ResponseBody {
         ResponseBody::Remote {
-            body,
+            body: Coalesce::new(body, coalesce::DEFAULT_MAX),
             _in_flight: in_flight,
         }
     }
