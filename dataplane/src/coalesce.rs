@@ -84,6 +84,8 @@ enum Stop {
 }
 
 impl<B: Body> Coalesce<B> {
+    /// Merges ready data frames up to `max` bytes; a `max` of 0 passes
+    /// every frame through as it comes.
     pub fn new(inner: B, max: usize) -> Coalesce<B> {
         Coalesce {
             inner,

@@ -33,8 +33,8 @@ pub(crate) const RBAC_DENIED: &str = "RBAC: access denied";
 #[derive(Debug)]
 pub(crate) enum ResponseBody {
     Remote {
-        /// Small chunks that arrive together leave as one frame (one TLS
-        /// record, one write); none waits for more.
+        /// From the app: small chunks that arrive together leave as one
+        /// frame (one TLS record, one write), none waiting for more.
         body: Coalesce<Incoming>,
         /// Keeps the request counted against its endpoint until the body ends.
         _in_flight: Option<InFlight<Endpoint>>,
@@ -43,10 +43,22 @@ pub(crate) enum ResponseBody {
 }
 
 impl ResponseBody {
+    /// A body from the other sidecar, passed on frame by frame: it comes
+    /// in frames of up to 16 KiB already, and the HTTP/1 writer queues
+    /// them without copying, so merging them would only add a copy.
     pub(crate) fn remote(body: Incoming, in_flight: Option<InFlight<Endpoint>>) -> ResponseBody {
         ResponseBody::Remote {
-            body: Coalesce::new(body, coalesce::DEFAULT_MAX),
+            body: Coalesce::new(body, 0),
             _in_flight: in_flight,
+        }
+    }
+
+    /// A body from the local application, whose small chunks are merged
+    /// (fewer HTTP/2 DATA frames and TLS records to the other sidecar).
+    pub(crate) fn from_app(body: Incoming) -> ResponseBody {
+        ResponseBody::Remote {
+            body: Coalesce::new(body, coalesce::DEFAULT_MAX),
+            _in_flight: None,
         }
     }
 }
