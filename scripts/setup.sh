@@ -8,6 +8,8 @@
 #   libprotobuf-dev             .proto files at build time: protoc and its
 #                               well-known types
 #   bind9-dnsutils              dig queries the agent's DNS interface
+#   haproxy                     a comparison peer of the benchmark
+#                               (cargo run --release -p isthmus-bench -- run)
 # Skips what is already installed; uses sudo when not root. Safe to rerun.
 set -euo pipefail
 
@@ -20,8 +22,9 @@ command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: chromium, chromedriver, promtool, etcd, etcdctl, protoc and dig are installed"
+  echo "setup: chromium, chromedriver, promtool, etcd, etcdctl, protoc, dig and haproxy are installed"
   exit 0
 fi
 

@@ -1,4 +1,4 @@
-//! Certificates for the Envoy and nginx topologies: one CA, a server leaf
+//! Certificates for the Envoy, nginx and HAProxy topologies: one CA, a server leaf
 //! for the inbound hop and a client leaf for the outbound hop, each with a
 //! SPIFFE URI SAN, written as PEM files into the run's scratch directory.
 

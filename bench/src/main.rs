@@ -1,5 +1,5 @@
-//! isthmus-bench: isthmus-proxy against a direct connection, Envoy and
-//! nginx, side by side in one run. See bench/README.md.
+//! isthmus-bench: isthmus-proxy against a direct connection, Envoy, nginx
+//! and HAProxy, side by side in one run. See bench/README.md.
 #![forbid(unsafe_code)]
 
 mod agent;
@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "isthmus-bench",
-    about = "Benchmarks isthmus-proxy against direct, Envoy and nginx"
+    about = "Benchmarks isthmus-proxy against direct, Envoy, nginx and HAProxy"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -62,10 +62,13 @@ pub struct RunArgs {
     /// Leave nginx out.
     #[arg(long)]
     no_nginx: bool,
+    /// Leave HAProxy out.
+    #[arg(long)]
+    no_haproxy: bool,
     /// Never run bench/setup.sh; skip a missing peer instead.
     #[arg(long)]
     no_setup: bool,
-    /// Worker threads/processes per proxy (isthmus --workers, Envoy --concurrency, nginx worker_processes).
+    /// Worker threads/processes per proxy (isthmus --workers, Envoy --concurrency, nginx worker_processes, HAProxy nbthread).
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Results file name (bench/results/<name>.json). [default: a UTC timestamp]

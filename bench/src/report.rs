@@ -96,6 +96,17 @@ pub struct Target {
 
 pub const LAT_SCENARIO: &str = "open-http1-1000rps-1k";
 pub const TPUT_SCENARIO: &str = "closed-http1-c32-1k";
+/// The open-loop scenarios whose added latency is judged.
+const LATENCY_SCENARIOS: [(&str, &str); 4] = [
+    ("open-http1-1000rps-1k", "@1,000 req/s HTTP/1.1"),
+    ("open-http1-5000rps-1k", "@5,000 req/s HTTP/1.1"),
+    ("open-h2c-1000rps-1k", "@1,000 req/s h2c"),
+    ("open-h2c-5000rps-1k", "@5,000 req/s h2c"),
+];
+const STREAM_SCENARIO: &str = "closed-http1-c32-64k";
+const CHURN_SCENARIO: &str = "churn-tls-c8-1k";
+/// The peers the "best of" targets compare with.
+const PEERS: [Kind; 3] = [Kind::Envoy, Kind::Nginx, Kind::Haproxy];
 
 fn find(results: &[TopoResult], kind: Kind) -> Option<&TopoResult> {
     results
@@ -103,12 +114,41 @@ fn find(results: &[TopoResult], kind: Kind) -> Option<&TopoResult> {
         .find(|r| r.topology == kind && r.skipped.is_none())
 }
 
-/// Latency added over direct (median of rounds), in µs.
-pub fn added(results: &[TopoResult], kind: Kind, pick: fn(&Sample) -> u64) -> Option<f64> {
+/// Latency added over direct in `scenario` (median of rounds), in µs.
+pub fn added(
+    results: &[TopoResult],
+    kind: Kind,
+    scenario: &str,
+    pick: fn(&Sample) -> u64,
+) -> Option<f64> {
     let f = |s: &Sample| Some(pick(s) as f64);
-    let topo = find(results, kind)?.stat(LAT_SCENARIO, f)?.median;
-    let direct = find(results, Kind::Direct)?.stat(LAT_SCENARIO, f)?.median;
+    let topo = find(results, kind)?.stat(scenario, f)?.median;
+    let direct = find(results, Kind::Direct)?.stat(scenario, f)?.median;
     Some(topo - direct)
+}
+
+/// The best (lowest, or highest when `!lower_is_better`) figure among
+/// `peers` that ran, with its label.
+fn best_of(
+    peers: &[Kind],
+    figure: impl Fn(Kind) -> Option<f64>,
+    lower_is_better: bool,
+) -> Option<(f64, &'static str)> {
+    peers
+        .iter()
+        .filter_map(|k| Some((figure(*k)?, k.label())))
+        .reduce(|a, b| {
+            let b_better = if lower_is_better {
+                b.0 < a.0
+            } else {
+                b.0 > a.0
+            };
+            if b_better {
+                b
+            } else {
+                a
+            }
+        })
 }
 
 fn ratio_target(
@@ -116,19 +156,23 @@ fn ratio_target(
     want: &str,
     limit: f64,
     ours: Option<f64>,
-    theirs: Option<f64>,
+    theirs: Option<(f64, &str)>,
     at_most: bool,
 ) -> Target {
     let (ratio, met, note) = match (ours, theirs) {
-        (Some(o), Some(t)) if t > 0.0 => {
+        (Some(o), Some((t, peer))) if t > 0.0 => {
             let r = o / t;
             let met = if at_most { r <= limit } else { r >= limit };
-            (Some(r), Some(met), format!("isthmus {o:.1} vs {t:.1}"))
+            (
+                Some(r),
+                Some(met),
+                format!("isthmus {o:.1} vs {peer} {t:.1}"),
+            )
         }
-        (Some(o), Some(t)) => (
+        (Some(o), Some((t, peer))) => (
             None,
             None,
-            format!("isthmus {o:.1} vs {t:.1}: peer's figure not positive, no ratio"),
+            format!("isthmus {o:.1} vs {peer} {t:.1}: peer's figure not positive, no ratio"),
         ),
         _ => (None, None, "not judged: a topology did not run".into()),
     };
@@ -141,58 +185,100 @@ fn ratio_target(
     }
 }
 
+/// The proxy targets of issue 16 (see bench/README.md, Targets).
 pub fn targets(results: &[TopoResult]) -> Vec<Target> {
     let mut out = Vec::new();
-    for (peer, label) in [(Kind::Envoy, "Envoy"), (Kind::Nginx, "nginx")] {
+    for (scenario, at) in LATENCY_SCENARIOS {
         for (q, pick) in [
             ("p50", (|s: &Sample| s.p50_us) as fn(&Sample) -> u64),
             ("p99", |s: &Sample| s.p99_us),
         ] {
+            let ours = added(results, Kind::Isthmus, scenario, pick);
+            let best = best_of(
+                &[Kind::Nginx, Kind::Haproxy],
+                |k| added(results, k, scenario, pick),
+                true,
+            );
             out.push(ratio_target(
-                &format!("added latency {q} @1,000 req/s (HTTP/1.1) vs {label}"),
-                "<= 0.7x",
-                0.7,
-                added(results, Kind::Isthmus, pick),
-                added(results, peer, pick),
+                &format!("added latency {q} {at} vs the best of nginx and HAProxy"),
+                "<= 1.0x",
+                1.0,
+                ours,
+                best,
+                true,
+            ));
+            let envoy = added(results, Kind::Envoy, scenario, pick);
+            out.push(ratio_target(
+                &format!("added latency {q} {at} vs Envoy"),
+                "<= 0.5x",
+                0.5,
+                ours,
+                envoy.map(|v| (v, Kind::Envoy.label())),
                 true,
             ));
         }
     }
-    let cpu = |k| {
-        find(results, k)?
-            .stat(LAT_SCENARIO, |s| s.cpu_ms_per_1k)
-            .map(|s| s.median)
+    let median = |k: Kind, scenario: &str, f: fn(&Sample) -> Option<f64>| {
+        find(results, k)?.stat(scenario, f).map(|s| s.median)
     };
+    let cpu = |k| median(k, LAT_SCENARIO, |s| s.cpu_ms_per_1k);
+    let rps = |k, scenario| median(k, scenario, |s| Some(s.rps));
+    let with_label = |k: Kind, v: Option<f64>| v.map(|v| (v, k.label()));
     out.push(ratio_target(
-        "proxy CPU per 1,000 requests @1,000 req/s vs Envoy",
-        "<= 0.6x",
-        0.6,
+        "proxy CPU per 1,000 requests @1,000 req/s (both hops, HTTP/1.1) vs nginx",
+        "<= 1.0x",
+        1.0,
         cpu(Kind::Isthmus),
-        cpu(Kind::Envoy),
+        with_label(Kind::Nginx, cpu(Kind::Nginx)),
         true,
     ));
-    let tput = |k| {
-        find(results, k)?
-            .stat(TPUT_SCENARIO, |s| Some(s.rps))
-            .map(|s| s.median)
-    };
+    for (peer, limit) in [(Kind::Envoy, 1.2), (Kind::Nginx, 1.0)] {
+        out.push(ratio_target(
+            &format!(
+                "streamed 64 KiB responses (closed loop c32) vs {}",
+                peer.label()
+            ),
+            &format!(">= {limit:.1}x"),
+            limit,
+            rps(Kind::Isthmus, STREAM_SCENARIO),
+            with_label(peer, rps(peer, STREAM_SCENARIO)),
+            false,
+        ));
+    }
     out.push(ratio_target(
-        "max throughput per core (1 worker per proxy, closed loop c32) vs Envoy",
+        "max throughput per core (1 worker per proxy, closed loop c32 /1k) vs nginx",
+        ">= 1.0x",
+        1.0,
+        rps(Kind::Isthmus, TPUT_SCENARIO),
+        with_label(Kind::Nginx, rps(Kind::Nginx, TPUT_SCENARIO)),
+        false,
+    ));
+    out.push(ratio_target(
+        "connection churn (new mTLS connection per request) vs the best peer",
         ">= 1.3x",
         1.3,
-        tput(Kind::Isthmus),
-        tput(Kind::Envoy),
+        rps(Kind::Isthmus, CHURN_SCENARIO),
+        best_of(&PEERS, |k| rps(k, CHURN_SCENARIO), false),
         false,
     ));
     let isthmus = find(results, Kind::Isthmus);
     let idle = isthmus.and_then(|r| r.rss_idle_kib.iter().max().copied());
-    out.push(mib_target("sidecar RSS idle (larger hop)", 10.0, idle));
+    out.push(mib_target("sidecar RSS idle (larger hop)", 8.0, idle));
     let conns = isthmus.and_then(|r| r.rss_1000_conns_kib);
     out.push(mib_target(
-        "sidecar RSS with 1,000 open connections (outbound hop)",
-        30.0,
+        "sidecar RSS with 1,000 idle keep-alive connections (outbound hop)",
+        20.0,
         conns,
     ));
+    let peak = isthmus.and_then(|r| r.rss_peak_kib.iter().max().copied());
+    let peak_mib = peak.map(|k| k as f64 / 1024.0);
+    out.push(Target {
+        name: "sidecar RSS peak under load (larger hop, VmHWM)".into(),
+        want: "reported".into(),
+        ratio_or_value: peak_mib,
+        met: peak_mib.map(|_| true),
+        note: peak_mib.map_or("not measured".into(), |m| format!("{m:.1} MiB")),
+    });
     out
 }
 

@@ -21,7 +21,7 @@ fn timestamp() -> String {
 
 pub async fn run(args: RunArgs) -> Result<i32> {
     // `--only control-plane`: the isthmus topology for the intention
-    // change, no load rounds, no Envoy or nginx, then the peering figures.
+    // change, no load rounds, no Envoy, nginx or HAProxy, then the peering figures.
     let control_only = args.only == Some(Only::ControlPlane);
     let rounds = if control_only {
         0
@@ -117,6 +117,19 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         }
     };
     add(nginx, Kind::Nginx, &mut results);
+    let haproxy = if control_only {
+        Err(anyhow::anyhow!("left out (--only control-plane)"))
+    } else if args.no_haproxy {
+        Err(anyhow::anyhow!("left out (--no-haproxy)"))
+    } else {
+        match peers::locate("haproxy", args.no_setup) {
+            Ok(bin) => {
+                topology::haproxy(&bin, scratch.path(), &certs, &backend, args.workers).await
+            }
+            Err(why) => Err(anyhow::anyhow!(why)),
+        }
+    };
+    add(haproxy, Kind::Haproxy, &mut results);
     let index = |kind: Kind| {
         results
             .iter()

@@ -1,4 +1,4 @@
-//! The four topologies, started once per run and left up while the rounds
+//! The five topologies, started once per run and left up while the rounds
 //! interleave them. Every process is a [`Proc`] guard: killed on drop.
 
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ pub enum Kind {
     Isthmus,
     Envoy,
     Nginx,
+    Haproxy,
 }
 
 impl Kind {
@@ -27,6 +28,7 @@ impl Kind {
             Kind::Isthmus => "isthmus",
             Kind::Envoy => "envoy",
             Kind::Nginx => "nginx",
+            Kind::Haproxy => "haproxy",
         }
     }
 }
@@ -340,6 +342,72 @@ pub async fn nginx(
         churn_tls: Some(churn_tls(certs)?),
         proxies: vec![outbound, inbound],
         version: procs::version(nginx_bin, &["-v"]),
+        agent: None,
+    };
+    topology.wait_ready().await?;
+    Ok(topology)
+}
+
+/// HAProxy wants a certificate and its key in one PEM file: writes
+/// `<name>` (certificate, then key) into `dir`.
+fn combined_pem(dir: &Path, name: &str, cert: &Path, key: &Path) -> Result<PathBuf> {
+    let mut pem = std::fs::read_to_string(cert)?;
+    pem.push_str(&std::fs::read_to_string(key)?);
+    let out = dir.join(name);
+    std::fs::write(&out, pem).with_context(|| format!("write {}", out.display()))?;
+    Ok(out)
+}
+
+pub async fn haproxy(
+    haproxy_bin: &Path,
+    dir: &Path,
+    certs: &CertFiles,
+    backend: &str,
+    workers: usize,
+) -> Result<Topology> {
+    let backend_port = backend.rsplit(':').next().unwrap_or_default().to_owned();
+    let (in_port, out_port) = (free_port()?, free_port()?);
+    let server_pem = combined_pem(
+        dir,
+        "haproxy-server.pem",
+        &certs.server_cert,
+        &certs.server_key,
+    )?;
+    let client_pem = combined_pem(
+        dir,
+        "haproxy-client.pem",
+        &certs.client_cert,
+        &certs.client_key,
+    )?;
+    let mut vars = cert_vars(certs);
+    vars.push(("SERVER_PEM", server_pem.display().to_string()));
+    vars.push(("CLIENT_PEM", client_pem.display().to_string()));
+    vars.push(("BACKEND_PORT", backend_port));
+    vars.push(("INBOUND_PORT", in_port.to_string()));
+    vars.push(("WORKERS", workers.to_string()));
+    let start = |file: &str, hop: &str, listen: u16| -> Result<Proc> {
+        let mut vars = vars.clone();
+        vars.push(("LISTEN_PORT", listen.to_string()));
+        let config = render(file, dir, &vars)?;
+        // -db: stay in the foreground, one process (no master-worker).
+        let args = ["-db", "-f", &config.display().to_string()].map(str::to_owned);
+        let name = format!("haproxy ({hop})");
+        Ok(procs::spawn(&name, haproxy_bin, &args, None)?.0)
+    };
+    let mut inbound = start("haproxy-inbound.cfg", "inbound", in_port)?;
+    let mut outbound = start("haproxy-outbound.cfg", "outbound", out_port)?;
+    procs::wait_port(&mut inbound, &format!("127.0.0.1:{in_port}")).await?;
+    procs::wait_port(&mut outbound, &format!("127.0.0.1:{out_port}")).await?;
+    let out_addr = format!("127.0.0.1:{out_port}");
+    let version = procs::version(haproxy_bin, &["-v"]);
+    let mut topology = Topology {
+        kind: Kind::Haproxy,
+        h1_addr: out_addr.clone(),
+        h2_addr: out_addr,
+        churn_addr: format!("127.0.0.1:{in_port}"),
+        churn_tls: Some(churn_tls(certs)?),
+        proxies: vec![outbound, inbound],
+        version,
         agent: None,
     };
     topology.wait_ready().await?;

@@ -4,6 +4,7 @@
 //! | module | for |
 //! |---|---|
 //! | `admin` | the admin listener: `/metrics`, `/ready`, `/live`, `POST /shutdown`, plus a role's own routes |
+//! | `coalesce` | merging a streamed body's ready-at-once small data frames (fewer HTTP/2 frames and TLS records) without delaying any |
 //! | `config` | the settings file loader, the one layering pattern (defaults < file < flags), the advertise-address rule |
 //! | `drain` | graceful drain of a group of connections, and the accept loop that feeds one |
 //! | `http` | hop-by-hop headers, dropped when passing requests and responses on |
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod coalesce;
 pub mod config;
 pub mod drain;
 pub mod http;

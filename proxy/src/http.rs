@@ -20,6 +20,7 @@ use isthmus_runtime::listen::{Limits, ListenerCounters, Watchdog};
 
 use crate::balance::InFlight;
 use crate::upstream::Endpoint;
+use isthmus_dataplane::coalesce::{self, Coalesce};
 use isthmus_dataplane::drain::Drain;
 use isthmus_dataplane::io::{splice, Spliced};
 
@@ -32,7 +33,9 @@ pub(crate) const RBAC_DENIED: &str = "RBAC: access denied";
 #[derive(Debug)]
 pub(crate) enum ResponseBody {
     Remote {
-        body: Incoming,
+        /// From the app: small chunks that arrive together leave as one
+        /// frame (one TLS record, one write), none waiting for more.
+        body: Coalesce<Incoming>,
         /// Keeps the request counted against its endpoint until the body ends.
         _in_flight: Option<InFlight<Endpoint>>,
     },
@@ -40,10 +43,22 @@ pub(crate) enum ResponseBody {
 }
 
 impl ResponseBody {
+    /// A body from the other sidecar, passed on frame by frame: it comes
+    /// in frames of up to 16 KiB already, and the HTTP/1 writer queues
+    /// them without copying, so merging them would only add a copy.
     pub(crate) fn remote(body: Incoming, in_flight: Option<InFlight<Endpoint>>) -> ResponseBody {
         ResponseBody::Remote {
-            body,
+            body: Coalesce::new(body, 0),
             _in_flight: in_flight,
+        }
+    }
+
+    /// A body from the local application, whose small chunks are merged
+    /// (fewer HTTP/2 DATA frames and TLS records to the other sidecar).
+    pub(crate) fn from_app(body: Incoming) -> ResponseBody {
+        ResponseBody::Remote {
+            body: Coalesce::new(body, coalesce::DEFAULT_MAX),
+            _in_flight: None,
         }
     }
 }

@@ -283,7 +283,7 @@ async fn forward(
                 }
                 _ => strip_hop_by_hop(response.headers_mut(), false),
             }
-            response.map(|body| ResponseBody::remote(body, None))
+            response.map(ResponseBody::from_app)
         }
         Err(e) => {
             let unreachable = e.is_connect();
