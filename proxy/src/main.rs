@@ -20,16 +20,11 @@ fn main() -> ExitCode {
     let workers = launch
         .workers()
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // One worker: a current-thread runtime (every task on the main thread,
-    // no scheduler bookkeeping for other workers).
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(workers);
-        builder
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("Error: starting the async runtime: {e}");
