@@ -4,7 +4,7 @@
 //! events, each written only after the caller has received the previous
 //! one; so each event has to cross both hops while the backend still holds
 //! the stream open with nothing more to send. Over HTTP/1.1 and h2c from
-//! the caller.
+//! the caller; both sidecars with `--workers 1`, as the benchmark runs them.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -152,8 +152,17 @@ async fn server_sent_events_cross_both_sidecars_as_they_are_written() {
     let slot: EventsSlot = Arc::default();
     let backend_app = sse_backend(slot.clone()).await;
     let caller_app = http_app("caller").await.to_string();
-    let _backend = ProxyProcess::spawn(&agent.url(), "backend", &backend_app, &[], &[]);
-    let caller = ProxyProcess::spawn(&agent.url(), "caller", &caller_app, &["backend"], &[]);
+    // One worker each, as the benchmark runs them: the coalescing's one
+    // scheduler pass then shares the worker with the connection tasks.
+    let one_worker = ["--workers", "1"];
+    let _backend = ProxyProcess::spawn(&agent.url(), "backend", &backend_app, &[], &one_worker);
+    let caller = ProxyProcess::spawn(
+        &agent.url(),
+        "caller",
+        &caller_app,
+        &["backend"],
+        &one_worker,
+    );
     let upstream = caller.upstream("backend").to_owned();
     eventually("the backend answers through both sidecars", || async {
         request(&upstream, "GET", "/ping", false)

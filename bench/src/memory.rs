@@ -138,7 +138,7 @@ pub async fn run(args: &RunArgs, bin_dir: &std::path::Path, name: &str) -> Resul
     let idle = steps[0].hops.iter().map(|h| h.rss_kib).max().unwrap_or(0);
     let with_conns = steps[4].hops.first().map_or(0, |h| h.rss_kib);
     println!(
-        "targets: idle (larger hop) {:.1} MiB (want <= 10), 1,000 conns after load (outbound) {:.1} MiB (want <= 30)",
+        "targets: idle (larger hop) {:.1} MiB (want <= 8), 1,000 conns after load (outbound) {:.1} MiB (want <= 20)",
         mib(idle),
         mib(with_conns)
     );
