@@ -7,45 +7,28 @@
 //! the caller; both sidecars with `--workers 1`, as the benchmark runs them.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use isthmus_testkit::body::RequestBody;
 use isthmus_tests::api::put;
 use isthmus_tests::apps::{http_app, request};
 use isthmus_tests::eventually;
 use isthmus_tests::process::AgentProcess;
 use isthmus_tests::proxy_process::ProxyProcess;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 /// A failure bound, not a synchronisation: an event held by a sidecar never
 /// arrives (the backend writes nothing more until it does).
 const ARRIVAL_BOUND: Duration = Duration::from_secs(10);
 
-/// A response body fed by the test: each message is one write by the app.
-struct Events(mpsc::Receiver<Bytes>);
-
-impl Body for Events {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|event| event.map(|bytes| Ok(Frame::data(bytes))))
-    }
-}
-
-type EventsSlot = Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>;
+/// The body the next `GET /events` streams: each chunk the test sends is
+/// one write by the app.
+type EventsSlot = Arc<Mutex<Option<RequestBody>>>;
 
 /// The backend app: `GET /events` streams what the test puts into the
 /// waiting slot's channel (`text/event-stream`, chunked); anything else
@@ -71,9 +54,11 @@ async fn sse_backend(slot: EventsSlot) -> String {
                     let response = match events {
                         Some(events) => http::Response::builder()
                             .header("content-type", "text/event-stream")
-                            .body(Events(events).boxed())
+                            .body(events.boxed())
                             .unwrap(),
-                        None => http::Response::new(Full::new(Bytes::from("ok")).boxed()),
+                        None => http::Response::new(
+                            RequestBody::Left(Full::new(Bytes::from("ok"))).boxed(),
+                        ),
                     };
                     Ok::<_, Infallible>(response)
                 }
@@ -91,7 +76,7 @@ async fn sse_backend(slot: EventsSlot) -> String {
 /// Opens `GET /events` through `upstream` and checks that each event the
 /// backend writes reaches the caller before the next one is written.
 async fn events_flow(upstream: &str, slot: &EventsSlot, h2: bool) {
-    let (writer, events) = mpsc::channel::<Bytes>(1);
+    let (writer, events) = isthmus_testkit::body::channel();
     *slot.lock().unwrap() = Some(events);
     let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
     builder.http2_only(h2);
