@@ -13,8 +13,8 @@ mod browser;
 use browser::{screenshot_path, tid, Browser};
 use isthmus_tests::api::get as api_get;
 use isthmus_tests::apps::{get, http_app};
-use isthmus_tests::cluster::{export_backend_to_cluster_02, Cluster};
-use isthmus_tests::process::{stderr, AgentProcess};
+use isthmus_tests::cluster::{establish_peering, export_backend_to_cluster_02, Cluster};
+use isthmus_tests::process::AgentProcess;
 use isthmus_tests::prometheus::{PrometheusProcess, ScrapeJob};
 use isthmus_tests::proxy_process::ProxyProcess;
 use isthmus_tests::{eventually, WAIT};
@@ -59,29 +59,7 @@ async fn topology_shows_live_cross_cluster_edges_from_a_real_prometheus() {
     )
     .await;
     let c2 = Cluster::start("cluster-02", dir.path()).await;
-    let token = isthmus_tests::process::stdout(&c1.cli(&[
-        "peering",
-        "generate-token",
-        "-name",
-        "cluster-02",
-    ]))
-    .trim()
-    .to_owned();
-    let established = c2.cli(&[
-        "peering",
-        "establish",
-        "-name",
-        "cluster-01",
-        "-peering-token",
-        &token,
-    ]);
-    assert!(
-        established.status.success(),
-        "establish: {}",
-        stderr(&established)
-    );
-    c1.wait_for_state("cluster-02", "ACTIVE").await;
-    c2.wait_for_state("cluster-01", "ACTIVE").await;
+    establish_peering(&c1, &c2).await;
 
     let backend = export_backend_to_cluster_02(&c1).await;
     // frontend may call backend; intruder is named, and denied.

@@ -249,14 +249,21 @@ pub async fn peered_clusters(dir: &Path) -> (Cluster, Cluster) {
 pub async fn peered_clusters_with(dir: &Path, agent_args: &[&str]) -> (Cluster, Cluster) {
     let c1 = Cluster::start_with("cluster-01", dir, agent_args).await;
     let c2 = Cluster::start_with("cluster-02", dir, agent_args).await;
-    let token = stdout(&c1.cli(&["peering", "generate-token", "-name", "cluster-02"]))
+    establish_peering(&c1, &c2).await;
+    (c1, c2)
+}
+
+/// Peers two started clusters the way the peering guide does: a token from
+/// `c1` (naming `c2`), established on `c2`; waits for `ACTIVE` on both.
+pub async fn establish_peering(c1: &Cluster, c2: &Cluster) {
+    let token = stdout(&c1.cli(&["peering", "generate-token", "-name", &c2.name]))
         .trim()
         .to_owned();
     let established = c2.cli(&[
         "peering",
         "establish",
         "-name",
-        "cluster-01",
+        &c1.name,
         "-peering-token",
         &token,
     ]);
@@ -265,9 +272,8 @@ pub async fn peered_clusters_with(dir: &Path, agent_args: &[&str]) -> (Cluster, 
         "establish: {}",
         super::process::stderr(&established)
     );
-    c1.wait_for_state("cluster-02", "ACTIVE").await;
-    c2.wait_for_state("cluster-01", "ACTIVE").await;
-    (c1, c2)
+    c1.wait_for_state(&c2.name, "ACTIVE").await;
+    c2.wait_for_state(&c1.name, "ACTIVE").await;
 }
 
 /// On cluster-01: a `backend` app behind its sidecar, registered passing,
